@@ -1,0 +1,197 @@
+"""Tests for jaxmi.plots: files written, valid PNGs, atomic saving, validation errors."""
+
+from __future__ import annotations
+
+import copy
+import math
+import os
+
+import numpy as np
+import pytest
+from matplotlib.figure import Figure
+from matplotlib.image import imread
+
+from jaxmi import plots
+
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+LAYERS = ["conv1", "conv2", "fc1"]
+ESTIMATORS = ["kde_upper", "binning"]
+EPOCHS = [0, 1, 2]
+
+
+def _mi_block(rng, m, p, shift):
+    out = {}
+    for est in ESTIMATORS:
+        out[est] = {}
+        for kind, dx in (("clean", 0.0), ("adv", -0.5)):
+            ixt = np.clip(9.0 - shift - np.arange(p)[None, :] - 0.3 * np.arange(m)[:, None] + dx
+                          + 0.05 * rng.standard_normal((m, p)), 0, None)
+            ity = np.clip(1.0 + 0.7 * np.arange(m)[:, None] + 0.1 * np.arange(p)[None, :] + dx
+                          + 0.05 * rng.standard_normal((m, p)), 0, math.log2(10))
+            out[est][kind] = {"I_XT": ixt.tolist(), "I_TY": ity.tolist()}
+    return out
+
+
+def make_summary(with_se: bool = False) -> dict:
+    rng = np.random.default_rng(0)
+    m, p = len(EPOCHS), len(LAYERS)
+    summary = {
+        "config": {"dataset": "mnist", "model": "lenet5", "samples": 1000},
+        "layers": list(LAYERS),
+        "epochs_measured": list(EPOCHS),
+        "verdicts": {"at_harder": True, "at_less_information": True},
+        "evidence": {},
+    }
+    for regime, shift, acc in (("nt", 0.0, [0.1, 0.95, 0.98]), ("at", 1.5, [0.1, 0.85, 0.9])):
+        res = {
+            "train_acc": [float("nan")] + acc[1:],  # no train metrics before training
+            "train_loss": [None, 0.3, 0.1],
+            "test_clean_acc": acc,
+            "test_adv_acc": [0.0, 0.05 + 0.6 * (regime == "at"), 0.02 + 0.7 * (regime == "at")],
+            "test_clean_loss": [2.3, 0.2, 0.1],
+            "test_adv_loss": [5.0, 3.0, 2.5],
+            "mi": _mi_block(rng, m, p, shift),
+        }
+        if with_se:
+            se = _mi_block(rng, m, p, 0.0)
+            for est in se.values():
+                for kind in est.values():
+                    for q in kind:
+                        kind[q] = (0.05 * np.ones((m, p))).tolist()
+            res["mi_se"] = se
+        summary[regime] = res
+    # A NaN MI point must be skipped, not crash.
+    summary["at"]["mi"]["binning"]["adv"]["I_XT"][1][2] = float("nan")
+    return summary
+
+
+def _check_pngs(paths, out_dir, expected_names):
+    assert sorted(p.name for p in paths) == sorted(expected_names)
+    for path in paths:
+        assert path.exists() and path.parent == out_dir
+        with open(path, "rb") as fh:
+            assert fh.read(8) == PNG_SIGNATURE
+        img = imread(path)
+        h, w = img.shape[:2]
+        assert 300 <= h <= 6000 and 300 <= w <= 8000, (path.name, img.shape)
+        assert img.std() > 0.01, f"{path.name} looks blank"
+    # Nothing but the final figures: no temporaries left behind.
+    assert sorted(os.listdir(out_dir)) == sorted(expected_names)
+
+
+def test_information_planes(tmp_path):
+    paths = plots.plot_information_planes(make_summary(), tmp_path)
+    _check_pngs(paths, tmp_path, [f"info_plane_{e}.png" for e in ESTIMATORS])
+
+
+def test_training_curves(tmp_path):
+    paths = plots.plot_training_curves(make_summary(), tmp_path)
+    _check_pngs(paths, tmp_path, ["training_curves.png"])
+
+
+def test_final_information(tmp_path):
+    paths = plots.plot_final_information(make_summary(), tmp_path)
+    _check_pngs(paths, tmp_path, ["final_IXT.png"])
+
+
+def test_trajectories(tmp_path):
+    paths = plots.plot_mi_trajectories(make_summary(), tmp_path)
+    _check_pngs(paths, tmp_path, [f"trajectories_I_XT_{e}.png" for e in ESTIMATORS])
+    sub = tmp_path / "ity"
+    paths = plots.plot_mi_trajectories(make_summary(), sub, quantity="I_TY")
+    _check_pngs(paths, sub, [f"trajectories_I_TY_{e}.png" for e in ESTIMATORS])
+
+
+def test_plot_all_with_standard_errors(tmp_path):
+    paths = plots.plot_all(make_summary(with_se=True), tmp_path)
+    expected = (
+        ["training_curves.png", "final_IXT.png", "final_ITY.png"]
+        + [f"info_plane_{e}.png" for e in ESTIMATORS]
+        + [f"trajectories_{q}_{e}.png" for q in ("I_XT", "I_TY") for e in ESTIMATORS]
+    )
+    _check_pngs(paths, tmp_path, expected)
+
+
+def test_only_one_regime_and_single_measurement(tmp_path):
+    s = make_summary()
+    del s["at"]
+    s["epochs_measured"] = [0]
+    for key in plots.METRIC_KEYS:
+        s["nt"][key] = s["nt"][key][:1]
+    for est in s["nt"]["mi"].values():
+        for kind in est.values():
+            for q in kind:
+                kind[q] = kind[q][:1]
+    paths = plots.plot_all(s, tmp_path)
+    assert all(p.exists() for p in paths) and len(paths) == 9
+
+
+def test_save_figure_atomic_and_overwrites(tmp_path):
+    fig = Figure(figsize=(4, 3))
+    fig.add_subplot().plot([0, 1], [1, 0])
+    target = tmp_path / "nested" / "fig.png"
+    assert plots.save_figure(fig, target) == target
+    first = target.read_bytes()
+    assert first.startswith(PNG_SIGNATURE)
+    assert imread(target).shape[:2] == (450, 600)  # 4x3 inches at dpi 150
+    plots.save_figure(fig, target)  # overwriting works
+    assert os.listdir(target.parent) == ["fig.png"]
+
+
+def test_save_figure_failure_leaves_old_file_and_no_temp(tmp_path):
+    fig = Figure()
+    target = tmp_path / "fig.png"
+    target.write_bytes(b"old")
+
+    class Boom(Exception):
+        pass
+
+    def explode(*args, **kwargs):
+        raise Boom
+
+    fig.savefig = explode
+    with pytest.raises(Boom):
+        plots.save_figure(fig, target)
+    assert target.read_bytes() == b"old"
+    assert os.listdir(tmp_path) == ["fig.png"]
+
+
+@pytest.mark.parametrize(
+    "mutate, match",
+    [
+        (lambda s: s.pop("layers"), "layers"),
+        (lambda s: s.pop("epochs_measured"), "epochs_measured"),
+        (lambda s: s.update(layers=[]), "layers"),
+        (lambda s: (s.pop("nt"), s.pop("at")), "'nt'"),
+        (lambda s: s["nt"].update(test_clean_acc=[0.5, 0.6]), r"test_clean_acc.*expected 3"),
+        (lambda s: s["at"]["mi"]["kde_upper"]["clean"].update(I_XT=[[1.0] * 3] * 2),
+         r"\['at'\]\['mi'\]\['kde_upper'\]\['clean'\]\['I_XT'\].*\(3, 3\)"),
+        (lambda s: s["nt"]["mi"]["binning"]["adv"].update(I_TY=[[1.0, 2.0]] * 3), r"I_TY.*shape"),
+        (lambda s: s["nt"]["mi"]["binning"]["adv"].update(I_TY=[[1.0, 2.0], [1.0], [1.0, 2.0]]),
+         r"I_TY.*rectangular"),
+        (lambda s: s["nt"]["mi"]["binning"]["clean"].pop("I_XT"), r"I_XT.*missing"),
+    ],
+)
+def test_bad_summary_raises(tmp_path, mutate, match):
+    s = copy.deepcopy(make_summary())
+    mutate(s)
+    for fn in (plots.plot_information_planes, plots.plot_training_curves,
+               plots.plot_final_information, plots.plot_mi_trajectories, plots.plot_all):
+        with pytest.raises(ValueError, match=match):
+            fn(s, tmp_path)
+    assert os.listdir(tmp_path) == []
+
+
+def test_bad_quantity(tmp_path):
+    with pytest.raises(ValueError, match="quantity"):
+        plots.plot_mi_trajectories(make_summary(), tmp_path, quantity="I_XY")
+
+
+def test_partially_missing_estimates_are_skipped(tmp_path):
+    s = make_summary()
+    del s["at"]["mi"]["kde_upper"]  # estimator measured for NT only
+    del s["nt"]["mi"]["binning"]["adv"]  # no adversarial estimate
+    s["at"]["mi"]["binning"]["clean"]["I_XT"][-1][1] = None  # missing final value
+    s["nt"]["test_adv_loss"] = [None, None, None]  # an all-missing curve
+    paths = plots.plot_all(s, tmp_path)
+    assert len(paths) == 9 and all(p.read_bytes().startswith(PNG_SIGNATURE) for p in paths)
