@@ -1,0 +1,271 @@
+"""Flax CNNs of the paper, with named probe points.
+
+Every model maps images ``x`` [B, H, W, C] in [0, 1] to ``(logits, probes)``, where
+``probes`` is a dict ``{name: [B, D]}`` of flattened layer outputs in a fixed order
+(:attr:`probe_names`). Models are pure: variables (``params`` and, for the WideResNet,
+``batch_stats``) go in, outputs come out; :func:`apply_model` wraps ``module.apply`` and
+returns the updated batch statistics in training mode.
+
+Initialisation: the paper's PyTorch code relies on PyTorch's default initialisation,
+weights and biases uniform in ±1/√fan_in. That matters: with Flax's default initialisers
+(LeCun-normal weights, zero biases) PGD adversarial training of LeNet at ε = 45/255 stays at
+chance. MLP and LeNet use the PyTorch default throughout; the WideResNet uses He-normal
+(fan-out) convolutions without bias, BatchNorm scale 1 / bias 0, and a zero linear bias, as
+in the paper's WideResNet.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Callable
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+__all__ = [
+    "MLP",
+    "LeNet",
+    "WideResNet",
+    "MODELS",
+    "create_model",
+    "init_variables",
+    "apply_model",
+    "probe_widths",
+    "torch_default_kernel_init",
+    "torch_default_bias_init",
+]
+
+Array = jax.Array
+
+
+def torch_default_kernel_init(key, shape, dtype=jnp.float32):
+    """PyTorch's default Linear/Conv weight init: U(−1/√fan_in, 1/√fan_in).
+
+    (``kaiming_uniform_(a=√5)``; fan_in = product of all but the last kernel dimension.)
+    """
+    fan_in = math.prod(shape[:-1])
+    bound = 1.0 / math.sqrt(fan_in)
+    return jax.random.uniform(key, shape, dtype, -bound, bound)
+
+
+def torch_default_bias_init(fan_in: int) -> Callable:
+    """PyTorch's default bias init for a layer with ``fan_in`` inputs: U(±1/√fan_in)."""
+    bound = 1.0 / math.sqrt(fan_in)
+
+    def init(key, shape, dtype=jnp.float32):
+        return jax.random.uniform(key, shape, dtype, -bound, bound)
+
+    return init
+
+
+def _dense(x: Array, features: int, name: str) -> Array:
+    return nn.Dense(features, kernel_init=torch_default_kernel_init,
+                    bias_init=torch_default_bias_init(x.shape[-1]), name=name)(x)
+
+
+def _conv(x: Array, features: int, kernel: int, name: str) -> Array:
+    fan_in = x.shape[-1] * kernel * kernel
+    return nn.Conv(features, (kernel, kernel), padding="VALID", kernel_init=torch_default_kernel_init,
+                   bias_init=torch_default_bias_init(fan_in), name=name)(x)
+
+
+def _flat(x: Array) -> Array:
+    return x.reshape(x.shape[0], -1)
+
+
+class MLP(nn.Module):
+    """784-784-1024-20-20-20-10 ReLU MLP; probes at every linear output (before ReLU)."""
+
+    widths: tuple[int, ...] = (784, 1024, 20, 20, 20, 10)
+    probe_names: tuple[str, ...] = ("fc1", "fc2", "fc3", "fc4", "fc5", "fc6")
+
+    @nn.compact
+    def __call__(self, x: Array, train: bool = False):
+        del train
+        h = _flat(x)
+        probes = {}
+        for i, (w, name) in enumerate(zip(self.widths, self.probe_names)):
+            h = _dense(h, w, name)
+            probes[name] = h
+            if i < len(self.widths) - 1:
+                h = nn.relu(h)
+        return h, probes
+
+
+class LeNet(nn.Module):
+    """LeNet-5 of the paper (MNIST 28×28×1 or CIFAR-10 32×32×3 inputs).
+
+    conv 6@5×5 → ReLU → maxpool 2 → conv 16@5×5 → ReLU → maxpool 2 → fc 120 → ReLU → fc 84 →
+    ReLU → fc ``num_classes``. Probes: the two conv and three fc outputs before activation
+    (widths 3456, 1024, 120, 84, 10 on MNIST; 4704, 1600, 120, 84, 10 on CIFAR-10).
+    """
+
+    num_classes: int = 10
+    probe_names: tuple[str, ...] = ("conv1", "conv2", "fc1", "fc2", "fc3")
+
+    @nn.compact
+    def __call__(self, x: Array, train: bool = False):
+        del train
+        c1 = _conv(x, 6, 5, "conv1")
+        h = nn.max_pool(nn.relu(c1), (2, 2), strides=(2, 2))
+        c2 = _conv(h, 16, 5, "conv2")
+        h = _flat(nn.max_pool(nn.relu(c2), (2, 2), strides=(2, 2)))
+        f1 = _dense(h, 120, "fc1")
+        f2 = _dense(nn.relu(f1), 84, "fc2")
+        logits = _dense(nn.relu(f2), self.num_classes, "fc3")
+        probes = dict(zip(self.probe_names, (_flat(c1), _flat(c2), f1, f2, logits)))
+        return logits, probes
+
+
+_he_normal_fan_out = nn.initializers.variance_scaling(2.0, "fan_out", "normal")
+
+
+class _Conv3(nn.Module):
+    features: int
+    stride: int = 1
+    kernel: int = 3
+
+    @nn.compact
+    def __call__(self, x):
+        p = (self.kernel - 1) // 2  # PyTorch-style symmetric padding
+        return nn.Conv(self.features, (self.kernel, self.kernel), strides=(self.stride, self.stride),
+                       padding=((p, p), (p, p)), use_bias=False, kernel_init=_he_normal_fan_out)(x)
+
+
+def _bn(train: bool, name: str):
+    # PyTorch BatchNorm2d: momentum 0.1 (= Flax 0.9), eps 1e-5.
+    return nn.BatchNorm(use_running_average=not train, momentum=0.9, epsilon=1e-5, name=name)
+
+
+class _Block(nn.Module):
+    """Pre-activation wide basic block: BN → LReLU → conv → BN → LReLU → conv (+ shortcut)."""
+
+    features: int
+    stride: int
+
+    @nn.compact
+    def __call__(self, x, train: bool):
+        act = nn.leaky_relu(_bn(train, "bn1")(x), 0.1)
+        h = _Conv3(self.features, self.stride, name="conv1")(act)
+        h = nn.leaky_relu(_bn(train, "bn2")(h), 0.1)
+        h = _Conv3(self.features, 1, name="conv2")(h)
+        if x.shape[-1] != self.features or self.stride != 1:
+            shortcut = _Conv3(self.features, self.stride, kernel=1, name="shortcut")(act)
+        else:
+            shortcut = x
+        return shortcut + h, act
+
+
+class WideResNet(nn.Module):
+    """WideResNet-10-1 of the paper (CIFAR-10 at 32 px, STL-10 at 96 px).
+
+    Stem conv 16@3×3, three stages of one pre-activation block (widths 16/32/64, strides
+    1/2/2), BN → LeakyReLU(0.1) → 8×8 average pool (stride 8) → fc. Probes: the stem output
+    and the first activation of each block, then the logits (CIFAR widths 16384, 16384,
+    16384, 8192, 10; STL-10 147456, 147456, 147456, 73728, 10).
+    """
+
+    num_classes: int = 10
+    widths: tuple[int, int, int] = (16, 32, 64)
+    probe_names: tuple[str, ...] = ("conv", "block1", "block2", "block3", "logits")
+
+    @nn.compact
+    def __call__(self, x: Array, train: bool = False):
+        h = _Conv3(16, 1, name="stem")(x)
+        probes = {"conv": _flat(h)}
+        for i, (w, s) in enumerate(zip(self.widths, (1, 2, 2))):
+            h, act = _Block(w, s, name=f"block{i + 1}")(h, train)
+            probes[f"block{i + 1}"] = _flat(act)
+        h = nn.leaky_relu(_bn(train, "bn_final")(h), 0.1)
+        h = _flat(nn.avg_pool(h, (8, 8), strides=(8, 8)))
+        logits = nn.Dense(self.num_classes, kernel_init=torch_default_kernel_init,
+                          bias_init=nn.initializers.zeros, name="fc")(h)
+        probes["logits"] = logits
+        return logits, {k: probes[k] for k in self.probe_names}
+
+
+@dataclasses.dataclass(frozen=True)
+class _ModelSpec:
+    build: Callable[[int], nn.Module]
+    datasets: tuple[str, ...]
+    description: str
+
+
+MODELS: dict[str, _ModelSpec] = {
+    "mlp": _ModelSpec(lambda c: MLP(widths=(784, 1024, 20, 20, 20, c)), ("mnist", "fashion_mnist"),
+                      "784-784-1024-20-20-20-10 ReLU MLP"),
+    "lenet": _ModelSpec(lambda c: LeNet(num_classes=c), ("mnist", "fashion_mnist", "cifar10"),
+                        "LeNet-5 (MNIST 28×28×1 or CIFAR-10 32×32×3)"),
+    "wrn": _ModelSpec(lambda c: WideResNet(num_classes=c), ("cifar10", "stl10"),
+                      "WideResNet-10-1 (CIFAR-10 32 px or STL-10 96 px)"),
+}
+
+
+def create_model(name: str, num_classes: int = 10) -> nn.Module:
+    """Builds a model by name (``"mlp"``, ``"lenet"``, ``"wrn"``).
+
+    The input size is taken from the data at initialisation, so one name serves both
+    LeNet-MNIST and LeNet-CIFAR, and WideResNet at 32 px and 96 px.
+    """
+    if name not in MODELS:
+        raise ValueError(f"unknown model {name!r}; choose one of {sorted(MODELS)}.")
+    if num_classes < 2:
+        raise ValueError(f"num_classes must be ≥ 2; got {num_classes}.")
+    return MODELS[name].build(num_classes)
+
+
+def init_variables(module: nn.Module, key: Array, input_shape: tuple[int, ...]) -> dict[str, Any]:
+    """Initialises a model's variables for inputs of shape ``(H, W, C)``.
+
+    Returns:
+      ``{"params": ..., "batch_stats": ...}`` (``batch_stats`` is an empty dict for models
+      without BatchNorm).
+    """
+    variables = module.init(key, jnp.zeros((1, *input_shape), jnp.float32), train=False)
+    variables = dict(variables)
+    variables.setdefault("batch_stats", {})
+    return {"params": variables["params"], "batch_stats": variables["batch_stats"]}
+
+
+def apply_model(module: nn.Module, params, batch_stats, x: Array, *, train: bool = False):
+    """Runs a model.
+
+    Args:
+      module: a model from :func:`create_model`.
+      params: parameters.
+      batch_stats: BatchNorm running statistics (``{}`` for models without BatchNorm).
+      x: images [B, H, W, C] in [0, 1].
+      train: use batch statistics (and return updated running statistics) if True, the
+        running statistics if False.
+
+    Returns:
+      ``(logits, probes, new_batch_stats)``; ``new_batch_stats`` equals ``batch_stats`` in
+      evaluation mode.
+    """
+    variables = {"params": params}
+    if batch_stats:
+        variables["batch_stats"] = batch_stats
+    if train and batch_stats:
+        (logits, probes), updates = module.apply(variables, x, train=True, mutable=["batch_stats"])
+        return logits, probes, updates["batch_stats"]
+    logits, probes = module.apply(variables, x, train=train)
+    return logits, probes, batch_stats
+
+
+def probe_widths(module: nn.Module, input_shape: tuple[int, ...]) -> dict[str, int]:
+    """The flattened width of every probe for inputs of shape ``(H, W, C)`` (no compute)."""
+    def f(x):
+        variables = module.init(jax.random.key(0), x, train=False)
+        return module.apply(variables, x, train=False)[1]
+
+    shapes = jax.eval_shape(f, jax.ShapeDtypeStruct((1, *input_shape), jnp.float32))
+    return {k: int(shapes[k].shape[-1]) for k in module.probe_names}
+
+
+def probe_names(module: nn.Module) -> tuple[str, ...]:
+    """The probe names of a model, in order."""
+    return tuple(module.probe_names)
+
