@@ -185,7 +185,35 @@ def _kde_sums(t, labels, noise_var, *, num_classes: int, block_size: int):
     acc = jnp.moveaxis(acc, 1, 2).reshape(nb * b, 2, num_classes + 1)[:n]  # [N, 2, 1 + C]
     total = acc[:, :, 0]  # [N, 2]
     same = jnp.take_along_axis(acc[:, :, 1:], labels[:, None, None].astype(jnp.int32).repeat(2, 1), axis=2)[..., 0]
-    return jnp.concatenate([total, same], axis=1), finite
+    return jnp.concatenate([total, same], axis=1), finite, jnp.max(sq)
+
+
+# Distances from the Gram identity D = |a|² + |b|² − 2 a·b carry an absolute float32 rounding
+# error of about eps·(|a|² + |b|²) (data centred). Relative to the kernel scale 2σ² this is the
+# relative error of the kernel values; above this bound the float64 host path is used instead.
+_F32_EPS = float(np.finfo(np.float32).eps)
+MAX_KERNEL_ROUNDING = 1e-2
+
+
+def _kde_sums_float64(t: np.ndarray, labels: np.ndarray, noise_var: float, num_classes: int,
+                      block_size: int) -> np.ndarray:
+    """The same row sums as :func:`_kde_sums`, in float64 on the host (rows in blocks, O(N·B) memory)."""
+    t = np.asarray(t, np.float64)
+    t = t - t.mean(axis=0, keepdims=True)
+    n = t.shape[0]
+    sq = np.einsum("nd,nd->n", t, t)
+    onehot = np.zeros((n, num_classes))
+    onehot[np.arange(n), labels] = 1.0
+    out = np.empty((n, 4))
+    for a in range(0, n, block_size):
+        rows = slice(a, min(n, a + block_size))
+        dist = np.maximum(sq[rows, None] + sq[None, :] - 2.0 * (t[rows] @ t.T), 0.0)
+        dist[np.arange(dist.shape[0]), np.arange(a, a + dist.shape[0])] = 0.0
+        for k, scale in enumerate((2.0 * noise_var, 8.0 * noise_var)):
+            kern = np.exp(-dist / scale)
+            out[rows, k] = kern.sum(axis=1)
+            out[rows, 2 + k] = (kern @ onehot)[np.arange(dist.shape[0]), labels[rows]]
+    return out
 
 
 @functools.partial(jax.jit, static_argnames=("num_classes",))
@@ -216,6 +244,11 @@ def kde_mi(activations, labels, *, num_classes: int | None = None, noise_var: fl
       noise_var: σ², the variance of the Gaussian noise added to T (0.1 in the paper).
       block_size: rows per block (default: :func:`choose_block_size`).
 
+    Precision: distances come from the Gram identity in float32, whose rounding error is about
+    ``eps·(|t_i|² + |t_j|²)`` for centred data. When that could exceed 1 % of the kernel scale
+    2σ² (``MAX_KERNEL_ROUNDING``; squared norms above ~8,000 at σ² = 0.1), the layer is
+    recomputed in float64 on the host instead, so results never silently lose precision.
+
     Returns:
       ``{"kde_upper": {"I_XT": float, "I_TY": float}, "kde_lower": {...}}``.
     """
@@ -223,8 +256,13 @@ def kde_mi(activations, labels, *, num_classes: int | None = None, noise_var: fl
         raise ValueError(f"noise_var must be > 0 (the KDE kernel variance σ²); got {noise_var}.")
     t, y, c = _validate(activations, labels, num_classes)
     b = block_size or choose_block_size(t.shape[0], t.shape[1])
-    sums, finite = _kde_sums(t, y, jnp.float32(noise_var), num_classes=c, block_size=int(b))
+    sums, finite, max_sq = _kde_sums(t, y, jnp.float32(noise_var), num_classes=c, block_size=int(b))
     _raise_if_nonfinite(finite, "activations")
+    if 2.0 * _F32_EPS * float(max_sq) / (2.0 * noise_var) > MAX_KERNEL_ROUNDING:
+        # Activations so large relative to σ that float32 distances would be off by more than
+        # 1 % of the kernel scale: redo this layer in float64 on the host (exact, slower).
+        sums = jnp.asarray(_kde_sums_float64(np.asarray(t), np.asarray(y), float(noise_var), c, int(b)),
+                           jnp.float32)
     i_xt, i_ty = jax.device_get(_kde_from_sums(sums, y, num_classes=c))
     return {
         "kde_upper": {"I_XT": float(i_xt[0]), "I_TY": float(i_ty[0])},
@@ -270,11 +308,24 @@ def _group_log_sizes(keys):
     return jnp.log(counts[gid])
 
 
+def _symbols(t, bin_size):
+    """The bin index floor(t / bin_size) of every coordinate, as the raw bits of the float.
+
+    Floored floats are whole numbers; two are equal exactly when their bit patterns are (−0
+    is folded into +0), so no integer cast, and no overflow for |t / bin_size| ≥ 2³¹.
+    """
+    q = jnp.floor(t / bin_size)
+    q = jnp.where(q == 0, jnp.zeros((), q.dtype), q)  # −0.0 → +0.0
+    if q.dtype == jnp.float64:
+        return jax.lax.bitcast_convert_type(q, jnp.uint32).reshape(q.shape[0], -1)  # [N, 2D]
+    return jax.lax.bitcast_convert_type(q.astype(jnp.float32), jnp.uint32)
+
+
 @functools.partial(jax.jit, static_argnames=("num_classes",))
 def _binning_core(t, labels, bin_size, *, num_classes: int):
     n = t.shape[0]
     finite = jnp.all(jnp.isfinite(t))
-    sym = jnp.floor(t / bin_size).astype(jnp.int32)
+    sym = _symbols(t, bin_size)
     h1, h2 = _row_hashes(sym)
     idx = jnp.arange(n, dtype=jnp.int32)
     # H(T): sort by the 64-bit fingerprint, group equal neighbours.
@@ -292,7 +343,8 @@ def _binning_core(t, labels, bin_size, *, num_classes: int):
     log_n_c = jnp.log(class_counts[ys])
     h_t = jnp.log(n) - jnp.mean(log_n_t)  # −Σ_g (n_g/N) ln(n_g/N)
     h_t_given_y = jnp.mean(log_n_c - log_n_ty)  # −(1/N) Σ_i ln(n_g(i) / N_y(i))
-    return h_t * _LOG2E, (h_t - h_t_given_y) * _LOG2E, collision, finite
+    # H(T|Y) ≤ H(T) holds exactly; clamp the rounding of the float sums (I ≥ 0 by definition).
+    return h_t * _LOG2E, jnp.maximum(h_t - h_t_given_y, 0.0) * _LOG2E, collision, finite
 
 
 def _binning_numpy(t: np.ndarray, labels: np.ndarray, bin_size: float) -> tuple[float, float]:
@@ -303,7 +355,9 @@ def _binning_numpy(t: np.ndarray, labels: np.ndarray, bin_size: float) -> tuple[
         p = counts / counts.sum()
         return float(-(p * np.log2(p)).sum())
 
-    sym = np.floor(np.asarray(t, np.float32) / np.float32(bin_size)).astype(np.int64)
+    t = np.asarray(t)
+    sym = np.floor(t / t.dtype.type(bin_size))
+    sym[sym == 0] = 0.0  # whole floats, −0 folded into +0
     h_t = entropy(sym)
     h_ty = 0.0
     for c in np.unique(labels):
