@@ -1,0 +1,1 @@
+"""One importable ``run(config, workdir)`` per finding of Zhang et al. (2022)."""

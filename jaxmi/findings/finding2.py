@@ -1,0 +1,124 @@
+"""Finding 2: adversarial training is harder, and AT layers carry less information about X.
+
+Claim (Zhang et al. 2022, arXiv:2207.05756): PGD adversarial training reaches a lower
+training accuracy and a higher training loss than normal training, and an AT-CNN's layers
+carry less information about the input: I(X;T) is lower than for the NT-CNN.
+
+Verdicts (each stored with the numbers it rests on under ``summary["evidence"]``):
+
+* ``at_harder``: at the last measurement the AT model's training accuracy is lower *and*
+  its training loss higher than the NT model's (training metrics of AT are on the PGD
+  examples it is trained on, as in the paper).
+* ``at_less_information``: over every (estimator, probe) pair, I(X;T) on clean test inputs
+  at the last measurement is lower for AT than for NT more often than it is higher (pairs
+  within ``tie_bits`` of each other, typically both at the log₂ N ceiling, count as ties),
+  and the mean difference NT − AT is positive.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from jaxmi import plots
+from jaxmi.experiment import Config, log_line, train_and_measure
+from jaxmi.results import prepare_run_dir, write_json
+
+__all__ = ["decide", "run", "verdict_table", "TIE_BITS"]
+
+TIE_BITS = 0.01  # |NT − AT| below this (bits) is a tie: both estimates sit at the same ceiling
+
+
+def decide(summary: dict[str, Any], tie_bits: float = TIE_BITS) -> tuple[dict[str, bool], dict[str, Any]]:
+    """Finding-2 verdicts and their evidence from a summary (see the module docstring)."""
+    nt, at = summary["nt"], summary["at"]
+    ev_h = {
+        "nt_final_train_acc": nt["train_acc"][-1], "at_final_train_acc": at["train_acc"][-1],
+        "nt_final_train_loss": nt["train_loss"][-1], "at_final_train_loss": at["train_loss"][-1],
+        "train_acc_gap_nt_minus_at": nt["train_acc"][-1] - at["train_acc"][-1],
+        "train_loss_ratio_at_over_nt": at["train_loss"][-1] / max(nt["train_loss"][-1], 1e-12),
+        "mean_train_acc_gap_over_epochs": float(np.nanmean(np.subtract(nt["train_acc"][1:] or nt["train_acc"],
+                                                                      at["train_acc"][1:] or at["train_acc"]))),
+        "nt_final_test_clean_acc": nt["test_clean_acc"][-1], "at_final_test_clean_acc": at["test_clean_acc"][-1],
+        "nt_final_test_adv_acc": nt["test_adv_acc"][-1], "at_final_test_adv_acc": at["test_adv_acc"][-1],
+    }
+    at_harder = bool(ev_h["at_final_train_acc"] < ev_h["nt_final_train_acc"]
+                     and ev_h["at_final_train_loss"] > ev_h["nt_final_train_loss"])
+
+    per_pair, diffs, traj_diffs = {}, [], []
+    for est, d in nt["mi"].items():
+        nt_final = np.asarray(d["clean"]["I_XT"][-1])
+        at_final = np.asarray(at["mi"][est]["clean"]["I_XT"][-1])
+        nt_traj = np.asarray(d["clean"]["I_XT"]).mean(axis=0)
+        at_traj = np.asarray(at["mi"][est]["clean"]["I_XT"]).mean(axis=0)
+        per_pair[est] = {}
+        for i, layer in enumerate(summary["layers"]):
+            diff = float(nt_final[i] - at_final[i])
+            per_pair[est][layer] = {"nt": float(nt_final[i]), "at": float(at_final[i]), "nt_minus_at": diff,
+                                    "mean_over_epochs_nt_minus_at": float(nt_traj[i] - at_traj[i])}
+            diffs.append(diff)
+            traj_diffs.append(float(nt_traj[i] - at_traj[i]))
+    diffs_a = np.asarray(diffs)
+    lower = int(np.sum(diffs_a > tie_bits))
+    higher = int(np.sum(diffs_a < -tie_bits))
+    ties = int(diffs_a.size - lower - higher)
+    ev_i = {
+        "quantity": "I(X;T) on clean test inputs at the last measurement, bits",
+        "pairs": per_pair,
+        "n_at_lower": lower, "n_at_higher": higher, "n_ties": ties, "tie_bits": tie_bits,
+        "mean_nt_minus_at_bits": float(diffs_a.mean()),
+        "mean_over_epochs_nt_minus_at_bits": float(np.mean(traj_diffs)),
+    }
+    at_less = bool(lower > higher and ev_i["mean_nt_minus_at_bits"] > 0)
+    return ({"at_harder": at_harder, "at_less_information": at_less},
+            {"at_harder": ev_h, "at_less_information": ev_i})
+
+
+def verdict_table(summary: dict[str, Any]) -> str:
+    """A short plain-text table of the verdicts and their key numbers."""
+    v, e = summary["verdicts"], summary["evidence"]
+    h, i = e["at_harder"], e["at_less_information"]
+    rows = [
+        ("at_harder", v["at_harder"],
+         f"train acc NT {h['nt_final_train_acc']:.4f} vs AT {h['at_final_train_acc']:.4f}; "
+         f"train loss NT {h['nt_final_train_loss']:.4f} vs AT {h['at_final_train_loss']:.4f}"),
+        ("at_less_information", v["at_less_information"],
+         f"I(X;T) AT lower in {i['n_at_lower']}, higher in {i['n_at_higher']}, tied in {i['n_ties']} "
+         f"(estimator, probe) pairs; mean NT−AT {i['mean_nt_minus_at_bits']:+.3f} bits"),
+    ]
+    w = max(len(r[0]) for r in rows)
+    lines = [f"{'verdict':<{w}}  holds  evidence", "-" * (w + 60)]
+    lines += [f"{name:<{w}}  {'yes' if ok else 'NO ':<5}  {text}" for name, ok, text in rows]
+    return "\n".join(lines)
+
+
+def run(config: Config, workdir: str | Path, *, overwrite: bool = False, show_progress: bool = True,
+        log=log_line) -> dict[str, Any]:
+    """Runs finding 2 end to end and writes ``summary.json`` and figures into ``workdir``.
+
+    Returns:
+      The summary dict (also written to ``workdir/summary.json``).
+    """
+    workdir = prepare_run_dir(workdir, config.to_dict(), overwrite=overwrite)
+    t0 = time.perf_counter()
+    result = train_and_measure(config, log=log, show_progress=show_progress)
+    summary: dict[str, Any] = {
+        "finding": "2: adversarial training is harder and AT layers carry less information about the input",
+        "config": {**config.to_dict(), "attack": vars(config.attack())},
+        "layers": result["layers"],
+        "epochs_measured": result["epochs_measured"],
+        "data": result["data"],
+        "nt": result["nt"],
+        "at": result["at"],
+    }
+    verdicts, evidence = decide(summary)
+    summary["verdicts"] = verdicts
+    summary["evidence"] = evidence
+    summary["runtime_seconds"] = time.perf_counter() - t0
+    summary["figures"] = [p.name for p in plots.plot_all(summary, workdir)]
+    write_json(workdir / "summary.json", summary)
+    log(verdict_table(summary))
+    return summary

@@ -1,0 +1,94 @@
+"""End to end: the finding-2 script on its smoke preset (real bundled MNIST, a few seconds)."""
+
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+SCRIPT = ROOT / "experiments" / "finding2_information_amount.py"
+
+
+@pytest.fixture(scope="module")
+def smoke_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("f2") / "run"
+    proc = subprocess.run([sys.executable, str(SCRIPT), "--preset", "smoke", "--out", str(out), "--no-progress"],
+                          capture_output=True, text=True, timeout=600, cwd=ROOT)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    return out, proc.stdout
+
+
+def test_summary_has_the_documented_keys(smoke_run):
+    out, stdout = smoke_run
+    s = json.loads((out / "summary.json").read_text())
+    for k in ("config", "layers", "epochs_measured", "nt", "at", "verdicts", "evidence"):
+        assert k in s
+    assert s["layers"] == ["conv1", "conv2", "fc1", "fc2", "fc3"]
+    assert s["epochs_measured"] == [0, 1]
+    m = len(s["epochs_measured"])
+    for mode in ("nt", "at"):
+        h = s[mode]
+        for k in ("train_acc", "train_loss", "test_clean_acc", "test_adv_acc"):
+            assert len(h[k]) == m
+            assert all(v is not None and math.isfinite(v) for v in h[k])
+        for k in ("train_acc", "test_clean_acc", "test_adv_acc"):
+            assert all(0.0 <= v <= 1.0 for v in h[k])
+        assert set(h["mi"]) == {"kde_upper", "kde_lower", "binning"}
+        for est, d in h["mi"].items():
+            for kind in ("clean", "adv"):
+                for q, ceiling in (("I_XT", math.log2(128)), ("I_TY", math.log2(10))):
+                    arr = np.asarray(d[kind][q])
+                    assert arr.shape == (m, 5)
+                    assert np.all(arr >= -1e-4) and np.all(arr <= ceiling + 1e-4), (est, kind, q, arr)
+        # the KDE upper bound is never below the lower bound
+        assert np.all(np.asarray(h["mi"]["kde_upper"]["clean"]["I_XT"]) >= np.asarray(h["mi"]["kde_lower"]["clean"]["I_XT"]) - 1e-4)
+    assert set(s["verdicts"]) == {"at_harder", "at_less_information"}
+    assert all(isinstance(v, bool) for v in s["verdicts"].values())
+    assert set(s["evidence"]) >= set(s["verdicts"])
+    # NT and AT start from the same weights: identical epoch-0 clean accuracy and MI
+    assert s["nt"]["test_clean_acc"][0] == s["at"]["test_clean_acc"][0]
+    assert s["nt"]["mi"]["kde_upper"]["clean"]["I_XT"][0] == s["at"]["mi"]["kde_upper"]["clean"]["I_XT"][0]
+    assert "at_harder" in stdout and "at_less_information" in stdout
+
+
+def test_figures_are_written(smoke_run):
+    out, _ = smoke_run
+    s = json.loads((out / "summary.json").read_text())
+    names = set(s["figures"])
+    for required in ("info_plane_kde_upper.png", "info_plane_kde_lower.png", "info_plane_binning.png",
+                     "training_curves.png", "final_IXT.png"):
+        assert required in names
+    for n in names:
+        data = (out / n).read_bytes()
+        assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 5000
+    assert not list(out.glob("*.tmp")) and not list(out.glob(".*.tmp"))
+
+
+def test_refuses_a_different_run_in_out(smoke_run):
+    out, _ = smoke_run
+    proc = subprocess.run([sys.executable, str(SCRIPT), "--preset", "smoke", "--seed", "3", "--out", str(out),
+                           "--no-progress"], capture_output=True, text=True, timeout=300, cwd=ROOT)
+    assert proc.returncode != 0
+    assert "holds a different run" in proc.stderr and "--overwrite" in proc.stderr
+
+
+@pytest.mark.parametrize("args,msg", [
+    (["--dataset", "nosuchdata"], "nosuchdata"),
+    (["--model", "resnet"], "unknown model"),
+    (["--estimators", "kde_middle"], "unknown estimator"),
+    (["--preset", "huge"], "unknown preset"),
+    (["--eps", "-0.1"], "eps must be"),
+    (["--step-size", "0"], "step size must be > 0"),
+    (["--attack-steps", "-2"], "steps must be"),
+    (["--samples", "1"], "samples must be"),
+])
+def test_bad_flags_fail_with_a_clear_message(tmp_path, args, msg):
+    proc = subprocess.run([sys.executable, str(SCRIPT), "--preset", "smoke", "--out", str(tmp_path / "r"),
+                           "--no-progress", *args], capture_output=True, text=True, timeout=300, cwd=ROOT)
+    assert proc.returncode != 0
+    assert msg in proc.stderr
+    assert "Traceback" not in proc.stderr
