@@ -17,7 +17,9 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import os
 import time
+from pathlib import Path
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -26,14 +28,15 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxmi import data as data_lib
-from jaxmi import estimators, progress
+from jaxmi import estimators, parallel, progress
+from jaxmi.checkpoint import CheckpointError, RunCheckpointer, load_models, plain, save_model
 from jaxmi.attacks import PGDConfig
 from jaxmi.models import MODELS, create_model
 from jaxmi.training import (OptimConfig, create_train_state, epoch_means, make_evaluator, make_optimizer,
                             make_train_epoch)
 
 __all__ = ["Config", "PRESETS", "DEFAULT_ATTACKS", "make_config", "add_common_flags", "config_from_args",
-           "train_and_measure", "MODES", "log_line"]
+           "train_and_measure", "CONFIG_DEFAULTS", "MODES", "log_line", "load_trained", "config_from_dict", "make_run_mesh"]
 
 MODES = ("nt", "at")
 
@@ -70,6 +73,8 @@ class Config:
     seed: int = 0  # one seed for initial weights, data order, attack noise and the MI draw
     eval_batch_size: int = 500  # images per compiled evaluation batch (memory only)
     loop: str = "auto"  # epoch loop strategy: "auto", "scan", "unrolled" (see jaxmi.training.resolve_loop)
+    devices: int | None = None  # local devices to shard each batch over (data parallelism); None: all
+
 
     def __post_init__(self):
         if self.model not in MODELS:
@@ -89,6 +94,12 @@ class Config:
             raise ValueError(f"bin_size must be > 0; got {self.bin_size}.")
         if self.eval_samples is not None and self.eval_samples < self.samples:
             raise ValueError(f"eval_samples ({self.eval_samples}) must be ≥ samples ({self.samples}): the MI draw is part of the evaluation set.")
+        if self.devices is not None and (int(self.devices) != self.devices or self.devices < 1):
+            raise ValueError(f"devices must be a positive integer (or None for all); got {self.devices}.")
+        if self.train_examples is not None and self.train_examples < 1:
+            raise ValueError(f"train_examples must be ≥ 1; got {self.train_examples}.")
+        if self.loop not in ("auto", "scan", "unrolled"):
+            raise ValueError(f"unknown loop strategy {self.loop!r}; choose 'auto', 'scan' or 'unrolled'.")
         self.attack()  # validates ε, step, steps
 
     def attack(self, *, random_start: bool = False) -> PGDConfig:
@@ -106,6 +117,10 @@ class Config:
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
+
+# Fields added after the first runs were written: a stored config.json without them matches
+# when they hold these values (see jaxmi.results.prepare_run_dir).
+CONFIG_DEFAULTS: dict[str, Any] = {"devices": None}
 
 # Presets: the paper's setting (for accelerators), a CPU run documented in the README, and a
 # seconds-long smoke run used by the end-to-end tests.
@@ -150,13 +165,16 @@ def add_common_flags(parser: argparse.ArgumentParser, *, default_out: str) -> No
     parser.add_argument("--attack-steps", type=int, help="PGD iterations")
     parser.add_argument("--estimators", nargs="+", help=f"subset of {list(estimators.METHODS)}")
     parser.add_argument("--seed", type=int, help="random seed (default 0)")
+    parser.add_argument("--devices", type=int, help="local devices to shard each batch over (default: all)")
     parser.add_argument("--out", default=None, help=f"output directory (default: {default_out})")
-    parser.add_argument("--overwrite", action="store_true", help="replace a different run in --out")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="start over in --out, replacing the run (and checkpoints) there; without it a "
+                             "different run is refused and the same run resumes from its last checkpoint")
     parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
 
 
 _CONFIG_FLAGS = ("dataset", "model", "data_dir", "epochs", "samples", "eval_samples", "train_examples",
-                 "batch_size", "learning_rate", "eps", "step_size", "attack_steps", "estimators", "seed")
+                 "batch_size", "learning_rate", "eps", "step_size", "attack_steps", "estimators", "seed", "devices")
 
 
 def config_from_args(args: argparse.Namespace) -> Config:
@@ -175,7 +193,11 @@ def _empty_history(config: Config) -> dict[str, Any]:
         return {m: {"clean": {"I_XT": [], "I_TY": []}, "adv": {"I_XT": [], "I_TY": []}} for m in config.estimators}
 
     keys = ("train_acc", "train_loss", "test_clean_acc", "test_adv_acc", "test_clean_loss", "test_adv_loss")
-    return {mode: {**{k: [] for k in keys}, "epoch_seconds": [], "mi": mi()} for mode in MODES}
+    return {mode: {**{k: [] for k in keys}, "mi": mi()} for mode in MODES}
+
+
+def _empty_timing() -> dict[str, Any]:
+    return {mode: {"epoch_seconds": [], "measure_seconds": []} for mode in MODES}
 
 
 def load_data(config: Config):
@@ -195,26 +217,70 @@ def log_line(message: str) -> None:
     print(message, flush=True)
 
 
-def train_and_measure(config: Config, *, log: Callable[[str], None] = log_line,
-                      show_progress: bool = True) -> dict[str, Any]:
+def make_run_mesh(config: Config, log: Callable[[str], None] | None = None) -> jax.sharding.Mesh:
+    """The ``data`` mesh a run trains on: ``config.devices`` local devices (all by default).
+
+    With all devices requested, the count is lowered to the largest one that divides the batch
+    size (and logged); an explicit ``devices`` that does not divide it is an error.
+    """
+    available = len(jax.local_devices())
+    if config.devices is not None:
+        if config.devices > available:
+            raise ValueError(f"devices={config.devices} but only {available} local "
+                             f"{jax.default_backend()} device(s) exist; pass --devices {available} or fewer.")
+        if config.batch_size % config.devices:
+            raise ValueError(f"batch_size {config.batch_size} is not divisible by devices={config.devices}; "
+                             "choose a batch size that is a multiple of the device count, or other --devices.")
+        n = config.devices
+    else:
+        n = parallel.usable_device_count(config.batch_size, available)
+        if n != available and log is not None:
+            log(f"using {n} of {available} devices: batch size {config.batch_size} is not divisible by {available}")
+    return parallel.make_mesh(n)
+
+
+def train_and_measure(config: Config, *, log: Callable[[str], None] = log_line, show_progress: bool = True,
+                      workdir: str | os.PathLike | None = None, mesh: jax.sharding.Mesh | None = None
+                      ) -> dict[str, Any]:
     """Trains NT and AT from the same initial weights, measuring MI at epoch 0 and after every epoch.
+
+    Each batch is split over the devices of ``mesh`` (data parallelism; parameters and
+    optimizer state replicated), and so are the evaluation and attack passes.
+
+    With a ``workdir``, a checkpoint is written after every measurement (``workdir/checkpoints``)
+    and the final NT and AT models to ``workdir/models``; a run whose checkpoints are there
+    resumes from the last completed epoch (the results are identical to an uninterrupted run's:
+    every random key derives from the seed and the epoch).
 
     Args:
       config: the run's :class:`Config`.
       log: where one-line progress messages go.
       show_progress: show per-epoch progress bars.
+      workdir: the run directory for checkpoints and models (it should have been prepared with
+        :func:`jaxmi.results.prepare_run_dir`); ``None``: nothing is saved.
+      mesh: the device mesh; ``None``: :func:`make_run_mesh` (``config.devices``, default all).
 
     Returns:
       ``{"layers": [...], "epochs_measured": [...], "nt": history, "at": history,
-      "num_classes": int, "data": {...}}`` with the per-measurement lists of the summary.
+      "num_classes": int, "data": {...}, "timing": {...}, "resumed_from": ...}`` with the
+      per-measurement lists of the summary; ``timing`` holds wall-clock seconds per epoch
+      (kept out of the summary so that it is reproducible).
+
+    Raises:
+      jaxmi.checkpoint.CheckpointError: the checkpoint in ``workdir`` is unreadable or was
+        written by another configuration.
     """
     progress.enabled(show_progress)
+    mesh = make_run_mesh(config, log) if mesh is None else mesh
+    if config.batch_size % mesh.size:
+        raise ValueError(f"batch_size {config.batch_size} is not divisible by the mesh's {mesh.size} devices.")
     train, test, augment = load_data(config)
     num_classes = train.num_classes
     module = create_model(config.model, num_classes)
     input_shape = tuple(train.images.shape[1:])
-    x_train, y_train = data_lib.as_device_arrays(train)
-    x_test, y_test = data_lib.as_device_arrays(test)
+    repl = parallel.replicated(mesh)
+    x_train, y_train = data_lib.as_device_arrays(train, repl)
+    x_test, y_test = data_lib.as_device_arrays(test, repl)
     n_train = int(x_train.shape[0])
 
     root = jax.random.key(config.seed)
@@ -222,7 +288,7 @@ def train_and_measure(config: Config, *, log: Callable[[str], None] = log_line,
     optim = config.optim()
     steps_per_epoch = n_train // optim.batch_size
     tx = make_optimizer(optim, steps_per_epoch)
-    init_state = create_train_state(module, k_init, input_shape, tx)
+    init_state = parallel.replicate(create_train_state(module, k_init, input_shape, tx), mesh)
 
     # One fixed draw of `samples` test images for MI (the first part of a keyed permutation);
     # accuracy/loss on the first `eval_samples` of the same permutation (the whole split by default).
@@ -236,16 +302,20 @@ def train_and_measure(config: Config, *, log: Callable[[str], None] = log_line,
 
     eval_attack = config.attack()
     evaluate_probes = make_evaluator(module, eval_attack, batch_size=config.eval_batch_size, with_probes=True,
-                                     loop=config.loop)
-    evaluate = make_evaluator(module, eval_attack, batch_size=config.eval_batch_size, loop=config.loop)
+                                     loop=config.loop, mesh=mesh)
+    evaluate = make_evaluator(module, eval_attack, batch_size=config.eval_batch_size, loop=config.loop, mesh=mesh)
     epoch_fns = {
         "nt": make_train_epoch(module, tx, num_examples=n_train, batch_size=optim.batch_size, attack=None,
-                               augment=augment, loop=config.loop),
+                               augment=augment, loop=config.loop, mesh=mesh),
         "at": make_train_epoch(module, tx, num_examples=n_train, batch_size=optim.batch_size,
-                               attack=config.attack(random_start=True), augment=augment, loop=config.loop),
+                               attack=config.attack(random_start=True), augment=augment, loop=config.loop,
+                               mesh=mesh),
     }
     layers = list(module.probe_names)
     history = _empty_history(config)
+    timing = _empty_timing()
+    data_info = {"train": train.source, "test": test.source, "train_examples": n_train,
+                 "eval_examples": n_eval, "mi_samples": config.samples}
 
     def measure(mode: str, state, train_metrics: dict[str, float] | None) -> None:
         h = history[mode]
@@ -272,34 +342,106 @@ def train_and_measure(config: Config, *, log: Callable[[str], None] = log_line,
                                             bin_size=config.bin_size)
             for m in config.estimators:
                 for q in ("I_XT", "I_TY"):
-                    h["mi"][m][kind][q].append(res[m][q])
+                    h["mi"][m][kind][q].append(plain(res[m][q]))
 
-    for mode in MODES:
-        state = jax.tree.map(jnp.copy, init_state)  # NT and AT start from the same weights
-        t0 = time.perf_counter()
-        measure(mode, state, None)
-        log(f"[{mode.upper()}] epoch 0: {_line(history[mode])} ({time.perf_counter() - t0:.1f} s)")
-        for epoch in range(1, config.epochs + 1):
-            t0 = time.perf_counter()
-            with progress.bar(steps_per_epoch, f"{mode.upper()} epoch {epoch}/{config.epochs}"):
-                state, metrics = epoch_fns[mode](state, x_train, y_train, jax.random.fold_in(k_train, epoch))
-                means = epoch_means(metrics)
-            if not np.isfinite(means["loss"]):
-                raise FloatingPointError(f"{mode.upper()} training loss became {means['loss']} in epoch {epoch}; "
-                                         "lower --lr.")
-            train_s = time.perf_counter() - t0
-            history[mode]["epoch_seconds"].append(train_s)
-            measure(mode, state, means)
-            log(f"[{mode.upper()}] epoch {epoch}: {_line(history[mode])} "
-                f"(train {train_s:.1f} s, measure {time.perf_counter() - t0 - train_s:.1f} s)")
+    ckpt = resumed = None
+    if workdir is not None:
+        ckpt = RunCheckpointer(workdir, config.to_dict(), modes=MODES, epochs=config.epochs)
+        resumed = ckpt.restore_latest(init_state)
+        if resumed is not None:
+            history, timing = resumed.record["history"], resumed.record["timing"]
+            log(f"resuming from the checkpoint after {resumed.mode.upper()} epoch {resumed.epoch} in "
+                f"{ckpt.path}")
+
+    def save(mode: str, epoch: int, state) -> None:
+        if ckpt is None:
+            return
+        if epoch == config.epochs:  # this mode is done: keep its model (before the checkpoint that says so)
+            save_model(workdir, mode, state.params, state.batch_stats,
+                       {"config": config.to_dict(), "num_classes": num_classes, "input_shape": list(input_shape),
+                        "layers": layers})
+        ckpt.save(mode, epoch, state, {"seed": config.seed, "history": history, "timing": timing})
+
+    try:
+        for mode in MODES:
+            start = 0
+            if resumed is not None and MODES.index(mode) < MODES.index(resumed.mode):
+                continue  # finished before the interruption: its measurements are in the history
+            if resumed is not None and mode == resumed.mode:
+                state, start = resumed.state, resumed.epoch + 1
+            else:
+                state = jax.tree.map(jnp.copy, init_state)  # NT and AT start from the same weights
+                t0 = time.perf_counter()
+                measure(mode, state, None)
+                save(mode, 0, state)
+                log(f"[{mode.upper()}] epoch 0: {_line(history[mode])} ({time.perf_counter() - t0:.1f} s)")
+                start = 1
+            for epoch in range(start, config.epochs + 1):
+                t0 = time.perf_counter()
+                with progress.bar(steps_per_epoch, f"{mode.upper()} epoch {epoch}/{config.epochs}"):
+                    state, metrics = epoch_fns[mode](state, x_train, y_train, jax.random.fold_in(k_train, epoch))
+                    means = epoch_means(metrics)
+                if not np.isfinite(means["loss"]):
+                    raise FloatingPointError(f"{mode.upper()} training loss became {means['loss']} in epoch "
+                                             f"{epoch}; lower --lr.")
+                train_s = time.perf_counter() - t0
+                measure(mode, state, means)
+                measure_s = time.perf_counter() - t0 - train_s
+                timing[mode]["epoch_seconds"].append(train_s)
+                timing[mode]["measure_seconds"].append(measure_s)
+                save(mode, epoch, state)
+                log(f"[{mode.upper()}] epoch {epoch}: {_line(history[mode])} "
+                    f"(train {train_s:.1f} s, measure {measure_s:.1f} s)")
+    finally:
+        if ckpt is not None:
+            ckpt.close()
     return {
         "layers": layers,
         "epochs_measured": list(range(config.epochs + 1)),
         "num_classes": num_classes,
-        "data": {"train": train.source, "test": test.source, "train_examples": n_train,
-                 "eval_examples": n_eval, "mi_samples": config.samples},
+        "data": data_info,
         **history,
+        "timing": {**timing, "devices": mesh.size, "backend": jax.default_backend(),
+                   "resumed_from": None if resumed is None else {"mode": resumed.mode, "epoch": resumed.epoch}},
     }
+
+
+def load_trained(workdir: str | os.PathLike) -> tuple[Config, Any, dict[str, tuple[Any, Any]]]:
+    """The configuration, model and trained NT/AT variables of a finished run directory.
+
+    Returns:
+      ``(config, module, {"nt": (params, batch_stats), "at": (params, batch_stats)})``; use
+      them with :func:`jaxmi.models.apply_model`.
+
+    Raises:
+      jaxmi.checkpoint.CheckpointError: ``workdir`` holds no finished run (no trained
+        models), or they are unreadable.
+    """
+    workdir = Path(workdir)
+    if not workdir.is_dir():
+        raise CheckpointError(f"{workdir} is not a run directory (it does not exist); pass the --out of a "
+                              "finished experiment run.")
+    meta, variables = load_models(workdir, MODES)
+    try:
+        config = config_from_dict(meta["config"])
+    except (KeyError, TypeError, ValueError) as e:
+        raise CheckpointError(f"the configuration stored with the models in {workdir} is unusable ({e}); "
+                              "rerun the experiment with --overwrite.") from None
+    module = create_model(config.model, int(meta["num_classes"]))
+    return config, module, variables
+
+
+def config_from_dict(d: dict[str, Any]) -> Config:
+    """The inverse of :meth:`Config.to_dict` (JSON lists back to tuples; unknown keys refused)."""
+    names = {f.name for f in dataclasses.fields(Config)}
+    unknown = sorted(set(d) - names)
+    if unknown:
+        raise ValueError(f"unknown configuration keys {unknown}")
+    d = dict(d)
+    for k in ("estimators", "milestones"):
+        if k in d and d[k] is not None:
+            d[k] = tuple(d[k])
+    return Config(**d)
 
 
 def _line(h: dict[str, Any]) -> str:

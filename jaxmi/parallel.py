@@ -21,7 +21,7 @@ import numpy as np
 from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec
 
 __all__ = ["DATA_AXIS", "make_mesh", "replicated", "batch_sharding", "shard_batch", "replicate",
-           "usable_device_count"]
+           "constrain_replicated", "usable_device_count"]
 
 DATA_AXIS = "data"
 

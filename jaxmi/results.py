@@ -69,13 +69,22 @@ def read_json(path: str | os.PathLike) -> Any:
         return json.load(f)
 
 
+RUN_STATE_DIRS = ("checkpoints", "models")  # removed by ``overwrite`` (see jaxmi.checkpoint)
+
+
 def prepare_run_dir(out: str | os.PathLike, config: dict, *, overwrite: bool = False,
-                    marker: str = "config.json") -> Path:
+                    marker: str = "config.json", defaults: dict | None = None) -> Path:
     """Creates or checks a run directory.
 
     A directory that already holds a run (its ``config.json``) is refused unless its
-    configuration equals ``config`` (the same run, e.g. re-plotted or resumed) or
-    ``overwrite`` is set. An unwritable location raises :class:`RunDirError`.
+    configuration equals ``config`` (the same run: it is resumed from its checkpoints, or
+    re-plotted) or ``overwrite`` is set, which also deletes the old run's checkpoints and
+    models (``RUN_STATE_DIRS``) so that it starts over. An unwritable location raises
+    :class:`RunDirError`.
+
+    Args:
+      defaults: values of configuration keys added after a run was written; a key missing
+        from the stored configuration matches when ``config`` holds its default.
 
     Returns:
       The directory as a :class:`Path`.
@@ -90,6 +99,11 @@ def prepare_run_dir(out: str | os.PathLike, config: dict, *, overwrite: bool = F
             old = read_json(existing)
         except (OSError, json.JSONDecodeError) as e:
             raise RunDirError(f"{existing} is unreadable ({e}); pass --overwrite to replace the run in {out}.") from None
+        if isinstance(old, dict):
+            old = {**{k: v for k, v in to_jsonable(defaults or {}).items() if k not in old}, **old}
+        if not isinstance(old, dict):
+            raise RunDirError(f"{existing} does not hold a configuration; pass --overwrite to replace the run "
+                              f"in {out}.")
         if old != cfg:
             diff = sorted(k for k in set(old) | set(cfg) if old.get(k) != cfg.get(k))
             raise RunDirError(
@@ -103,5 +117,10 @@ def prepare_run_dir(out: str | os.PathLike, config: dict, *, overwrite: bool = F
         probe.unlink()
     except OSError as e:
         raise RunDirError(f"cannot write to --out {out} ({e.strerror or e}); choose a writable directory.") from None
+    if overwrite:
+        import shutil
+        for name in RUN_STATE_DIRS:
+            if (out / name).is_dir():
+                shutil.rmtree(out / name)
     write_json(existing, cfg)
     return out

@@ -29,7 +29,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from jaxmi import progress
+from jaxmi import parallel, progress
 from jaxmi.attacks import PGDConfig, pgd
 from jaxmi.data import augment_crop_flip, to_float
 from jaxmi.models import apply_model, init_variables
@@ -99,7 +99,8 @@ def _ce(logits: Array, y: Array) -> Array:
 
 def make_train_epoch(module: nn.Module, tx: optax.GradientTransformation, *, num_examples: int,
                      batch_size: int, attack: PGDConfig | None = None, augment: bool = False,
-                     show_progress: bool = True, loop: str = "auto", chunk: int = 4) -> Callable:
+                     show_progress: bool = True, loop: str = "auto", chunk: int = 4,
+                     mesh: jax.sharding.Mesh | None = None) -> Callable:
     """Builds ``epoch(state, images, labels, key) -> (state, metrics)``, compiled, state donated.
 
     Args:
@@ -114,6 +115,9 @@ def make_train_epoch(module: nn.Module, tx: optax.GradientTransformation, *, num
       show_progress: advance :mod:`jaxmi.progress`'s current bar from inside the scan.
       loop: ``"scan"``, ``"unrolled"`` or ``"auto"`` (see :func:`resolve_loop`).
       chunk: steps per compiled call for the ``"unrolled"`` strategy.
+      mesh: a ``("data",)`` mesh (:func:`jaxmi.parallel.make_mesh`): each batch is split over
+        its devices, the state stays replicated (pass it replicated, see
+        :func:`jaxmi.parallel.replicate`); ``batch_size`` must divide evenly. ``None``: one device.
 
     Returns:
       A jitted function. ``images`` are uint8 [N, H, W, C] on the device, ``labels`` int32
@@ -123,6 +127,9 @@ def make_train_epoch(module: nn.Module, tx: optax.GradientTransformation, *, num
     steps = num_examples // batch_size
     if steps < 1:
         raise ValueError(f"batch_size {batch_size} is larger than the training set ({num_examples} examples).")
+    if mesh is not None and batch_size % mesh.size:
+        raise ValueError(f"batch_size {batch_size} is not divisible by the {mesh.size} devices of the mesh; "
+                         "choose a multiple of the device count or fewer devices.")
 
     def loss_fn(params, batch_stats, x, y):
         logits, _, new_stats = apply_model(module, params, batch_stats, x, train=True)
@@ -143,15 +150,16 @@ def make_train_epoch(module: nn.Module, tx: optax.GradientTransformation, *, num
             state.params, state.batch_stats, x, y)
         updates, opt_state = tx.update(grads, state.opt_state, state.params)
         params = optax.apply_updates(state.params, updates)
-        return TrainState(state.step + 1, params, new_stats, opt_state), {"loss": loss, "accuracy": acc}
+        new_state = parallel.constrain_replicated(TrainState(state.step + 1, params, new_stats, opt_state), mesh)
+        return new_state, {"loss": loss, "accuracy": acc}
 
     loop = resolve_loop(loop)
 
     def run_steps(state, images, labels, perm, key, first, count: int, unroll: bool):
         def body(st, i):
             idx = jax.lax.dynamic_slice_in_dim(perm, i * batch_size, batch_size)
-            x = to_float(images[idx])
-            st, m = train_step(st, x, labels[idx], jax.random.fold_in(key, i + 1))
+            x, y = parallel.shard_batch((to_float(images[idx]), labels[idx]), mesh)
+            st, m = train_step(st, x, y, jax.random.fold_in(key, i + 1))
             if show_progress:
                 progress.tick_from_device(i)
             return st, m
@@ -217,7 +225,8 @@ def _batched_map(fn: Callable, arrays: tuple, batch_size: int):
 
 
 def make_evaluator(module: nn.Module, attack: PGDConfig, *, batch_size: int = 500,
-                   with_probes: bool = False, loop: str = "auto") -> Callable:
+                   with_probes: bool = False, loop: str = "auto",
+                   mesh: jax.sharding.Mesh | None = None) -> Callable:
     """Builds ``evaluate(params, batch_stats, images, labels)``, jitted.
 
     Runs the model in evaluation mode on clean inputs and on PGD examples (crafted against
@@ -229,6 +238,8 @@ def make_evaluator(module: nn.Module, attack: PGDConfig, *, batch_size: int = 50
       batch_size: images per compiled batch (memory only; results do not depend on it).
       with_probes: also return the probe activations on clean and adversarial inputs.
       loop: batch loop strategy, as in :func:`resolve_loop`.
+      mesh: a ``("data",)`` mesh: each batch is split over its devices (``batch_size`` is
+        rounded up to a multiple of the device count). ``None``: one device.
 
     Returns:
       A function returning a dict of per-example arrays: ``clean_loss``, ``clean_correct``,
@@ -239,7 +250,11 @@ def make_evaluator(module: nn.Module, attack: PGDConfig, *, batch_size: int = 50
     if attack.random_start:
         raise ValueError("evaluation attacks start from the clean image: pass a PGDConfig with random_start=False.")
 
+    if mesh is not None:
+        batch_size = -(-batch_size // mesh.size) * mesh.size
+
     def per_batch(params, batch_stats, xb, yb):
+        xb, yb = parallel.shard_batch((xb, yb), mesh)
         x = to_float(xb)
 
         def logits_fn(xx):

@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 
 from jaxmi import plots
-from jaxmi.experiment import Config, log_line, train_and_measure
+from jaxmi.experiment import CONFIG_DEFAULTS, Config, log_line, train_and_measure
 from jaxmi.results import prepare_run_dir, write_json
 
 __all__ = ["decide", "run", "verdict_table", "TIE_BITS"]
@@ -99,12 +99,17 @@ def run(config: Config, workdir: str | Path, *, overwrite: bool = False, show_pr
         log=log_line) -> dict[str, Any]:
     """Runs finding 2 end to end and writes ``summary.json`` and figures into ``workdir``.
 
+    Checkpoints go to ``workdir/checkpoints`` after every epoch and the trained models to
+    ``workdir/models`` (:func:`jaxmi.experiment.load_trained`). Rerunning with the same
+    configuration resumes from the last completed epoch; ``summary.json`` is then identical
+    to an uninterrupted run's. Wall-clock times go to ``timing.json``, not the summary.
+
     Returns:
       The summary dict (also written to ``workdir/summary.json``).
     """
-    workdir = prepare_run_dir(workdir, config.to_dict(), overwrite=overwrite)
+    workdir = prepare_run_dir(workdir, config.to_dict(), overwrite=overwrite, defaults=CONFIG_DEFAULTS)
     t0 = time.perf_counter()
-    result = train_and_measure(config, log=log, show_progress=show_progress)
+    result = train_and_measure(config, log=log, show_progress=show_progress, workdir=workdir)
     summary: dict[str, Any] = {
         "finding": "2: adversarial training is harder and AT layers carry less information about the input",
         "config": {**config.to_dict(), "attack": vars(config.attack())},
@@ -117,8 +122,8 @@ def run(config: Config, workdir: str | Path, *, overwrite: bool = False, show_pr
     verdicts, evidence = decide(summary)
     summary["verdicts"] = verdicts
     summary["evidence"] = evidence
-    summary["runtime_seconds"] = time.perf_counter() - t0
     summary["figures"] = [p.name for p in plots.plot_all(summary, workdir)]
     write_json(workdir / "summary.json", summary)
+    write_json(workdir / "timing.json", {**result["timing"], "runtime_seconds": time.perf_counter() - t0})
     log(verdict_table(summary))
     return summary

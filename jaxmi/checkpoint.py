@@ -1,0 +1,227 @@
+"""Per-epoch checkpoints and the trained models of a run directory (orbax-checkpoint).
+
+Layout inside a run directory::
+
+    checkpoints/<step>/   after every measured epoch: the train state of the mode being
+                          trained (step counter, parameters, batch statistics, optimizer
+                          state) and a JSON record (mode, epoch, seed, config, every metric
+                          and MI measurement so far, timings). The two newest are kept.
+    models/nt/, models/at/  the final parameters and batch statistics of each model,
+    models/models.json      written when that mode's last epoch is done.
+
+Orbax writes each checkpoint into a temporary directory and renames it when complete, so a
+run killed at any point leaves either a whole checkpoint or none. The PRNG state needs no
+storing: every key is derived from the seed with ``fold_in(epoch)``.
+
+A checkpoint that cannot be read, or that was written by a different configuration or
+format, raises :class:`CheckpointError`; a run is never silently restarted from scratch.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import jax
+import numpy as np
+import orbax.checkpoint as ocp
+
+from jaxmi.results import atomic_write_text, read_json
+
+__all__ = ["CheckpointError", "RunCheckpointer", "Restored", "save_model", "load_models", "MODELS_DIR",
+           "CHECKPOINT_DIR", "FORMAT", "clear_run_state", "plain"]
+
+FORMAT = 1  # bump when the checkpoint layout changes; older checkpoints are then refused
+CHECKPOINT_DIR = "checkpoints"
+MODELS_DIR = "models"
+_MODELS_JSON = "models.json"
+
+
+class CheckpointError(ValueError):
+    """A checkpoint or model directory cannot be used (corrupt, incompatible or missing)."""
+
+
+def plain(x: Any) -> Any:
+    """NumPy/JAX scalars and arrays, tuples → plain Python values; NaN stays NaN (exact round trip)."""
+    if isinstance(x, dict):
+        return {str(k): plain(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [plain(v) for v in x]
+    if hasattr(x, "tolist") and not isinstance(x, (str, bytes)):
+        return plain(x.tolist())
+    if isinstance(x, (bool, np.bool_)):
+        return bool(x)
+    if isinstance(x, (int, np.integer)):
+        return int(x)
+    if isinstance(x, (float, np.floating)):
+        return float(x)
+    return x
+
+
+def _abstract(tree: Any) -> Any:
+    return jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=getattr(a, "sharding", None)),
+                        tree)
+
+
+def _fix(run_dir: Path) -> str:
+    return (f"delete {run_dir / CHECKPOINT_DIR} or rerun with --overwrite to start the run over, "
+            "or choose another --out")
+
+
+def clear_run_state(run_dir: str | Path) -> None:
+    """Removes the checkpoints and models of a run directory (``--overwrite``)."""
+    run_dir = Path(run_dir)
+    for name in (CHECKPOINT_DIR, MODELS_DIR):
+        if (run_dir / name).exists():
+            shutil.rmtree(run_dir / name)
+
+
+class Restored(NamedTuple):
+    mode: str  # the mode of the last completed measurement
+    epoch: int  # its epoch (0: the initial measurement)
+    state: Any  # that mode's train state after `epoch`
+    record: dict[str, Any]  # the JSON record saved with it (history, timing, ...)
+
+
+class RunCheckpointer:
+    """Saves and restores the per-epoch checkpoints of one NT-vs-AT run.
+
+    Args:
+      run_dir: the run directory.
+      config: the run's configuration as a plain dict; a checkpoint written by another
+        configuration is refused.
+      modes: the modes in the order they are trained.
+      epochs: epochs per mode (measurements 0..epochs).
+      keep: how many of the newest checkpoints to keep.
+    """
+
+    def __init__(self, run_dir: str | Path, config: dict[str, Any], *, modes: tuple[str, ...], epochs: int,
+                 keep: int = 2):
+        self.run_dir = Path(run_dir)
+        self.path = self.run_dir / CHECKPOINT_DIR
+        self.config = plain(config)
+        self.modes = tuple(modes)
+        self.epochs = int(epochs)
+        if self.path.exists() and not self.path.is_dir():
+            raise CheckpointError(f"{self.path} is not a directory; {_fix(self.run_dir)}.")
+        try:
+            self._manager = ocp.CheckpointManager(
+                self.path.absolute(),
+                options=ocp.CheckpointManagerOptions(max_to_keep=keep, enable_async_checkpointing=False,
+                                                     cleanup_tmp_directories=True, create=True))
+        except Exception as e:  # noqa: BLE001 - orbax raises many types for unreadable directories
+            raise CheckpointError(f"cannot open the checkpoints in {self.path} ({type(e).__name__}: {e}); "
+                                  f"{_fix(self.run_dir)}.") from e
+
+    def step_of(self, mode: str, epoch: int) -> int:
+        return self.modes.index(mode) * (self.epochs + 1) + int(epoch)
+
+    def save(self, mode: str, epoch: int, state: Any, record: dict[str, Any]) -> None:
+        """Saves ``state`` after ``epoch`` of ``mode`` with its JSON ``record``; returns when it is on disk."""
+        meta = {"format": FORMAT, "mode": mode, "epoch": int(epoch), "config": self.config, **plain(record)}
+        self._manager.save(self.step_of(mode, epoch), force=True,
+                           args=ocp.args.Composite(state=ocp.args.StandardSave(state),
+                                                   meta=ocp.args.JsonSave(meta)))
+        self._manager.wait_until_finished()
+
+    def latest_step(self) -> int | None:
+        return self._manager.latest_step()
+
+    def restore_latest(self, abstract_state: Any) -> Restored | None:
+        """The newest checkpoint, or ``None`` when no checkpoint was ever completed.
+
+        Args:
+          abstract_state: a train state of the right structure, shapes, dtypes and shardings
+            (e.g. the initial state); arrays are restored onto its shardings.
+
+        Raises:
+          CheckpointError: the checkpoint is unreadable, from another format or configuration,
+            or its arrays do not match ``abstract_state``.
+        """
+        step = self._manager.latest_step()
+        if step is None:
+            return None
+        where = self.path / str(step)
+        try:
+            meta = self._manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore())).meta
+        except Exception as e:  # noqa: BLE001
+            raise CheckpointError(f"the checkpoint {where} is unreadable ({type(e).__name__}: {e}); "
+                                  f"{_fix(self.run_dir)}.") from e
+        if not isinstance(meta, dict) or meta.get("format") != FORMAT:
+            got = meta.get("format") if isinstance(meta, dict) else None
+            raise CheckpointError(f"the checkpoint {where} has format {got}, this code reads format {FORMAT}; "
+                                  f"{_fix(self.run_dir)}.")
+        if meta.get("config") != self.config:
+            old = meta.get("config") or {}
+            diff = sorted(k for k in set(old) | set(self.config) if old.get(k) != self.config.get(k))
+            raise CheckpointError(f"the checkpoint {where} was written by a different configuration "
+                                  f"(differs in {diff}); {_fix(self.run_dir)}.")
+        mode, epoch = meta.get("mode"), meta.get("epoch")
+        if mode not in self.modes or not isinstance(epoch, int) or self.step_of(mode, epoch) != step:
+            raise CheckpointError(f"the checkpoint {where} is inconsistent (mode {mode!r}, epoch {epoch!r} "
+                                  f"at step {step}); {_fix(self.run_dir)}.")
+        try:
+            state = self._manager.restore(
+                step, args=ocp.args.Composite(state=ocp.args.StandardRestore(_abstract(abstract_state)))).state
+        except Exception as e:  # noqa: BLE001
+            raise CheckpointError(f"the train state in {where} cannot be restored ({type(e).__name__}: "
+                                  f"{str(e)[:500]}); {_fix(self.run_dir)}.") from e
+        return Restored(mode, epoch, state, meta)
+
+    def close(self) -> None:
+        self._manager.close()
+
+
+def save_model(run_dir: str | Path, mode: str, params: Any, batch_stats: Any, info: dict[str, Any]) -> Path:
+    """Saves one trained model's parameters and batch statistics to ``run_dir/models/<mode>``.
+
+    ``info`` (JSON) is merged into ``models/models.json``, whose ``"modes"`` lists the
+    models saved; it is rewritten atomically after the arrays are on disk.
+    """
+    models = Path(run_dir) / MODELS_DIR
+    models.mkdir(parents=True, exist_ok=True)
+    ckptr = ocp.StandardCheckpointer()
+    ckptr.save((models / mode).absolute(), {"params": params, "batch_stats": batch_stats}, force=True)
+    ckptr.wait_until_finished()
+    ckptr.close()
+    index = models / _MODELS_JSON
+    meta = read_json(index) if index.exists() else {"format": FORMAT, "modes": []}
+    meta.update(plain(info))
+    meta["modes"] = sorted(set(meta.get("modes", [])) | {mode})
+    atomic_write_text(index, json.dumps(meta, indent=2) + "\n")
+    return models / mode
+
+
+def load_models(run_dir: str | Path, modes: tuple[str, ...]) -> tuple[dict[str, Any], dict[str, tuple[Any, Any]]]:
+    """Reads ``models/models.json`` and the ``(params, batch_stats)`` of each of ``modes``.
+
+    Raises:
+      CheckpointError: a model is missing or unreadable.
+    """
+    run_dir = Path(run_dir)
+    index = run_dir / MODELS_DIR / _MODELS_JSON
+    if not index.exists():
+        raise CheckpointError(f"{run_dir} holds no trained models ({index} is missing): the run has not "
+                              "finished. Rerun the experiment's command with this --out to finish it.")
+    try:
+        meta = read_json(index)
+    except (OSError, json.JSONDecodeError) as e:
+        raise CheckpointError(f"{index} is unreadable ({e}); rerun the experiment with --overwrite.") from None
+    missing = [m for m in modes if m not in meta.get("modes", [])]
+    if missing:
+        raise CheckpointError(f"{run_dir} holds no trained {'/'.join(m.upper() for m in missing)} model: the run "
+                              "has not finished. Rerun the experiment's command with this --out to finish it.")
+    out = {}
+    ckptr = ocp.StandardCheckpointer()
+    for m in modes:
+        try:
+            tree = ckptr.restore((run_dir / MODELS_DIR / m).absolute())
+        except Exception as e:  # noqa: BLE001
+            raise CheckpointError(f"the {m.upper()} model in {run_dir / MODELS_DIR / m} is unreadable "
+                                  f"({type(e).__name__}: {str(e)[:300]}); rerun the experiment with "
+                                  "--overwrite.") from e
+        out[m] = (tree["params"], tree.get("batch_stats", {}))
+    ckptr.close()
+    return meta, out
