@@ -1,7 +1,7 @@
 """Mutual-information estimators for deterministic networks, in bits.
 
-Three estimators from the information-plane literature, as used by Zhang et al. (2022),
-arXiv:2207.05756, all for a deterministic layer T = f(X) and class labels Y:
+Four estimators from the information-plane literature, for a deterministic layer T = f(X)
+and class labels Y. The first three are the ones Zhang et al. (2022), arXiv:2207.05756, use:
 
 * ``"kde_upper"``: Kolchinsky & Tracey's pairwise-KL upper bound on the entropy of a
   Gaussian mixture with one component N(t_i, σ²I) per sample (Kolchinsky, Tracey & Wolpert
@@ -10,6 +10,9 @@ arXiv:2207.05756, all for a deterministic layer T = f(X) and class labels Y:
   2σ² in the exponent.
 * ``"binning"``: every coordinate discretised as ``floor(t / bin_size)``; a sample's whole
   integer vector is one symbol; entropies from symbol frequencies.
+* ``"renyi"``: the matrix-based Rényi α-entropy functional (Giraldo, Rao & Príncipe 2014),
+  as used for DNN information planes by Yu et al. (2019) and Wickstrøm et al. (2019); see
+  :func:`renyi_mi`. Not in :data:`METHODS` (the paper's default set): ask for it by name.
 
 With D_ij = ‖t_i − t_j‖² and s the exponent scale (2σ² for the upper, 8σ² for the lower
 bound)::
@@ -22,37 +25,67 @@ bound)::
 H(T|X) cancel). Results are converted from nats to bits.
 
 Implementation: one Gram-matrix pass per layer serves both KDE bounds and every class
-term. The N × N matrix is never held: rows and columns are processed in blocks, only the
-blocks on and above the diagonal are computed (the distance matrix is symmetric), and each
-block contributes to the row sums of its row block and, transposed, of its column block.
-Class-conditional sums come from one small matrix product of the kernel block with the
-one-hot labels (masking, not recomputing). Binning is exact and compiled: rows are hashed
-to 64 bits, sorted, and grouped; a compiled check compares every adjacent pair of equal
-hash, so a hash collision can never merge two different symbols silently (if one occurs,
-the computation falls back to an exact host-side ``np.unique``).
+term. The N × N matrix is never held: rows and columns are processed in blocks of B rows
+(chosen from the free memory, :func:`choose_block_size`), only the blocks on and above the
+diagonal are computed (the distance matrix is symmetric), and each block contributes to the
+row sums of its row block and, transposed, of its column block; memory is O(N·B + B²).
+No log-sum-exp shift is needed: every row sum contains its own diagonal term exp(0) = 1, so
+sums lie in [1, N] and never under- or overflow. Class-conditional sums come from one small
+matrix product of the kernel block with the one-hot labels (masking, not recomputing). With
+several local devices, the upper-triangle block pairs are split across a one-axis ``"data"``
+mesh with :func:`jax.shard_map` and the partial row sums are added with ``psum``.
+
+Binning is exact and compiled: rows are hashed to 64 bits, sorted, and grouped; a compiled
+check compares every adjacent pair of equal hash, so a hash collision can never merge two
+different symbols silently (if one occurs, the computation falls back to an exact host-side
+``np.unique``).
+
+Error bars (:func:`estimate_all` with ``bootstrap=R``): the N points are resampled with
+replacement R times; a resample is a vector of multiplicities w (multinomial counts summing
+to N), so a KDE row sum on the resample is Σ_j w_j K_ij and the mean over rows is weighted by
+w_i. All R resamples therefore come from the *same* single Gram pass: the kernel block is
+multiplied by the matrix [w_r ⊙ (1, one-hot)]_r of all resamples at once. Binning uses
+weighted group counts of the same sorted groups. See :func:`estimate_all`.
+
+Pluggable: :func:`register_estimator` adds an estimator under a name usable wherever a
+method name is accepted (:func:`estimate_all`, :func:`estimate_probes`, :func:`measure_probes`).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import functools
+import inspect
 import math
-from collections.abc import Mapping, Sequence
+import os
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.sharding import PartitionSpec
+
+from jaxmi import parallel
 
 __all__ = [
     "METHODS",
+    "available_methods",
+    "register_estimator",
+    "unregister_estimator",
     "estimate_mi",
     "estimate_all",
+    "estimate_probes",
     "measure_probes",
+    "bootstrap_weights",
     "kde_mi",
     "binning_mi",
+    "renyi_mi",
     "choose_block_size",
+    "available_memory_bytes",
 ]
 
+#: The paper's three estimators, the default of every entry point.
 METHODS: tuple[str, ...] = ("kde_upper", "kde_lower", "binning")
 _LOG2E = 1.0 / math.log(2.0)
 
@@ -106,132 +139,235 @@ def _raise_if_nonfinite(finite: Any, what: str) -> None:
         )
 
 
+def _flatten(x):
+    return jnp.reshape(x, (np.shape(x)[0], -1)) if np.ndim(x) != 2 else x
+
+
+def _ones_weights(n: int) -> np.ndarray:
+    return np.ones((1, n), np.float32)
+
+
 # --------------------------------------------------------------------------------------
-# KDE bounds
+# Memory and block size
 # --------------------------------------------------------------------------------------
 
 
-def choose_block_size(n: int, d: int, *, max_block: int = 1024, memory_bytes: int | None = None) -> int:
-    """Picks a row-block size for the blockwise KDE pass.
+def available_memory_bytes(device: jax.Device | None = None) -> int:
+    """Free memory of ``device`` (default: the first local device), in bytes.
 
-    The block is at most ``max_block`` rows, shrunk so that the per-step working set
-    (two [B, D] row blocks and a few [B, B] kernel blocks, float32) stays under
-    ``memory_bytes`` (default: 1 GiB), and balanced so padding wastes at most 7 rows.
+    Accelerators: ``bytes_limit − bytes_in_use`` from ``device.memory_stats()``. CPU (or when
+    the backend gives no statistics): the host's ``MemAvailable`` from ``/proc/meminfo``,
+    else ``os.sysconf`` available pages, else 4 GiB.
+    """
+    device = device if device is not None else jax.local_devices()[0]
+    try:
+        stats = device.memory_stats()
+    except Exception:  # noqa: BLE001 (backends without statistics)
+        stats = None
+    if stats and "bytes_limit" in stats:
+        return max(0, int(stats["bytes_limit"]) - int(stats.get("bytes_in_use", 0)))
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    try:
+        return int(os.sysconf("SC_AVPHYS_PAGES")) * int(os.sysconf("SC_PAGE_SIZE"))
+    except (ValueError, OSError, AttributeError):
+        return 4 << 30
+
+
+def choose_block_size(n: int, d: int, *, columns: int = 11, max_block: int | None = None,
+                      memory_bytes: int | None = None, device: jax.Device | None = None) -> int:
+    """Picks the row-block size B of the blockwise KDE pass from the free memory.
+
+    One scan step holds two [B, D] row blocks, a handful of [B, B] kernel blocks and four
+    [B, columns] products (float32), about ``4·(2·B·D + 8·B² + 4·B·columns)`` bytes. The
+    block is the largest power-of-two fraction of ``max_block`` whose step fits in
+    ``memory_bytes`` (default: a quarter of :func:`available_memory_bytes` after the
+    O(N·D + N·columns) buffers of the whole pass), then balanced so the last block wastes
+    at most 7 padding rows.
 
     Args:
       n: number of samples.
       d: feature width.
-      max_block: upper limit on the block size.
-      memory_bytes: budget for one block step's buffers.
+      columns: columns of the row-sum matrix (1 + classes, times 1 + bootstrap resamples).
+      max_block: upper limit on B (default 1024 on CPU, 4096 on accelerators, where larger
+        matrix products run closer to peak).
+      memory_bytes: per-step budget in bytes; overrides the automatic choice.
+      device: the device whose memory counts (default: the first local device).
 
     Returns:
       The block size B (a multiple of 8, ≥ 8).
     """
-    budget = (1 << 30) if memory_bytes is None else int(memory_bytes)
+    device = device if device is not None else jax.local_devices()[0]
+    if max_block is None:
+        max_block = 1024 if device.platform == "cpu" else 4096
+    if memory_bytes is None:
+        fixed = 4 * (3 * n * d + 3 * n * columns)  # input copies (cast, centred, padded) + accumulators
+        memory_bytes = max(64 << 20, (available_memory_bytes(device) - fixed) // 4)
+    budget = int(memory_bytes)
     b = max(8, min(int(max_block), n))
-    while b > 8 and 4 * (2 * b * d + 6 * b * b) > budget:
+    while b > 8 and 4 * (2 * b * d + 8 * b * b + 4 * b * columns) > budget:
         b //= 2
     num_blocks = -(-n // b)
     b = -(-n // num_blocks)
     return max(8, -(-b // 8) * 8)
 
 
-@functools.partial(jax.jit, static_argnames=("num_classes", "block_size"))
-def _kde_sums(t, labels, noise_var, *, num_classes: int, block_size: int):
-    """Row sums Σ_j K_ij and class-restricted sums, for both KDE scales, blockwise.
+def _kde_mesh(devices):
+    """The mesh the KDE pass is split over: all local devices by default, None for one device."""
+    devices = list(jax.local_devices() if devices is None else devices)
+    if len(devices) <= 1:
+        return None
+    return parallel.make_mesh(devices=devices)
 
-    Returns an array [N, 4]: columns (all j, scale 2σ²), (all j, 8σ²), (same class, 2σ²),
-    (same class, 8σ²); and a flag saying whether every activation was finite.
+
+# --------------------------------------------------------------------------------------
+# KDE bounds
+# --------------------------------------------------------------------------------------
+
+
+def _kde_columns(labels, weights, num_classes: int):
+    """The row-sum columns H [N, R·(1 + C)]: for each resample r, (w_r, w_r ⊙ one-hot)."""
+    onehot = jax.nn.one_hot(labels, num_classes, dtype=jnp.float32)
+    base = jnp.concatenate([jnp.ones((labels.shape[0], 1), jnp.float32), onehot], axis=1)  # [N, 1 + C]
+    h = weights.astype(jnp.float32)[:, :, None] * base[None]  # [R, N, 1 + C]
+    return jnp.moveaxis(h, 0, 1).reshape(labels.shape[0], -1)
+
+
+@functools.partial(jax.jit, static_argnames=("num_classes", "block_size", "mesh"))
+def _kde_sums(t, labels, weights, noise_var, *, num_classes: int, block_size: int, mesh=None):
+    """Weighted kernel row sums Σ_j H_jk exp(−D_ij / s) for both scales s, blockwise.
+
+    ``H = _kde_columns(labels, weights)``. Returns the sums [N, 2, K] (scale 2σ², then 8σ²),
+    whether every activation was finite, and max ‖t_i − mean‖².
     """
     n, d = t.shape
     finite = jnp.all(jnp.isfinite(t))
     t = t.astype(jnp.float32)
     t = t - jnp.mean(t, axis=0, keepdims=True)  # distances are shift-invariant; centring limits rounding
+    h = _kde_columns(labels, weights, num_classes)
+    k = h.shape[1]
     b = block_size
     nb = -(-n // b)
     pad = nb * b - n
-    valid = jnp.concatenate([jnp.ones((n,), jnp.float32), jnp.zeros((pad,), jnp.float32)])
     t = jnp.pad(t, ((0, pad), (0, 0)))
-    onehot = jax.nn.one_hot(jnp.pad(labels, (0, pad)), num_classes, dtype=jnp.float32)
-    # H = [valid, one-hot · valid]: kernel block @ H gives (sum over all j, per-class sums).
-    h = jnp.concatenate([valid[:, None], onehot * valid[:, None]], axis=1)
+    h = jnp.pad(h, ((0, pad), (0, 0)))  # padded rows carry zero weight in every column
     sq = jnp.sum(t * t, axis=1)
     tb = t.reshape(nb, b, d)
-    hb = h.reshape(nb, b, num_classes + 1)
+    hb = h.reshape(nb, b, k)
     sqb = sq.reshape(nb, b)
+    ndev = 1 if mesh is None else mesh.size
     ii, jj = np.triu_indices(nb)
-    pairs = jnp.asarray(np.stack([ii, jj], axis=1), jnp.int32)
+    num_pairs = len(ii)
+    per_dev = -(-num_pairs // ndev)
+    pairs = np.zeros((per_dev * ndev, 3), np.int32)  # (row block, column block, real pair?)
+    pairs[:num_pairs] = np.stack([ii, jj, np.ones_like(ii)], axis=1)
     inv_lower = 1.0 / (8.0 * noise_var)
-    eye = jnp.eye(b, dtype=bool)
+    hi = jax.lax.Precision.HIGHEST
 
-    def step(acc, pair):
-        i, j = pair[0], pair[1]
-        ti, tj = tb[i], tb[j]
-        g = jnp.dot(ti, tj.T, precision=jax.lax.Precision.HIGHEST)
-        dist = jnp.maximum(sqb[i][:, None] + sqb[j][None, :] - 2.0 * g, 0.0)
-        dist = jnp.where(eye & (i == j), 0.0, dist)  # exact zeros on the diagonal
-        k_lower = jnp.exp(-dist * inv_lower)  # exp(−D / 8σ²)
-        k_upper = jnp.square(jnp.square(k_lower))  # exp(−D / 2σ²) = (exp(−D / 8σ²))⁴
-        kern = jnp.stack([k_upper, k_lower])  # [2, B, B]
-        rows = jnp.einsum("sab,bc->sac", kern, hb[j])  # contributions to the rows of block i
-        cols = jnp.einsum("sab,ac->sbc", kern, hb[i])  # transposed: to the rows of block j
-        off_diag = (i != j).astype(jnp.float32)
-        acc = acc.at[i].add(rows)
-        acc = acc.at[j].add(cols * off_diag)
-        return acc, None
+    def run(tb, sqb, hb, pairs):
+        eye = jnp.eye(b, dtype=bool)
 
-    acc0 = jnp.zeros((nb, 2, b, num_classes + 1), jnp.float32)
-    acc, _ = jax.lax.scan(step, acc0, pairs)
-    acc = jnp.moveaxis(acc, 1, 2).reshape(nb * b, 2, num_classes + 1)[:n]  # [N, 2, 1 + C]
-    total = acc[:, :, 0]  # [N, 2]
-    same = jnp.take_along_axis(acc[:, :, 1:], labels[:, None, None].astype(jnp.int32).repeat(2, 1), axis=2)[..., 0]
-    return jnp.concatenate([total, same], axis=1), finite, jnp.max(sq)
+        def step(acc, pair):
+            i, j, real = pair[0], pair[1], pair[2].astype(jnp.float32)
+            g = jnp.dot(tb[i], tb[j].T, precision=hi)
+            dist = jnp.maximum(sqb[i][:, None] + sqb[j][None, :] - 2.0 * g, 0.0)
+            dist = jnp.where(eye & (i == j), 0.0, dist)  # exact zeros on the diagonal
+            k_lower = jnp.exp(-dist * inv_lower)  # exp(−D / 8σ²)
+            k_upper = jnp.square(jnp.square(k_lower))  # exp(−D / 2σ²) = (exp(−D / 8σ²))⁴
+            kern = jnp.stack([k_upper, k_lower])  # [2, B, B]
+            rows = jnp.einsum("sab,bc->sac", kern, hb[j], precision=hi)  # to the rows of block i
+            cols = jnp.einsum("sab,ac->sbc", kern, hb[i], precision=hi)  # transposed: rows of block j
+            acc = acc.at[i].add(rows * real)
+            acc = acc.at[j].add(cols * (real * (i != j).astype(jnp.float32)))
+            return acc, None
+
+        acc0 = jnp.zeros((nb, 2, b, k), jnp.float32)
+        return jax.lax.scan(step, acc0, pairs)[0]
+
+    if ndev == 1:
+        acc = run(tb, sqb, hb, jnp.asarray(pairs))
+    else:
+        def local(tb, sqb, hb, pairs):  # each device: its share of the block pairs, then a sum
+            return jax.lax.psum(run(tb, sqb, hb, pairs), parallel.DATA_AXIS)
+
+        rep = PartitionSpec()
+        acc = jax.shard_map(local, mesh=mesh, in_specs=(rep, rep, rep, PartitionSpec(parallel.DATA_AXIS)),
+                            out_specs=rep, check_vma=False)(tb, sqb, hb, jnp.asarray(pairs))
+    acc = jnp.moveaxis(acc, 1, 2).reshape(nb * b, 2, k)[:n]  # [N, 2, K]
+    return acc, finite, jnp.max(sq)
 
 
 # Distances from the Gram identity D = |a|² + |b|² − 2 a·b carry an absolute float32 rounding
 # error of about eps·(|a|² + |b|²) (data centred). Relative to the kernel scale 2σ² this is the
 # relative error of the kernel values; above this bound the float64 host path is used instead.
 _F32_EPS = float(np.finfo(np.float32).eps)
-MAX_KERNEL_ROUNDING = 1e-2
+MAX_KERNEL_ROUNDING = 3e-2  # ⇒ at most ~0.04 bits of error in the largest-norm rows
 
 
-def _kde_sums_float64(t: np.ndarray, labels: np.ndarray, noise_var: float, num_classes: int,
-                      block_size: int) -> np.ndarray:
-    """The same row sums as :func:`_kde_sums`, in float64 on the host (rows in blocks, O(N·B) memory)."""
+def _kde_sums_float64(t: np.ndarray, labels: np.ndarray, weights: np.ndarray, noise_var: float,
+                      num_classes: int, block_size: int) -> np.ndarray:
+    """The same sums as :func:`_kde_sums`, in float64 on the host (rows in blocks, O(N·B) memory)."""
     t = np.asarray(t, np.float64)
     t = t - t.mean(axis=0, keepdims=True)
     n = t.shape[0]
     sq = np.einsum("nd,nd->n", t, t)
-    onehot = np.zeros((n, num_classes))
-    onehot[np.arange(n), labels] = 1.0
-    out = np.empty((n, 4))
+    h = np.asarray(_kde_columns(jnp.asarray(labels), jnp.asarray(weights), num_classes), np.float64)
+    out = np.empty((n, 2, h.shape[1]))
     for a in range(0, n, block_size):
         rows = slice(a, min(n, a + block_size))
         dist = np.maximum(sq[rows, None] + sq[None, :] - 2.0 * (t[rows] @ t.T), 0.0)
         dist[np.arange(dist.shape[0]), np.arange(a, a + dist.shape[0])] = 0.0
         for k, scale in enumerate((2.0 * noise_var, 8.0 * noise_var)):
-            kern = np.exp(-dist / scale)
-            out[rows, k] = kern.sum(axis=1)
-            out[rows, 2 + k] = (kern @ onehot)[np.arange(dist.shape[0]), labels[rows]]
+            out[rows, k] = np.exp(-dist / scale) @ h
     return out
 
 
 @functools.partial(jax.jit, static_argnames=("num_classes",))
-def _kde_from_sums(sums, labels, *, num_classes: int):
-    """Turns the row sums into I(X;T) and I(T;Y) for both bounds, in bits: arrays [2] (upper, lower)."""
+def _kde_from_sums(sums, labels, weights, *, num_classes: int):
+    """I(X;T), I(T;Y) in bits for both bounds and every resample: arrays [2, R] (upper, lower)."""
     n = sums.shape[0]
-    log_total = jnp.log(sums[:, :2])
-    log_same = jnp.log(sums[:, 2:])
-    counts = jnp.bincount(labels, length=num_classes).astype(jnp.float32)
-    p = counts / n
-    h_y_term = jnp.sum(jnp.where(counts > 0, p * jnp.log(jnp.maximum(counts, 1.0)), 0.0))
-    i_xt = jnp.log(n) - jnp.mean(log_total, axis=0)
-    i_ty = jnp.log(n) - h_y_term - jnp.mean(log_total - log_same, axis=0)
+    r = weights.shape[0]
+    s = sums.reshape(n, 2, r, num_classes + 1)
+    w = weights.T[:, None, :]  # [N, 1, R]
+    total = s[..., 0]  # [N, 2, R]
+    same = jnp.take_along_axis(s[..., 1:], labels[:, None, None, None], axis=3)[..., 0]
+    # A point absent from a resample (w = 0) has no term; guard log 0 · 0.
+    log_total = jnp.where(w > 0, jnp.log(jnp.where(w > 0, total, 1.0)), 0.0)
+    log_same = jnp.where(w > 0, jnp.log(jnp.where(w > 0, same, 1.0)), 0.0)
+    counts = weights @ jax.nn.one_hot(labels, num_classes, dtype=jnp.float32)  # [R, C]
+    h_y_term = jnp.sum(jnp.where(counts > 0, counts / n * jnp.log(jnp.maximum(counts, 1.0)), 0.0), axis=1)
+    i_xt = jnp.log(n) - jnp.sum(w * log_total, axis=0) / n
+    i_ty = jnp.log(n) - h_y_term[None, :] - jnp.sum(w * (log_total - log_same), axis=0) / n
     return i_xt * _LOG2E, i_ty * _LOG2E
 
 
+def _kde_compute(t, y, c, weights, *, noise_var: float = 0.1, block_size: int | None = None,
+                 devices=None, **_):
+    """KDE upper and lower bound for every resample: {method: (I_XT [R], I_TY [R])}."""
+    if not noise_var > 0:
+        raise ValueError(f"noise_var must be > 0 (the KDE kernel variance σ²); got {noise_var}.")
+    mesh = _kde_mesh(devices)
+    cols = weights.shape[0] * (c + 1)
+    b = int(block_size or choose_block_size(t.shape[0], t.shape[1], columns=cols))
+    w = jnp.asarray(weights, jnp.float32)
+    sums, finite, max_sq = _kde_sums(t, y, w, jnp.float32(noise_var), num_classes=c, block_size=b, mesh=mesh)
+    _raise_if_nonfinite(finite, "activations")
+    if 2.0 * _F32_EPS * float(max_sq) / (2.0 * noise_var) > MAX_KERNEL_ROUNDING:
+        # Activations so large relative to σ that float32 distances would be off by more than
+        # 3 % of the kernel scale: redo this layer in float64 on the host (exact, slower).
+        sums = jnp.asarray(_kde_sums_float64(np.asarray(t), np.asarray(y), np.asarray(weights),
+                                             float(noise_var), c, b), jnp.float32)
+    i_xt, i_ty = jax.device_get(_kde_from_sums(sums, y, w, num_classes=c))
+    return {"kde_upper": (i_xt[0], i_ty[0]), "kde_lower": (i_xt[1], i_ty[1])}
+
+
 def kde_mi(activations, labels, *, num_classes: int | None = None, noise_var: float = 0.1,
-           block_size: int | None = None) -> dict[str, dict[str, float]]:
+           block_size: int | None = None, devices=None) -> dict[str, dict[str, float]]:
     """KDE upper and lower bounds on I(X;T) and I(T;Y), in bits, from one distance pass.
 
     See the module docstring for the formulas (Kolchinsky & Tracey 2017; Saxe et al. 2018).
@@ -242,11 +378,12 @@ def kde_mi(activations, labels, *, num_classes: int | None = None, noise_var: fl
       num_classes: number of classes (default: max(labels) + 1). Classes absent from the
         sample contribute nothing.
       noise_var: σ², the variance of the Gaussian noise added to T (0.1 in the paper).
-      block_size: rows per block (default: :func:`choose_block_size`).
+      block_size: rows per block (default: :func:`choose_block_size`, from the free memory).
+      devices: devices to split the pass over (default: all local devices).
 
     Precision: distances come from the Gram identity in float32, whose rounding error is about
-    ``eps·(|t_i|² + |t_j|²)`` for centred data. When that could exceed 1 % of the kernel scale
-    2σ² (``MAX_KERNEL_ROUNDING``; squared norms above ~8,000 at σ² = 0.1), the layer is
+    ``eps·(|t_i|² + |t_j|²)`` for centred data. When that could exceed 3 % of the kernel scale
+    2σ² (``MAX_KERNEL_ROUNDING``; squared norms above ~25,000 at σ² = 0.1), the layer is
     recomputed in float64 on the host instead, so results never silently lose precision.
 
     Returns:
@@ -255,19 +392,9 @@ def kde_mi(activations, labels, *, num_classes: int | None = None, noise_var: fl
     if not noise_var > 0:
         raise ValueError(f"noise_var must be > 0 (the KDE kernel variance σ²); got {noise_var}.")
     t, y, c = _validate(activations, labels, num_classes)
-    b = block_size or choose_block_size(t.shape[0], t.shape[1])
-    sums, finite, max_sq = _kde_sums(t, y, jnp.float32(noise_var), num_classes=c, block_size=int(b))
-    _raise_if_nonfinite(finite, "activations")
-    if 2.0 * _F32_EPS * float(max_sq) / (2.0 * noise_var) > MAX_KERNEL_ROUNDING:
-        # Activations so large relative to σ that float32 distances would be off by more than
-        # 1 % of the kernel scale: redo this layer in float64 on the host (exact, slower).
-        sums = jnp.asarray(_kde_sums_float64(np.asarray(t), np.asarray(y), float(noise_var), c, int(b)),
-                           jnp.float32)
-    i_xt, i_ty = jax.device_get(_kde_from_sums(sums, y, num_classes=c))
-    return {
-        "kde_upper": {"I_XT": float(i_xt[0]), "I_TY": float(i_ty[0])},
-        "kde_lower": {"I_XT": float(i_xt[1]), "I_TY": float(i_ty[1])},
-    }
+    res = _kde_compute(t, y, c, _ones_weights(t.shape[0]), noise_var=noise_var, block_size=block_size,
+                       devices=devices)
+    return {m: {"I_XT": float(v[0][0]), "I_TY": float(v[1][0])} for m, v in res.items()}
 
 
 # --------------------------------------------------------------------------------------
@@ -296,16 +423,13 @@ def _row_hashes(sym):
     return out
 
 
-def _group_log_sizes(keys):
-    """For rows sorted by ``keys``: ln(size of each row's group), rows in sorted order."""
+def _group_ids(keys):
+    """For rows sorted by ``keys``: the index of each row's group (0, 1, ...), in sorted order."""
     n = keys[0].shape[0]
     differs = jnp.zeros((n - 1,), bool)
     for k in keys:
         differs = differs | (k[1:] != k[:-1])
-    new = jnp.concatenate([jnp.ones((1,), bool), differs])
-    gid = jnp.cumsum(new) - 1
-    counts = jax.ops.segment_sum(jnp.ones((n,), jnp.float32), gid, num_segments=n)
-    return jnp.log(counts[gid])
+    return jnp.cumsum(jnp.concatenate([jnp.ones((1,), bool), differs])) - 1
 
 
 def _symbols(t, bin_size):
@@ -321,8 +445,24 @@ def _symbols(t, bin_size):
     return jax.lax.bitcast_convert_type(q.astype(jnp.float32), jnp.uint32)
 
 
+def _xlogx(v):
+    return jnp.where(v > 0, v * jnp.log(jnp.where(v > 0, v, 1.0)), 0.0)
+
+
+def _binned_information(n_t, n_ty, n_c, n):
+    """H(T) and H(T) − H(T|Y) in bits from (weighted) symbol, (class, symbol) and class counts.
+
+    H(T) = ln N − (1/N) Σ_g n_g ln n_g;  H(T|Y) = (1/N) [Σ_c N_c ln N_c − Σ_(c,g) n_cg ln n_cg].
+    """
+    h_t = jnp.log(n) - jnp.sum(_xlogx(n_t), axis=0) / n
+    h_t_given_y = (jnp.sum(_xlogx(n_c), axis=0) - jnp.sum(_xlogx(n_ty), axis=0)) / n
+    # H(T|Y) ≤ H(T) holds exactly; clamp the rounding of the float sums (I ≥ 0 by definition).
+    return h_t * _LOG2E, jnp.maximum(h_t - h_t_given_y, 0.0) * _LOG2E
+
+
 @functools.partial(jax.jit, static_argnames=("num_classes",))
-def _binning_core(t, labels, bin_size, *, num_classes: int):
+def _binning_core(t, labels, weights, bin_size, *, num_classes: int):
+    """I(X;T) = H(T) and I(T;Y) in bits for every resample (rows of ``weights`` [R, N])."""
     n = t.shape[0]
     finite = jnp.all(jnp.isfinite(t))
     sym = _symbols(t, bin_size)
@@ -330,40 +470,59 @@ def _binning_core(t, labels, bin_size, *, num_classes: int):
     idx = jnp.arange(n, dtype=jnp.int32)
     # H(T): sort by the 64-bit fingerprint, group equal neighbours.
     s1, s2, perm = jax.lax.sort((h1, h2, idx), num_keys=2)
-    log_n_t = _group_log_sizes((s1, s2))
+    gid_t = _group_ids((s1, s2))
     # Exactness check: neighbours with equal fingerprints must hold equal symbols.
     same_hash = (s1[1:] == s1[:-1]) & (s2[1:] == s2[:-1])
     rows = sym[perm]
-    rows_differ = jnp.any(rows[1:] != rows[:-1], axis=1)
-    collision = jnp.any(same_hash & rows_differ)
-    # H(T|Y): sort by (label, fingerprint), group within each class.
-    ys, c1, c2, _ = jax.lax.sort((labels, h1, h2, idx), num_keys=3)
-    log_n_ty = _group_log_sizes((ys, c1, c2))
-    class_counts = jnp.bincount(labels, length=num_classes).astype(jnp.float32)
-    log_n_c = jnp.log(class_counts[ys])
-    h_t = jnp.log(n) - jnp.mean(log_n_t)  # −Σ_g (n_g/N) ln(n_g/N)
-    h_t_given_y = jnp.mean(log_n_c - log_n_ty)  # −(1/N) Σ_i ln(n_g(i) / N_y(i))
-    # H(T|Y) ≤ H(T) holds exactly; clamp the rounding of the float sums (I ≥ 0 by definition).
-    return h_t * _LOG2E, jnp.maximum(h_t - h_t_given_y, 0.0) * _LOG2E, collision, finite
+    collision = jnp.any(same_hash & jnp.any(rows[1:] != rows[:-1], axis=1))
+    # H(T|Y): sort by (label, fingerprint), group within each class (all classes in one sort).
+    ys, c1, c2, perm_y = jax.lax.sort((labels, h1, h2, idx), num_keys=3)
+    gid_ty = _group_ids((ys, c1, c2))
+    w = weights.astype(jnp.float32).T  # [N, R]
+    n_t = jax.ops.segment_sum(w[perm], gid_t, num_segments=n)  # [groups ≤ N, R]
+    n_ty = jax.ops.segment_sum(w[perm_y], gid_ty, num_segments=n)
+    n_c = jax.nn.one_hot(labels, num_classes, dtype=jnp.float32).T @ w  # [C, R]
+    i_xt, i_ty = _binned_information(n_t, n_ty, n_c, n)
+    return i_xt, i_ty, collision, finite
 
 
-def _binning_numpy(t: np.ndarray, labels: np.ndarray, bin_size: float) -> tuple[float, float]:
-    """Exact host-side fallback (used only after a detected 64-bit hash collision)."""
-
-    def entropy(sym):
-        _, counts = np.unique(sym, axis=0, return_counts=True)
-        p = counts / counts.sum()
-        return float(-(p * np.log2(p)).sum())
-
+def _binning_numpy(t: np.ndarray, labels: np.ndarray, bin_size: float,
+                   weights: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Exact host-side fallback (used only after a detected 64-bit hash collision): np.unique."""
     t = np.asarray(t)
+    labels = np.asarray(labels)
+    weights = _ones_weights(len(t)) if weights is None else np.asarray(weights, np.float64)
     sym = np.floor(t / t.dtype.type(bin_size))
     sym[sym == 0] = 0.0  # whole floats, −0 folded into +0
-    h_t = entropy(sym)
-    h_ty = 0.0
-    for c in np.unique(labels):
-        m = labels == c
-        h_ty += m.mean() * entropy(sym[m])
-    return h_t, h_t - h_ty
+    _, inv = np.unique(sym, axis=0, return_inverse=True)
+    inv = inv.reshape(-1)
+    _, inv_ty = np.unique(np.stack([labels, inv], axis=1), axis=0, return_inverse=True)
+    inv_ty = inv_ty.reshape(-1)
+
+    def xlogx_sum(groups, w):
+        v = np.bincount(groups, weights=w)
+        v = v[v > 0]
+        return float(np.sum(v * np.log(v)))
+
+    n = len(t)
+    i_xt, i_ty = [], []
+    for w in weights:
+        h_t = math.log(n) - xlogx_sum(inv, w) / n
+        h_ty = (xlogx_sum(labels, w) - xlogx_sum(inv_ty, w)) / n
+        i_xt.append(h_t * _LOG2E)
+        i_ty.append(max(h_t - h_ty, 0.0) * _LOG2E)
+    return np.asarray(i_xt), np.asarray(i_ty)
+
+
+def _binning_compute(t, y, c, weights, *, bin_size: float = 0.5, **_):
+    if not bin_size > 0:
+        raise ValueError(f"bin_size must be > 0; got {bin_size}.")
+    i_xt, i_ty, collision, finite = jax.device_get(
+        _binning_core(t, y, jnp.asarray(weights, jnp.float32), jnp.asarray(bin_size, t.dtype), num_classes=c))
+    _raise_if_nonfinite(finite, "activations")
+    if collision:  # astronomically rare; never silently wrong
+        i_xt, i_ty = _binning_numpy(np.asarray(t), np.asarray(y), bin_size, np.asarray(weights))
+    return {"binning": (np.asarray(i_xt), np.asarray(i_ty))}
 
 
 def binning_mi(activations, labels, *, num_classes: int | None = None, bin_size: float = 0.5) -> dict[str, float]:
@@ -387,13 +546,293 @@ def binning_mi(activations, labels, *, num_classes: int | None = None, bin_size:
     if not bin_size > 0:
         raise ValueError(f"bin_size must be > 0; got {bin_size}.")
     t, y, c = _validate(activations, labels, num_classes)
-    i_xt, i_ty, collision, finite = jax.device_get(
-        _binning_core(t, y, jnp.asarray(bin_size, t.dtype), num_classes=c)
-    )
-    _raise_if_nonfinite(finite, "activations")
-    if collision:  # astronomically rare; never silently wrong
-        i_xt, i_ty = _binning_numpy(np.asarray(t), np.asarray(y), bin_size)
-    return {"I_XT": float(i_xt), "I_TY": float(i_ty)}
+    i_xt, i_ty = _binning_compute(t, y, c, _ones_weights(t.shape[0]), bin_size=bin_size)["binning"]
+    return {"I_XT": float(i_xt[0]), "I_TY": float(i_ty[0])}
+
+
+# --------------------------------------------------------------------------------------
+# Matrix-based Rényi α-entropy
+# --------------------------------------------------------------------------------------
+
+
+@functools.partial(jax.jit, static_argnames=("k_neighbors",))
+def _gaussian_gram(x, sigma, *, k_neighbors: int):
+    """Gaussian Gram matrix exp(−‖x_i − x_j‖² / 2σ²) [N, N] and the width σ used.
+
+    ``sigma`` NaN selects the k-nearest-neighbour rule: σ = mean over samples of the mean
+    Euclidean distance to their ``k_neighbors`` nearest other samples.
+    """
+    n = x.shape[0]
+    finite = jnp.all(jnp.isfinite(x))
+    x = x.astype(jnp.float32)
+    x = x - jnp.mean(x, axis=0, keepdims=True)
+    sq = jnp.sum(x * x, axis=1)
+    g = jnp.dot(x, x.T, precision=jax.lax.Precision.HIGHEST)
+    d = jnp.maximum(sq[:, None] + sq[None, :] - 2.0 * g, 0.0)
+    d = jnp.where(jnp.eye(n, dtype=bool), 0.0, d)
+    if k_neighbors > 0:
+        nearest = -jax.lax.top_k(-d, k_neighbors + 1)[0][:, 1:]  # drop the point itself
+        knn_width = jnp.mean(jnp.sqrt(nearest))
+    else:
+        knn_width = jnp.float32(1.0)
+    width = jnp.where(jnp.isnan(sigma), knn_width, sigma)
+    width = jnp.where(width > 0, width, 1.0)  # all points identical: any width gives K = 1
+    return jnp.exp(-d / (2.0 * width * width)), width, finite
+
+
+def _matrix_entropy_bits(a: np.ndarray, alpha: float) -> float:
+    """S_α(A) = 1/(1−α) log₂ Σ_i λ_i(A)^α for a PSD matrix of unit trace (α = 1: −Σ λ log₂ λ)."""
+    if alpha == 2.0:  # tr(A²) = ‖A‖_F²: exact without an eigendecomposition
+        return float(-np.log2(np.sum(a * a)))
+    lam = np.clip(np.linalg.eigvalsh(a), 0.0, None)
+    lam = lam[lam > 0]
+    if alpha == 1.0:
+        return float(-np.sum(lam * np.log2(lam)))
+    return float(np.log2(np.sum(lam ** alpha)) / (1.0 - alpha))
+
+
+def _weighted_unit_trace(k: np.ndarray, w: np.ndarray) -> np.ndarray:
+    """The normalised Gram matrix of a resample with multiplicities w: W^½ K W^½ / tr(W K)."""
+    keep = w > 0
+    sw = np.sqrt(w[keep])
+    a = k[np.ix_(keep, keep)] * sw[:, None] * sw[None, :]
+    return a / np.trace(a)
+
+
+def _renyi_compute(t, y, c, weights, *, alpha: float = 1.01, kernel_width: float | None = None,
+                   k_neighbors: int = 10, inputs=None, input_kernel_width: float | None = None, **_):
+    """Matrix-based Rényi I(X;T), I(T;Y) for every resample: {"renyi": (I_XT [R], I_TY [R])}."""
+    if not alpha > 0:
+        raise ValueError(f"alpha must be > 0 (the order of the Rényi entropy); got {alpha}.")
+    n = t.shape[0]
+    k = min(int(k_neighbors), n - 1)
+
+    def gram(x, width, what):
+        sig = jnp.float32(np.nan if width is None else width)
+        kx, _, finite = _gaussian_gram(x, sig, k_neighbors=k)
+        _raise_if_nonfinite(finite, what)
+        kx = np.asarray(kx, np.float64)
+        diag = np.sqrt(np.diag(kx))
+        return kx / diag[:, None] / diag[None, :]  # K_ij / √(K_ii K_jj) (= K for a Gaussian kernel)
+
+    k_t = gram(t, kernel_width, "activations")
+    k_x = None
+    if inputs is not None:
+        x = _flatten(jnp.asarray(inputs))
+        if x.shape[0] != n:
+            raise ValueError(f"inputs must have one row per activation row: got {x.shape[0]} for {n}.")
+        k_x = gram(x, input_kernel_width, "inputs")
+    y_np = np.asarray(y)
+    i_xt, i_ty = [], []
+    for w in np.asarray(weights, np.float64):
+        keep = w > 0
+        a_t = _weighted_unit_trace(k_t, w)
+        s_t = _matrix_entropy_bits(a_t, alpha)
+        # Label kernel: δ(y_i, y_j). A_Y has eigenvalues p_c, so S_α(A_Y) is the Rényi entropy
+        # of the class frequencies; A_T ∘ A_Y is block-diagonal by class, so its spectrum is the
+        # union of the class blocks' spectra (exact; one small eigendecomposition per class).
+        counts = np.bincount(y_np, weights=w, minlength=c)
+        p = counts[counts > 0] / counts.sum()
+        s_y = (float(-np.sum(p * np.log2(p))) if alpha == 1.0
+               else float(np.log2(np.sum(p ** alpha)) / (1.0 - alpha)))
+        y_keep = y_np[keep]
+        if alpha == 2.0:
+            m = np.where(y_keep[:, None] == y_keep[None, :], a_t, 0.0)
+            joint = float(-np.log2(np.sum(m * m) / np.trace(m) ** 2))
+        else:
+            lam = np.concatenate([np.linalg.eigvalsh(a_t[np.ix_(y_keep == cl, y_keep == cl)])
+                                  for cl in np.unique(y_keep)])
+            lam = np.clip(lam, 0.0, None)
+            lam = lam[lam > 0] / lam.sum()
+            joint = (float(-np.sum(lam * np.log2(lam))) if alpha == 1.0
+                     else float(np.log2(np.sum(lam ** alpha)) / (1.0 - alpha)))
+        i_ty.append(s_t + s_y - joint)
+        if k_x is None:
+            i_xt.append(s_t)  # deterministic layer: I(X;T) = H(T), as for binning
+        else:
+            a_x = _weighted_unit_trace(k_x, w)
+            a_xt = a_x * a_t
+            i_xt.append(_matrix_entropy_bits(a_x, alpha) + s_t
+                        - _matrix_entropy_bits(a_xt / np.trace(a_xt), alpha))
+    return {"renyi": (np.asarray(i_xt), np.asarray(i_ty))}
+
+
+def renyi_mi(activations, labels, *, num_classes: int | None = None, inputs=None, alpha: float = 1.01,
+             kernel_width: float | None = None, input_kernel_width: float | None = None,
+             k_neighbors: int = 10) -> dict[str, float]:
+    """Matrix-based Rényi α-order estimates of I(X;T) and I(T;Y), in bits.
+
+    Giraldo, Rao & Príncipe (2014), "Measures of entropy from data using infinitely divisible
+    kernels"; for DNN information planes Yu et al. (2019) and Wickstrøm et al. (2019). For
+    samples z_1..z_N with a positive-definite kernel κ, the normalised Gram matrix is
+    A_ij = κ(z_i, z_j) / (N √(κ(z_i, z_i) κ(z_j, z_j))) (unit trace) and::
+
+        S_α(A)    = 1/(1 − α) · log₂ Σ_i λ_i(A)^α            (λ_i: eigenvalues of A)
+        S_α(A, B) = S_α(A ∘ B / tr(A ∘ B))                    (∘: Hadamard product)
+        I_α(A; B) = S_α(A) + S_α(B) − S_α(A, B)
+
+    α → 1 gives the von Neumann (Shannon-like) entropy −Σ λ log₂ λ; α = 2 uses the exact
+    identity tr(A²) = ‖A‖_F² (no eigendecomposition).
+
+    Kernels: a Gaussian kernel exp(−‖a − b‖² / 2σ²) on activations (and on inputs), and the
+    delta kernel δ(y_i, y_j) on labels (so S_α(A_Y) is exactly the Rényi entropy of the class
+    frequencies). **Kernel-width rule**: σ = mean over samples of the mean Euclidean distance
+    to their ``k_neighbors`` (default 10) nearest other samples, per layer — a k-nearest-
+    neighbour rule of the kind Wickstrøm et al. use, which adapts σ to each layer's scale
+    (so the estimates are invariant to rescaling the layer) instead of fixing it. Pass
+    ``kernel_width`` (and ``input_kernel_width``) to fix σ instead.
+
+    I(X;T): with ``inputs`` (the network inputs X, [N, ...], e.g. the images), the full
+    S_α(A_X) + S_α(A_T) − S_α(A_X, A_T). Without ``inputs``, I(X;T) = S_α(A_T): for a
+    deterministic layer H(T|X) = 0, the same convention as binning's I(X;T) = H(T).
+
+    Cost: the N × N Gram matrices are held and eigendecomposed in float64 on the host
+    (O(N³); about a second at N = 1,000 on one CPU core, so meant for N of a few thousand,
+    as in the literature, which uses mini-batches of ~100). The Gram matrices themselves are
+    computed with JAX on the default device.
+
+    Args:
+      activations: [N, D] float array.
+      labels: [N] integer class labels.
+      num_classes: number of classes (default: max(labels) + 1).
+      inputs: optional [N, ...] network inputs for the full I(X;T).
+      alpha: the order α > 0 (default 1.01, as in Yu et al. and Wickstrøm et al.).
+      kernel_width, input_kernel_width: fixed σ for the activations / inputs (default: k-NN rule).
+      k_neighbors: k of the width rule.
+
+    Returns:
+      ``{"I_XT": float, "I_TY": float}`` in bits.
+    """
+    t, y, c = _validate(activations, labels, num_classes)
+    i_xt, i_ty = _renyi_compute(t, y, c, _ones_weights(t.shape[0]), alpha=alpha, kernel_width=kernel_width,
+                                k_neighbors=k_neighbors, inputs=inputs,
+                                input_kernel_width=input_kernel_width)["renyi"]
+    return {"I_XT": float(i_xt[0]), "I_TY": float(i_ty[0])}
+
+
+# --------------------------------------------------------------------------------------
+# Registry
+# --------------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class _Entry:
+    """One registered estimator. Entries of the same ``group`` are computed by one call."""
+
+    name: str
+    group: str
+    compute: Callable[..., dict[str, tuple[np.ndarray, np.ndarray]]]
+    options: frozenset[str] | None  # keyword options it takes (None: any)
+
+
+_REGISTRY: dict[str, _Entry] = {}
+_BUILTIN = frozenset({"kde_upper", "kde_lower", "binning", "renyi"})
+
+
+def _add(name, group, compute, options):
+    _REGISTRY[name] = _Entry(name, group, compute, None if options is None else frozenset(options))
+
+
+_add("kde_upper", "kde", _kde_compute, ("noise_var", "block_size", "devices"))
+_add("kde_lower", "kde", _kde_compute, ("noise_var", "block_size", "devices"))
+_add("binning", "binning", _binning_compute, ("bin_size",))
+_add("renyi", "renyi", _renyi_compute, ("alpha", "kernel_width", "k_neighbors", "inputs", "input_kernel_width"))
+
+
+def available_methods() -> tuple[str, ...]:
+    """Names of every registered estimator (the built-ins first)."""
+    return tuple(_REGISTRY)
+
+
+def register_estimator(name: str, fn: Callable[..., Mapping[str, float]], *, overwrite: bool = False) -> None:
+    """Adds an estimator under ``name``, usable wherever a method name is accepted.
+
+    ``fn(activations, labels, *, num_classes, **options) -> {"I_XT": float, "I_TY": float}``
+    (bits) receives a validated [N, D] float array, [N] int32 labels and the number of
+    classes, plus those keyword options of :func:`estimate_all` (``noise_var``, ``bin_size``,
+    ``inputs``, or any other ``**options``) that its signature names (all of them if it has
+    ``**kwargs``). With ``bootstrap=R``, ``fn`` is called once more per resample on the
+    resampled rows (built-in estimators instead reuse one pass for all resamples).
+
+    Args:
+      name: the method name; must not shadow a built-in.
+      fn: the estimator.
+      overwrite: replace an earlier registration of ``name``.
+    """
+    if not isinstance(name, str) or not name:
+        raise ValueError(f"an estimator name must be a non-empty string; got {name!r}.")
+    if name in _BUILTIN:
+        raise ValueError(f"{name!r} is a built-in estimator and cannot be replaced; pick another name.")
+    if name in _REGISTRY and not overwrite:
+        raise ValueError(f"an estimator named {name!r} is already registered; pass overwrite=True to replace it.")
+    if not callable(fn):
+        raise ValueError(f"fn must be callable; got {type(fn).__name__}.")
+    params = inspect.signature(fn).parameters
+    takes_all = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
+    accepted = None if takes_all else frozenset(params) - {"num_classes"}
+
+    def compute(t, y, c, weights, **opts):
+        kw = {k: v for k, v in opts.items() if accepted is None or k in accepted}
+        n = t.shape[0]
+        i_xt, i_ty = [], []
+        for w in np.asarray(weights):
+            if np.all(w == 1):
+                tt, yy = t, y
+            else:
+                rows = jnp.asarray(np.repeat(np.arange(n), w.astype(np.int64)))
+                tt, yy = t[rows], y[rows]
+            res = fn(tt, yy, num_classes=c, **kw)
+            i_xt.append(float(res["I_XT"]))
+            i_ty.append(float(res["I_TY"]))
+        return {name: (np.asarray(i_xt), np.asarray(i_ty))}
+
+    _add(name, f"user:{name}", compute, accepted)
+
+
+def unregister_estimator(name: str) -> None:
+    """Removes an estimator added with :func:`register_estimator`."""
+    if name in _BUILTIN:
+        raise ValueError(f"{name!r} is a built-in estimator and cannot be removed.")
+    if name not in _REGISTRY:
+        raise ValueError(f"no estimator named {name!r} is registered; registered: {list(_REGISTRY)}.")
+    del _REGISTRY[name]
+
+
+def _check_methods(methods) -> tuple[str, ...]:
+    if isinstance(methods, str):
+        methods = (methods,)
+    methods = tuple(methods)
+    unknown = [m for m in methods if m not in _REGISTRY]
+    if unknown or not methods:
+        raise ValueError(f"unknown estimator(s) {unknown or list(methods)}; choose from {list(_REGISTRY)}.")
+    return methods
+
+
+# --------------------------------------------------------------------------------------
+# Bootstrap
+# --------------------------------------------------------------------------------------
+
+
+def bootstrap_weights(key, n: int, resamples: int) -> np.ndarray:
+    """Multiplicities of ``resamples`` bootstrap resamples of n points: [R, N] float32, rows sum to N.
+
+    Row r holds how often each point is drawn when n points are drawn uniformly with
+    replacement (a multinomial(n; 1/n, …, 1/n) vector), from the typed or raw JAX ``key``.
+    """
+    idx = jax.random.randint(key, (int(resamples), int(n)), 0, int(n))
+    return np.asarray(jax.vmap(lambda i: jnp.bincount(i, length=int(n)))(idx), np.float32)
+
+
+def _summary(i_xt: np.ndarray, i_ty: np.ndarray, resamples: int, confidence: float) -> dict[str, float]:
+    out = {"I_XT": float(i_xt[0]), "I_TY": float(i_ty[0])}
+    if resamples:
+        q = (100.0 * (1.0 - confidence) / 2.0, 100.0 * (1.0 + confidence) / 2.0)
+        for k, v in (("I_XT", np.asarray(i_xt[1:], np.float64)), ("I_TY", np.asarray(i_ty[1:], np.float64))):
+            lo, hi = np.percentile(v, q)
+            out[f"{k}_se"] = float(np.std(v, ddof=1))
+            out[f"{k}_lo"] = float(lo)
+            out[f"{k}_hi"] = float(hi)
+    return out
 
 
 # --------------------------------------------------------------------------------------
@@ -401,81 +840,173 @@ def binning_mi(activations, labels, *, num_classes: int | None = None, bin_size:
 # --------------------------------------------------------------------------------------
 
 
+def _prepare(labels, num_classes, bootstrap, key, confidence):
+    """Validated labels, class count and the [1 + R, N] weights (row 0: the full sample)."""
+    labels_np = np.asarray(labels)
+    if int(bootstrap) != bootstrap or bootstrap < 0 or bootstrap == 1:
+        raise ValueError(f"bootstrap must be 0 (off) or a number of resamples ≥ 2; got {bootstrap}.")
+    if not 0.0 < confidence < 1.0:
+        raise ValueError(f"confidence must be in (0, 1); got {confidence}.")
+    n = labels_np.shape[0] if labels_np.ndim == 1 else 0
+    weights = _ones_weights(n)
+    if bootstrap:
+        key = jax.random.key(0) if key is None else key
+        weights = np.concatenate([weights, bootstrap_weights(key, n, int(bootstrap))])
+    return weights
+
+
+def _estimate_layer(act, labels, *, methods, num_classes, weights, options, resamples, confidence):
+    t, y, c = _validate(act, labels, num_classes)
+    out: dict[str, dict[str, float]] = {}
+    groups: dict[str, list[str]] = {}
+    for m in methods:
+        groups.setdefault(_REGISTRY[m].group, []).append(m)
+    for members in groups.values():
+        entry = _REGISTRY[members[0]]
+        opts = {k: v for k, v in options.items() if entry.options is None or k in entry.options}
+        res = entry.compute(t, y, c, weights, **opts)
+        for m in members:
+            out[m] = _summary(*res[m], resamples, confidence)
+    return {m: out[m] for m in methods}
+
+
+def _split_options(methods, options):
+    """Rejects keyword options that none of the chosen estimators takes (catches typos)."""
+    accepted: set[str] = set()
+    for m in methods:
+        if _REGISTRY[m].options is None:
+            return
+        accepted |= _REGISTRY[m].options
+    extra = sorted(set(options) - accepted - {"noise_var", "bin_size", "block_size", "devices", "inputs"})
+    if extra:
+        raise ValueError(f"unknown option(s) {extra} for estimator(s) {list(methods)}; they accept "
+                         f"{sorted(accepted)}.")
+
+
 def estimate_all(activations, labels, *, methods: Sequence[str] = METHODS, num_classes: int | None = None,
-                 noise_var: float = 0.1, bin_size: float = 0.5,
-                 block_size: int | None = None) -> dict[str, dict[str, float]]:
+                 noise_var: float = 0.1, bin_size: float = 0.5, block_size: int | None = None,
+                 devices=None, inputs=None, bootstrap: int = 0, key=None, confidence: float = 0.95,
+                 **options) -> dict[str, dict[str, float]]:
     """Every requested estimator on one layer, sharing the KDE distance pass.
 
     Args:
       activations: [N, D] float array (one flattened layer output per sample).
       labels: [N] integer labels.
-      methods: subset of :data:`METHODS`.
+      methods: names from :func:`available_methods` (default :data:`METHODS`, the paper's three).
       num_classes: number of classes (default: max(labels) + 1).
       noise_var: KDE σ².
       bin_size: binning width.
-      block_size: KDE row-block size (default: automatic).
+      block_size: KDE row-block size (default: automatic, from the free memory).
+      devices: devices the KDE pass is split over (default: all local devices).
+      inputs: network inputs [N, ...] for the Rényi estimator's I(X;T) (see :func:`renyi_mi`).
+      bootstrap: R ≥ 2 turns on bootstrap error bars from R resamples (0: off).
+      key: JAX key of the resampling (default ``jax.random.key(0)``); the same key gives the
+        same resamples, so error bars of different layers or models are paired.
+      confidence: coverage of the percentile interval (default 0.95).
+      **options: further estimator options, e.g. ``alpha``, ``kernel_width``, ``k_neighbors``
+        (Rényi) or those of a registered estimator.
+
+    Bootstrap: a resample draws N of the N points with replacement. Built-in estimators get
+    all R resamples from the same pass as the point estimate (weighted kernel sums and
+    weighted symbol counts; see the module docstring). Duplicated points look like closer
+    neighbours, so resampled KDE and binning values are biased low (at most log₂ N bits of
+    headroom are lost to ties); the point estimate is always the full sample's, and the
+    standard error and the percentile interval describe the spread of the estimator.
 
     Returns:
-      ``{method: {"I_XT": float, "I_TY": float}}`` in bits.
+      ``{method: {"I_XT": float, "I_TY": float}}`` in bits; with ``bootstrap`` each also holds
+      ``"I_XT_se"``, ``"I_XT_lo"``, ``"I_XT_hi"`` (standard error over resamples and the
+      percentile interval) and the same for ``"I_TY"``.
     """
-    methods = tuple(methods)
-    unknown = [m for m in methods if m not in METHODS]
-    if unknown or not methods:
-        raise ValueError(f"unknown estimator(s) {unknown or methods}; choose from {list(METHODS)}.")
-    out: dict[str, dict[str, float]] = {}
-    if "kde_upper" in methods or "kde_lower" in methods:
-        kde = kde_mi(activations, labels, num_classes=num_classes, noise_var=noise_var, block_size=block_size)
-        out.update({m: kde[m] for m in ("kde_upper", "kde_lower") if m in methods})
-    if "binning" in methods:
-        out["binning"] = binning_mi(activations, labels, num_classes=num_classes, bin_size=bin_size)
-    return {m: out[m] for m in methods}
+    return estimate_probes({"_": activations}, labels, methods=methods, num_classes=num_classes,
+                           noise_var=noise_var, bin_size=bin_size, block_size=block_size, devices=devices,
+                           inputs=inputs, bootstrap=bootstrap, key=key, confidence=confidence, _raw_errors=True,
+                           **options)["_"]
+
+
+def estimate_probes(probes: Mapping[str, Any], labels, *, methods: Sequence[str] = METHODS,
+                    num_classes: int | None = None, noise_var: float = 0.1, bin_size: float = 0.5,
+                    block_size: int | None = None, devices=None, inputs=None, bootstrap: int = 0, key=None,
+                    confidence: float = 0.95, _raw_errors: bool = False,  # estimate_all: one layer as given
+                    **options) -> dict[str, dict[str, dict[str, float]]]:
+    """All estimators on every probe of a model, in one call.
+
+    Every probe (any widths; [N, ...] activations are flattened per sample) gets every
+    requested estimator; all class terms of a probe come from one pass (no loop over
+    classes), both KDE bounds from one Gram pass, and with ``bootstrap`` every probe uses
+    the same resamples. Arguments as in :func:`estimate_all`.
+
+    Returns:
+      ``{probe: {method: {"I_XT": float, "I_TY": float, ...}}}`` in the order of ``probes``.
+    """
+    if not probes:
+        raise ValueError("probes is empty; pass a mapping of probe name -> activations.")
+    methods = _check_methods(methods)
+    _split_options(methods, options)
+    if not noise_var > 0 and any(_REGISTRY[m].group == "kde" for m in methods):
+        raise ValueError(f"noise_var must be > 0 (the KDE kernel variance σ²); got {noise_var}.")
+    if not bin_size > 0 and "binning" in methods:
+        raise ValueError(f"bin_size must be > 0; got {bin_size}.")
+    weights = _prepare(labels, num_classes, bootstrap, key, confidence)
+    if num_classes is None and np.size(labels) and np.ndim(labels) == 1 \
+            and np.issubdtype(np.asarray(labels).dtype, np.integer):
+        num_classes = max(int(np.max(labels)) + 1, 1)  # one class count for every probe
+    opts = dict(options, noise_var=noise_var, bin_size=bin_size, block_size=block_size, devices=devices,
+                inputs=inputs)
+    out = {}
+    for name, act in probes.items():
+        try:
+            out[name] = _estimate_layer(act if _raw_errors else _flatten(act), labels, methods=methods, num_classes=num_classes,
+                                        weights=weights, options=opts, resamples=int(bootstrap),
+                                        confidence=confidence)
+        except ValueError as e:
+            if _raw_errors:
+                raise
+            raise ValueError(f"probe {name!r}: {e}") from None
+    return out
 
 
 def estimate_mi(activations, labels, *, method: str, num_classes: int | None = None, noise_var: float = 0.1,
-                bin_size: float = 0.5) -> dict[str, float]:
+                bin_size: float = 0.5, **options) -> dict[str, float]:
     """Estimates I(X;T) and I(T;Y) in bits for one layer with one estimator.
 
     Args:
       activations: [N, D] float array, one flattened layer output per sample.
       labels: [N] integer class labels (the true labels, also for adversarial inputs).
-      method: ``"kde_upper"``, ``"kde_lower"`` or ``"binning"``.
+      method: ``"kde_upper"``, ``"kde_lower"``, ``"binning"``, ``"renyi"`` or a registered name.
       num_classes: number of classes (default: max(labels) + 1).
       noise_var: KDE kernel variance σ² (0.1 in the paper).
       bin_size: binning width (0.5 in the paper).
+      **options: as in :func:`estimate_all` (``bootstrap``, ``key``, ``inputs``, ``alpha``, ...).
 
     Returns:
-      ``{"I_XT": float, "I_TY": float}``, in bits.
+      ``{"I_XT": float, "I_TY": float}``, in bits (plus error-bar keys with ``bootstrap``).
     """
-    if method not in METHODS:
-        raise ValueError(f"unknown estimator method {method!r}; choose one of {list(METHODS)}.")
+    if not isinstance(method, str) or method not in _REGISTRY:
+        raise ValueError(f"unknown estimator method {method!r}; choose one of {list(_REGISTRY)}.")
     return estimate_all(activations, labels, methods=(method,), num_classes=num_classes,
-                        noise_var=noise_var, bin_size=bin_size)[method]
+                        noise_var=noise_var, bin_size=bin_size, **options)[method]
 
 
 def measure_probes(probes: Mapping[str, Any], labels, *, methods: Sequence[str] = METHODS,
                    num_classes: int | None = None, noise_var: float = 0.1,
-                   bin_size: float = 0.5) -> dict[str, dict[str, list[float]]]:
-    """All estimators on every probe of a model.
+                   bin_size: float = 0.5, **options) -> dict[str, dict[str, list[float]]]:
+    """All estimators on every probe of a model, as lists over probes.
 
     Args:
       probes: ``{probe name: [N, ...] activations}`` (flattened per sample if needed).
       labels: [N] integer labels.
-      methods, num_classes, noise_var, bin_size: as in :func:`estimate_all`.
+      methods, num_classes, noise_var, bin_size, **options: as in :func:`estimate_probes`.
 
     Returns:
-      ``{method: {"I_XT": [one float per probe, in the order of ``probes``], "I_TY": [...]}}``.
+      ``{method: {"I_XT": [one float per probe, in the order of ``probes``], "I_TY": [...]}}``
+      (with ``bootstrap``, also ``"I_XT_se"``, ``"I_XT_lo"``, ``"I_XT_hi"`` and the same for I_TY).
     """
-    if not probes:
-        raise ValueError("probes is empty; pass a mapping of probe name -> activations.")
-    out = {m: {"I_XT": [], "I_TY": []} for m in methods}
-    for name, act in probes.items():
-        act = jnp.reshape(act, (np.shape(act)[0], -1)) if np.ndim(act) != 2 else act
-        try:
-            res = estimate_all(act, labels, methods=methods, num_classes=num_classes,
-                               noise_var=noise_var, bin_size=bin_size)
-        except ValueError as e:
-            raise ValueError(f"probe {name!r}: {e}") from None
-        for m in methods:
-            out[m]["I_XT"].append(res[m]["I_XT"])
-            out[m]["I_TY"].append(res[m]["I_TY"])
+    per_probe = estimate_probes(probes, labels, methods=methods, num_classes=num_classes, noise_var=noise_var,
+                                bin_size=bin_size, **options)
+    methods = _check_methods(methods)
+    out: dict[str, dict[str, list[float]]] = {}
+    for m in methods:
+        keys = next(iter(per_probe.values()))[m].keys()
+        out[m] = {k: [per_probe[p][m][k] for p in per_probe] for k in keys}
     return out
