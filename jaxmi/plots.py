@@ -609,3 +609,385 @@ def plot_all(summary: dict, out_dir) -> list[Path]:
         for q in QUANTITIES:
             written += plot_mi_trajectories(summary, out_dir, quantity=q)
     return written
+
+
+# --------------------------------------------------------------------------------------
+# Finding 1: clean vs adversarial trends
+# --------------------------------------------------------------------------------------
+
+
+def plot_trend_agreement(summary: dict, out_dir) -> list[Path]:
+    """``trend_agreement_{estimator}.png``: clean and adversarial MI over epochs, side by side per probe.
+
+    Rows: NT I(X;T), NT I(T;Y), AT I(X;T), AT I(T;Y); columns: probes. Each panel draws the
+    clean (solid, ``o``) and adversarial (dashed, ``+``) curve and, when
+    ``summary["evidence"]["series"]`` holds finding 1's agreement numbers, prints Pearson r,
+    Spearman ρ and the mean absolute gap (or "flat") in the corner.
+    """
+    validate_summary(summary, require_mi=True)
+    out_dir = Path(out_dir)
+    layers = list(summary["layers"])
+    regimes = _regimes(summary)
+    epochs = _epochs(summary)
+    series = ((summary.get("evidence") or {}).get("series") or {})
+    rows = [(r, q) for r in regimes for q in QUANTITIES]
+    written = []
+    for est in _estimators(summary):
+        fig = Figure(figsize=(2.6 * len(layers) + 0.8, 2.1 * len(rows) + 1.2), layout="constrained")
+        axes = fig.subplots(len(rows), len(layers), sharex=True, squeeze=False)
+        for i, (r, q) in enumerate(rows):
+            color = REGIME_COLORS[r]
+            for j, layer in enumerate(layers):
+                ax = axes[i, j]
+                drawn = False
+                for kind in INPUT_KINDS:
+                    vals = _mi(summary, r, est, kind, q)
+                    if vals is None:
+                        continue
+                    v = vals[:, j]
+                    ok = np.isfinite(v)
+                    if not ok.any():
+                        continue
+                    drawn = True
+                    ax.plot(epochs[ok], v[ok], ls=INPUT_LINESTYLES[kind], marker=INPUT_MARKERS[kind],
+                            markersize=3.5 if kind == "clean" else 6, lw=1.3, color=color,
+                            markerfacecolor=color if kind == "clean" else "none")
+                if not drawn:
+                    _no_data(ax)
+                s = (((series.get(r) or {}).get(est) or {}).get(q) or {}).get(layer)
+                if s:
+                    if s.get("flat"):
+                        text = "flat"
+                    else:
+                        pr, sp = s.get("pearson"), s.get("spearman")
+                        text = (f"r={'n/a' if pr is None else f'{pr:.2f}'} "
+                                f"ρ={'n/a' if sp is None else f'{sp:.2f}'}")
+                    gap = s.get("mean_abs_gap_bits")
+                    if gap is not None:
+                        text += f"\n|Δ|={gap:.2f} b"
+                    ax.text(0.03, 0.04, text, transform=ax.transAxes, fontsize=7, va="bottom", ha="left",
+                            color="0.15" if s.get("agrees", True) else "#B00000",
+                            bbox=dict(boxstyle="round,pad=0.2", fc="white", ec="none", alpha=0.7))
+                ax.grid(True, lw=0.3, alpha=0.5)
+                ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+                if i == 0:
+                    ax.set_title(layer, fontsize=11)
+                if i == len(rows) - 1:
+                    ax.set_xlabel("epoch")
+                if j == 0:
+                    ax.set_ylabel(f"{REGIME_SHORT[r]} {QUANTITY_TEX[q]}\n(bits)", color=color)
+        handles = [
+            Line2D([], [], ls=INPUT_LINESTYLES["clean"], marker="o", markersize=4, lw=1.3, color="0.3",
+                   label=INPUT_LABELS["clean"]),
+            Line2D([], [], ls=INPUT_LINESTYLES["adv"], marker="+", markersize=7, lw=1.3, color="0.3",
+                   label=INPUT_LABELS["adv"]),
+        ]
+        fig.legend(handles=handles, loc="outside lower center", ncols=2, frameon=False)
+        fig.suptitle(_title(f"Clean vs adversarial MI over training — {_est_label(est)} "
+                            "(r: Pearson, ρ: Spearman, |Δ|: mean gap)", summary))
+        written.append(save_figure(fig, out_dir / f"trend_agreement_{_safe_name(est)}.png"))
+    return written
+
+
+__all__ += ["plot_trend_agreement"]
+
+
+# --------------------------------------------------------------------------------------
+# Finding 3: texture vs shape
+# --------------------------------------------------------------------------------------
+
+DISTORTION_LABELS = {"saturation": "saturation level p", "shuffle": "patch-shuffle grid k"}
+
+
+def plot_distortion_accuracy(summary: dict, out_dir) -> list[Path]:
+    """``distortion_accuracy.png``: accuracy (top) and retention (bottom) against the distortion level.
+
+    Columns: saturation, patch shuffling (levels on a categorical axis). NT blue, AT
+    vermilion; clean inputs solid with ``o``, adversarial inputs dashed with ``+``. Retention
+    is the accuracy divided by the undistorted accuracy (p = 2, k = 0).
+    """
+    dist = summary["distortion"]
+    out_dir = Path(out_dir)
+    kinds = [k for k in ("saturation", "shuffle") if k in dist[next(iter(dist))]]
+    fig = Figure(figsize=(4.6 * len(kinds), 6.4), layout="constrained")
+    axes = fig.subplots(2, len(kinds), squeeze=False)
+    for j, kind in enumerate(kinds):
+        for r in REGIMES:
+            if r not in dist:
+                continue
+            block = dist[r][kind]
+            levels = block["levels"]
+            xs = np.arange(len(levels))
+            ref_i = [i for i, lv in enumerate(levels) if (kind == "saturation" and float(lv) == 2.0)
+                     or (kind == "shuffle" and int(lv) <= 1)]
+            for kind_in in INPUT_KINDS:
+                acc = np.array(block[kind_in]["accuracy"], dtype=float)
+                style = dict(ls=INPUT_LINESTYLES[kind_in], marker=INPUT_MARKERS[kind_in], color=REGIME_COLORS[r],
+                             markersize=5 if kind_in == "clean" else 8, lw=1.5,
+                             label=f"{REGIME_SHORT[r]}, {INPUT_LABELS[kind_in]}")
+                axes[0, j].plot(xs, acc, **style)
+                if ref_i and acc[ref_i[0]] > 0:
+                    axes[1, j].plot(xs, acc / acc[ref_i[0]], **style)
+            for ax in axes[:, j]:
+                ax.set_xticks(xs, [f"{lv:g}" for lv in levels])
+        axes[0, j].set_title(kind, fontsize=11)
+        axes[0, j].set_ylabel("accuracy")
+        axes[0, j].set_ylim(-0.02, 1.02)
+        axes[1, j].set_ylabel("retention (acc / undistorted acc)")
+        axes[1, j].set_xlabel(DISTORTION_LABELS.get(kind, kind))
+        for ax in axes[:, j]:
+            ax.grid(True, lw=0.3, alpha=0.5)
+    chance = 1.0 / summary["num_classes"] if summary.get("num_classes") else None
+    if chance:
+        for ax in axes[0]:
+            ax.axhline(chance, color="0.5", lw=0.8, ls=":")
+    handles, labels = axes[0, 0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="outside lower center", ncols=2, frameon=False)
+    fig.suptitle(_title("Accuracy under texture-removing and shape-destroying distortions", summary))
+    return [save_figure(fig, out_dir / "distortion_accuracy.png")]
+
+
+def plot_distortion_information(summary: dict, out_dir) -> list[Path]:
+    """``distortion_mi_{kind}.png``: I(X;T) and I(T;Y) (rows) of every probe (columns) against the level."""
+    dist = summary["distortion"]
+    out_dir = Path(out_dir)
+    layers = list(summary["layers"])
+    written = []
+    est = _est_label(summary.get("estimator", ""))
+    for kind in ("saturation", "shuffle"):
+        fig = Figure(figsize=(2.6 * len(layers) + 0.8, 5.2), layout="constrained")
+        axes = fig.subplots(2, len(layers), squeeze=False, sharex=True)
+        for i, q in enumerate(QUANTITIES):
+            for j, layer in enumerate(layers):
+                ax = axes[i, j]
+                for r in REGIMES:
+                    if r not in dist or kind not in dist[r]:
+                        continue
+                    block = dist[r][kind]
+                    xs = np.arange(len(block["levels"]))
+                    for kind_in in INPUT_KINDS:
+                        v = np.array([row[j] for row in block[kind_in][q]], dtype=float)
+                        ax.plot(xs, v, ls=INPUT_LINESTYLES[kind_in], marker=INPUT_MARKERS[kind_in],
+                                color=REGIME_COLORS[r], lw=1.3, markersize=4 if kind_in == "clean" else 7,
+                                label=f"{REGIME_SHORT[r]}, {INPUT_LABELS[kind_in]}")
+                    ax.set_xticks(xs, [f"{lv:g}" for lv in block["levels"]])
+                ax.grid(True, lw=0.3, alpha=0.5)
+                if i == 0:
+                    ax.set_title(layer, fontsize=11)
+                if i == 1:
+                    ax.set_xlabel(DISTORTION_LABELS[kind])
+                if j == 0:
+                    ax.set_ylabel(f"{QUANTITY_TEX[q]} (bits)")
+        handles, labels = axes[0, 0].get_legend_handles_labels()
+        fig.legend(handles, labels, loc="outside lower center", ncols=4, frameon=False)
+        fig.suptitle(_title(f"MI under {kind} — {est}", summary))
+        written.append(save_figure(fig, out_dir / f"distortion_mi_{kind}.png"))
+    return written
+
+
+def plot_confusion(confusions: Mapping[str, Mapping], out_dir, *, class_names=None, title: str = "") -> list[Path]:
+    """``adversarial_confusion.png``: row-normalised true → predicted matrices, one panel per regime.
+
+    ``confusions[regime]`` holds ``counts`` and ``mean_confidence`` (K × K lists); each
+    non-empty cell shows its share of the row and, below it, the mean confidence.
+    """
+    out_dir = Path(out_dir)
+    regimes = [r for r in REGIMES if r in confusions]
+    k = len(confusions[regimes[0]]["counts"])
+    names = list(class_names) if class_names is not None and len(class_names) == k else [str(i) for i in range(k)]
+    fig = Figure(figsize=(5.6 * len(regimes) + 0.8, 5.6), layout="constrained")
+    axes = fig.subplots(1, len(regimes), squeeze=False)[0]
+    im = None
+    for ax, r in zip(axes, regimes):
+        counts = np.array(confusions[r]["counts"], dtype=float)
+        conf = np.array(confusions[r]["mean_confidence"], dtype=float)
+        share = counts / np.maximum(counts.sum(1, keepdims=True), 1)
+        im = ax.imshow(share, cmap="magma_r", vmin=0, vmax=1)
+        for t in range(k):
+            for p in range(k):
+                if counts[t, p] > 0 and share[t, p] >= 0.05:
+                    ax.text(p, t, f"{share[t, p]:.2f}\n{conf[t, p]:.2f}", ha="center", va="center", fontsize=5.5,
+                            color="white" if share[t, p] > 0.5 else "black")
+        ax.set_xticks(range(k), names, rotation=60, fontsize=7)
+        ax.set_yticks(range(k), names, fontsize=7)
+        ax.set_xlabel("predicted class")
+        ax.set_ylabel("true class")
+        acc = confusions[r].get("accuracy")
+        ax.set_title(f"{REGIME_SHORT[r]}" + (f" (adversarial accuracy {acc:.3f})" if acc is not None else ""),
+                     color=REGIME_COLORS[r])
+    fig.colorbar(im, ax=list(axes), shrink=0.8, label="share of the true class (cell: share / mean confidence)")
+    if title:
+        fig.suptitle(title)
+    return [save_figure(fig, out_dir / "adversarial_confusion.png")]
+
+
+def _show_image(ax, img: np.ndarray) -> None:
+    img = np.clip(np.asarray(img, dtype=float), 0, 1)
+    if img.ndim == 3 and img.shape[-1] == 1:
+        ax.imshow(img[..., 0], cmap="gray", vmin=0, vmax=1)
+    else:
+        ax.imshow(img)
+    ax.set_xticks([])
+    ax.set_yticks([])
+
+
+def plot_attribution_maps(images: np.ndarray, labels, maps: Mapping[str, Mapping[str, np.ndarray]], out_dir, *,
+                          class_names=None, title: str = "") -> list[Path]:
+    """``attribution_maps.png``: rows = images; columns = the image, then each regime's maps.
+
+    ``maps[regime][method]`` is a [B, H, W] heatmap in [0, 1] (see
+    :func:`jaxmi.attribution.to_heatmap`).
+    """
+    out_dir = Path(out_dir)
+    regimes = [r for r in REGIMES if r in maps]
+    methods = list(next(iter(maps.values())))
+    short = {"saliency": "saliency", "smoothgrad": "SmoothGrad", "integrated_gradients": "Integrated Gr."}
+    b = len(images)
+    cols = 1 + len(regimes) * len(methods)
+    fig = Figure(figsize=(1.45 * cols, 1.5 * b + 0.9), layout="constrained")
+    axes = fig.subplots(b, cols, squeeze=False)
+    for i in range(b):
+        _show_image(axes[i, 0], images[i])
+        lab = int(labels[i])
+        axes[i, 0].set_ylabel(class_names[lab] if class_names is not None and lab < len(class_names) else str(lab),
+                              fontsize=8)
+        c = 1
+        for r in regimes:
+            for m in methods:
+                ax = axes[i, c]
+                ax.imshow(np.asarray(maps[r][m][i]), cmap="inferno", vmin=0, vmax=1)
+                ax.set_xticks([])
+                ax.set_yticks([])
+                if i == 0:
+                    ax.set_title(f"{REGIME_SHORT[r]} {short.get(m, m)}", fontsize=8, color=REGIME_COLORS[r])
+                c += 1
+    axes[0, 0].set_title("image", fontsize=8)
+    if title:
+        fig.suptitle(title)
+    return [save_figure(fig, out_dir / "attribution_maps.png")]
+
+
+def plot_image_grid(columns: Mapping[str, np.ndarray], path, *, title: str = "") -> list[Path]:
+    """A grid of images: one column per entry of ``columns`` ({title: [B, H, W, C] in [0, 1]}), rows = images."""
+    names = list(columns)
+    b = len(columns[names[0]])
+    fig = Figure(figsize=(1.3 * len(names) + 0.4, 1.35 * b + 0.8), layout="constrained")
+    axes = fig.subplots(b, len(names), squeeze=False)
+    for j, n in enumerate(names):
+        for i in range(b):
+            _show_image(axes[i, j], columns[n][i])
+        axes[0, j].set_title(n, fontsize=7)
+    if title:
+        fig.suptitle(title)
+    return [save_figure(fig, path)]
+
+
+__all__ += ["plot_distortion_accuracy", "plot_distortion_information", "plot_confusion", "plot_attribution_maps",
+            "plot_image_grid"]
+
+
+# --------------------------------------------------------------------------------------
+# Finding 4: estimators vs geometry
+# --------------------------------------------------------------------------------------
+
+SWEEP_COLORS = {"scale": "#0072B2", "separation": "#009E73", "compactness": "#CC79A7", "width": "#E69F00"}
+SWEEP_LABELS = {"scale": "scale T by c", "separation": "classes apart (s_b)", "compactness": "class size (s_w)",
+                "width": "width D"}
+
+
+def _geo_points(layers, est, q, stat):
+    out = []
+    for lay in layers:
+        x, y = lay["geometry"].get(stat), lay["mi"][est][q]
+        if x is None or y is None or not np.isfinite(x) or not np.isfinite(y):
+            continue
+        out.append((lay, float(x), float(y)))
+    return out
+
+
+def plot_estimator_geometry(summary: dict, out_dir) -> list[Path]:
+    """Finding 4's figures.
+
+    * ``geometry_scatter.png``: estimator value against the geometry statistic it should track
+      (columns: KDE-upper I(X;T) vs spread, KDE-lower I(X;T) vs spread, KDE-upper I(T;Y) vs
+      separation, KDE-lower I(T;Y) vs separation, binning I(X;T) vs log₂ occupied bins with the
+      bound y = x); controlled cases coloured by sweep, trained probes as NT/AT markers
+      (filled clean, hollow adversarial). Spearman ρ in each title.
+    * ``geometry_sweeps.png``: every estimator's I(X;T) and I(T;Y) against each controlled
+      factor (one column per sweep).
+    """
+    layers = summary["layers_measured"]
+    out_dir = Path(out_dir)
+    ev = summary.get("evidence", {})
+    panels = [("kde_upper", "I_XT", "spread_kde_upper", "median ‖tᵢ−tⱼ‖² / 2σ²", True, "kde_ixt_tracks_spread"),
+              ("kde_lower", "I_XT", "spread_kde_lower", "median ‖tᵢ−tⱼ‖² / 8σ²", True, "kde_ixt_tracks_spread"),
+              ("kde_upper", "I_TY", "separation_kde_upper", "between / (within + 2σ²)", True,
+               "kde_ity_tracks_separation"),
+              ("kde_lower", "I_TY", "separation_kde_lower", "between / (within + 8σ²)", True,
+               "kde_ity_tracks_separation"),
+              ("binning", "I_XT", "log2_occupied_bins", "log₂ occupied bins", False, "binning_tracks_occupied_bins")]
+    fig = Figure(figsize=(4.0 * len(panels), 4.3), layout="constrained")
+    axes = fig.subplots(1, len(panels), squeeze=False)[0]
+    for ax, (est, q, stat, xlabel, logx, verdict) in zip(axes, panels):
+        pts = _geo_points(layers, est, q, stat)
+        for lay, x, y in pts:
+            if lay["source"] == "controlled":
+                ax.scatter(x, y, s=18, color=SWEEP_COLORS.get(lay.get("sweep"), "0.5"), alpha=0.85, lw=0)
+            else:
+                color = REGIME_COLORS.get(lay.get("mode"), "0.3")
+                clean = lay.get("inputs") == "clean"
+                ax.scatter(x, y, s=40, marker="D" if lay.get("mode") == "nt" else "s",
+                           facecolors=color if clean else "none", edgecolors=color, lw=1.2)
+        if logx and pts and min(p[1] for p in pts) > 0:
+            ax.set_xscale("log")
+        if stat == "log2_occupied_bins" and pts:
+            hi = max(max(p[1] for p in pts), max(p[2] for p in pts))
+            ax.plot([0, hi], [0, hi], color="0.4", ls="--", lw=0.9, label="I = log₂ bins")
+        rho = ((ev.get(verdict) or {}).get(f"{est}_{q}_vs_{stat}") or {}).get("spearman", {}).get("all")
+        ax.set_title(f"{_est_label(est)} {QUANTITY_TEX[q]}" + (f"\nSpearman ρ = {rho:.3f}" if rho is not None else ""),
+                     fontsize=10)
+        ax.set_xlabel(xlabel)
+        ax.set_ylabel(f"{QUANTITY_TEX[q]} (bits)")
+        ax.grid(True, lw=0.3, alpha=0.5)
+    handles = [Line2D([], [], marker="o", ls="", color=c, label=f"controlled: {SWEEP_LABELS[s]}")
+               for s, c in SWEEP_COLORS.items()]
+    if any(lay["source"] == "trained" for lay in layers):
+        handles += [Line2D([], [], marker="D", ls="", color=REGIME_COLORS["nt"], label="trained NT probe (clean)"),
+                    Line2D([], [], marker="s", ls="", color=REGIME_COLORS["at"], label="trained AT probe (clean)"),
+                    Line2D([], [], marker="s", ls="", markerfacecolor="none", color="0.3",
+                           label="hollow: adversarial inputs")]
+    fig.legend(handles=handles, loc="outside lower center", ncols=4, frameon=False)
+    cfg = summary.get("config") or {}
+    fig.suptitle(_title("Estimates against the geometry of the layer output", summary)
+                 if cfg else "Estimates against the geometry of the layer output")
+    written = [save_figure(fig, out_dir / "geometry_scatter.png")]
+
+    sweeps = [s for s in SWEEP_COLORS if any(lay.get("sweep") == s for lay in layers)]
+    if sweeps:
+        fig = Figure(figsize=(3.6 * len(sweeps) + 0.6, 5.6), layout="constrained")
+        axes = fig.subplots(2, len(sweeps), squeeze=False, sharey="row")
+        est_styles = {"kde_upper": ("-", "o"), "kde_lower": ("--", "s"), "binning": (":", "^")}
+        for j, s in enumerate(sweeps):
+            items = sorted((lay for lay in layers if lay.get("sweep") == s), key=lambda lay: lay["value"])
+            xs = [lay["value"] for lay in items]
+            for i, q in enumerate(QUANTITIES):
+                ax = axes[i, j]
+                for est, (ls, mk) in est_styles.items():
+                    ax.plot(xs, [lay["mi"][est][q] for lay in items], ls=ls, marker=mk, markersize=4,
+                            color=SWEEP_COLORS[s], label=_est_label(est))
+                ax.set_xscale("log", base=2 if s == "width" else 10)
+                ax.grid(True, lw=0.3, alpha=0.5)
+                if j == 0:
+                    ax.set_ylabel(f"{QUANTITY_TEX[q]} (bits)")
+                if i == 1:
+                    ax.set_xlabel(SWEEP_LABELS[s])
+            axes[0, j].set_title(s, fontsize=11)
+        handles = [Line2D([], [], ls=ls, marker=mk, color="0.3", label=_est_label(e))
+                   for e, (ls, mk) in est_styles.items()]
+        fig.legend(handles=handles, loc="outside lower center", ncols=3, frameon=False)
+        fig.suptitle("Controlled cases: one geometric factor varied at a time")
+        written.append(save_figure(fig, out_dir / "geometry_sweeps.png"))
+    return written
+
+
+__all__ += ["plot_estimator_geometry"]
