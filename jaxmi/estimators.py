@@ -312,6 +312,23 @@ _F32_EPS = float(np.finfo(np.float32).eps)
 MAX_KERNEL_ROUNDING = 3e-2  # ⇒ at most ~0.04 bits of error in the largest-norm rows
 
 
+def _float32_rounding_bound(sums, max_sq, noise_var: float) -> float:
+    """Bound on the relative rounding error of any float32 row sum (hence on |Δ ln S_i|).
+
+    A kernel term exp(−D/s) whose distance is off by δ ≈ 2·eps·max‖t‖² is off by a factor
+    e^(±δ/s); the diagonal term (D = 0, exactly 1) has no error. So a row sum S_i (and every
+    class-restricted sum, a subset of the same terms) is off by at most (δ/s)·(S_i − 1)/S_i:
+    large norms only matter when the row also has neighbours within a few σ. Layers whose
+    points are all far apart (wide layers, typically) therefore keep the float32 pass.
+    """
+    delta = 2.0 * _F32_EPS * float(max_sq)
+    scales = (2.0 * noise_var, 8.0 * noise_var)
+    if delta / scales[0] <= MAX_KERNEL_ROUNDING:  # cheap check first, no extra pass
+        return delta / scales[0]
+    off = np.asarray(jnp.max(1.0 - 1.0 / sums[:, :, 0], axis=0), np.float64)  # [2]: max (S − 1)/S
+    return float(max(delta / s * max(o, 0.0) for s, o in zip(scales, off)))
+
+
 def _kde_sums_float64(t: np.ndarray, labels: np.ndarray, weights: np.ndarray, noise_var: float,
                       num_classes: int, block_size: int) -> np.ndarray:
     """The same sums as :func:`_kde_sums`, in float64 on the host (rows in blocks, O(N·B) memory)."""
@@ -360,9 +377,9 @@ def _kde_compute(t, y, c, weights, *, noise_var: float = 0.1, block_size: int | 
     w = jnp.asarray(weights, jnp.float32)
     sums, finite, max_sq = _kde_sums(t, y, w, jnp.float32(noise_var), num_classes=c, block_size=b, mesh=mesh)
     _raise_if_nonfinite(finite, "activations")
-    if 2.0 * _F32_EPS * float(max_sq) / (2.0 * noise_var) > MAX_KERNEL_ROUNDING:
-        # Activations so large relative to σ that float32 distances would be off by more than
-        # 3 % of the kernel scale: redo this layer in float64 on the host (exact, slower).
+    if _float32_rounding_bound(sums, max_sq, noise_var) > MAX_KERNEL_ROUNDING:
+        # Activations so large relative to σ that float32 distances could move the row sums by
+        # more than MAX_KERNEL_ROUNDING: redo this layer in float64 on the host (exact, slower).
         sums = jnp.asarray(_kde_sums_float64(np.asarray(t), np.asarray(y), np.asarray(weights),
                                              float(noise_var), c, b), jnp.float32)
     i_xt, i_ty = jax.device_get(_kde_from_sums(sums, y, w, num_classes=c))
@@ -385,9 +402,11 @@ def kde_mi(activations, labels, *, num_classes: int | None = None, noise_var: fl
       devices: devices to split the pass over (default: all local devices).
 
     Precision: distances come from the Gram identity in float32, whose rounding error is about
-    ``eps·(|t_i|² + |t_j|²)`` for centred data. When that could exceed 3 % of the kernel scale
-    2σ² (``MAX_KERNEL_ROUNDING``; squared norms above ~25,000 at σ² = 0.1), the layer is
-    recomputed in float64 on the host instead, so results never silently lose precision.
+    δ = ``eps·(|t_i|² + |t_j|²)`` for centred data. A row sum S_i is then off by at most a
+    relative (δ/2σ²)·(S_i − 1)/S_i (the diagonal term is exact). When that bound could exceed
+    ``MAX_KERNEL_ROUNDING`` (3 %, i.e. ≤ 0.043 bits; possible only for squared norms above
+    ~25,000 at σ² = 0.1 *and* rows with neighbours within a few σ), the layer is recomputed
+    in float64 on the host instead, so results never silently lose precision.
 
     Returns:
       ``{"kde_upper": {"I_XT": float, "I_TY": float}, "kde_lower": {...}}``.

@@ -384,3 +384,22 @@ def test_renyi_in_estimate_all_with_bootstrap():
     ref = ref_renyi(_materialise(t, w[1]), _materialise(y, w[1]), 2.0, width=width)
     assert per[1][1] == pytest.approx(ref["I_TY"], abs=2e-4)
     assert res["renyi"]["I_TY_lo"] <= res["renyi"]["I_TY_hi"]
+
+
+def test_float64_path_skipped_when_large_norms_have_no_close_neighbours(monkeypatch):
+    # ‖t‖² ≈ 5·10⁴: float32 distances are off by ~0.06 of 2σ², but every point is far from
+    # every other, so all row sums are 1 + ~0 and the float32 result is exact enough.
+    calls = []
+    real = estimators._kde_sums_float64
+    monkeypatch.setattr(estimators, "_kde_sums_float64", lambda *a, **k: calls.append(1) or real(*a, **k))
+    rng = np.random.default_rng(17)
+    n = 120
+    y = rng.integers(0, 3, n)
+    t = (rng.standard_normal((n, 20)) * 50).astype(np.float32)
+    assert 2 * 1.19e-7 * np.max(np.sum((t - t.mean(0)) ** 2, 1)) / 0.2 > estimators.MAX_KERNEL_ROUNDING
+    got = kde_mi(t, y)
+    assert not calls
+    ref = ref_kde(t, y)
+    for m in ref:
+        for k in ("I_XT", "I_TY"):
+            np.testing.assert_allclose(got[m][k], ref[m][k], atol=KDE_ATOL, rtol=KDE_RTOL)
