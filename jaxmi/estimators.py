@@ -936,10 +936,11 @@ def estimate_all(activations, labels, *, methods: Sequence[str] = METHODS, num_c
 
     Bootstrap: a resample draws N of the N points with replacement. Built-in estimators get
     all R resamples from the same pass as the point estimate (weighted kernel sums and
-    weighted symbol counts; see the module docstring). Duplicated points look like closer
-    neighbours, so resampled KDE and binning values are biased low (at most log₂ N bits of
-    headroom are lost to ties); the point estimate is always the full sample's, and the
-    standard error and the percentile interval describe the spread of the estimator.
+    weighted symbol counts; see the module docstring). A resample holds only ~63 % distinct
+    points and duplicates act as exact neighbours, so resampled KDE, binning and Rényi values
+    are biased low relative to the full sample (most visibly near the log₂ N ceiling of
+    I(X;T)). The point estimate returned is always the full sample's; the standard error and
+    the percentile interval describe the sampling spread, not a bias-corrected interval.
 
     Returns:
       ``{method: {"I_XT": float, "I_TY": float}}`` in bits; with ``bootstrap`` each also holds
