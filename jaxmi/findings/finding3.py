@@ -96,7 +96,7 @@ PRESETS: dict[str, dict[str, Any]] = {
     "paper": {},
     # CIFAR-10 LeNet for 20 epochs at lr 0.025 (the shared cpu preset); 5,000 images per condition.
     "cpu": {},
-    "smoke": {"samples": 96, "eval_samples": None, "attr_images": 3, "smoothgrad_samples": 4, "ig_steps": 4,
+    "smoke": {"samples": 96, "attr_images": 3, "smoothgrad_samples": 4, "ig_steps": 4,
               "example_images": 2},
 }
 

@@ -16,7 +16,7 @@ Two sources of layers T (N points, labels Y):
 For each layer it records the estimates (KDE upper and lower bound, binning; I(X;T), I(T;Y),
 bits) and geometry statistics, with s the kernel scale (2σ² upper, 8σ² lower bound):
 
-* ``spread`` = median pairwise squared distance / s (a random sample of pairs);
+* ``spread`` = median pairwise squared distance / s (all pairs, or a seeded sample of ``pairs``);
 * ``separation`` = mean between-class squared distance / (mean within-class squared distance + s)
   (exact, from class sums): ≫ 1 when classes are far apart relative to their own size and to
   the kernel;
@@ -144,10 +144,12 @@ def geometry(t, labels, *, noise_var: float = 0.1, bin_size: float = 0.5, key=No
     between_pairs = n * (n - 1) - within_pairs
     mean_within = within_sum / max(within_pairs, 1)
     mean_between = (total - within_sum) / max(between_pairs, 1)
-    rng = np.random.default_rng(None if key is None else int(np.asarray(jax.random.key_data(key)).ravel()[-1]))
-    m = min(int(pairs), n * (n - 1) // 2)
-    i = rng.integers(0, n, m)
-    j = (i + rng.integers(1, n, m)) % n  # j ≠ i
+    if n * (n - 1) // 2 <= int(pairs):  # every pair: the exact median
+        i, j = np.triu_indices(n, 1)
+    else:  # a seeded random sample of pairs i ≠ j
+        rng = np.random.default_rng(0 if key is None else int(np.asarray(jax.random.key_data(key)).ravel()[-1]))
+        i = rng.integers(0, n, int(pairs))
+        j = (i + rng.integers(1, n, int(pairs))) % n
     d = np.einsum("nd,nd->n", tc[i] - tc[j], tc[i] - tc[j])
     med = float(np.median(d))
     sym = np.floor(t / bin_size)
