@@ -210,6 +210,9 @@ _MULTI_DEVICE_SCRIPT = textwrap.dedent("""
     for name, devs in (("one", jax.local_devices()[:1]), ("eight", None), ("three", jax.local_devices()[:3])):
         out[name] = estimators.estimate_all(t, y, methods=("kde_upper", "kde_lower"), block_size=32,
                                             devices=devs, bootstrap=3)
+    size = estimators._kde_sums._cache_size()
+    estimators.estimate_all(t * 2, y, methods=("kde_upper",), block_size=32, bootstrap=3)  # a fresh Mesh
+    assert estimators._kde_sums._cache_size() == size, "the sharded KDE pass recompiled"
     print(json.dumps(out))
 """)
 
