@@ -307,7 +307,8 @@ def _kde_sums(t, labels, weights, noise_var, *, num_classes: int, block_size: in
 
 # Distances from the Gram identity D = |a|² + |b|² − 2 a·b carry an absolute float32 rounding
 # error of about eps·(|a|² + |b|²) (data centred). Relative to the kernel scale 2σ² this is the
-# relative error of the kernel values; above this bound the float64 host path is used instead.
+# relative error of the kernel values, and times (S_i − 1)/S_i that of a row sum (see
+# _float32_rounding_bound); above this bound the float64 host path is used instead.
 _F32_EPS = float(np.finfo(np.float32).eps)
 MAX_KERNEL_ROUNDING = 3e-2  # ⇒ at most ~0.04 bits of error in the largest-norm rows
 
