@@ -69,9 +69,10 @@ PARTS = {"kde": ("kde_upper", "kde_lower"), "binning": ("binning",), "full": est
 NUM_CLASSES = 10
 
 
-def matmul_rate(repeats: int = 5) -> dict:
+def matmul_rate(repeats: int = 5, sizes=None) -> dict:
     """Best dense float32 matmul rate (FLOP/s) of ``jnp.dot`` at HIGHEST precision over square sizes."""
-    sizes = (1024, 2048, 4096) if jax.default_backend() == "cpu" else (4096, 8192, 16384)
+    if not sizes:
+        sizes = (1024, 2048, 4096) if jax.default_backend() == "cpu" else (4096, 8192, 16384)
     f = jax.jit(lambda a, b: jnp.dot(a, b, precision=jax.lax.Precision.HIGHEST))
     per_size = {}
     for s in sizes:
@@ -249,6 +250,9 @@ def main(argv=None) -> dict:
                     help="jaxmi parts to time (default all; without 'full', jaxmi's full time is the sum "
                          "of the KDE and binning medians, which saves one KDE pass per repeat at large N)")
     ap.add_argument("--block-size", type=int, default=None, help="KDE block size (default: automatic)")
+    ap.add_argument("--matmul-sizes", nargs="+", type=int, default=None,
+                    help="square sizes for the matmul-rate measurement (default 1024 2048 4096 on CPU, "
+                         "4096 8192 16384 on accelerators)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", type=Path, default=DEFAULT_OUT, help=f"JSON output (default {DEFAULT_OUT})")
     args = ap.parse_args(argv)
@@ -275,7 +279,7 @@ def main(argv=None) -> dict:
         "baseline_full_is": "sum of its KDE and binning medians",
         "cases": [],
     }
-    res["matmul"] = matmul_rate()
+    res["matmul"] = matmul_rate(sizes=args.matmul_sizes)
     rate = res["matmul"]["flops_per_s"]
     for model in args.models:
         for n in args.samples:

@@ -1,0 +1,40 @@
+"""Smoke test of benchmarks/estimator_throughput.py on a tiny case (structure only, no timing checks)."""
+
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+import estimator_throughput  # noqa: E402
+
+from jaxmi.models import create_model, probe_widths  # noqa: E402
+
+
+def test_throughput_script_writes_table_and_json(tmp_path, capsys, monkeypatch):
+    # A tiny two-probe "model" keeps compilation short; the real shapes are checked below.
+    monkeypatch.setitem(estimator_throughput.SHAPES, "tiny", {"wide": 300, "narrow": 3})
+    out = tmp_path / "t.json"
+    res = estimator_throughput.main(["--models", "tiny", "--samples", "40", "--repeats", "1",
+                                     "--matmul-sizes", "64", "--out", str(out)])
+    table = capsys.readouterr().out
+    assert "tiny" in table and "KDE/floor" in table
+    saved = json.loads(out.read_text())
+    assert saved["cases"][0]["samples"] == 40 and saved["matmul"]["flops_per_s"] > 0
+    case = res["cases"][0]
+    assert case["gram_flop"] == 2 * 40 * 40 * (300 + 3)
+    # The benchmark's shapes are the models' probe widths (eval_shape, no compute).
+    for name, model, shape in (("lenet-mnist", "lenet", (28, 28, 1)), ("lenet-cifar", "lenet", (32, 32, 3)),
+                               ("wrn-cifar", "wrn", (32, 32, 3))):
+        assert estimator_throughput.SHAPES[name] == probe_widths(create_model(model), shape)
+    assert set(case["jaxmi_s"]) == set(case["baseline_s"]) == {"kde", "binning", "full"}
+    assert case["baseline_s"]["full"] == case["baseline_s"]["kde"] + case["baseline_s"]["binning"]
+    assert case["kde_x_gram_floor"] == case["jaxmi_s"]["kde"] / case["gram_floor_s"]
+    # jaxmi and the paper-way baseline compute the same quantities.
+    assert max(case["max_abs_diff_bits"].values()) < 5e-3
+    assert not case["float64_fallback"]
+    # The baseline is skipped (and says so) when its N x N temporaries cannot fit.
+    fits, why = estimator_throughput.baseline_fits(50_000, estimator_throughput.SHAPES["lenet-mnist"], 24 << 30)
+    assert not fits and "GiB" in why
+    assert np.isfinite(case["mi_bits_jaxmi"]["kde_upper"]["I_XT"]).all()
