@@ -18,6 +18,9 @@ Sources (``load_dataset(..., source=...)``):
 * ``"auto"`` (default) — bundled MNIST when no ``data_dir`` is given for ``mnist``; otherwise
   the layout found in ``data_dir`` (IDX files, CIFAR batches, split folders), else TFDS.
 
+Image folders are returned in a fixed shuffled order (NumPy seed 0), not class by class, so
+that the first n examples of a split hold every class.
+
 All loaders check what they read (IDX magic numbers, truncation, image/label counts, label
 range, image shapes) and raise :class:`DataError` naming the file, the problem and the fix.
 """
@@ -248,7 +251,11 @@ def _load_image_folder(directory: Path, split: str, channels: int | None,
         labels += [label] * len(found)
     if not files:
         raise DataError(f"{root}: the class folders {classes} hold no images ({sorted(_IMAGE_EXTS)}).")
-    labels = np.asarray(labels, np.int32)
+    # A fixed shuffle (not class by class), so that prefixes (max_examples, smoke runs, the
+    # first n training images) hold every class, as they do in MNIST, CIFAR batches and TFDS.
+    order = np.random.default_rng(0).permutation(len(files))
+    files = [files[i] for i in order]
+    labels = np.asarray(labels, np.int32)[order]
     mode = {1: "L", 3: "RGB", None: "RGB"}[channels]
 
     # Cache keyed on the file list, sizes and modification times.
@@ -256,7 +263,7 @@ def _load_image_folder(directory: Path, split: str, channels: int | None,
     for p in files:
         st = p.stat()
         h.update(f"{p.name}|{st.st_size}|{st.st_mtime_ns}".encode())
-    cache = _cache_dir() / f"imagefolder-{h.hexdigest()[:24]}.npy"
+    cache = _cache_dir() / f"imagefolder-v2-{h.hexdigest()[:24]}.npy"
     if cache.is_file():
         try:
             images = np.load(cache)

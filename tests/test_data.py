@@ -190,13 +190,23 @@ def test_image_folder_lossless_round_trip_and_cache(tmp_path, monkeypatch):
     classes = ["b_cat", "a_dog", "c_eel"]  # labels follow sorted folder order
     want = _write_folder(tmp_path / "ds", "test", classes, 2)
     ds = data.load_dataset("cifar10", "test", data_dir=tmp_path / "ds")
-    order = np.argsort(classes, kind="stable")
-    expected = np.concatenate([want[2 * k:2 * k + 2] for k in order])
-    np.testing.assert_array_equal(ds.images, expected)
-    np.testing.assert_array_equal(ds.labels, [0, 0, 1, 1, 2, 2])
+    # Every image comes back once, with the label of its folder in sorted order.
+    folder_label = {c: i for i, c in enumerate(sorted(classes))}
+    expected = {want[2 * k + i].tobytes(): folder_label[c] for k, c in enumerate(classes) for i in range(2)}
+    got = {img.tobytes(): int(lbl) for img, lbl in zip(ds.images, ds.labels)}
+    assert got == expected
+    assert sorted(ds.labels.tolist()) == [0, 0, 1, 1, 2, 2]
     assert len(list((tmp_path / "cache").glob("*.npy"))) == 1
     again = data.load_dataset("cifar10", "test", data_dir=tmp_path / "ds")  # from the cache
     np.testing.assert_array_equal(again.images, ds.images)
+
+
+def test_image_folder_prefix_holds_every_class(tmp_path, monkeypatch):
+    monkeypatch.setenv("JAXMI_CACHE", str(tmp_path / "cache"))
+    _write_folder(tmp_path / "ds", "train", [f"c{i}" for i in range(4)], 10, size=(8, 8))
+    ds = data.load_dataset("toy", "train", data_dir=tmp_path / "ds", max_examples=12)
+    assert set(ds.labels.tolist()) == {0, 1, 2, 3}  # not 10 × class 0 then 2 × class 1
+    assert ds.num_classes == 4 and ds.images.shape == (12, 8, 8, 3)
 
 
 def test_image_folder_errors(tmp_path, monkeypatch):
