@@ -869,8 +869,8 @@ def _summary(i_xt: np.ndarray, i_ty: np.ndarray, resamples: int, confidence: flo
 # --------------------------------------------------------------------------------------
 
 
-def _prepare(labels, num_classes, bootstrap, key, confidence):
-    """Validated labels, class count and the [1 + R, N] weights (row 0: the full sample)."""
+def _resample_weights(labels, bootstrap, key, confidence) -> np.ndarray:
+    """The [1 + R, N] point multiplicities: row 0 the full sample, then R bootstrap resamples."""
     labels_np = np.asarray(labels)
     if int(bootstrap) != bootstrap or bootstrap < 0 or bootstrap == 1:
         raise ValueError(f"bootstrap must be 0 (off) or a number of resamples ≥ 2; got {bootstrap}.")
@@ -977,7 +977,7 @@ def estimate_probes(probes: Mapping[str, Any], labels, *, methods: Sequence[str]
         raise ValueError(f"noise_var must be > 0 (the KDE kernel variance σ²); got {noise_var}.")
     if not bin_size > 0 and "binning" in methods:
         raise ValueError(f"bin_size must be > 0; got {bin_size}.")
-    weights = _prepare(labels, num_classes, bootstrap, key, confidence)
+    weights = _resample_weights(labels, bootstrap, key, confidence)
     if num_classes is None and np.size(labels) and np.ndim(labels) == 1 \
             and np.issubdtype(np.asarray(labels).dtype, np.integer):
         num_classes = max(int(np.max(labels)) + 1, 1)  # one class count for every probe
