@@ -182,20 +182,36 @@ def make_train_epoch(module: nn.Module, tx: optax.GradientTransformation, *, num
     # asynchronous and nothing is read back inside the epoch, so the device never waits.
     chunk_fn = jax.jit(run_steps, static_argnames=("count", "unroll"), donate_argnums=(0,))
     n_full, rest = divmod(steps, chunk)
+    wait = _serialize_collectives(mesh)
 
     def epoch(state: TrainState, images: Array, labels: Array, key: Array):
         perm = permutation(key)
         metrics = []
         for c in range(n_full):
-            state, m = chunk_fn(state, images, labels, perm, key, jnp.int32(c * chunk), count=chunk, unroll=True)
+            state, m = wait(chunk_fn(state, images, labels, perm, key, jnp.int32(c * chunk), count=chunk,
+                                     unroll=True))
             metrics.append(m)
         if rest:
-            state, m = chunk_fn(state, images, labels, perm, key, jnp.int32(n_full * chunk), count=rest, unroll=True)
+            state, m = wait(chunk_fn(state, images, labels, perm, key, jnp.int32(n_full * chunk), count=rest,
+                                     unroll=True))
             metrics.append(m)
         return state, jax.tree.map(lambda *ms: jnp.concatenate(ms), *metrics)
 
     epoch.chunk_fn = chunk_fn  # exposed for compile-cache checks
     return epoch
+
+
+def _serialize_collectives(mesh) -> Callable:
+    """On several *CPU* devices, waits for each dispatched call before the next one.
+
+    Forced host devices (``--xla_force_host_platform_device_count``) run their collectives on
+    a shared thread pool; with several multi-device calls in flight on a machine with few cores
+    we saw the all-gather rendezvous stall. GPUs/TPUs (and one device) keep fully asynchronous
+    dispatch.
+    """
+    if mesh is not None and mesh.size > 1 and mesh.devices.flat[0].platform == "cpu":
+        return jax.block_until_ready
+    return lambda x: x
 
 
 def resolve_loop(loop: str) -> str:
@@ -279,6 +295,7 @@ def make_evaluator(module: nn.Module, attack: PGDConfig, *, batch_size: int = 50
         return evaluate
 
     batch_fn = jax.jit(per_batch)
+    wait = _serialize_collectives(mesh)
 
     def evaluate(params, batch_stats, images, labels):
         n = images.shape[0]
@@ -289,7 +306,7 @@ def make_evaluator(module: nn.Module, attack: PGDConfig, *, batch_size: int = 50
             if pad:  # keep one compiled shape: pad the last batch, drop the padding after
                 xb = jnp.pad(xb, [(0, pad)] + [(0, 0)] * (xb.ndim - 1))
                 yb = jnp.pad(yb, (0, pad))
-            outs.append(batch_fn(params, batch_stats, xb, yb))
+            outs.append(wait(batch_fn(params, batch_stats, xb, yb)))
         return jax.tree.map(lambda *o: jnp.concatenate(o)[:n], *outs)
 
     evaluate.batch_fn = batch_fn

@@ -2,8 +2,10 @@
 
 import json
 import math
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -13,13 +15,55 @@ ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "experiments" / "finding2_information_amount.py"
 
 
+def _cmd(out):
+    return [sys.executable, str(SCRIPT), "--preset", "smoke", "--out", str(out), "--no-progress"]
+
+
 @pytest.fixture(scope="module")
 def smoke_run(tmp_path_factory):
     out = tmp_path_factory.mktemp("f2") / "run"
-    proc = subprocess.run([sys.executable, str(SCRIPT), "--preset", "smoke", "--out", str(out), "--no-progress"],
-                          capture_output=True, text=True, timeout=600, cwd=ROOT)
+    proc = subprocess.run(_cmd(out), capture_output=True, text=True, timeout=600, cwd=ROOT)
     assert proc.returncode == 0, proc.stderr[-4000:]
     return out, proc.stdout
+
+
+@pytest.fixture(scope="module")
+def killed_and_resumed(tmp_path_factory):
+    """The smoke run SIGKILLed once its AT epoch-0 checkpoint exists, then the same command rerun."""
+    out = tmp_path_factory.mktemp("f2kill") / "run"
+    proc = subprocess.Popen(_cmd(out), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT)
+    target = out / "checkpoints" / "2"  # steps: NT epochs 0, 1 → 0, 1; AT epochs 0, 1 → 2, 3
+    deadline = time.monotonic() + 600
+    while not target.is_dir() and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGKILL)
+    _, err = proc.communicate()
+    assert proc.returncode == -signal.SIGKILL, err[-3000:]  # killed partway, not finished
+    assert not (out / "summary.json").exists() and not (out / "models" / "at").exists()
+    resumed = subprocess.run(_cmd(out), capture_output=True, text=True, timeout=600, cwd=ROOT)
+    assert resumed.returncode == 0, resumed.stderr[-4000:]
+    return out, resumed.stdout
+
+
+def test_killed_and_resumed_run_writes_the_same_summary(smoke_run, killed_and_resumed):
+    out, _ = smoke_run
+    out2, stdout = killed_and_resumed
+    assert "resuming from the checkpoint after AT epoch" in stdout
+    assert "[NT] epoch" not in stdout  # NT was finished before the kill: not retrained
+    assert (out2 / "summary.json").read_bytes() == (out / "summary.json").read_bytes()
+    from jaxmi.experiment import load_trained
+    c1, _, v1 = load_trained(out)
+    c2, _, v2 = load_trained(out2)
+    assert c1 == c2
+    for a, b in zip(jax_leaves(v1), jax_leaves(v2)):
+        np.testing.assert_array_equal(a, b)
+    timing = json.loads((out2 / "timing.json").read_text())
+    assert timing["resumed_from"]["mode"] == "at" and len(timing["nt"]["epoch_seconds"]) == 1
+
+
+def jax_leaves(tree):
+    import jax
+    return [np.asarray(x) for x in jax.tree.leaves(tree)]
 
 
 def test_summary_has_the_documented_keys(smoke_run):
@@ -27,6 +71,11 @@ def test_summary_has_the_documented_keys(smoke_run):
     s = json.loads((out / "summary.json").read_text())
     for k in ("config", "layers", "epochs_measured", "nt", "at", "verdicts", "evidence"):
         assert k in s
+    # wall-clock times live in timing.json, so that summary.json is reproducible
+    assert "runtime_seconds" not in s and "epoch_seconds" not in s["nt"]
+    timing = json.loads((out / "timing.json").read_text())
+    assert len(timing["nt"]["epoch_seconds"]) == 1 and timing["runtime_seconds"] > 0
+    assert (out / "models" / "nt").is_dir() and (out / "models" / "at").is_dir()
     assert s["layers"] == ["conv1", "conv2", "fc1", "fc2", "fc3"]
     assert s["epochs_measured"] == [0, 1]
     m = len(s["epochs_measured"])
@@ -85,8 +134,12 @@ def test_refuses_a_different_run_in_out(smoke_run):
     (["--step-size", "0"], "step size must be > 0"),
     (["--attack-steps", "-2"], "steps must be"),
     (["--samples", "1"], "samples must be"),
+    (["--devices", "0"], "devices must be a positive integer"),
+    (["--epochs", "-1"], "epochs must be a non-negative"),
+    (["--out", "SCRIPT_AS_PARENT"], "cannot write to --out"),
 ])
 def test_bad_flags_fail_with_a_clear_message(tmp_path, args, msg):
+    args = [str(SCRIPT / "r") if a == "SCRIPT_AS_PARENT" else a for a in args]  # a path under a file
     proc = subprocess.run([sys.executable, str(SCRIPT), "--preset", "smoke", "--out", str(tmp_path / "r"),
                            "--no-progress", *args], capture_output=True, text=True, timeout=300, cwd=ROOT)
     assert proc.returncode != 0

@@ -1,0 +1,212 @@
+"""train_and_measure in-process on a tiny config: determinism, no recompiles after the first
+epoch, checkpoints and trained models in the run directory, resume, and bad input."""
+
+import json
+import shutil
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from jaxmi import checkpoint, experiment, models, results
+from jaxmi.data import load_dataset, to_float
+
+COMPILE_EVENT = "/jax/core/compile/backend_compile_duration"
+_compiles = {"n": 0}
+
+
+def _on_event(name, *_args, **_kw):
+    if name == COMPILE_EVENT:
+        _compiles["n"] += 1
+
+
+jax.monitoring.register_event_duration_secs_listener(_on_event)
+
+
+def tiny(**kw):
+    base = dict(model="mlp", epochs=2, train_examples=128, batch_size=32, samples=32, eval_samples=32,
+                eval_batch_size=32, estimators=("kde_upper",), attack_steps=2)
+    base.update(kw)
+    return experiment.make_config("smoke", **base)
+
+
+@pytest.fixture(scope="module")
+def first_run(tmp_path_factory):
+    """Seed 0 with checkpoints; records the number of XLA compilations at every epoch's log line."""
+    workdir = tmp_path_factory.mktemp("exp") / "run"
+    config = tiny(epochs=3)
+    results.prepare_run_dir(workdir, config.to_dict())
+    marks = []
+
+    def log(msg):
+        marks.append((msg.split(":")[0], _compiles["n"]))
+
+    out = experiment.train_and_measure(config, log=log, show_progress=False, workdir=workdir)
+    return config, workdir, out, dict(marks)
+
+
+def _results(out):
+    return {k: out[k] for k in ("layers", "epochs_measured", "nt", "at", "data")}
+
+
+def test_no_recompilation_after_the_first_epoch(first_run):
+    *_, marks = first_run
+    # epoch 1 compiles the epoch functions; epochs 2 and 3 (train + evaluator + estimators) reuse them
+    for mode in ("NT", "AT"):
+        assert marks[f"[{mode}] epoch 3"] == marks[f"[{mode}] epoch 2"], marks
+        assert marks[f"[{mode}] epoch 2"] == marks[f"[{mode}] epoch 1"], marks
+
+
+def test_same_seed_same_results_different_seed_different(first_run):
+    config, _, out, _ = first_run
+    again = experiment.train_and_measure(config, log=lambda m: None, show_progress=False)
+    assert json.dumps(_results(again)) == json.dumps(_results(out))
+    other = experiment.train_and_measure(tiny(epochs=3, seed=1), log=lambda m: None, show_progress=False)
+    assert other["nt"]["train_loss"] != out["nt"]["train_loss"]
+    assert other["at"]["mi"]["kde_upper"]["clean"]["I_XT"] != out["at"]["mi"]["kde_upper"]["clean"]["I_XT"]
+    assert "epoch_seconds" not in out["nt"] and len(out["timing"]["nt"]["epoch_seconds"]) == 3
+
+
+def test_load_trained_returns_the_final_models(first_run):
+    config, workdir, out, _ = first_run
+    cfg, module, variables = experiment.load_trained(workdir)
+    assert cfg == config and set(variables) == {"nt", "at"}
+    # The restored NT/AT models reproduce the last measured clean test accuracy exactly.
+    test = load_dataset("mnist", "test")
+    k_draw = jax.random.split(jax.random.key(config.seed), 3)[2]
+    idx = np.asarray(jax.random.permutation(k_draw, len(test)))[:config.eval_samples]
+    x, y = to_float(jnp.asarray(test.images[idx])), test.labels[idx]
+    for mode in ("nt", "at"):
+        params, stats = variables[mode]
+        logits = models.apply_model(module, params, stats, x)[0]
+        acc = float(np.mean(np.asarray(jnp.argmax(logits, -1)) == y))
+        assert acc == out[mode]["test_clean_acc"][-1]
+    assert not np.allclose(jax.tree.leaves(variables["nt"][0])[0], jax.tree.leaves(variables["at"][0])[0])
+
+
+def test_load_trained_errors(tmp_path):
+    with pytest.raises(checkpoint.CheckpointError, match="does not exist"):
+        experiment.load_trained(tmp_path / "nothing")
+    with pytest.raises(checkpoint.CheckpointError, match="holds no trained models.*Rerun"):
+        experiment.load_trained(tmp_path)
+
+
+def test_resume_after_an_interruption_equals_the_uninterrupted_run(first_run, tmp_path):
+    config, workdir, out, _ = first_run
+    copy = tmp_path / "run"
+    shutil.copytree(workdir, copy)
+    # As if killed during the last AT epoch: drop the newest checkpoint and the AT model.
+    shutil.rmtree(_latest_step_dir(copy))
+    shutil.rmtree(copy / "models" / "at")
+    logs = []
+    resumed = experiment.train_and_measure(config, log=logs.append, show_progress=False, workdir=copy)
+    assert logs[0].startswith("resuming from the checkpoint after AT epoch 2")
+    assert [m.split(":")[0] for m in logs[1:]] == ["[AT] epoch 3"]
+    assert json.dumps(_results(resumed)) == json.dumps(_results(out))
+    assert resumed["timing"]["resumed_from"] == {"mode": "at", "epoch": 2}
+    _, _, variables = experiment.load_trained(copy)
+    _, _, original = experiment.load_trained(workdir)
+    for a, b in zip(jax.tree.leaves(variables), jax.tree.leaves(original)):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+
+
+def _latest_step_dir(workdir):
+    steps = [p for p in (workdir / "checkpoints").iterdir() if p.is_dir() and p.name.isdigit()]
+    return max(steps, key=lambda p: int(p.name))
+
+
+def test_corrupt_checkpoint_is_an_error_not_a_restart(first_run, tmp_path):
+    config, workdir, *_ = first_run
+    copy = tmp_path / "run"
+    shutil.copytree(workdir, copy)
+    state_dir = _latest_step_dir(copy) / "state"
+    for f in state_dir.rglob("*"):
+        if f.is_file() and "metadata" not in f.name:
+            f.write_bytes(b"garbage")
+    with pytest.raises(checkpoint.CheckpointError, match="cannot be restored.*--overwrite"):
+        experiment.train_and_measure(config, log=lambda m: None, show_progress=False, workdir=copy)
+
+
+def test_checkpoint_of_another_config_or_format_is_refused(first_run, tmp_path):
+    config, workdir, *_ = first_run
+    copy = tmp_path / "run"
+    shutil.copytree(workdir, copy)
+    meta_file = next((_latest_step_dir(copy) / "meta").glob("*"))
+    meta = json.loads(meta_file.read_text())
+    meta["config"]["seed"] = 7
+    meta_file.write_text(json.dumps(meta))
+    with pytest.raises(checkpoint.CheckpointError, match=r"different configuration \(differs in \['seed'\]\)"):
+        experiment.train_and_measure(config, log=lambda m: None, show_progress=False, workdir=copy)
+    meta["config"]["seed"] = config.seed
+    meta["format"] = 999
+    meta_file.write_text(json.dumps(meta))
+    with pytest.raises(checkpoint.CheckpointError, match="format 999"):
+        experiment.train_and_measure(config, log=lambda m: None, show_progress=False, workdir=copy)
+
+
+# ---------------------------------------------------------------- bad input (library calls)
+
+@pytest.mark.parametrize("overrides,msg", [
+    ({"dataset": "nosuchdata"}, "nosuchdata"),
+    ({"model": "resnet"}, "unknown model"),
+    ({"estimators": ("kde_middle",)}, "unknown estimator"),
+    ({"eps": -0.1}, "eps must be"),
+    ({"step_size": 0.0}, "step size must be > 0"),
+    ({"attack_steps": -1}, "steps must be"),
+    ({"samples": 1}, "samples must be"),
+    ({"epochs": -1}, "epochs must be a non-negative"),
+    ({"batch_size": 0}, "batch_size must be a positive"),
+    ({"devices": 0}, "devices must be a positive"),
+    ({"train_examples": 0}, "train_examples must be"),
+    ({"eval_samples": 10, "samples": 20}, "eval_samples"),
+    ({"loop": "fast"}, "unknown loop strategy"),
+])
+def test_bad_config_values(overrides, msg):
+    with pytest.raises(ValueError, match=msg):
+        if overrides.get("dataset") == "nosuchdata":
+            experiment.train_and_measure(tiny(**overrides), show_progress=False)
+        else:
+            tiny(**overrides)
+
+
+def test_unknown_preset():
+    with pytest.raises(ValueError, match="unknown preset 'huge'; choose one of"):
+        experiment.make_config("huge")
+
+
+def test_more_devices_than_exist_or_indivisible_batch():
+    n = len(jax.local_devices())
+    with pytest.raises(ValueError, match=f"only {n} local"):
+        experiment.make_run_mesh(tiny(devices=n + 1))
+    if n > 1:
+        with pytest.raises(ValueError, match="not divisible"):
+            experiment.make_run_mesh(tiny(batch_size=n + 1, devices=n))
+
+
+def test_run_dir_refusals(tmp_path):
+    cfg = tiny().to_dict()
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    with pytest.raises(results.RunDirError, match="exists and is not a directory"):
+        results.prepare_run_dir(blocker, cfg)
+    with pytest.raises(results.RunDirError, match="cannot write to --out .*choose a writable directory"):
+        results.prepare_run_dir(blocker / "sub", cfg)
+    run = results.prepare_run_dir(tmp_path / "run", cfg)
+    (run / "checkpoints").mkdir()
+    (run / "models").mkdir()
+    other = tiny(seed=5).to_dict()
+    with pytest.raises(results.RunDirError, match=r"holds a different run \(config differs in \['seed'\]\).*--overwrite"):
+        results.prepare_run_dir(run, other)
+    assert results.prepare_run_dir(run, cfg) == run  # the same run: accepted (resumed)
+    assert (run / "checkpoints").is_dir()
+    results.prepare_run_dir(run, other, overwrite=True)  # starts over: old checkpoints and models go
+    assert not (run / "checkpoints").exists() and not (run / "models").exists()
+    assert json.loads((run / "config.json").read_text())["seed"] == 5
+    # a config.json written before a field existed matches when the field holds its default
+    old = {k: v for k, v in other.items() if k != "devices"}
+    results.write_json(run / "config.json", old)
+    results.prepare_run_dir(run, other, defaults=experiment.CONFIG_DEFAULTS)
+    with pytest.raises(results.RunDirError, match="devices"):
+        results.write_json(run / "config.json", old)
+        results.prepare_run_dir(run, {**other, "devices": 2}, defaults=experiment.CONFIG_DEFAULTS)
