@@ -479,7 +479,8 @@ def _binned_information(n_t, n_ty, n_c, n):
     """
     h_t = jnp.log(n) - jnp.sum(_xlogx(n_t), axis=0) / n
     h_t_given_y = (jnp.sum(_xlogx(n_c), axis=0) - jnp.sum(_xlogx(n_ty), axis=0)) / n
-    # H(T|Y) ≤ H(T) holds exactly; clamp the rounding of the float sums (I ≥ 0 by definition).
+    # H(T) ≥ 0 and H(T|Y) ≤ H(T) hold exactly; clamp the rounding of the float sums (I ≥ 0).
+    h_t = jnp.maximum(h_t, 0.0)
     return h_t * _LOG2E, jnp.maximum(h_t - h_t_given_y, 0.0) * _LOG2E
 
 

@@ -360,6 +360,8 @@ def test_binning_information_is_never_negative():
         t = rng.standard_normal((97, 3)).astype(np.float32) * 0.1  # few symbols, labels independent
         got = binning_mi(t, rng.integers(0, 4, 97))
         assert got["I_TY"] >= 0.0 and got["I_XT"] >= 0.0
+    one_symbol = binning_mi(np.full((1000, 4), 0.3, np.float32), rng.integers(0, 10, 1000))
+    assert 0.0 <= one_symbol["I_XT"] < 1e-6 and 0.0 <= one_symbol["I_TY"] < 1e-6  # never −1e-7
 
 
 # --------------------------------------------------------------------------------------
