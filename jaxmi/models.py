@@ -29,6 +29,9 @@ __all__ = [
     "MLP",
     "LeNet",
     "WideResNet",
+    "Conv",
+    "conv2d_valid",
+    "max_pool_2x2",
     "MODELS",
     "create_model",
     "init_variables",
@@ -66,10 +69,78 @@ def _dense(x: Array, features: int, name: str) -> Array:
                     bias_init=torch_default_bias_init(x.shape[-1]), name=name)(x)
 
 
-def _conv(x: Array, features: int, kernel: int, name: str) -> Array:
-    fan_in = x.shape[-1] * kernel * kernel
-    return nn.Conv(features, (kernel, kernel), padding="VALID", kernel_init=torch_default_kernel_init,
-                   bias_init=torch_default_bias_init(fan_in), name=name)(x)
+CONV_IMPLS = ("auto", "xla", "im2col", "rows")
+
+
+def conv2d_valid(x: Array, kernel: Array, impl: str = "auto") -> Array:
+    """Stride-1 VALID 2-D convolution (cross-correlation) of NHWC ``x`` with HWIO ``kernel``.
+
+    ``impl`` picks how it is computed; all give the same values up to float32 rounding:
+
+    * ``"xla"``: :func:`jax.lax.conv_general_dilated`.
+    * ``"im2col"``: the kh·kw shifted views concatenated into a [B·Ho·Wo, kh·kw·C] patch
+      matrix, then one matrix product.
+    * ``"rows"``: the kw horizontal shifts concatenated ([B, H, Wo, kw·C]), then kh matrix
+      products on vertically shifted views, summed.
+    * ``"auto"``: ``"xla"`` on GPU/TPU. On CPU, XLA's convolution gradients are several times
+      slower than its matrix products on LeNet's shapes, so ``"im2col"`` when the patch is
+      narrow (kh·kw·C ≤ 32, e.g. MNIST's first layer) and ``"rows"`` otherwise
+      (benchmarks/README.md gives the measurements).
+    """
+    kh, kw, cin, f = kernel.shape
+    if x.shape[-1] != cin:
+        raise ValueError(f"conv input has {x.shape[-1]} channels but the kernel expects {cin}.")
+    if impl == "auto":
+        if jax.default_backend() != "cpu":
+            impl = "xla"
+        else:
+            impl = "im2col" if kh * kw * cin <= 32 else "rows"
+    b, h, w, _ = x.shape
+    ho, wo = h - kh + 1, w - kw + 1
+    if impl == "xla":
+        return jax.lax.conv_general_dilated(x, kernel, (1, 1), "VALID", dimension_numbers=("NHWC", "HWIO", "NHWC"))
+    if impl == "im2col":
+        patches = jnp.concatenate([x[:, i:i + ho, j:j + wo, :] for i in range(kh) for j in range(kw)], axis=-1)
+        return jnp.dot(patches.reshape(-1, kh * kw * cin), kernel.reshape(kh * kw * cin, f)).reshape(b, ho, wo, f)
+    if impl == "rows":
+        strips = jnp.concatenate([x[:, :, j:j + wo, :] for j in range(kw)], axis=-1)  # [B, H, Wo, kw·C]
+        k_rows = kernel.reshape(kh, kw * cin, f)
+        out = jnp.dot(strips[:, 0:ho].reshape(-1, kw * cin), k_rows[0])
+        for i in range(1, kh):
+            out = out + jnp.dot(strips[:, i:i + ho].reshape(-1, kw * cin), k_rows[i])
+        return out.reshape(b, ho, wo, f)
+    raise ValueError(f"unknown conv implementation {impl!r}; choose one of {CONV_IMPLS}.")
+
+
+def max_pool_2x2(x: Array) -> Array:
+    """2×2 max pooling with stride 2 (NHWC), as a reshape and a max.
+
+    Same values as ``nn.max_pool(x, (2, 2), strides=(2, 2))``; its gradient is an
+    elementwise mask instead of XLA's ``select_and_scatter``, which is slow on CPU. (At exact
+    ties inside a window the gradient is shared between the tied entries rather than sent to
+    the first; after a ReLU the only common ties are zeros, whose ReLU gradient is 0 anyway.)
+    Odd sizes fall back to ``nn.max_pool``, which drops the last row/column the same way.
+    """
+    b, h, w, c = x.shape
+    if h % 2 or w % 2:
+        return nn.max_pool(x, (2, 2), strides=(2, 2))
+    return x.reshape(b, h // 2, 2, w // 2, 2, c).max(axis=(2, 4))
+
+
+class Conv(nn.Module):
+    """VALID stride-1 convolution with PyTorch-default init; parameters named like ``nn.Conv``."""
+
+    features: int
+    kernel_size: int
+    impl: str = "auto"
+
+    @nn.compact
+    def __call__(self, x: Array) -> Array:
+        cin = x.shape[-1]
+        k = self.kernel_size
+        kernel = self.param("kernel", torch_default_kernel_init, (k, k, cin, self.features))
+        bias = self.param("bias", torch_default_bias_init(cin * k * k), (self.features,))
+        return conv2d_valid(x, kernel, self.impl) + bias
 
 
 def _flat(x: Array) -> Array:
@@ -105,14 +176,15 @@ class LeNet(nn.Module):
 
     num_classes: int = 10
     probe_names: tuple[str, ...] = ("conv1", "conv2", "fc1", "fc2", "fc3")
+    conv_impl: str = "auto"  # see conv2d_valid; changes speed, not results
 
     @nn.compact
     def __call__(self, x: Array, train: bool = False):
         del train
-        c1 = _conv(x, 6, 5, "conv1")
-        h = nn.max_pool(nn.relu(c1), (2, 2), strides=(2, 2))
-        c2 = _conv(h, 16, 5, "conv2")
-        h = _flat(nn.max_pool(nn.relu(c2), (2, 2), strides=(2, 2)))
+        c1 = Conv(6, 5, self.conv_impl, name="conv1")(x)
+        h = max_pool_2x2(nn.relu(c1))
+        c2 = Conv(16, 5, self.conv_impl, name="conv2")(h)
+        h = _flat(max_pool_2x2(nn.relu(c2)))
         f1 = _dense(h, 120, "fc1")
         f2 = _dense(nn.relu(f1), 84, "fc2")
         logits = _dense(nn.relu(f2), self.num_classes, "fc3")

@@ -99,7 +99,7 @@ def _ce(logits: Array, y: Array) -> Array:
 
 def make_train_epoch(module: nn.Module, tx: optax.GradientTransformation, *, num_examples: int,
                      batch_size: int, attack: PGDConfig | None = None, augment: bool = False,
-                     show_progress: bool = True, loop: str = "auto", chunk: int = 4,
+                     show_progress: bool = True, loop: str = "auto", chunk: int = 2,
                      mesh: jax.sharding.Mesh | None = None) -> Callable:
     """Builds ``epoch(state, images, labels, key) -> (state, metrics)``, compiled, state donated.
 
