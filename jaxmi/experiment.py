@@ -31,7 +31,7 @@ from jaxmi import data as data_lib
 from jaxmi import estimators, parallel, progress
 from jaxmi.checkpoint import CheckpointError, RunCheckpointer, load_models, plain, save_model
 from jaxmi.attacks import PGDConfig
-from jaxmi.models import MODELS, create_model
+from jaxmi.models import MODELS, PRECISIONS, create_model
 from jaxmi.training import (OptimConfig, create_train_state, epoch_means, make_evaluator, make_optimizer,
                             make_train_epoch)
 
@@ -74,6 +74,7 @@ class Config:
     eval_batch_size: int = 500  # images per compiled evaluation batch (memory only)
     loop: str = "auto"  # epoch loop strategy: "auto", "scan", "unrolled" (see jaxmi.training.resolve_loop)
     devices: int | None = None  # local devices to shard each batch over (data parallelism); None: all
+    precision: str = "float32"  # layer compute dtype: "float32" or "bfloat16" (mixed precision, accelerators)
 
 
     def __post_init__(self):
@@ -98,6 +99,8 @@ class Config:
             raise ValueError(f"devices must be a positive integer (or None for all); got {self.devices}.")
         if self.train_examples is not None and self.train_examples < 1:
             raise ValueError(f"train_examples must be ≥ 1; got {self.train_examples}.")
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"unknown precision {self.precision!r}; choose one of {sorted(PRECISIONS)}.")
         if self.loop not in ("auto", "scan", "unrolled"):
             raise ValueError(f"unknown loop strategy {self.loop!r}; choose 'auto', 'scan' or 'unrolled'.")
         self.attack()  # validates ε, step, steps
@@ -120,7 +123,7 @@ class Config:
 
 # Fields added after the first runs were written: a stored config.json without them matches
 # when they hold these values (see jaxmi.results.prepare_run_dir).
-CONFIG_DEFAULTS: dict[str, Any] = {"devices": None}
+CONFIG_DEFAULTS: dict[str, Any] = {"devices": None, "precision": "float32"}
 
 # Presets: the paper's setting (for accelerators), a CPU run documented in the README, and a
 # seconds-long smoke run used by the end-to-end tests.
@@ -166,6 +169,8 @@ def add_common_flags(parser: argparse.ArgumentParser, *, default_out: str) -> No
     parser.add_argument("--estimators", nargs="+", help=f"subset of {list(estimators.METHODS)}")
     parser.add_argument("--seed", type=int, help="random seed (default 0)")
     parser.add_argument("--devices", type=int, help="local devices to shard each batch over (default: all)")
+    parser.add_argument("--precision", choices=sorted(PRECISIONS),
+                        help="layer compute dtype (default float32; bfloat16 = mixed precision for GPUs/TPUs)")
     parser.add_argument("--out", default=None, help=f"output directory (default: {default_out})")
     parser.add_argument("--overwrite", action="store_true",
                         help="start over in --out, replacing the run (and checkpoints) there; without it a "
@@ -174,7 +179,8 @@ def add_common_flags(parser: argparse.ArgumentParser, *, default_out: str) -> No
 
 
 _CONFIG_FLAGS = ("dataset", "model", "data_dir", "epochs", "samples", "eval_samples", "train_examples",
-                 "batch_size", "learning_rate", "eps", "step_size", "attack_steps", "estimators", "seed", "devices")
+                 "batch_size", "learning_rate", "eps", "step_size", "attack_steps", "estimators", "seed", "devices",
+                 "precision")
 
 
 def config_from_args(args: argparse.Namespace) -> Config:
@@ -276,7 +282,7 @@ def train_and_measure(config: Config, *, log: Callable[[str], None] = log_line, 
         raise ValueError(f"batch_size {config.batch_size} is not divisible by the mesh's {mesh.size} devices.")
     train, test, augment = load_data(config)
     num_classes = train.num_classes
-    module = create_model(config.model, num_classes)
+    module = create_model(config.model, num_classes, precision=config.precision)
     input_shape = tuple(train.images.shape[1:])
     repl = parallel.replicated(mesh)
     x_train, y_train = data_lib.as_device_arrays(train, repl)
@@ -427,7 +433,7 @@ def load_trained(workdir: str | os.PathLike) -> tuple[Config, Any, dict[str, tup
     except (KeyError, TypeError, ValueError) as e:
         raise CheckpointError(f"the configuration stored with the models in {workdir} is unusable ({e}); "
                               "rerun the experiment with --overwrite.") from None
-    module = create_model(config.model, int(meta["num_classes"]))
+    module = create_model(config.model, int(meta["num_classes"]), precision=config.precision)
     return config, module, variables
 
 

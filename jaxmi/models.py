@@ -64,9 +64,15 @@ def torch_default_bias_init(fan_in: int) -> Callable:
     return init
 
 
-def _dense(x: Array, features: int, name: str) -> Array:
+def _dense(x: Array, features: int, name: str, dtype: Any = jnp.float32) -> Array:
     return nn.Dense(features, kernel_init=torch_default_kernel_init,
-                    bias_init=torch_default_bias_init(x.shape[-1]), name=name)(x)
+                    bias_init=torch_default_bias_init(x.shape[-1]), dtype=dtype, param_dtype=jnp.float32,
+                    name=name)(x)
+
+
+def _outputs(logits: Array, probes: dict[str, Array]):
+    """Logits and probes leave every model in float32, whatever the compute dtype."""
+    return logits.astype(jnp.float32), {k: v.astype(jnp.float32) for k, v in probes.items()}
 
 
 CONV_IMPLS = ("auto", "xla", "im2col", "rows")
@@ -133,6 +139,7 @@ class Conv(nn.Module):
     features: int
     kernel_size: int
     impl: str = "auto"
+    dtype: Any = jnp.float32  # compute dtype; parameters stay float32
 
     @nn.compact
     def __call__(self, x: Array) -> Array:
@@ -140,7 +147,8 @@ class Conv(nn.Module):
         k = self.kernel_size
         kernel = self.param("kernel", torch_default_kernel_init, (k, k, cin, self.features))
         bias = self.param("bias", torch_default_bias_init(cin * k * k), (self.features,))
-        return conv2d_valid(x, kernel, self.impl) + bias
+        dt = self.dtype
+        return conv2d_valid(x.astype(dt), kernel.astype(dt), self.impl) + bias.astype(dt)
 
 
 def _flat(x: Array) -> Array:
@@ -152,18 +160,19 @@ class MLP(nn.Module):
 
     widths: tuple[int, ...] = (784, 1024, 20, 20, 20, 10)
     probe_names: tuple[str, ...] = ("fc1", "fc2", "fc3", "fc4", "fc5", "fc6")
+    dtype: Any = jnp.float32  # compute dtype (e.g. bfloat16); parameters and outputs float32
 
     @nn.compact
     def __call__(self, x: Array, train: bool = False):
         del train
-        h = _flat(x)
+        h = _flat(x).astype(self.dtype)
         probes = {}
         for i, (w, name) in enumerate(zip(self.widths, self.probe_names)):
-            h = _dense(h, w, name)
+            h = _dense(h, w, name, self.dtype)
             probes[name] = h
             if i < len(self.widths) - 1:
                 h = nn.relu(h)
-        return h, probes
+        return _outputs(h, probes)
 
 
 class LeNet(nn.Module):
@@ -177,19 +186,21 @@ class LeNet(nn.Module):
     num_classes: int = 10
     probe_names: tuple[str, ...] = ("conv1", "conv2", "fc1", "fc2", "fc3")
     conv_impl: str = "auto"  # see conv2d_valid; changes speed, not results
+    dtype: Any = jnp.float32  # compute dtype (e.g. bfloat16); parameters and outputs float32
 
     @nn.compact
     def __call__(self, x: Array, train: bool = False):
         del train
-        c1 = Conv(6, 5, self.conv_impl, name="conv1")(x)
+        dt = self.dtype
+        c1 = Conv(6, 5, self.conv_impl, dt, name="conv1")(x)
         h = max_pool_2x2(nn.relu(c1))
-        c2 = Conv(16, 5, self.conv_impl, name="conv2")(h)
+        c2 = Conv(16, 5, self.conv_impl, dt, name="conv2")(h)
         h = _flat(max_pool_2x2(nn.relu(c2)))
-        f1 = _dense(h, 120, "fc1")
-        f2 = _dense(nn.relu(f1), 84, "fc2")
-        logits = _dense(nn.relu(f2), self.num_classes, "fc3")
+        f1 = _dense(h, 120, "fc1", dt)
+        f2 = _dense(nn.relu(f1), 84, "fc2", dt)
+        logits = _dense(nn.relu(f2), self.num_classes, "fc3", dt)
         probes = dict(zip(self.probe_names, (_flat(c1), _flat(c2), f1, f2, logits)))
-        return logits, probes
+        return _outputs(logits, probes)
 
 
 _he_normal_fan_out = nn.initializers.variance_scaling(2.0, "fan_out", "normal")
@@ -199,17 +210,20 @@ class _Conv3(nn.Module):
     features: int
     stride: int = 1
     kernel: int = 3
+    dtype: Any = jnp.float32
 
     @nn.compact
     def __call__(self, x):
         p = (self.kernel - 1) // 2  # PyTorch-style symmetric padding
         return nn.Conv(self.features, (self.kernel, self.kernel), strides=(self.stride, self.stride),
-                       padding=((p, p), (p, p)), use_bias=False, kernel_init=_he_normal_fan_out)(x)
+                       padding=((p, p), (p, p)), use_bias=False, kernel_init=_he_normal_fan_out,
+                       dtype=self.dtype, param_dtype=jnp.float32)(x)
 
 
-def _bn(train: bool, name: str):
+def _bn(train: bool, name: str, dtype: Any = jnp.float32):
     # PyTorch BatchNorm2d: momentum 0.1 (= Flax 0.9), eps 1e-5.
-    return nn.BatchNorm(use_running_average=not train, momentum=0.9, epsilon=1e-5, name=name)
+    return nn.BatchNorm(use_running_average=not train, momentum=0.9, epsilon=1e-5, dtype=dtype,
+                        param_dtype=jnp.float32, name=name)
 
 
 class _Block(nn.Module):
@@ -217,15 +231,17 @@ class _Block(nn.Module):
 
     features: int
     stride: int
+    dtype: Any = jnp.float32
 
     @nn.compact
     def __call__(self, x, train: bool):
-        act = nn.leaky_relu(_bn(train, "bn1")(x), 0.1)
-        h = _Conv3(self.features, self.stride, name="conv1")(act)
-        h = nn.leaky_relu(_bn(train, "bn2")(h), 0.1)
-        h = _Conv3(self.features, 1, name="conv2")(h)
+        dt = self.dtype
+        act = nn.leaky_relu(_bn(train, "bn1", dt)(x), 0.1)
+        h = _Conv3(self.features, self.stride, dtype=dt, name="conv1")(act)
+        h = nn.leaky_relu(_bn(train, "bn2", dt)(h), 0.1)
+        h = _Conv3(self.features, 1, dtype=dt, name="conv2")(h)
         if x.shape[-1] != self.features or self.stride != 1:
-            shortcut = _Conv3(self.features, self.stride, kernel=1, name="shortcut")(act)
+            shortcut = _Conv3(self.features, self.stride, kernel=1, dtype=dt, name="shortcut")(act)
         else:
             shortcut = x
         return shortcut + h, act
@@ -243,50 +259,62 @@ class WideResNet(nn.Module):
     num_classes: int = 10
     widths: tuple[int, int, int] = (16, 32, 64)
     probe_names: tuple[str, ...] = ("conv", "block1", "block2", "block3", "logits")
+    dtype: Any = jnp.float32  # compute dtype (e.g. bfloat16); parameters, statistics, outputs float32
 
     @nn.compact
     def __call__(self, x: Array, train: bool = False):
-        h = _Conv3(16, 1, name="stem")(x)
+        dt = self.dtype
+        h = _Conv3(16, 1, dtype=dt, name="stem")(x)
         probes = {"conv": _flat(h)}
         for i, (w, s) in enumerate(zip(self.widths, (1, 2, 2))):
-            h, act = _Block(w, s, name=f"block{i + 1}")(h, train)
+            h, act = _Block(w, s, dtype=dt, name=f"block{i + 1}")(h, train)
             probes[f"block{i + 1}"] = _flat(act)
-        h = nn.leaky_relu(_bn(train, "bn_final")(h), 0.1)
+        h = nn.leaky_relu(_bn(train, "bn_final", dt)(h), 0.1)
         h = _flat(nn.avg_pool(h, (8, 8), strides=(8, 8)))
         logits = nn.Dense(self.num_classes, kernel_init=torch_default_kernel_init,
-                          bias_init=nn.initializers.zeros, name="fc")(h)
+                          bias_init=nn.initializers.zeros, dtype=dt, param_dtype=jnp.float32, name="fc")(h)
         probes["logits"] = logits
-        return logits, {k: probes[k] for k in self.probe_names}
+        return _outputs(logits, {k: probes[k] for k in self.probe_names})
 
 
 @dataclasses.dataclass(frozen=True)
 class _ModelSpec:
-    build: Callable[[int], nn.Module]
+    build: Callable[[int, Any], nn.Module]  # (num_classes, dtype) -> module
     datasets: tuple[str, ...]
     description: str
 
 
 MODELS: dict[str, _ModelSpec] = {
-    "mlp": _ModelSpec(lambda c: MLP(widths=(784, 1024, 20, 20, 20, c)), ("mnist", "fashion_mnist"),
+    "mlp": _ModelSpec(lambda c, dt: MLP(widths=(784, 1024, 20, 20, 20, c), dtype=dt), ("mnist", "fashion_mnist"),
                       "784-784-1024-20-20-20-10 ReLU MLP"),
-    "lenet": _ModelSpec(lambda c: LeNet(num_classes=c), ("mnist", "fashion_mnist", "cifar10"),
+    "lenet": _ModelSpec(lambda c, dt: LeNet(num_classes=c, dtype=dt), ("mnist", "fashion_mnist", "cifar10"),
                         "LeNet-5 (MNIST 28×28×1 or CIFAR-10 32×32×3)"),
-    "wrn": _ModelSpec(lambda c: WideResNet(num_classes=c), ("cifar10", "stl10"),
+    "wrn": _ModelSpec(lambda c, dt: WideResNet(num_classes=c, dtype=dt), ("cifar10", "stl10"),
                       "WideResNet-10-1 (CIFAR-10 32 px or STL-10 96 px)"),
 }
 
 
-def create_model(name: str, num_classes: int = 10) -> nn.Module:
+PRECISIONS = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
+
+
+def create_model(name: str, num_classes: int = 10, *, precision: str = "float32") -> nn.Module:
     """Builds a model by name (``"mlp"``, ``"lenet"``, ``"wrn"``).
 
     The input size is taken from the data at initialisation, so one name serves both
     LeNet-MNIST and LeNet-CIFAR, and WideResNet at 32 px and 96 px.
+
+    ``precision="bfloat16"`` computes layers in bfloat16 (mixed precision for GPUs/TPUs):
+    parameters, BatchNorm statistics, gradients, logits and probe activations stay float32,
+    so losses, attacks' input gradients and MI estimates are float32. CPUs have no fast
+    bfloat16 path; keep the default there.
     """
     if name not in MODELS:
         raise ValueError(f"unknown model {name!r}; choose one of {sorted(MODELS)}.")
     if num_classes < 2:
         raise ValueError(f"num_classes must be ≥ 2; got {num_classes}.")
-    return MODELS[name].build(num_classes)
+    if precision not in PRECISIONS:
+        raise ValueError(f"unknown precision {precision!r}; choose one of {sorted(PRECISIONS)}.")
+    return MODELS[name].build(num_classes, PRECISIONS[precision])
 
 
 def init_variables(module: nn.Module, key: Array, input_shape: tuple[int, ...]) -> dict[str, Any]:

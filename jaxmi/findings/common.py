@@ -94,7 +94,7 @@ def train_models(config: Config, *, log: Callable[[str], None] = log_line, show_
     """
     progress.enabled(show_progress)
     train, _, augment = experiment.load_data(config)
-    module = create_model(config.model, train.num_classes)
+    module = create_model(config.model, train.num_classes, precision=config.precision)
     x_train, y_train = data_lib.as_device_arrays(train)
     n_train = int(x_train.shape[0])
     k_init, k_train, _ = jax.random.split(jax.random.key(config.seed), 3)
