@@ -39,6 +39,8 @@ __all__ = [
     "TrainState",
     "make_optimizer",
     "create_train_state",
+    "create_train_states",
+    "unstack_seeds",
     "make_train_epoch",
     "make_evaluator",
 ]
@@ -93,6 +95,23 @@ def create_train_state(module: nn.Module, key: Array, input_shape: tuple[int, ..
     return TrainState(jnp.zeros((), jnp.int32), v["params"], v["batch_stats"], tx.init(v["params"]))
 
 
+def create_train_states(module: nn.Module, keys: Array, input_shape: tuple[int, ...],
+                        tx: optax.GradientTransformation) -> TrainState:
+    """K initial states stacked along a leading axis, one per key in ``keys`` [K].
+
+    For ``make_train_epoch(..., num_seeds=K)``; state ``k`` equals
+    ``create_train_state(module, keys[k], ...)``.
+    """
+    if keys.ndim != 1:
+        raise ValueError(f"keys must be a 1-D array of K PRNG keys (jax.random.split(key, K)); got shape {keys.shape}.")
+    return jax.vmap(lambda k: create_train_state(module, k, input_shape, tx))(keys)
+
+
+def unstack_seeds(tree: Any, num_seeds: int) -> list[Any]:
+    """Splits a pytree with a leading seed axis into ``num_seeds`` pytrees."""
+    return [jax.tree.map(lambda a, i=i: a[i], tree) for i in range(num_seeds)]
+
+
 def _ce(logits: Array, y: Array) -> Array:
     return optax.softmax_cross_entropy_with_integer_labels(logits, y)
 
@@ -100,7 +119,7 @@ def _ce(logits: Array, y: Array) -> Array:
 def make_train_epoch(module: nn.Module, tx: optax.GradientTransformation, *, num_examples: int,
                      batch_size: int, attack: PGDConfig | None = None, augment: bool = False,
                      show_progress: bool = True, loop: str = "auto", chunk: int = 2,
-                     mesh: jax.sharding.Mesh | None = None) -> Callable:
+                     mesh: jax.sharding.Mesh | None = None, num_seeds: int | None = None) -> Callable:
     """Builds ``epoch(state, images, labels, key) -> (state, metrics)``, compiled, state donated.
 
     Args:
@@ -118,15 +137,26 @@ def make_train_epoch(module: nn.Module, tx: optax.GradientTransformation, *, num
       mesh: a ``("data",)`` mesh (:func:`jaxmi.parallel.make_mesh`): each batch is split over
         its devices, the state stays replicated (pass it replicated, see
         :func:`jaxmi.parallel.replicate`); ``batch_size`` must divide evenly. ``None``: one device.
+      num_seeds: train K independent runs at once in one compiled program (``jax.vmap`` over
+        the seed): ``state`` is then K stacked states (:func:`create_train_states`) and ``key``
+        K keys; every run draws its own data order, augmentation and attack noise from its key
+        and matches, up to float rounding, the single run with that state and key.
+        ``images``/``labels`` are shared. Not combined with ``mesh``.
 
     Returns:
       A jitted function. ``images`` are uint8 [N, H, W, C] on the device, ``labels`` int32
       [N]; ``metrics`` holds per-batch ``"loss"`` and ``"accuracy"`` arrays [steps] (on the
-      examples trained on: adversarial ones for AT).
+      examples trained on: adversarial ones for AT), [K, steps] with ``num_seeds``.
     """
     steps = num_examples // batch_size
     if steps < 1:
         raise ValueError(f"batch_size {batch_size} is larger than the training set ({num_examples} examples).")
+    if num_seeds is not None:
+        if int(num_seeds) != num_seeds or num_seeds < 1:
+            raise ValueError(f"num_seeds must be a positive integer (or None for one run); got {num_seeds}.")
+        if mesh is not None:
+            raise ValueError("num_seeds and mesh cannot be combined: train several seeds on one device, or one "
+                             "seed data-parallel over the mesh.")
     if mesh is not None and batch_size % mesh.size:
         raise ValueError(f"batch_size {batch_size} is not divisible by the {mesh.size} devices of the mesh; "
                          "choose a multiple of the device count or fewer devices.")
@@ -155,26 +185,36 @@ def make_train_epoch(module: nn.Module, tx: optax.GradientTransformation, *, num
 
     loop = resolve_loop(loop)
 
+    def one_step(st, images, labels, perm, key, i):
+        idx = jax.lax.dynamic_slice_in_dim(perm, i * batch_size, batch_size)
+        x, y = parallel.shard_batch((to_float(images[idx]), labels[idx]), mesh)
+        return train_step(st, x, y, jax.random.fold_in(key, i + 1))
+
+    # Several seeds: the same step, vmapped over (state, data order, key); data shared.
+    step_fn = one_step if num_seeds is None else jax.vmap(one_step, in_axes=(0, None, None, 0, 0, None))
+
     def run_steps(state, images, labels, perm, key, first, count: int, unroll: bool):
         def body(st, i):
-            idx = jax.lax.dynamic_slice_in_dim(perm, i * batch_size, batch_size)
-            x, y = parallel.shard_batch((to_float(images[idx]), labels[idx]), mesh)
-            st, m = train_step(st, x, y, jax.random.fold_in(key, i + 1))
+            st, m = step_fn(st, images, labels, perm, key, i)
             if show_progress:
                 progress.tick_from_device(i)
             return st, m
 
         return jax.lax.scan(body, state, first + jnp.arange(count), unroll=unroll)
 
-    @jax.jit
-    def permutation(key):
+    def _perm(key):
         return jax.random.permutation(jax.random.fold_in(key, 0), num_examples)
+
+    permutation = jax.jit(_perm if num_seeds is None else jax.vmap(_perm))
+
+    def _seed_major(metrics):  # scan stacks [steps, K]; report [K, steps]
+        return metrics if num_seeds is None else jax.tree.map(lambda a: a.T, metrics)
 
     if loop == "scan":
         @functools.partial(jax.jit, donate_argnums=(0,))
         def epoch(state: TrainState, images: Array, labels: Array, key: Array):
-            perm = jax.random.permutation(jax.random.fold_in(key, 0), num_examples)
-            return run_steps(state, images, labels, perm, key, 0, steps, False)
+            state, metrics = run_steps(state, images, labels, permutation(key), key, 0, steps, False)
+            return state, _seed_major(metrics)
 
         return epoch
 
@@ -195,7 +235,7 @@ def make_train_epoch(module: nn.Module, tx: optax.GradientTransformation, *, num
             state, m = wait(chunk_fn(state, images, labels, perm, key, jnp.int32(n_full * chunk), count=rest,
                                      unroll=True))
             metrics.append(m)
-        return state, jax.tree.map(lambda *ms: jnp.concatenate(ms), *metrics)
+        return state, _seed_major(jax.tree.map(lambda *ms: jnp.concatenate(ms), *metrics))
 
     epoch.chunk_fn = chunk_fn  # exposed for compile-cache checks
     return epoch
@@ -242,7 +282,7 @@ def _batched_map(fn: Callable, arrays: tuple, batch_size: int):
 
 def make_evaluator(module: nn.Module, attack: PGDConfig, *, batch_size: int = 500,
                    with_probes: bool = False, loop: str = "auto",
-                   mesh: jax.sharding.Mesh | None = None) -> Callable:
+                   mesh: jax.sharding.Mesh | None = None, num_seeds: int | None = None) -> Callable:
     """Builds ``evaluate(params, batch_stats, images, labels)``, jitted.
 
     Runs the model in evaluation mode on clean inputs and on PGD examples (crafted against
@@ -256,12 +296,18 @@ def make_evaluator(module: nn.Module, attack: PGDConfig, *, batch_size: int = 50
       loop: batch loop strategy, as in :func:`resolve_loop`.
       mesh: a ``("data",)`` mesh: each batch is split over its devices (``batch_size`` is
         rounded up to a multiple of the device count). ``None``: one device.
+      num_seeds: evaluate K stacked models at once (``params``/``batch_stats`` with a leading
+        K axis, as trained by ``make_train_epoch(..., num_seeds=K)``); every output then has a
+        leading K axis. Not combined with ``mesh``.
 
     Returns:
       A function returning a dict of per-example arrays: ``clean_loss``, ``clean_correct``,
       ``adv_loss``, ``adv_correct`` (and ``clean_probes``/``adv_probes``, dicts of [N, D]
       arrays, when ``with_probes``). ``images`` are uint8 [N, H, W, C].
     """
+    if num_seeds is not None and mesh is not None:
+        raise ValueError("num_seeds and mesh cannot be combined: evaluate several seeds on one device, or one "
+                         "model data-parallel over the mesh.")
 
     if attack.random_start:
         raise ValueError("evaluation attacks start from the clean image: pass a PGDConfig with random_start=False.")
@@ -288,14 +334,16 @@ def make_evaluator(module: nn.Module, attack: PGDConfig, *, batch_size: int = 50
         return out
 
     if resolve_loop(loop) == "scan":
-        @jax.jit
-        def evaluate(params, batch_stats, images, labels):
+        def evaluate_one(params, batch_stats, images, labels):
             return _batched_map(lambda xb, yb: per_batch(params, batch_stats, xb, yb), (images, labels), batch_size)
 
-        return evaluate
+        if num_seeds is not None:  # one program for all K models
+            evaluate_one = jax.vmap(evaluate_one, in_axes=(0, 0, None, None))
+        return jax.jit(evaluate_one)
 
-    batch_fn = jax.jit(per_batch)
+    batch_fn = jax.jit(per_batch if num_seeds is None else jax.vmap(per_batch, in_axes=(0, 0, None, None)))
     wait = _serialize_collectives(mesh)
+    ex_axis = 0 if num_seeds is None else 1  # where the example axis sits in the outputs
 
     def evaluate(params, batch_stats, images, labels):
         n = images.shape[0]
@@ -307,7 +355,8 @@ def make_evaluator(module: nn.Module, attack: PGDConfig, *, batch_size: int = 50
                 xb = jnp.pad(xb, [(0, pad)] + [(0, 0)] * (xb.ndim - 1))
                 yb = jnp.pad(yb, (0, pad))
             outs.append(wait(batch_fn(params, batch_stats, xb, yb)))
-        return jax.tree.map(lambda *o: jnp.concatenate(o)[:n], *outs)
+        return jax.tree.map(lambda *o: jax.lax.slice_in_dim(jnp.concatenate(o, axis=ex_axis), 0, n, axis=ex_axis),
+                            *outs)
 
     evaluate.batch_fn = batch_fn
     return evaluate
