@@ -32,8 +32,8 @@ from jaxmi import estimators, parallel, progress
 from jaxmi.checkpoint import CheckpointError, RunCheckpointer, load_models, plain, save_model
 from jaxmi.attacks import PGDConfig
 from jaxmi.models import MODELS, PRECISIONS, create_model
-from jaxmi.training import (OptimConfig, create_train_state, epoch_means, make_evaluator, make_optimizer,
-                            make_train_epoch)
+from jaxmi.training import (OptimConfig, create_train_state, create_train_states, epoch_means, make_evaluator,
+                            make_optimizer, make_train_epoch, unstack_seeds)
 
 __all__ = ["Config", "PRESETS", "DEFAULT_ATTACKS", "make_config", "add_common_flags", "config_from_args",
            "train_and_measure", "CONFIG_DEFAULTS", "MODES", "log_line", "load_trained", "config_from_dict", "make_run_mesh"]
@@ -75,6 +75,8 @@ class Config:
     loop: str = "auto"  # epoch loop strategy: "auto", "scan", "unrolled" (see jaxmi.training.resolve_loop)
     devices: int | None = None  # local devices to shard each batch over (data parallelism); None: all
     precision: str = "float32"  # layer compute dtype: "float32" or "bfloat16" (mixed precision, accelerators)
+    seeds: int = 1  # K > 1: train seeds seed..seed+K-1 at once (vmapped) and report mean ± sd across them
+    bootstrap: int = 0  # R ≥ 2: bootstrap standard errors of every MI estimate from R resamples (0: off)
 
 
     def __post_init__(self):
@@ -99,6 +101,13 @@ class Config:
             raise ValueError(f"devices must be a positive integer (or None for all); got {self.devices}.")
         if self.train_examples is not None and self.train_examples < 1:
             raise ValueError(f"train_examples must be ≥ 1; got {self.train_examples}.")
+        if int(self.seeds) != self.seeds or self.seeds < 1:
+            raise ValueError(f"seeds must be a positive integer; got {self.seeds}.")
+        if self.seeds > 1 and self.devices not in (None, 1):
+            raise ValueError(f"seeds={self.seeds} trains the seeds vmapped on one device and cannot be combined "
+                             f"with devices={self.devices}; pass --devices 1, or --seeds 1 for data parallelism.")
+        if int(self.bootstrap) != self.bootstrap or self.bootstrap < 0 or self.bootstrap == 1:
+            raise ValueError(f"bootstrap must be 0 (off) or a number of resamples ≥ 2; got {self.bootstrap}.")
         if self.precision not in PRECISIONS:
             raise ValueError(f"unknown precision {self.precision!r}; choose one of {sorted(PRECISIONS)}.")
         if self.loop not in ("auto", "scan", "unrolled"):
@@ -123,7 +132,7 @@ class Config:
 
 # Fields added after the first runs were written: a stored config.json without them matches
 # when they hold these values (see jaxmi.results.prepare_run_dir).
-CONFIG_DEFAULTS: dict[str, Any] = {"devices": None, "precision": "float32"}
+CONFIG_DEFAULTS: dict[str, Any] = {"devices": None, "precision": "float32", "seeds": 1, "bootstrap": 0}
 
 # Presets: the paper's setting (for accelerators), a CPU run documented in the README, and a
 # seconds-long smoke run used by the end-to-end tests.
@@ -171,6 +180,11 @@ def add_common_flags(parser: argparse.ArgumentParser, *, default_out: str) -> No
     parser.add_argument("--devices", type=int, help="local devices to shard each batch over (default: all)")
     parser.add_argument("--precision", choices=sorted(PRECISIONS),
                         help="layer compute dtype (default float32; bfloat16 = mixed precision for GPUs/TPUs)")
+    parser.add_argument("--seeds", type=int,
+                        help="train K seeds (seed, seed+1, ...) in one vmapped program and report every verdict "
+                             "as mean ± sd across them, with bands in the figures (default 1)")
+    parser.add_argument("--bootstrap", type=int,
+                        help="bootstrap resamples for standard errors of every MI estimate (default 0: off)")
     parser.add_argument("--out", default=None, help=f"output directory (default: {default_out})")
     parser.add_argument("--overwrite", action="store_true",
                         help="start over in --out, replacing the run (and checkpoints) there; without it a "
@@ -180,7 +194,7 @@ def add_common_flags(parser: argparse.ArgumentParser, *, default_out: str) -> No
 
 _CONFIG_FLAGS = ("dataset", "model", "data_dir", "epochs", "samples", "eval_samples", "train_examples",
                  "batch_size", "learning_rate", "eps", "step_size", "attack_steps", "estimators", "seed", "devices",
-                 "precision")
+                 "precision", "seeds", "bootstrap")
 
 
 def config_from_args(args: argparse.Namespace) -> Config:
@@ -277,9 +291,17 @@ def train_and_measure(config: Config, *, log: Callable[[str], None] = log_line, 
         written by another configuration.
     """
     progress.enabled(show_progress)
+    num_seeds = config.seeds
+    many = num_seeds > 1
+    if many:  # the K runs are vmapped on one device
+        mesh = parallel.make_mesh(1) if mesh is None else mesh
+        if mesh.size != 1:
+            raise ValueError(f"seeds={num_seeds} runs on one device; got a mesh of {mesh.size} devices.")
     mesh = make_run_mesh(config, log) if mesh is None else mesh
     if config.batch_size % mesh.size:
         raise ValueError(f"batch_size {config.batch_size} is not divisible by the mesh's {mesh.size} devices.")
+    train_mesh = None if many else mesh
+    vm = {"num_seeds": num_seeds} if many else {}
     train, test, augment = load_data(config)
     num_classes = train.num_classes
     module = create_model(config.model, num_classes, precision=config.precision)
@@ -289,12 +311,21 @@ def train_and_measure(config: Config, *, log: Callable[[str], None] = log_line, 
     x_test, y_test = data_lib.as_device_arrays(test, repl)
     n_train = int(x_train.shape[0])
 
+    # Seed k of K uses the keys of a single run with seed config.seed + k; the MI draw is seed 0's.
     root = jax.random.key(config.seed)
     k_init, k_train, k_draw = jax.random.split(root, 3)
     optim = config.optim()
     steps_per_epoch = n_train // optim.batch_size
     tx = make_optimizer(optim, steps_per_epoch)
-    init_state = parallel.replicate(create_train_state(module, k_init, input_shape, tx), mesh)
+    if many:
+        seed_keys = jax.vmap(lambda s: jax.random.split(jax.random.key(s), 3))(config.seed + jnp.arange(num_seeds))
+        k_init, k_train = seed_keys[:, 0], seed_keys[:, 1]
+        init_state = create_train_states(module, k_init, input_shape, tx)
+    else:
+        init_state = parallel.replicate(create_train_state(module, k_init, input_shape, tx), mesh)
+
+    def epoch_key(epoch: int):
+        return jax.vmap(lambda k: jax.random.fold_in(k, epoch))(k_train) if many else jax.random.fold_in(k_train, epoch)
 
     # One fixed draw of `samples` test images for MI (the first part of a keyed permutation);
     # accuracy/loss on the first `eval_samples` of the same permutation (the whole split by default).
@@ -305,57 +336,69 @@ def train_and_measure(config: Config, *, log: Callable[[str], None] = log_line, 
     x_rest, y_rest = x_test[rest_idx], y_test[rest_idx]
     y_mi_host = np.asarray(y_mi)
     x_train0, y_train0 = x_train[:config.samples], y_train[:config.samples]
+    boot = ({"bootstrap": config.bootstrap, "key": jax.random.fold_in(k_draw, 1)} if config.bootstrap else {})
 
     eval_attack = config.attack()
     evaluate_probes = make_evaluator(module, eval_attack, batch_size=config.eval_batch_size, with_probes=True,
-                                     loop=config.loop, mesh=mesh)
-    evaluate = make_evaluator(module, eval_attack, batch_size=config.eval_batch_size, loop=config.loop, mesh=mesh)
+                                     loop=config.loop, mesh=train_mesh, **vm)
+    evaluate = make_evaluator(module, eval_attack, batch_size=config.eval_batch_size, loop=config.loop,
+                              mesh=train_mesh, **vm)
     epoch_fns = {
         "nt": make_train_epoch(module, tx, num_examples=n_train, batch_size=optim.batch_size, attack=None,
-                               augment=augment, loop=config.loop, mesh=mesh),
+                               augment=augment, loop=config.loop, mesh=train_mesh, **vm),
         "at": make_train_epoch(module, tx, num_examples=n_train, batch_size=optim.batch_size,
                                attack=config.attack(random_start=True), augment=augment, loop=config.loop,
-                               mesh=mesh),
+                               mesh=train_mesh, **vm),
     }
     layers = list(module.probe_names)
-    history = _empty_history(config)
+    histories = [_empty_history(config) for _ in range(num_seeds)]  # one per seed
     timing = _empty_timing()
     data_info = {"train": train.source, "test": test.source, "train_examples": n_train,
                  "eval_examples": n_eval, "mi_samples": config.samples}
 
-    def measure(mode: str, state, train_metrics: dict[str, float] | None) -> None:
-        h = history[mode]
+    def per_seed(tree) -> list[Any]:
+        return unstack_seeds(tree, num_seeds) if many else [tree]
+
+    def measure(mode: str, state, train_metrics: list[dict[str, float]] | None) -> None:
         r = evaluate_probes(state.params, state.batch_stats, x_mi, y_mi)
         parts = [r]
         if len(rest_idx):
             parts.append(evaluate(state.params, state.batch_stats, x_rest, y_rest))
         host = [jax.device_get({k: v for k, v in p.items() if not k.endswith("_probes")}) for p in parts]
-        cat = {k: np.concatenate([p[k] for p in host]) for k in host[0]}
-        h["test_clean_acc"].append(float(cat["clean_correct"].mean()))
-        h["test_adv_acc"].append(float(cat["adv_correct"].mean()))
-        h["test_clean_loss"].append(float(cat["clean_loss"].mean()))
-        h["test_adv_loss"].append(float(cat["adv_loss"].mean()))
+        axis = 1 if many else 0  # the example axis
+        cat = {k: np.concatenate([p[k] for p in host], axis=axis) for k in host[0]}
         if train_metrics is None:  # epoch 0: evaluate the initial weights on training images
             t = jax.device_get(evaluate(state.params, state.batch_stats, x_train0, y_train0))
             key = "clean" if mode == "nt" else "adv"
-            train_metrics = {"accuracy": float(t[f"{key}_correct"].mean()), "loss": float(t[f"{key}_loss"].mean())}
-        h["train_acc"].append(train_metrics["accuracy"])
-        h["train_loss"].append(train_metrics["loss"])
-        for kind in ("clean", "adv"):
-            probes = r[f"{kind}_probes"]
-            res = estimators.measure_probes({k: probes[k] for k in layers}, y_mi_host, methods=config.estimators,
-                                            num_classes=num_classes, noise_var=config.noise_var,
-                                            bin_size=config.bin_size)
-            for m in config.estimators:
-                for q in ("I_XT", "I_TY"):
-                    h["mi"][m][kind][q].append(plain(res[m][q]))
+            train_metrics = [{"accuracy": float(tk[f"{key}_correct"].mean()), "loss": float(tk[f"{key}_loss"].mean())}
+                             for tk in per_seed(t)]
+        for s, (h_all, ck, rk, tm) in enumerate(zip(histories, per_seed(cat), per_seed(r), train_metrics)):
+            h = h_all[mode]
+            h["test_clean_acc"].append(float(ck["clean_correct"].mean()))
+            h["test_adv_acc"].append(float(ck["adv_correct"].mean()))
+            h["test_clean_loss"].append(float(ck["clean_loss"].mean()))
+            h["test_adv_loss"].append(float(ck["adv_loss"].mean()))
+            h["train_acc"].append(tm["accuracy"])
+            h["train_loss"].append(tm["loss"])
+            for kind in ("clean", "adv"):
+                probes = rk[f"{kind}_probes"]
+                res = estimators.measure_probes({k: probes[k] for k in layers}, y_mi_host, methods=config.estimators,
+                                                num_classes=num_classes, noise_var=config.noise_var,
+                                                bin_size=config.bin_size, **boot)
+                for m in config.estimators:
+                    for q in ("I_XT", "I_TY"):
+                        h["mi"][m][kind][q].append(plain(res[m][q]))
+                        if config.bootstrap:
+                            h.setdefault("mi_se", {}).setdefault(m, {}).setdefault(kind, {}).setdefault(
+                                q, []).append(plain(res[m][f"{q}_se"]))
 
     ckpt = resumed = None
     if workdir is not None:
         ckpt = RunCheckpointer(workdir, config.to_dict(), modes=MODES, epochs=config.epochs)
         resumed = ckpt.restore_latest(init_state)
         if resumed is not None:
-            history, timing = resumed.record["history"], resumed.record["timing"]
+            stored = resumed.record["history"]
+            histories, timing = (stored if many else [stored]), resumed.record["timing"]
             log(f"resuming from the checkpoint after {resumed.mode.upper()} epoch {resumed.epoch} in "
                 f"{ckpt.path}")
 
@@ -363,10 +406,17 @@ def train_and_measure(config: Config, *, log: Callable[[str], None] = log_line, 
         if ckpt is None:
             return
         if epoch == config.epochs:  # this mode is done: keep its model (before the checkpoint that says so)
-            save_model(workdir, mode, state.params, state.batch_stats,
-                       {"config": config.to_dict(), "num_classes": num_classes, "input_shape": list(input_shape),
-                        "layers": layers})
-        ckpt.save(mode, epoch, state, {"seed": config.seed, "history": history, "timing": timing})
+            for s, st in enumerate(per_seed(state)):  # seed 0 as "nt"/"at", further seeds as "nt_seed1", ...
+                save_model(workdir, mode if s == 0 else f"{mode}_seed{s}", st.params, st.batch_stats,
+                           {"config": config.to_dict(), "num_classes": num_classes, "input_shape": list(input_shape),
+                            "layers": layers})
+        ckpt.save(mode, epoch, state, {"seed": config.seed, "history": histories if many else histories[0],
+                                       "timing": timing})
+
+    def line(mode: str) -> str:
+        if not many:
+            return _line(histories[0][mode])
+        return "; ".join(f"seed {config.seed + s}: {_line(h[mode])}" for s, h in enumerate(histories))
 
     try:
         for mode in MODES:
@@ -380,15 +430,16 @@ def train_and_measure(config: Config, *, log: Callable[[str], None] = log_line, 
                 t0 = time.perf_counter()
                 measure(mode, state, None)
                 save(mode, 0, state)
-                log(f"[{mode.upper()}] epoch 0: {_line(history[mode])} ({time.perf_counter() - t0:.1f} s)")
+                log(f"[{mode.upper()}] epoch 0: {line(mode)} ({time.perf_counter() - t0:.1f} s)")
                 start = 1
             for epoch in range(start, config.epochs + 1):
                 t0 = time.perf_counter()
                 with progress.bar(steps_per_epoch, f"{mode.upper()} epoch {epoch}/{config.epochs}"):
-                    state, metrics = epoch_fns[mode](state, x_train, y_train, jax.random.fold_in(k_train, epoch))
-                    means = epoch_means(metrics)
-                if not np.isfinite(means["loss"]):
-                    raise FloatingPointError(f"{mode.upper()} training loss became {means['loss']} in epoch "
+                    state, metrics = epoch_fns[mode](state, x_train, y_train, epoch_key(epoch))
+                    means = [epoch_means(m) for m in per_seed(metrics)]
+                bad = [m["loss"] for m in means if not np.isfinite(m["loss"])]
+                if bad:
+                    raise FloatingPointError(f"{mode.upper()} training loss became {bad[0]} in epoch "
                                              f"{epoch}; lower --lr.")
                 train_s = time.perf_counter() - t0
                 measure(mode, state, means)
@@ -396,20 +447,55 @@ def train_and_measure(config: Config, *, log: Callable[[str], None] = log_line, 
                 timing[mode]["epoch_seconds"].append(train_s)
                 timing[mode]["measure_seconds"].append(measure_s)
                 save(mode, epoch, state)
-                log(f"[{mode.upper()}] epoch {epoch}: {_line(history[mode])} "
-                    f"(train {train_s:.1f} s, measure {measure_s:.1f} s)")
+                log(f"[{mode.upper()}] epoch {epoch}: {line(mode)} (train {train_s:.1f} s, measure {measure_s:.1f} s)")
     finally:
         if ckpt is not None:
             ckpt.close()
-    return {
+    out = {
         "layers": layers,
         "epochs_measured": list(range(config.epochs + 1)),
         "num_classes": num_classes,
         "data": data_info,
-        **history,
-        "timing": {**timing, "devices": mesh.size, "backend": jax.default_backend(),
+        "timing": {**timing, "devices": mesh.size, "backend": jax.default_backend(), "seeds": num_seeds,
                    "resumed_from": None if resumed is None else {"mode": resumed.mode, "epoch": resumed.epoch}},
     }
+    if not many:
+        return {**out, **histories[0]}
+    return {**out, **aggregate_seeds(histories),
+            "seeds": [{"seed": config.seed + s, **h} for s, h in enumerate(histories)]}
+
+
+def _mean_sd(values: list[Any]) -> tuple[Any, Any]:
+    a = np.asarray(values, dtype=float)
+    sd = a.std(axis=0, ddof=1) if a.shape[0] > 1 else np.zeros(a.shape[1:])
+    return a.mean(axis=0).tolist(), sd.tolist()
+
+
+def aggregate_seeds(histories: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """Seed-mean NT and AT histories with standard deviations across seeds (ddof 1).
+
+    Every metric list becomes its mean over seeds, with ``"<metric>_sd"`` beside it; ``"mi"``
+    becomes the mean estimate and ``"mi_sd"`` (same structure) the standard deviation across
+    seeds, which the figures draw as bands and bars.
+    """
+    out: dict[str, Any] = {}
+    for mode in MODES:
+        hs = [h[mode] for h in histories]
+        agg: dict[str, Any] = {}
+        for k, v in hs[0].items():
+            if k in ("mi", "mi_se"):
+                continue
+            agg[k], agg[f"{k}_sd"] = _mean_sd([h[k] for h in hs])
+        mi, mi_sd = {}, {}
+        for est, d in hs[0]["mi"].items():
+            mi[est], mi_sd[est] = {}, {}
+            for kind, qs in d.items():
+                mi[est][kind], mi_sd[est][kind] = {}, {}
+                for q in qs:
+                    mi[est][kind][q], mi_sd[est][kind][q] = _mean_sd([h["mi"][est][kind][q] for h in hs])
+        agg["mi"], agg["mi_sd"] = mi, mi_sd
+        out[mode] = agg
+    return out
 
 
 def load_trained(workdir: str | os.PathLike) -> tuple[Config, Any, dict[str, tuple[Any, Any]]]:

@@ -21,7 +21,9 @@ Summary layout (see ``validate_summary``)::
         "test_clean_loss": [...], "test_adv_loss": [...],
         "mi":    {estimator: {"clean": {"I_XT": [[P] * M], "I_TY": [[P] * M]},
                               "adv":   {...}}},
-        "mi_se": {...},                      # optional, same structure: standard errors
+        "mi_se": {...},                      # optional, same structure: standard errors (bootstrap)
+        "mi_sd": {...},                      # optional: standard deviations across seeds (--seeds K);
+        "train_acc_sd": [...], ...           #   likewise "<metric>_sd" for the metrics above
       },
       "at": {...},
     }
@@ -221,7 +223,7 @@ def validate_summary(summary: Any, *, require_mi: bool = False) -> None:
                     f"summary[{r!r}][{key!r}] has {arr.shape[0] if arr.ndim == 1 else arr.shape} "
                     f"entries, expected {m} (one per entry of 'epochs_measured')"
                 )
-        for block_key in ("mi", "mi_se"):
+        for block_key in ("mi", "mi_se", "mi_sd"):
             if res.get(block_key) is not None:
                 _check_mi_block(res[block_key], f"[{r!r}][{block_key!r}]", m, p)
         if res.get("mi"):
@@ -245,8 +247,13 @@ def _estimators(summary: Mapping) -> list[str]:
 
 
 def _mi(summary: Mapping, regime: str, est: str, kind: str, q: str, *, se: bool = False):
-    """(M, P) float array, or None when that estimate is absent."""
-    block = summary[regime].get("mi_se" if se else "mi") or {}
+    """(M, P) float array, or None when that estimate is absent.
+
+    ``se=True``: the error band of that estimate: bootstrap standard errors (``mi_se``) when
+    the summary has them, else the standard deviation across seeds (``mi_sd``).
+    """
+    res = summary[regime]
+    block = ((res.get("mi_se") or res.get("mi_sd")) if se else res.get("mi")) or {}
     try:
         values = block[est][kind][q]
     except (KeyError, TypeError):
@@ -273,6 +280,11 @@ def _subtitle(summary: Mapping) -> str:
             val = cfg.get(key)
             if isinstance(val, str) and val:
                 parts.append(val)
+        seeds = cfg.get("seeds")
+        if isinstance(seeds, int) and seeds > 1:
+            parts.append(f"mean of {seeds} seeds, bands ±1 sd")
+        elif isinstance(cfg.get("bootstrap"), int) and cfg["bootstrap"] > 1:
+            parts.append(f"bands ±1 bootstrap s.e. ({cfg['bootstrap']} resamples)")
     return " · ".join(parts)
 
 
@@ -421,6 +433,11 @@ def plot_training_curves(summary: dict, out_dir) -> list[Path]:
                     continue
                 ax.plot(epochs[ok], vals[ok] * scale, ls=ls, marker=marker, markersize=3.5,
                         lw=1.5, color=REGIME_COLORS[r])
+                sd = _metric(summary, r, tmpl.format(kind) + "_sd")  # across seeds (--seeds K)
+                if sd is not None and sd.shape == vals.shape:
+                    s = np.nan_to_num(sd[ok]) * scale
+                    ax.fill_between(epochs[ok], vals[ok] * scale - s, vals[ok] * scale + s,
+                                    color=REGIME_COLORS[r], alpha=0.15, lw=0)
             handles.append(Line2D([], [], ls=ls, marker=marker, markersize=3.5, lw=1.5,
                                   color=REGIME_COLORS[r], label=f"{REGIME_SHORT[r]} {label}"))
     ax_acc.set_ylabel("accuracy (%)")

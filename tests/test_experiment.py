@@ -210,3 +210,121 @@ def test_run_dir_refusals(tmp_path):
     with pytest.raises(results.RunDirError, match="devices"):
         results.write_json(run / "config.json", old)
         results.prepare_run_dir(run, {**other, "devices": 2}, defaults=experiment.CONFIG_DEFAULTS)
+
+
+@pytest.mark.parametrize("overrides,msg", [
+    ({"seeds": 0}, "seeds must be a positive"),
+    ({"seeds": 2, "devices": 2}, "cannot be combined with devices"),
+    ({"bootstrap": 1}, "bootstrap must be 0"),
+    ({"precision": "float16"}, "unknown precision"),
+])
+def test_bad_seed_bootstrap_precision_values(overrides, msg):
+    with pytest.raises(ValueError, match=msg):
+        tiny(**overrides)
+
+
+@pytest.fixture(scope="module")
+def two_seed_run(tmp_path_factory):
+    workdir = tmp_path_factory.mktemp("seeds") / "run"
+    config = tiny(epochs=3, seeds=2)
+    results.prepare_run_dir(workdir, config.to_dict())
+    return config, workdir, experiment.train_and_measure(config, log=lambda m: None, show_progress=False,
+                                                         workdir=workdir)
+
+
+def _close(a, b, atol):
+    np.testing.assert_allclose(np.asarray(a, float), np.asarray(b, float), atol=atol, rtol=0)
+
+
+def test_seeds_in_one_program_match_separate_single_seed_runs(first_run, two_seed_run):
+    _, _, single0, _ = first_run
+    _, _, out = two_seed_run
+    single1 = experiment.train_and_measure(tiny(epochs=3, seed=1), log=lambda m: None, show_progress=False)
+    assert [s["seed"] for s in out["seeds"]] == [0, 1]
+    # Training matches the single runs of seeds 0 and 1; test metrics and MI are measured on
+    # seed 0's draw of test images for every seed, so they match the single run of seed 0.
+    for s, ref in zip(out["seeds"], (single0, single1)):
+        for mode in ("nt", "at"):
+            for k in ("train_loss", "train_acc"):
+                _close(s[mode][k], ref[mode][k], 2e-4)
+    s = out["seeds"][0]
+    for mode in ("nt", "at"):
+        for k in ("test_clean_acc", "test_adv_acc", "test_adv_loss"):
+            _close(s[mode][k], single0[mode][k], 2e-4)
+        for kind in ("clean", "adv"):
+            _close(s[mode]["mi"]["kde_upper"][kind]["I_XT"], single0[mode]["mi"]["kde_upper"][kind]["I_XT"], 2e-3)
+    # the top-level histories are the seed means, with sample standard deviations beside them
+    for mode in ("nt", "at"):
+        per = np.array([s[mode]["train_loss"] for s in out["seeds"]])
+        _close(out[mode]["train_loss"], per.mean(0), 1e-7)
+        _close(out[mode]["train_loss_sd"], per.std(0, ddof=1), 1e-7)
+        mi = np.array([s[mode]["mi"]["kde_upper"]["adv"]["I_TY"] for s in out["seeds"]])
+        _close(out[mode]["mi"]["kde_upper"]["adv"]["I_TY"], mi.mean(0), 1e-7)
+        _close(out[mode]["mi_sd"]["kde_upper"]["adv"]["I_TY"], mi.std(0, ddof=1), 1e-7)
+    assert out["nt"]["train_loss_sd"][-1] > 0  # the seeds really differ
+
+
+def test_seed_runs_save_every_model_and_resume(two_seed_run, tmp_path):
+    config, workdir, out = two_seed_run
+    meta = json.loads((workdir / "models" / "models.json").read_text())
+    assert {"nt", "at", "nt_seed1", "at_seed1"} <= set(meta["modes"])
+    _, _, variables = experiment.load_trained(workdir)  # seed 0's models, usable by findings 3 and 4
+    params0 = variables["nt"][0]
+    assert jax.tree.leaves(params0)[0].ndim in (1, 2)  # unstacked
+    # as if killed during the last AT epoch: the resumed run equals the uninterrupted one
+    copy = tmp_path / "run"
+    shutil.copytree(workdir, copy)
+    shutil.rmtree(_latest_step_dir(copy))
+    shutil.rmtree(copy / "models" / "at")
+    shutil.rmtree(copy / "models" / "at_seed1")
+    again = experiment.train_and_measure(config, log=lambda m: None, show_progress=False, workdir=copy)
+    assert again["timing"]["resumed_from"] == {"mode": "at", "epoch": 2}
+    assert json.dumps(_results(again)) == json.dumps(_results(out))
+    assert json.dumps(again["seeds"]) == json.dumps(out["seeds"])
+
+
+def test_bootstrap_standard_errors_in_the_history():
+    out = experiment.train_and_measure(tiny(epochs=1, bootstrap=8, estimators=("kde_upper", "binning")),
+                                       log=lambda m: None, show_progress=False)
+    se = out["nt"]["mi_se"]
+    for est in ("kde_upper", "binning"):
+        arr = np.asarray(se[est]["clean"]["I_XT"])
+        assert arr.shape == np.asarray(out["nt"]["mi"][est]["clean"]["I_XT"]).shape == (2, len(out["layers"]))
+        assert np.all(np.isfinite(arr)) and np.all(arr >= 0) and arr.max() > 0
+
+
+def test_verdicts_across_seeds_and_bands_in_the_figures(two_seed_run, tmp_path):
+    from jaxmi import plots
+    from jaxmi.findings import common, finding1, finding2
+
+    config, _, out = two_seed_run
+    summary = {"config": config.to_dict(), "layers": out["layers"], "epochs_measured": out["epochs_measured"],
+               "nt": out["nt"], "at": out["at"], "seeds": out["seeds"]}
+    across = common.across_seeds(summary, finding2.decide)
+    for name in ("at_harder", "at_less_information"):
+        per = [finding2.decide({**summary, "nt": s["nt"], "at": s["at"]}) for s in out["seeds"]]
+        assert across[name]["per_seed"] == [v[name] for v, _ in per]
+        assert across[name]["holds_in"] == sum(v[name] for v, _ in per) and across[name]["seeds"] == 2
+    acc = across["at_harder"]["numbers"]["at_final_train_acc"]
+    vals = [s["at"]["train_acc"][-1] for s in out["seeds"]]
+    assert acc["values"] == vals
+    assert acc["mean"] == pytest.approx(np.mean(vals)) and acc["sd"] == pytest.approx(np.std(vals, ddof=1))
+    assert common.across_seeds({k: v for k, v in summary.items() if k != "seeds"}, finding2.decide) is None
+    f1 = common.across_seeds(summary, finding1.decide)
+    assert set(f1) == {"trends_agree_nt", "trends_agree_at", "trends_agree"}
+    summary["verdicts"], summary["evidence"] = finding2.decide(summary)
+    summary["evidence"]["across_seeds"] = across
+    table = finding2.verdict_table(summary)
+    assert "across 2 seeds" in table and f"holds in {across['at_harder']['holds_in']}/2" in table
+    written = plots.plot_all(summary, tmp_path)
+    assert {p.name for p in written} >= {"training_curves.png"} and all(p.stat().st_size > 0 for p in written)
+    # the band source: _mi(se=True) falls back to the across-seed standard deviation
+    band = plots._mi(summary, "nt", "kde_upper", "clean", "I_XT", se=True)
+    np.testing.assert_array_equal(band, np.asarray(out["nt"]["mi_sd"]["kde_upper"]["clean"]["I_XT"]))
+
+
+def test_findings_3_and_4_refuse_several_seeds(tmp_path):
+    from jaxmi.findings import common
+
+    with pytest.raises(ValueError, match="--seeds 2"):
+        common.trained_models(tiny(seeds=2), None, log=lambda m: None, show_progress=False)

@@ -34,9 +34,63 @@ from jaxmi.results import read_json
 from jaxmi.training import create_train_state, epoch_means, make_optimizer, make_train_epoch
 
 __all__ = ["load_run_summary", "train_models", "trained_models", "mi_draw", "load_test_split", "script_main",
-           "Trained"]
+           "Trained", "across_seeds", "seed_table"]
 
 Trained = dict[str, tuple[Any, Any]]  # {"nt": (params, batch_stats), "at": (params, batch_stats)}
+
+
+def _numbers_mean_sd(items: list[Any]) -> Any:
+    """Numeric leaves of equally shaped evidence dicts → {"mean", "sd", "values"}; the rest dropped."""
+    first = items[0]
+    if isinstance(first, Mapping):
+        out = {}
+        for k in first:
+            if all(isinstance(i, Mapping) and k in i for i in items):
+                v = _numbers_mean_sd([i[k] for i in items])
+                if v is not None:
+                    out[k] = v
+        return out or None
+    if all(isinstance(i, (int, float)) and not isinstance(i, bool) and i is not None for i in items):
+        a = np.asarray(items, dtype=float)
+        return {"mean": float(np.mean(a)), "sd": float(np.std(a, ddof=1)) if a.size > 1 else 0.0,
+                "values": [float(x) for x in a]}
+    return None
+
+
+def across_seeds(summary: Mapping[str, Any], decide: Callable[[dict[str, Any]], tuple[dict, dict]]
+                 ) -> dict[str, Any] | None:
+    """Every verdict decided per seed, with its evidence numbers as mean ± sd across seeds.
+
+    ``summary["seeds"]`` (written by ``train_and_measure`` with ``seeds`` > 1) holds each
+    seed's NT and AT histories; ``decide(summary)`` is the finding's verdict function. Returns
+    ``{verdict: {"holds_in": n, "seeds": K, "fraction": n / K, "per_seed": [bool, ...],
+    "numbers": {evidence key: {"mean", "sd", "values"}, ...}}}`` (nested like the evidence),
+    or ``None`` for a single-seed summary.
+    """
+    seeds = summary.get("seeds")
+    if not seeds:
+        return None
+    base = {k: v for k, v in summary.items() if k not in ("seeds", "verdicts", "evidence")}
+    decided = [decide({**base, "nt": s["nt"], "at": s["at"]}) for s in seeds]
+    out = {}
+    for name in decided[0][0]:
+        holds = [bool(v[name]) for v, _ in decided]
+        out[name] = {"holds_in": int(sum(holds)), "seeds": len(holds), "fraction": float(np.mean(holds)),
+                     "per_seed": holds, "numbers": _numbers_mean_sd([e[name] for _, e in decided]) or {}}
+    return out
+
+
+def seed_table(summary: Mapping[str, Any], *, max_numbers: int = 4) -> str:
+    """Plain-text lines: per verdict, in how many seeds it holds and its first numbers as mean ± sd."""
+    across = (summary.get("evidence") or {}).get("across_seeds")
+    if not across:
+        return ""
+    lines = [f"across {next(iter(across.values()))['seeds']} seeds (mean ± sd):"]
+    for name, a in across.items():
+        nums = [(k, v) for k, v in a["numbers"].items() if isinstance(v, Mapping) and "mean" in v][:max_numbers]
+        text = "; ".join(f"{k} {v['mean']:.4g} ± {v['sd']:.2g}" for k, v in nums)
+        lines.append(f"  {name}: holds in {a['holds_in']}/{a['seeds']} seeds; {text}")
+    return "\n".join(lines)
 
 
 def load_run_summary(run_dir: str | os.PathLike) -> dict[str, Any]:
@@ -150,6 +204,10 @@ def trained_models(config: Config, from_run: str | None, *, log: Callable[[str],
       the returned config is the loaded run's (its dataset, model, attack and seed), with this
       run's ``samples`` and ``data_dir``; ``info`` says where the models came from.
     """
+    if config.seeds > 1:
+        raise ValueError(f"--seeds {config.seeds}: findings 1 and 2 train and report several seeds; this finding "
+                         "evaluates one trained NT/AT pair. Run it once per --seed (or with --from-run on each "
+                         "seed's models) instead.")
     if from_run is None:
         module, trained, history = train_models(config, log=log, show_progress=show_progress, workdir=workdir)
         return config, module, trained, {"source": "trained", "history": history}

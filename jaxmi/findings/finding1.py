@@ -42,7 +42,7 @@ import numpy as np
 
 from jaxmi import plots
 from jaxmi.experiment import MODES, Config, log_line, train_and_measure
-from jaxmi.findings.common import load_run_summary
+from jaxmi.findings.common import across_seeds, load_run_summary, seed_table
 from jaxmi.results import prepare_run_dir, write_json
 
 __all__ = ["series_agreement", "decide", "verdict_table", "run", "PRESETS", "FLAT_BITS", "MIN_CORR", "MIN_FRACTION"]
@@ -181,7 +181,8 @@ def verdict_table(summary: dict[str, Any]) -> str:
     w = max(len(r[0]) for r in rows)
     lines = [f"{'verdict':<{w}}  holds  evidence", "-" * (w + 70)]
     lines += [f"{name:<{w}}  {'yes' if ok else 'NO ':<5}  {text}" for name, ok, text in rows]
-    return "\n".join(lines)
+    seeds = seed_table(summary)
+    return "\n".join(lines + ([seeds] if seeds else []))
 
 
 def run(config: Config, workdir: str | Path, *, options: dict[str, Any] | None = None, overwrite: bool = False,
@@ -208,6 +209,8 @@ def run(config: Config, workdir: str | Path, *, options: dict[str, Any] | None =
         summary: dict[str, Any] = {"config": src["config"], "layers": src["layers"],
                                    "epochs_measured": src["epochs_measured"], "data": src.get("data"),
                                    "nt": src["nt"], "at": src["at"], "source": {"from_run": str(from_run)}}
+        if src.get("seeds"):
+            summary["seeds"] = src["seeds"]
     else:
         workdir = prepare_run_dir(workdir, {**config.to_dict(), **rule}, overwrite=overwrite)
         kwargs = {}
@@ -218,10 +221,14 @@ def run(config: Config, workdir: str | Path, *, options: dict[str, Any] | None =
         summary = {"config": {**config.to_dict(), "attack": vars(config.attack())}, "layers": result["layers"],
                    "epochs_measured": result["epochs_measured"], "data": result["data"], "nt": result["nt"],
                    "at": result["at"], "source": {"trained": True}}
+        if "seeds" in result:
+            summary["seeds"] = result["seeds"]
     summary = {"finding": "1: MI trends on clean and on adversarial inputs agree", **summary}
     verdicts, evidence = decide(summary, **{k: v for k, v in rule.items()})
     summary["verdicts"] = verdicts
     summary["evidence"] = evidence
+    if summary.get("seeds"):  # --seeds K: verdicts above on the seed means; here per seed, mean ± sd
+        evidence["across_seeds"] = across_seeds(summary, lambda s: decide(s, **rule))
     figures = plots.plot_trend_agreement(summary, workdir)
     figures += plots.plot_information_planes(summary, workdir)
     for q in ("I_XT", "I_TY"):

@@ -13,6 +13,10 @@ Verdicts (each stored with the numbers it rests on under ``summary["evidence"]``
   at the last measurement is lower for AT than for NT more often than it is higher (pairs
   within ``tie_bits`` of each other, typically both at the log₂ N ceiling, count as ties),
   and the mean difference NT − AT is positive.
+
+With ``--seeds K`` the verdicts are decided on the seed-mean curves, and
+``evidence["across_seeds"]`` says in how many seeds each holds, with every evidence number as
+mean ± sd across seeds.
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ import numpy as np
 
 from jaxmi import plots
 from jaxmi.experiment import CONFIG_DEFAULTS, Config, log_line, train_and_measure
+from jaxmi.findings.common import across_seeds, seed_table
 from jaxmi.results import prepare_run_dir, write_json
 
 __all__ = ["decide", "run", "verdict_table", "TIE_BITS"]
@@ -92,7 +97,8 @@ def verdict_table(summary: dict[str, Any]) -> str:
     w = max(len(r[0]) for r in rows)
     lines = [f"{'verdict':<{w}}  holds  evidence", "-" * (w + 60)]
     lines += [f"{name:<{w}}  {'yes' if ok else 'NO ':<5}  {text}" for name, ok, text in rows]
-    return "\n".join(lines)
+    seeds = seed_table(summary)
+    return "\n".join(lines + ([seeds] if seeds else []))
 
 
 def run(config: Config, workdir: str | Path, *, overwrite: bool = False, show_progress: bool = True,
@@ -119,9 +125,13 @@ def run(config: Config, workdir: str | Path, *, overwrite: bool = False, show_pr
         "nt": result["nt"],
         "at": result["at"],
     }
-    verdicts, evidence = decide(summary)
+    if "seeds" in result:  # --seeds K: nt/at are seed means; each seed's histories kept here
+        summary["seeds"] = result["seeds"]
+    verdicts, evidence = decide(summary)  # on the seed means when there are several seeds
     summary["verdicts"] = verdicts
     summary["evidence"] = evidence
+    if "seeds" in summary:
+        evidence["across_seeds"] = across_seeds(summary, decide)
     summary["figures"] = [p.name for p in plots.plot_all(summary, workdir)]
     write_json(workdir / "summary.json", summary)
     write_json(workdir / "timing.json", {**result["timing"], "runtime_seconds": time.perf_counter() - t0})
