@@ -43,6 +43,8 @@ __all__ = [
     "unstack_seeds",
     "make_train_epoch",
     "make_evaluator",
+    "resolve_loop",
+    "resolve_seed_loop",
 ]
 
 Array = jax.Array
@@ -119,7 +121,8 @@ def _ce(logits: Array, y: Array) -> Array:
 def make_train_epoch(module: nn.Module, tx: optax.GradientTransformation, *, num_examples: int,
                      batch_size: int, attack: PGDConfig | None = None, augment: bool = False,
                      show_progress: bool = True, loop: str = "auto", chunk: int = 2,
-                     mesh: jax.sharding.Mesh | None = None, num_seeds: int | None = None) -> Callable:
+                     mesh: jax.sharding.Mesh | None = None, num_seeds: int | None = None,
+                     seed_loop: str = "auto") -> Callable:
     """Builds ``epoch(state, images, labels, key) -> (state, metrics)``, compiled, state donated.
 
     Args:
@@ -142,6 +145,7 @@ def make_train_epoch(module: nn.Module, tx: optax.GradientTransformation, *, num
         K keys; every run draws its own data order, augmentation and attack noise from its key
         and matches, up to float rounding, the single run with that state and key.
         ``images``/``labels`` are shared. Not combined with ``mesh``.
+      seed_loop: how the K runs share the program, see :func:`resolve_seed_loop`.
 
     Returns:
       A jitted function. ``images`` are uint8 [N, H, W, C] on the device, ``labels`` int32
@@ -191,7 +195,13 @@ def make_train_epoch(module: nn.Module, tx: optax.GradientTransformation, *, num
         return train_step(st, x, y, jax.random.fold_in(key, i + 1))
 
     # Several seeds: the same step, vmapped over (state, data order, key); data shared.
-    step_fn = one_step if num_seeds is None else jax.vmap(one_step, in_axes=(0, None, None, 0, 0, None))
+    if num_seeds is None:
+        step_fn = one_step
+    elif resolve_seed_loop(seed_loop) == "vmap":
+        step_fn = jax.vmap(one_step, in_axes=(0, None, None, 0, 0, None))
+    else:  # "map": the seeds one after another inside the same step
+        def step_fn(st, images, labels, perm, key, i):
+            return jax.lax.map(lambda a: one_step(a[0], images, labels, a[1], a[2], i), (st, perm, key))
 
     def run_steps(state, images, labels, perm, key, first, count: int, unroll: bool):
         def body(st, i):
@@ -254,6 +264,23 @@ def _serialize_collectives(mesh) -> Callable:
     return lambda x: x
 
 
+def resolve_seed_loop(seed_loop: str) -> str:
+    """Chooses how K seeds share one compiled program (``num_seeds``).
+
+    ``"vmap"``: every operation batched over the seed axis (best on GPU/TPU, where one small
+    model leaves the device mostly idle). ``"map"``: a ``lax.map`` over the seeds inside each
+    step, the same operations as a single run done K times (best on CPU, where XLA's batched
+    versions of LeNet's patch-matrix products and their gradients ran 2.5× slower than K
+    unbatched ones; benchmarks/README.md). ``"auto"`` picks by backend. Both give the same
+    results up to float rounding.
+    """
+    if seed_loop == "auto":
+        return "map" if jax.default_backend() == "cpu" else "vmap"
+    if seed_loop not in ("vmap", "map"):
+        raise ValueError(f"unknown seed loop {seed_loop!r}; choose 'auto', 'vmap' or 'map'.")
+    return seed_loop
+
+
 def resolve_loop(loop: str) -> str:
     """Chooses how an epoch loops over batches.
 
@@ -269,6 +296,14 @@ def resolve_loop(loop: str) -> str:
     return loop
 
 
+def _over_seeds(fn: Callable, seed_loop: str) -> Callable:
+    """``fn(params, batch_stats, images, labels)`` over K stacked models, the data shared."""
+    if resolve_seed_loop(seed_loop) == "vmap":
+        return jax.vmap(fn, in_axes=(0, 0, None, None))
+    return lambda params, stats, images, labels: jax.lax.map(lambda a: fn(a[0], a[1], images, labels),
+                                                             (params, stats))
+
+
 def _batched_map(fn: Callable, arrays: tuple, batch_size: int):
     """Applies ``fn`` to consecutive batches with ``lax.map``, padding the last one."""
     n = arrays[0].shape[0]
@@ -282,7 +317,8 @@ def _batched_map(fn: Callable, arrays: tuple, batch_size: int):
 
 def make_evaluator(module: nn.Module, attack: PGDConfig, *, batch_size: int = 500,
                    with_probes: bool = False, loop: str = "auto",
-                   mesh: jax.sharding.Mesh | None = None, num_seeds: int | None = None) -> Callable:
+                   mesh: jax.sharding.Mesh | None = None, num_seeds: int | None = None,
+                   seed_loop: str = "auto") -> Callable:
     """Builds ``evaluate(params, batch_stats, images, labels)``, jitted.
 
     Runs the model in evaluation mode on clean inputs and on PGD examples (crafted against
@@ -299,6 +335,7 @@ def make_evaluator(module: nn.Module, attack: PGDConfig, *, batch_size: int = 50
       num_seeds: evaluate K stacked models at once (``params``/``batch_stats`` with a leading
         K axis, as trained by ``make_train_epoch(..., num_seeds=K)``); every output then has a
         leading K axis. Not combined with ``mesh``.
+      seed_loop: ``"vmap"``, ``"map"`` or ``"auto"``, as in :func:`make_train_epoch`.
 
     Returns:
       A function returning a dict of per-example arrays: ``clean_loss``, ``clean_correct``,
@@ -338,10 +375,10 @@ def make_evaluator(module: nn.Module, attack: PGDConfig, *, batch_size: int = 50
             return _batched_map(lambda xb, yb: per_batch(params, batch_stats, xb, yb), (images, labels), batch_size)
 
         if num_seeds is not None:  # one program for all K models
-            evaluate_one = jax.vmap(evaluate_one, in_axes=(0, 0, None, None))
+            evaluate_one = _over_seeds(evaluate_one, seed_loop)
         return jax.jit(evaluate_one)
 
-    batch_fn = jax.jit(per_batch if num_seeds is None else jax.vmap(per_batch, in_axes=(0, 0, None, None)))
+    batch_fn = jax.jit(per_batch if num_seeds is None else _over_seeds(per_batch, seed_loop))
     wait = _serialize_collectives(mesh)
     ex_axis = 0 if num_seeds is None else 1  # where the example axis sits in the outputs
 

@@ -133,9 +133,10 @@ def test_bad_optimizer_and_batch():
         training.resolve_loop("fast")
 
 
-@pytest.mark.parametrize("loop", ["unrolled", "scan"])
+@pytest.mark.parametrize("loop,seed_loop", [("unrolled", "vmap"), ("unrolled", "map"), ("scan", "vmap"),
+                                            ("scan", "map")])
 @pytest.mark.parametrize("attack", [None, PGDConfig(0.2, 0.05, 2, True)], ids=["nt", "at"])
-def test_vmapped_seeds_match_separate_runs(loop, attack):
+def test_vmapped_seeds_match_separate_runs(loop, seed_loop, attack):
     """K seeds in one program = K single runs with the same initial state and key."""
     x, y = _toy_data(n=96)
     module = models.create_model("lenet")
@@ -144,7 +145,7 @@ def test_vmapped_seeds_match_separate_runs(loop, attack):
     epoch_keys = jax.random.split(jax.random.key(1), 3)
     states = training.create_train_states(module, init_keys, (28, 28, 1), tx)
     multi = training.make_train_epoch(module, tx, num_examples=96, batch_size=32, attack=attack, loop=loop,
-                                      show_progress=False, num_seeds=3)
+                                      show_progress=False, num_seeds=3, seed_loop=seed_loop)
     single = training.make_train_epoch(module, tx, num_examples=96, batch_size=32, attack=attack, loop=loop,
                                        show_progress=False)
     states, m = multi(states, x, y, epoch_keys)
@@ -160,14 +161,15 @@ def test_vmapped_seeds_match_separate_runs(loop, attack):
     assert not np.allclose(m["loss"][0], m["loss"][1])
 
 
-@pytest.mark.parametrize("loop", ["unrolled", "scan"])
-def test_vmapped_evaluator_matches_per_seed(loop):
+@pytest.mark.parametrize("loop,seed_loop", [("unrolled", "vmap"), ("scan", "map")])
+def test_vmapped_evaluator_matches_per_seed(loop, seed_loop):
     x, y = _toy_data(n=70)
     module = models.create_model("lenet")
     tx = training.make_optimizer(training.OptimConfig(), 1)
     states = training.create_train_states(module, jax.random.split(jax.random.key(2), 2), (28, 28, 1), tx)
     att = PGDConfig(0.1, 0.05, 2)
-    multi = training.make_evaluator(module, att, batch_size=32, with_probes=True, loop=loop, num_seeds=2)
+    multi = training.make_evaluator(module, att, batch_size=32, with_probes=True, loop=loop, num_seeds=2,
+                                    seed_loop=seed_loop)
     single = training.make_evaluator(module, att, batch_size=32, with_probes=True, loop=loop)
     out = multi(states.params, states.batch_stats, x, y)
     assert out["adv_loss"].shape == (2, 70) and out["clean_probes"]["conv1"].shape == (2, 70, 3456)
@@ -185,6 +187,8 @@ def test_num_seeds_errors():
     with pytest.raises(ValueError, match="cannot be combined"):
         training.make_train_epoch(module, tx, num_examples=64, batch_size=32, num_seeds=2,
                                   mesh=parallel.make_mesh(1))
+    with pytest.raises(ValueError, match="unknown seed loop"):
+        training.make_train_epoch(module, tx, num_examples=64, batch_size=32, num_seeds=2, seed_loop="pmap")
     with pytest.raises(ValueError, match="1-D array of K PRNG keys"):
         training.create_train_states(module, jax.random.key(0), (28, 28, 1), tx)
 
