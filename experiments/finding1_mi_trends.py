@@ -8,7 +8,7 @@ reads them from a finished finding-2 run (--from-run DIR, no training). For ever
 mode, quantity and probe it correlates the clean and the adversarial curve over epochs
 (Pearson, Spearman), records the mean gap in bits, and states whether the trends agree.
 
-  python experiments/finding1_mi_trends.py --preset cpu                          # LeNet/MNIST, 20 epochs, ~70 min alone on 2 cores
+  python experiments/finding1_mi_trends.py --preset cpu                          # LeNet/MNIST, 20 epochs, ~17 min on 2 cores
   python experiments/finding1_mi_trends.py --preset cpu --dataset cifar10 \\
       --data-dir ../shared/data/cifar10-jpeg                                      # LeNet/CIFAR-10 (JPEG copy), ~1.5 h on 2 cores
   python experiments/finding1_mi_trends.py --from-run runs/finding2_mnist_lenet  # reuse finding 2's measurements (seconds)

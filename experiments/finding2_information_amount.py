@@ -6,7 +6,7 @@ initial weights, measures I(X;T) and I(T;Y) of every probe layer (KDE upper/lowe
 binning) on clean and adversarial test inputs at epoch 0 and after every epoch, writes
 summary.json and figures to --out, and prints the verdicts.
 
-  python experiments/finding2_information_amount.py --preset cpu   # LeNet/MNIST, 20 epochs, ~70 min alone on 2 CPU cores
+  python experiments/finding2_information_amount.py --preset cpu   # LeNet/MNIST, 20 epochs, ~17 min on 2 CPU cores
   python experiments/finding2_information_amount.py --preset smoke # seconds; what the tests run
   python experiments/finding2_information_amount.py                # the paper's 200 epochs (use an accelerator)
 """
