@@ -11,32 +11,20 @@ summary.json and figures to --out, and prints the verdicts.
   python experiments/finding2_information_amount.py                # the paper's 200 epochs (use an accelerator)
 """
 
-import argparse
-import os
 import sys
 
-from jaxmi.experiment import add_common_flags, config_from_args
 from jaxmi.findings import finding2
+from jaxmi.findings.common import script_main
+
+
+def _run(config, out, *, options, overwrite, show_progress):
+    del options  # finding 2 has no options beyond the shared flags
+    return finding2.run(config, out, overwrite=overwrite, show_progress=show_progress)
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_common_flags(parser, default_out="runs/finding2")
-    args = parser.parse_args(argv)
-    try:
-        config = config_from_args(args)
-    except ValueError as e:
-        parser.error(str(e))
-    out = args.out or f"runs/finding2_{config.dataset}_{config.model}"
-    try:
-        summary = finding2.run(config, out, overwrite=args.overwrite, show_progress=not args.no_progress)
-    except (ValueError, OSError, FloatingPointError) as e:  # user-facing problems: no traceback
-        if os.environ.get("JAXMI_DEBUG"):
-            raise
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    print(f"\nwrote {out}/summary.json and {len(summary['figures'])} figures")
-    return 0
+    return script_main(argv, description=__doc__, default_out="runs/finding2_<dataset>_<model>", presets={},
+                       run=_run, out_name="finding2")
 
 
 if __name__ == "__main__":

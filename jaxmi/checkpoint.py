@@ -25,10 +25,9 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 import jax
-import numpy as np
 import orbax.checkpoint as ocp
 
-from jaxmi.results import atomic_write_text, read_json
+from jaxmi.results import atomic_write_text, read_json, to_jsonable
 
 __all__ = ["CheckpointError", "RunCheckpointer", "Restored", "save_model", "load_models", "MODELS_DIR",
            "CHECKPOINT_DIR", "FORMAT", "clear_run_state", "plain"]
@@ -45,19 +44,7 @@ class CheckpointError(ValueError):
 
 def plain(x: Any) -> Any:
     """NumPy/JAX scalars and arrays, tuples → plain Python values; NaN stays NaN (exact round trip)."""
-    if isinstance(x, dict):
-        return {str(k): plain(v) for k, v in x.items()}
-    if isinstance(x, (list, tuple)):
-        return [plain(v) for v in x]
-    if hasattr(x, "tolist") and not isinstance(x, (str, bytes)):
-        return plain(x.tolist())
-    if isinstance(x, (bool, np.bool_)):
-        return bool(x)
-    if isinstance(x, (int, np.integer)):
-        return int(x)
-    if isinstance(x, (float, np.floating)):
-        return float(x)
-    return x
+    return to_jsonable(x, keep_nan=True)
 
 
 def _abstract(tree: Any) -> Any:

@@ -23,21 +23,25 @@ class RunDirError(ValueError):
     """The output directory cannot be used as asked."""
 
 
-def to_jsonable(x: Any) -> Any:
-    """Converts NumPy/JAX scalars and arrays, tuples and NaN to plain JSON values."""
+def to_jsonable(x: Any, *, keep_nan: bool = False) -> Any:
+    """Converts NumPy/JAX scalars and arrays and tuples to plain Python/JSON values.
+
+    NaN and ±inf become ``None`` (valid JSON), unless ``keep_nan``: then they stay floats, for
+    an exact round trip through Python's JSON (checkpoint records).
+    """
     if isinstance(x, dict):
-        return {str(k): to_jsonable(v) for k, v in x.items()}
+        return {str(k): to_jsonable(v, keep_nan=keep_nan) for k, v in x.items()}
     if isinstance(x, (list, tuple)):
-        return [to_jsonable(v) for v in x]
+        return [to_jsonable(v, keep_nan=keep_nan) for v in x]
     if hasattr(x, "tolist") and not isinstance(x, (str, bytes)):
-        return to_jsonable(x.tolist())
+        return to_jsonable(x.tolist(), keep_nan=keep_nan)
     if isinstance(x, (bool, np.bool_)):
         return bool(x)
     if isinstance(x, (int, np.integer)):
         return int(x)
     if isinstance(x, (float, np.floating)):
         x = float(x)
-        return None if math.isnan(x) or math.isinf(x) else x
+        return None if not keep_nan and (math.isnan(x) or math.isinf(x)) else x
     return x
 
 
