@@ -541,6 +541,34 @@ def plot_final_information(summary: dict, out_dir, *, quantity: str = "I_XT") ->
 # --------------------------------------------------------------------------------------
 
 
+def _draw_clean_adv_curves(ax, summary: Mapping, regime: str, est: str, quantity: str, j: int,
+                           epochs: np.ndarray, color: str, *, size: float = 1.0) -> bool:
+    """Clean (solid, ``o``) and adversarial (dashed, ``+``) MI of probe ``j`` over epochs on ``ax``.
+
+    Error bands (bootstrap s.e. or the sd across seeds, see :func:`_mi`) are shaded when the
+    summary has them. Returns whether anything was drawn.
+    """
+    drawn = False
+    for kind in INPUT_KINDS:
+        vals = _mi(summary, regime, est, kind, quantity)
+        if vals is None:
+            continue
+        v = vals[:, j]
+        ok = np.isfinite(v)
+        if not ok.any():
+            continue
+        drawn = True
+        ax.plot(epochs[ok], v[ok], ls=INPUT_LINESTYLES[kind], marker=INPUT_MARKERS[kind],
+                markersize=(4 if kind == "clean" else 7) * size, lw=1.4 * size, color=color,
+                markerfacecolor=color if kind == "clean" else "none")
+        se = _mi(summary, regime, est, kind, quantity, se=True)
+        if se is not None:
+            s = np.nan_to_num(se[:, j][ok])
+            ax.fill_between(epochs[ok], v[ok] - s, v[ok] + s, color=color,
+                            alpha=0.18 if kind == "clean" else 0.10, lw=0)
+    return drawn
+
+
 def plot_mi_trajectories(summary: dict, out_dir, *, quantity: str = "I_XT") -> list[Path]:
     """``trajectories_{quantity}_{estimator}.png``: MI of each probe against epoch.
 
@@ -564,25 +592,7 @@ def plot_mi_trajectories(summary: dict, out_dir, *, quantity: str = "I_XT") -> l
             color = REGIME_COLORS[r]
             for j, layer in enumerate(layers):
                 ax = axes[i, j]
-                drawn = False
-                for kind in INPUT_KINDS:
-                    vals = _mi(summary, r, est, kind, quantity)
-                    if vals is None:
-                        continue
-                    v = vals[:, j]
-                    ok = np.isfinite(v)
-                    if not ok.any():
-                        continue
-                    drawn = True
-                    ax.plot(epochs[ok], v[ok], ls=INPUT_LINESTYLES[kind], marker=INPUT_MARKERS[kind],
-                            markersize=4 if kind == "clean" else 7, lw=1.4, color=color,
-                            markerfacecolor=color if kind == "clean" else "none")
-                    se = _mi(summary, r, est, kind, quantity, se=True)
-                    if se is not None:
-                        s = np.nan_to_num(se[:, j][ok])
-                        ax.fill_between(epochs[ok], v[ok] - s, v[ok] + s, color=color,
-                                        alpha=0.18 if kind == "clean" else 0.10, lw=0)
-                if not drawn:
+                if not _draw_clean_adv_curves(ax, summary, r, est, quantity, j, epochs, color):
                     _no_data(ax)
                 ax.grid(True, lw=0.3, alpha=0.5)
                 ax.xaxis.set_major_locator(MaxNLocator(integer=True))
@@ -656,20 +666,7 @@ def plot_trend_agreement(summary: dict, out_dir) -> list[Path]:
             color = REGIME_COLORS[r]
             for j, layer in enumerate(layers):
                 ax = axes[i, j]
-                drawn = False
-                for kind in INPUT_KINDS:
-                    vals = _mi(summary, r, est, kind, q)
-                    if vals is None:
-                        continue
-                    v = vals[:, j]
-                    ok = np.isfinite(v)
-                    if not ok.any():
-                        continue
-                    drawn = True
-                    ax.plot(epochs[ok], v[ok], ls=INPUT_LINESTYLES[kind], marker=INPUT_MARKERS[kind],
-                            markersize=3.5 if kind == "clean" else 6, lw=1.3, color=color,
-                            markerfacecolor=color if kind == "clean" else "none")
-                if not drawn:
+                if not _draw_clean_adv_curves(ax, summary, r, est, q, j, epochs, color, size=0.85):
                     _no_data(ax)
                 s = (((series.get(r) or {}).get(est) or {}).get(q) or {}).get(layer)
                 if s:

@@ -133,9 +133,12 @@ def test_bad_optimizer_and_batch():
         training.resolve_loop("fast")
 
 
-@pytest.mark.parametrize("loop,seed_loop", [("unrolled", "vmap"), ("unrolled", "map"), ("scan", "vmap"),
-                                            ("scan", "map")])
-@pytest.mark.parametrize("attack", [None, PGDConfig(0.2, 0.05, 2, True)], ids=["nt", "at"])
+AT_TOY = PGDConfig(0.2, 0.05, 2, True)
+
+
+@pytest.mark.parametrize("loop,seed_loop,attack", [("unrolled", "vmap", None), ("scan", "map", None),
+                                                   ("unrolled", "map", AT_TOY), ("scan", "vmap", AT_TOY)],
+                         ids=["nt-unrolled-vmap", "nt-scan-map", "at-unrolled-map", "at-scan-vmap"])
 def test_vmapped_seeds_match_separate_runs(loop, seed_loop, attack):
     """K seeds in one program = K single runs with the same initial state and key."""
     x, y = _toy_data(n=96)
