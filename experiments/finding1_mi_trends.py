@@ -38,7 +38,8 @@ def add_flags(parser):
 
 def main(argv=None) -> int:
     return script_main(argv, description=__doc__, default_out="runs/finding1_<dataset>_<model>",
-                       presets=finding1.PRESETS, run=finding1.run, add_flags=add_flags, out_name="finding1")
+                       presets=finding1.PRESETS, run=finding1.run, add_flags=add_flags, out_name="finding1",
+                       seeds_native=True)
 
 
 if __name__ == "__main__":

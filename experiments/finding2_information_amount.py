@@ -24,7 +24,7 @@ def _run(config, out, *, options, overwrite, show_progress):
 
 def main(argv=None) -> int:
     return script_main(argv, description=__doc__, default_out="runs/finding2_<dataset>_<model>", presets={},
-                       run=_run, out_name="finding2")
+                       run=_run, out_name="finding2", seeds_native=True)
 
 
 if __name__ == "__main__":

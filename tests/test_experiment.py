@@ -323,8 +323,8 @@ def test_verdicts_across_seeds_and_bands_in_the_figures(two_seed_run, tmp_path):
     np.testing.assert_array_equal(band, np.asarray(out["nt"]["mi_sd"]["kde_upper"]["clean"]["I_XT"]))
 
 
-def test_findings_3_and_4_refuse_several_seeds(tmp_path):
+def test_trained_models_refuses_several_seeds(tmp_path):
     from jaxmi.findings import common
 
-    with pytest.raises(ValueError, match="--seeds 2"):
+    with pytest.raises(ValueError, match="seeds=2: trained_models gives one NT/AT pair"):
         common.trained_models(tiny(seeds=2), None, log=lambda m: None, show_progress=False)

@@ -256,3 +256,44 @@ def test_finding4_smoke_end_to_end_from_the_finding3_models(f3_run, tmp_path):
     bad = _script("finding4_estimator_geometry.py", "--preset", "smoke", "--from-run", tmp_path / "none",
                   "--out", tmp_path / "y")
     assert bad.returncode == 2 and "error:" in bad.stderr and "Traceback" not in bad.stderr
+
+
+# ----------------------------------------------------------------------------- --seeds for findings 3 and 4
+
+
+def test_seeds_for_per_pair_findings_run_each_seed_and_aggregate(tmp_path, capsys):
+    """script_main(--seeds 3) on a finding without native seeds: one run per seed, majority verdicts, mean ± sd."""
+    from jaxmi.findings import common
+
+    calls = []
+
+    def fake_run(config, out, *, options, overwrite, show_progress, log=print):
+        calls.append((config.seed, config.seeds, Path(out).name, dict(options)))
+        Path(out).mkdir(parents=True)
+        acc = 0.5 + 0.1 * config.seed
+        return {"finding": "fake", "verdicts": {"a": config.seed != 11, "b": config.seed == 12},
+                "evidence": {"a": {"acc": acc, "label": "x", "nested": {"gap": -acc}}, "b": {"flag": True}},
+                "figures": ["f.png"]}
+
+    out = tmp_path / "run"
+    rc = common.script_main(["--preset", "smoke", "--seeds", "3", "--seed", "10", "--out", str(out), "--no-progress"],
+                            description="t", default_out="x", presets={}, run=fake_run)
+    assert rc == 0
+    assert [(c[0], c[1], c[2]) for c in calls] == [(10, 1, "seed10"), (11, 1, "seed11"), (12, 1, "seed12")]
+    s = json.loads((out / "summary.json").read_text())
+    assert s["verdicts"] == {"a": True, "b": False}  # 2 of 3, 1 of 3
+    a = s["evidence"]["across_seeds"]["a"]
+    assert a["holds_in"] == 2 and a["per_seed"] == [True, False, True]
+    accs = [1.5, 1.6, 1.7]
+    assert a["numbers"]["acc"]["values"] == pytest.approx(accs)
+    assert a["numbers"]["acc"]["mean"] == pytest.approx(np.mean(accs))
+    assert a["numbers"]["acc"]["sd"] == pytest.approx(np.std(accs, ddof=1))
+    assert a["numbers"]["nested"]["gap"]["mean"] == pytest.approx(-np.mean(accs))
+    assert "label" not in a["numbers"] and s["evidence"]["across_seeds"]["b"]["numbers"] == {}
+    assert s["figures"] == ["seed10/f.png", "seed11/f.png", "seed12/f.png"]
+    assert "across 3 seeds" in capsys.readouterr().out
+    # --from-run with --seeds is refused with a message naming the fix
+    rc = common.script_main(["--preset", "smoke", "--seeds", "2", "--out", str(tmp_path / "r2"), "--from-run", "R"],
+                            description="t", default_out="x", presets={}, run=fake_run,
+                            add_flags=lambda p: p.add_argument("--from-run", dest="from_run"))
+    assert rc == 2 and "drop --from-run" in capsys.readouterr().err

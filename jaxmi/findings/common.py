@@ -15,6 +15,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import sys
 import time
@@ -30,11 +31,11 @@ from jaxmi import data as data_lib
 from jaxmi import experiment, progress
 from jaxmi.experiment import Config, log_line
 from jaxmi.models import create_model
-from jaxmi.results import read_json
+from jaxmi.results import prepare_run_dir, read_json, write_json
 from jaxmi.training import create_train_state, epoch_means, make_optimizer, make_train_epoch
 
 __all__ = ["load_run_summary", "train_models", "trained_models", "mi_draw", "load_test_split", "script_main",
-           "Trained", "across_seeds", "seed_table"]
+           "Trained", "across_seeds", "seed_table", "run_per_seed"]
 
 Trained = dict[str, tuple[Any, Any]]  # {"nt": (params, batch_stats), "at": (params, batch_stats)}
 
@@ -205,9 +206,8 @@ def trained_models(config: Config, from_run: str | None, *, log: Callable[[str],
       run's ``samples`` and ``data_dir``; ``info`` says where the models came from.
     """
     if config.seeds > 1:
-        raise ValueError(f"--seeds {config.seeds}: findings 1 and 2 train and report several seeds; this finding "
-                         "evaluates one trained NT/AT pair. Run it once per --seed (or with --from-run on each "
-                         "seed's models) instead.")
+        raise ValueError(f"seeds={config.seeds}: trained_models gives one NT/AT pair; run the finding per seed "
+                         "(findings.common.run_per_seed, what --seeds does for findings 3 and 4).")
     if from_run is None:
         module, trained, history = train_models(config, log=log, show_progress=show_progress, workdir=workdir)
         return config, module, trained, {"source": "trained", "history": history}
@@ -229,9 +229,54 @@ def trained_models(config: Config, from_run: str | None, *, log: Callable[[str],
     return run_config, module, trained, {"source": str(from_run)}
 
 
+def run_per_seed(run: Callable[..., dict[str, Any]], config: Config, workdir: str | os.PathLike, *,
+                 options: Mapping[str, Any] | None = None, overwrite: bool = False, show_progress: bool = True,
+                 log: Callable[[str], None] = log_line) -> dict[str, Any]:
+    """``--seeds K`` for findings that evaluate one trained NT/AT pair (findings 3 and 4).
+
+    Runs the finding once per seed (``seed``, ``seed+1``, …; each trains its own models) into
+    ``workdir/seed<s>``, then writes ``workdir/summary.json``: every verdict holds when it holds
+    in more than half of the seeds, and ``evidence["across_seeds"]`` gives, per verdict, the
+    seeds it holds in and every evidence number as mean ± sd (see :func:`across_seeds`).
+    Each seed's own summary and figures stay in its directory.
+    """
+    options = dict(options or {})
+    if options.get("from_run"):
+        raise ValueError(f"--seeds {config.seeds} with --from-run: a run directory holds one trained NT/AT pair "
+                         "per seed for this finding; drop --from-run (each seed trains its own models) or run "
+                         "once per seed with --seeds 1.")
+    workdir = prepare_run_dir(workdir, {**config.to_dict(), **options}, overwrite=overwrite)
+    subs = []
+    for k in range(config.seeds):
+        seed = config.seed + k
+        log(f"=== seed {seed} ({k + 1} of {config.seeds}) ===")
+        cfg = dataclasses.replace(config, seed=seed, seeds=1)
+        subs.append(run(cfg, workdir / f"seed{seed}", options=options, overwrite=overwrite,
+                        show_progress=show_progress, log=log))
+    across = {}
+    for name in subs[0]["verdicts"]:
+        holds = [bool(sm["verdicts"][name]) for sm in subs]
+        across[name] = {"holds_in": int(sum(holds)), "seeds": len(holds), "fraction": float(np.mean(holds)),
+                        "per_seed": holds,
+                        "numbers": _numbers_mean_sd([sm["evidence"].get(name, {}) for sm in subs]) or {}}
+    summary = {
+        "finding": subs[0].get("finding"),
+        "config": {**config.to_dict(), "attack": vars(config.attack())},
+        "options": {k: v for k, v in options.items()},
+        "seeds": [{"seed": config.seed + k, "dir": f"seed{config.seed + k}", "verdicts": sm["verdicts"]}
+                  for k, sm in enumerate(subs)],
+        "verdicts": {name: a["holds_in"] * 2 > a["seeds"] for name, a in across.items()},
+        "evidence": {"rule": "a verdict holds when it holds in more than half of the seeds", "across_seeds": across},
+        "figures": [f"seed{config.seed + k}/{f}" for k, sm in enumerate(subs) for f in sm.get("figures", [])],
+    }
+    write_json(workdir / "summary.json", summary)
+    log(seed_table(summary))
+    return summary
+
+
 def script_main(argv, *, description: str, default_out: str, presets: Mapping[str, Mapping[str, Any]],
                 run: Callable[..., dict[str, Any]], add_flags: Callable[[argparse.ArgumentParser], None] | None = None,
-                default_dataset: str | None = None, out_name: str = "finding") -> int:
+                default_dataset: str | None = None, out_name: str = "finding", seeds_native: bool = False) -> int:
     """The command line shared by the finding scripts.
 
     Parses the finding-2 flags (:func:`jaxmi.experiment.add_common_flags`) plus ``add_flags``.
@@ -239,7 +284,8 @@ def script_main(argv, *, description: str, default_out: str, presets: Mapping[st
     its keys that are :class:`~jaxmi.experiment.Config` fields override the shared preset, the
     others are the finding's own options. Explicit flags win over both (a finding flag's
     ``dest`` is its option name, default ``None``). Calls ``run(config, out, options=...,
-    overwrite=..., show_progress=...)``; ValueError / OSError / FloatingPointError are printed
+    overwrite=..., show_progress=...)`` — or, with ``--seeds K`` and ``seeds_native=False``,
+    :func:`run_per_seed` around it; ValueError / OSError / FloatingPointError are printed
     as ``error: …`` with exit status 2 (``JAXMI_DEBUG=1`` re-raises them).
     """
     parser = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -266,7 +312,11 @@ def script_main(argv, *, description: str, default_out: str, presets: Mapping[st
     options.update({k: getattr(args, k) for k in own if getattr(args, k) is not None})
     out = args.out or f"runs/{out_name}_{config.dataset}_{config.model}"
     try:
-        summary = run(config, out, options=options, overwrite=args.overwrite, show_progress=not args.no_progress)
+        if config.seeds > 1 and not seeds_native:
+            summary = run_per_seed(run, config, out, options=options, overwrite=args.overwrite,
+                                   show_progress=not args.no_progress)
+        else:
+            summary = run(config, out, options=options, overwrite=args.overwrite, show_progress=not args.no_progress)
     except (ValueError, OSError, FloatingPointError) as e:  # user-facing problems: no traceback
         if os.environ.get("JAXMI_DEBUG"):
             raise
