@@ -38,10 +38,10 @@ mesh with :func:`jax.shard_map` and the partial row sums are added with ``psum``
 Binning is exact and compiled: rows are hashed to 64 bits, sorted, and grouped; a compiled
 check compares every adjacent pair of equal hash, so a hash collision can never merge two
 different symbols silently (if one occurs, the computation falls back to an exact host-side
-``np.unique``). Layers wider than 64 units are first fingerprinted on their first 64 bins
-only: when those fingerprints already differ between all rows, every row is its own symbol
-and the grouping is exact without reading the rest of the layer (the common case at the
-log₂ N ceiling); otherwise whole rows are hashed as above.
+``np.unique``). Layers wider than 256 units are first fingerprinted on every k-th bin only
+(about 256 of them, spread over the layer): when those fingerprints already differ between
+all rows, every row is its own symbol and the grouping is exact without reading the rest of
+the layer (the common case at the log₂ N ceiling); otherwise whole rows are hashed as above.
 
 Error bars (:func:`estimate_all` with ``bootstrap=R``): the N points are resampled with
 replacement R times; a resample is a vector of multiplicities w (multinomial counts summing
@@ -437,7 +437,7 @@ def _fmix32(x):
     return x ^ (x >> 16)
 
 
-PREFIX_COLUMNS = 64  # binning: bins hashed first, before deciding whether whole rows must be
+SAMPLE_COLUMNS = 256  # binning: about this many bins, evenly strided, are fingerprinted first
 
 
 def _row_hashes(sym):
@@ -496,13 +496,14 @@ def _binning_core(t, labels, weights, bin_size, *, num_classes: int):
     n = t.shape[0]
     finite = jnp.all(jnp.isfinite(t))
     idx = jnp.arange(n, dtype=jnp.int32)
-    # Early exit for wide layers: when the fingerprints of the first PREFIX_COLUMNS bins
-    # already differ between all rows, every row is its own symbol, and grouping by them is
-    # exact; only otherwise are whole rows hashed (the usual case at the log₂ N ceiling
-    # costs a fraction of one pass over the layer).
+    # Early exit for wide layers: when the fingerprints of every stride-th bin (about
+    # SAMPLE_COLUMNS of them, spread over the whole layer) already differ between all rows,
+    # every row is its own symbol, and grouping by them is exact; only otherwise are whole
+    # rows hashed (the usual case at the log₂ N ceiling costs a fraction of one pass).
     t2 = t.reshape(n, -1)
-    if t2.shape[1] > PREFIX_COLUMNS:  # (symbols recomputed in each branch: never materialised)
-        p1, p2 = _row_hashes(_symbols(t2[:, :PREFIX_COLUMNS], bin_size))
+    d = t2.shape[1]
+    if d > SAMPLE_COLUMNS:  # (symbols recomputed in each branch: never materialised)
+        p1, p2 = _row_hashes(_symbols(t2[:, ::-(-d // SAMPLE_COLUMNS)], bin_size))
         q1, q2 = jax.lax.sort((p1, p2), num_keys=2)
         prefix_unique = ~jnp.any((q1[1:] == q1[:-1]) & (q2[1:] == q2[:-1]))
         h1, h2 = jax.lax.cond(prefix_unique, lambda: (p1, p2),

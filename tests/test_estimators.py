@@ -248,14 +248,15 @@ def _binning_cases():
     cases["singletons_absent"] = (rng.standard_normal((100, 2)), y, 20)
     # Wide layer, low variance: mostly duplicates in the high dims.
     cases["wide"] = (rng.standard_normal((200, 300)) * 0.2, rng.integers(0, 10, 200), None)
-    # Wider than the 64-column prefix that binning hashes first: rows distinct within the
-    # prefix (the early exit), and rows equal in the prefix but not after it, with exact
-    # duplicates too (the whole-row path).
-    cases["wide_prefix_distinct"] = (rng.standard_normal((300, 200)) * 3.0, rng.integers(0, 10, 300), None)
-    shared = np.tile(rng.standard_normal((1, 100)), (240, 1))
-    tail = rng.integers(0, 3, (240, 50)) * 0.5 + 0.1
-    tail[200:] = tail[:40]
-    cases["wide_prefix_shared"] = (np.concatenate([shared, tail], axis=1), rng.integers(0, 6, 240), None)
+    # Wider than the ~256 strided columns that binning fingerprints first: rows distinct on
+    # those columns (the early exit), and rows equal on them but not elsewhere, with exact
+    # duplicates too (the whole-row path; 600 columns → every 3rd is sampled, the others
+    # differ).
+    cases["wide_sample_distinct"] = (rng.standard_normal((300, 600)) * 3.0, rng.integers(0, 10, 300), None)
+    shared = rng.integers(0, 3, (240, 600)) * 0.5 + 0.1
+    shared[:, ::3] = shared[0, ::3]
+    shared[200:] = shared[:40]
+    cases["wide_sample_shared"] = (shared, rng.integers(0, 6, 240), None)
     # One sample only.
     cases["one_sample"] = (np.array([[0.3, -0.7]]), np.array([0]), None)
     return cases
