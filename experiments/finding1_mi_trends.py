@@ -10,7 +10,7 @@ mode, quantity and probe it correlates the clean and the adversarial curve over 
 
   python experiments/finding1_mi_trends.py --preset cpu                          # LeNet/MNIST, 20 epochs, ~17 min on 2 cores
   python experiments/finding1_mi_trends.py --preset cpu --dataset cifar10 \\
-      --data-dir ../shared/data/cifar10-jpeg                                      # LeNet/CIFAR-10 (JPEG copy), ~1.5 h on 2 cores
+      --data-dir ../shared/data/cifar10-jpeg                                      # LeNet/CIFAR-10 (JPEG copy), ~46 min on 2 cores
   python experiments/finding1_mi_trends.py --from-run runs/finding2_mnist_lenet  # reuse finding 2's measurements (seconds)
   python experiments/finding1_mi_trends.py --preset smoke                        # seconds; what the tests run
   python experiments/finding1_mi_trends.py                                       # the paper's 200 epochs (accelerator)

@@ -14,7 +14,7 @@ image-folder copy, e.g. ../shared/data/cifar10-jpeg (a JPEG-recompressed copy of
 are close to, not identical with, the original); online, CIFAR-10 comes from TFDS.
 
   python experiments/finding3_texture_shape.py --preset cpu --data-dir ../shared/data/cifar10-jpeg
-      # LeNet/CIFAR-10, 20 epochs at lr 0.025, 5,000 test images: ~1 h on 2 CPU cores
+      # LeNet/CIFAR-10, 20 epochs at lr 0.025, 5,000 test images: ~35 min on 2 CPU cores (training ~33 min, as in the CIFAR finding-1 run; the evaluation took 118 s with --from-run)
   python experiments/finding3_texture_shape.py --from-run runs/finding1_cifar10_lenet --data-dir ../shared/data/cifar10-jpeg
       # reuse the models trained by finding 1 (minutes)
   python experiments/finding3_texture_shape.py --model wrn --data-dir ../shared/data/cifar10-jpeg   # accelerator
