@@ -140,8 +140,8 @@ def make_train_epoch(module: nn.Module, tx: optax.GradientTransformation, *, num
       mesh: a ``("data",)`` mesh (:func:`jaxmi.parallel.make_mesh`): each batch is split over
         its devices, the state stays replicated (pass it replicated, see
         :func:`jaxmi.parallel.replicate`); ``batch_size`` must divide evenly. ``None``: one device.
-      num_seeds: train K independent runs at once in one compiled program (``jax.vmap`` over
-        the seed): ``state`` is then K stacked states (:func:`create_train_states`) and ``key``
+      num_seeds: train K independent runs at once in one compiled program (vmapped or looped
+        over the seed inside each step, see ``seed_loop``): ``state`` is then K stacked states (:func:`create_train_states`) and ``key``
         K keys; every run draws its own data order, augmentation and attack noise from its key
         and matches, up to float rounding, the single run with that state and key.
         ``images``/``labels`` are shared. Not combined with ``mesh``.
@@ -194,7 +194,7 @@ def make_train_epoch(module: nn.Module, tx: optax.GradientTransformation, *, num
         x, y = parallel.shard_batch((to_float(images[idx]), labels[idx]), mesh)
         return train_step(st, x, y, jax.random.fold_in(key, i + 1))
 
-    # Several seeds: the same step, vmapped over (state, data order, key); data shared.
+    # Several seeds: the same step over (state, data order, key) per seed; the data shared.
     if num_seeds is None:
         step_fn = one_step
     elif resolve_seed_loop(seed_loop) == "vmap":
