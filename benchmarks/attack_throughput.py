@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import statistics
 import sys
 import time
@@ -27,11 +26,11 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import _torch_baseline as tb  # noqa: E402
+from _report import machine_info, write_result  # noqa: E402
 
 from jaxmi import data  # noqa: E402
 from jaxmi.attacks import pgd  # noqa: E402
 from jaxmi.models import apply_model, create_model, init_variables  # noqa: E402
-from jaxmi.results import write_json  # noqa: E402
 
 SETTINGS = {"mnist": ((28, 28, 1), 45 / 255, 8 / 255), "cifar10": ((32, 32, 3), 8 / 255, 2 / 255)}
 
@@ -56,7 +55,6 @@ def main(argv=None) -> dict:
     import torch
 
     torch.set_num_threads(args.torch_threads)
-    dev = jax.devices()[0]
     rows = []
     for name in args.datasets:
         shape, eps, step = SETTINGS[name]
@@ -93,18 +91,14 @@ def main(argv=None) -> dict:
                "torch_images_per_s": args.batch / statistics.median(tt)}
         row["ratio_jaxmi_over_torch"] = row["jaxmi_images_per_s"] / row["torch_images_per_s"]
         rows.append(row)
-    result = {"device": f"{dev.platform}: {dev.device_kind}", "host": platform.processor() or platform.machine(),
-              "cpu_count": os.cpu_count(), "load_avg": os.getloadavg(), "jax": jax.__version__,
-              "torch": torch.__version__, "repeats": args.repeats, "rows": rows}
+    result = {**machine_info(), "torch": torch.__version__, "repeats": args.repeats, "rows": rows}
     print(f"device: {result['device']} ({result['cpu_count']} CPUs), jax {jax.__version__}, torch {torch.__version__}, "
           f"PGD-{args.steps} on {args.batch} images, median of {args.repeats}")
     print(f"{'model':<14} {'jaxmi img/s':>12} {'torch img/s':>12} {'jaxmi/torch':>11}")
     for r in rows:
         print(f"{r['model']:<14} {r['jaxmi_images_per_s']:>12.0f} {r['torch_images_per_s']:>12.0f} "
               f"{r['ratio_jaxmi_over_torch']:>10.2f}×")
-    write_json(args.out, result)
-    print(f"wrote {args.out}")
-    return result
+    return write_result(args.out, result)
 
 
 if __name__ == "__main__":

@@ -23,8 +23,6 @@ atomically).
 from __future__ import annotations
 
 import argparse
-import os
-import platform
 import statistics
 import sys
 import time
@@ -35,11 +33,11 @@ import jax.numpy as jnp
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from training_throughput import ATTACKS, load  # noqa: E402
+from _report import machine_info, write_result  # noqa: E402
+from training_throughput import lenet_cases  # noqa: E402
 
 from jaxmi import progress, training  # noqa: E402
 from jaxmi.models import create_model  # noqa: E402
-from jaxmi.results import write_json  # noqa: E402
 
 
 def time_case(images, labels, attack, *, seeds: int, batch_size: int, repeats: int,
@@ -103,20 +101,15 @@ def main(argv=None) -> dict:
     if args.seeds < 1:
         p.error("--seeds must be ≥ 1")
     progress.enabled(False)
-    dev = jax.devices()[0]
     rows = []
-    for name in args.datasets:
-        n = args.examples or (60000 if name == "mnist" else 50000)
-        images, labels, source = load(name, args.cifar_dir, n)
-        for mode in args.modes:
-            attack = ATTACKS[name] if mode == "at" else None
-            row = {"model": f"lenet-{name}", "mode": mode, "examples": len(labels), "data": source, "seeds": args.seeds}
-            row.update(time_case(images, labels, attack, seeds=args.seeds, batch_size=args.batch_size,
-                                 repeats=args.repeats, seed_loops=tuple(args.seed_loops)))
-            rows.append(row)
-            print({k: v for k, v in row.items() if not isinstance(v, list)}, flush=True)
-    result = {"device": f"{dev.platform}: {dev.device_kind}", "host": platform.processor() or platform.machine(),
-              "cpu_count": os.cpu_count(), "load_avg": os.getloadavg(), "jax": jax.__version__,
+    for model, mode, images, labels, source, attack in lenet_cases(args.datasets, args.modes, args.cifar_dir,
+                                                                   args.examples):
+        row = {"model": model, "mode": mode, "examples": len(labels), "data": source, "seeds": args.seeds}
+        row.update(time_case(images, labels, attack, seeds=args.seeds, batch_size=args.batch_size,
+                             repeats=args.repeats, seed_loops=tuple(args.seed_loops)))
+        rows.append(row)
+        print({k: v for k, v in row.items() if not isinstance(v, list)}, flush=True)
+    result = {**machine_info(),
               "batch_size": args.batch_size, "repeats": args.repeats, "loop": training.resolve_loop("auto"),
               "rows": rows}
     print(f"\ndevice: {result['device']} ({result['cpu_count']} CPUs), jax {jax.__version__}, K = {args.seeds} seeds, "
@@ -128,9 +121,7 @@ def main(argv=None) -> dict:
         print(f"{r['model']:<14} {r['mode']:<4} {r['examples']:>7} {r['sequential_median_s']:>15.2f} "
               + " ".join(f"{r[sl + '_median_s']:>9.2f} {r['speedup_' + sl + '_over_sequential']:>7.2f}×"
                          for sl in loops))
-    write_json(args.out, result)
-    print(f"wrote {args.out}")
-    return result
+    return write_result(args.out, result)
 
 
 if __name__ == "__main__":

@@ -26,7 +26,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import statistics
 import sys
 import time
@@ -39,11 +38,11 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import _torch_baseline as tb  # noqa: E402
+from _report import machine_info, write_result  # noqa: E402
 
 from jaxmi import data, progress, training  # noqa: E402
 from jaxmi.attacks import PGDConfig  # noqa: E402
 from jaxmi.models import create_model  # noqa: E402
-from jaxmi.results import write_json  # noqa: E402
 
 ATTACKS = {"mnist": PGDConfig(45 / 255, 8 / 255, 7, True), "cifar10": PGDConfig(8 / 255, 2 / 255, 7, True)}
 
@@ -58,6 +57,15 @@ def load(name: str, cifar_dir: str | None, n: int):
     rng = np.random.default_rng(0)
     return (rng.integers(0, 256, (n, 32, 32, 3), dtype=np.uint8), rng.integers(0, 10, n).astype(np.int32),
             "random uint8 of CIFAR-10's shape")
+
+
+def lenet_cases(datasets, modes, cifar_dir: str | None, examples: int):
+    """(model name, mode, images, labels, data source, attack or None) for every dataset × mode."""
+    for name in datasets:
+        n = examples or (60000 if name == "mnist" else 50000)
+        images, labels, source = load(name, cifar_dir, n)
+        for mode in modes:
+            yield f"lenet-{name}", mode, images, labels, source, (ATTACKS[name] if mode == "at" else None)
 
 
 def time_jaxmi(images, labels, attack, *, batch_size, repeats, loop):
@@ -110,30 +118,22 @@ def main(argv=None) -> dict:
     args = p.parse_args(argv)
     progress.enabled(False)
 
-    dev = jax.devices()[0]
     rows = []
-    for name in args.datasets:
-        n = args.examples or (60000 if name == "mnist" else 50000)
-        images, labels, source = load(name, args.cifar_dir, n)
-        for mode in args.modes:
-            attack = ATTACKS[name] if mode == "at" else None
-            jt, jl = time_jaxmi(images, labels, attack, batch_size=args.batch_size, repeats=args.repeats,
-                                loop=args.loop)
-            row = {"model": f"lenet-{name}", "mode": mode, "examples": len(labels), "data": source,
-                   "jaxmi_seconds": jt, "jaxmi_loss": jl, "jaxmi_images_per_s": len(labels) / statistics.median(jt)}
-            if not args.skip_torch:
-                tt, tl = time_torch(images, labels, attack, batch_size=args.batch_size, repeats=args.repeats,
-                                    threads=args.torch_threads)
-                row.update(torch_seconds=tt, torch_loss=tl, torch_images_per_s=len(labels) / statistics.median(tt))
-                row["ratio_jaxmi_over_torch"] = row["jaxmi_images_per_s"] / row["torch_images_per_s"]
-            rows.append(row)
-            print(json.dumps({k: v for k, v in row.items() if not isinstance(v, list)}), flush=True)
-
-    import torch  # noqa: F401 — versions for the record
+    for model, mode, images, labels, source, attack in lenet_cases(args.datasets, args.modes, args.cifar_dir,
+                                                                   args.examples):
+        jt, jl = time_jaxmi(images, labels, attack, batch_size=args.batch_size, repeats=args.repeats, loop=args.loop)
+        row = {"model": model, "mode": mode, "examples": len(labels), "data": source,
+               "jaxmi_seconds": jt, "jaxmi_loss": jl, "jaxmi_images_per_s": len(labels) / statistics.median(jt)}
+        if not args.skip_torch:
+            tt, tl = time_torch(images, labels, attack, batch_size=args.batch_size, repeats=args.repeats,
+                                threads=args.torch_threads)
+            row.update(torch_seconds=tt, torch_loss=tl, torch_images_per_s=len(labels) / statistics.median(tt))
+            row["ratio_jaxmi_over_torch"] = row["jaxmi_images_per_s"] / row["torch_images_per_s"]
+        rows.append(row)
+        print(json.dumps({k: v for k, v in row.items() if not isinstance(v, list)}), flush=True)
 
     result = {
-        "device": f"{dev.platform}: {dev.device_kind}", "host": platform.processor() or platform.machine(),
-        "cpu_count": os.cpu_count(), "load_avg": os.getloadavg(), "jax": jax.__version__,
+        **machine_info(),
         "torch": None if args.skip_torch else __import__("torch").__version__,
         "batch_size": args.batch_size, "repeats": args.repeats, "loop": training.resolve_loop(args.loop),
         "rows": rows,
@@ -144,9 +144,7 @@ def main(argv=None) -> dict:
     for r in rows:
         print(f"{r['model']:<14} {r['mode']:<4} {r['examples']:>7} {r['jaxmi_images_per_s']:>12.0f} "
               f"{r.get('torch_images_per_s', float('nan')):>12.0f} {r.get('ratio_jaxmi_over_torch', float('nan')):>10.2f}×")
-    write_json(args.out, result)
-    print(f"wrote {args.out}")
-    return result
+    return write_result(args.out, result)
 
 
 if __name__ == "__main__":
