@@ -72,12 +72,16 @@ def across_seeds(summary: Mapping[str, Any], decide: Callable[[dict[str, Any]], 
     if not seeds:
         return None
     base = {k: v for k, v in summary.items() if k not in ("seeds", "verdicts", "evidence")}
-    decided = [decide({**base, "nt": s["nt"], "at": s["at"]}) for s in seeds]
+    return _per_verdict([decide({**base, "nt": s["nt"], "at": s["at"]}) for s in seeds])
+
+
+def _per_verdict(decided: list[tuple[Mapping, Mapping]]) -> dict[str, Any]:
+    """Per verdict over seeds: where it holds, and its evidence numbers as mean ± sd."""
     out = {}
     for name in decided[0][0]:
         holds = [bool(v[name]) for v, _ in decided]
         out[name] = {"holds_in": int(sum(holds)), "seeds": len(holds), "fraction": float(np.mean(holds)),
-                     "per_seed": holds, "numbers": _numbers_mean_sd([e[name] for _, e in decided]) or {}}
+                     "per_seed": holds, "numbers": _numbers_mean_sd([e.get(name, {}) for _, e in decided]) or {}}
     return out
 
 
@@ -253,12 +257,7 @@ def run_per_seed(run: Callable[..., dict[str, Any]], config: Config, workdir: st
         cfg = dataclasses.replace(config, seed=seed, seeds=1)
         subs.append(run(cfg, workdir / f"seed{seed}", options=options, overwrite=overwrite,
                         show_progress=show_progress, log=log))
-    across = {}
-    for name in subs[0]["verdicts"]:
-        holds = [bool(sm["verdicts"][name]) for sm in subs]
-        across[name] = {"holds_in": int(sum(holds)), "seeds": len(holds), "fraction": float(np.mean(holds)),
-                        "per_seed": holds,
-                        "numbers": _numbers_mean_sd([sm["evidence"].get(name, {}) for sm in subs]) or {}}
+    across = _per_verdict([(sm["verdicts"], sm["evidence"]) for sm in subs])
     summary = {
         "finding": subs[0].get("finding"),
         "config": {**config.to_dict(), "attack": vars(config.attack())},
