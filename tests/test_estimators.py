@@ -248,13 +248,14 @@ def _binning_cases():
     cases["singletons_absent"] = (rng.standard_normal((100, 2)), y, 20)
     # Wide layer, low variance: mostly duplicates in the high dims.
     cases["wide"] = (rng.standard_normal((200, 300)) * 0.2, rng.integers(0, 10, 200), None)
-    # Wider than the ~256 strided columns that binning fingerprints first: rows distinct on
-    # those columns (the early exit), and rows equal on them but not elsewhere, with exact
-    # duplicates too (the whole-row path; 600 columns → every 3rd is sampled, the others
-    # differ).
+    # Wider than the ~256 columns that binning fingerprints first (estimators._sampled_columns,
+    # runs of adjacent columns spread over the layer): rows distinct on those columns (the
+    # early exit), and rows equal on them but not elsewhere, with exact duplicates too (the
+    # whole-row path).
     cases["wide_sample_distinct"] = (rng.standard_normal((300, 600)) * 3.0, rng.integers(0, 10, 300), None)
     shared = rng.integers(0, 3, (240, 600)) * 0.5 + 0.1
-    shared[:, ::3] = shared[0, ::3]
+    sampled = estimators._sampled_columns(600)
+    shared[:, sampled] = shared[0, sampled]
     shared[200:] = shared[:40]
     cases["wide_sample_shared"] = (shared, rng.integers(0, 6, 240), None)
     # One sample only.
@@ -286,9 +287,11 @@ def test_binning_bin_edges_are_floor():
 @pytest.fixture
 def fresh_binning_cache():
     """Clears the compiled binning cache around a test that monkeypatches its helpers."""
-    estimators._binning_core.clear_cache()
+    for f in (estimators._binning_core, estimators._binning_grouped_core):
+        f.clear_cache()
     yield
-    estimators._binning_core.clear_cache()
+    for f in (estimators._binning_core, estimators._binning_grouped_core):
+        f.clear_cache()
 
 
 def test_hash_collision_falls_back_to_exact(monkeypatch, fresh_binning_cache):
@@ -324,6 +327,32 @@ def test_hash_collision_falls_back_to_exact(monkeypatch, fresh_binning_cache):
     assert abs(got["I_XT"]) < BIN_ATOL and abs(got["I_TY"]) < BIN_ATOL
 
 
+def test_binning_first_hash_collisions_still_exact(monkeypatch, fresh_binning_cache):
+    """Distinct rows whose first 32-bit hash coincides (the one-key uniqueness sort then
+    sees ties) must still come out distinct through the two-key check, and, with real
+    duplicates present, through the grouped path."""
+    import jax.numpy as jnp
+
+    real = estimators._row_hashes
+
+    def coarse_first_hash(sym):
+        h1, h2 = real(sym)
+        return [h1 & jnp.uint32(3), h2]  # only 4 values: many ties in h1 alone
+
+    monkeypatch.setattr(estimators, "_row_hashes", coarse_first_hash)
+    rng = np.random.default_rng(11)
+    for width in (6, 400):  # whole-row hashes, and the sampled-columns early exit
+        t = (rng.standard_normal((120, width)) * 2.0).astype(np.float32)
+        y = rng.integers(0, 5, 120)
+        for dup in (False, True):
+            if dup:
+                t[60:70] = t[0]
+            ref = ref_binning(t, y)
+            got = binning_mi(t, y)
+            np.testing.assert_allclose(got["I_XT"], ref["I_XT"], atol=BIN_ATOL, err_msg=f"{width} {dup}")
+            np.testing.assert_allclose(got["I_TY"], ref["I_TY"], atol=BIN_ATOL, err_msg=f"{width} {dup}")
+
+
 # --------------------------------------------------------------------------------------
 # Formerly known problems, fixed: huge bin indices, and float32 cancellation in the Gram distances
 # --------------------------------------------------------------------------------------
@@ -333,6 +362,19 @@ def test_binning_huge_values_keep_distinct_bins():
     t = np.array([[3e9], [4e9], [5e9]], np.float32)
     got = binning_mi(t, np.array([0, 1, 2]))
     np.testing.assert_allclose(got["I_XT"], math.log2(3), atol=BIN_ATOL)
+
+
+def test_binning_sum_overflow_is_not_mistaken_for_non_finite_input():
+    # The fast finiteness check sums the activations; 2e38 + 3e38 overflows float32 to +Inf,
+    # and the elementwise check must then clear the (finite) input instead of raising.
+    t = np.array([[2e38], [3e38], [1.0]], np.float32)
+    got = binning_mi(t, np.array([0, 1, 1]), bin_size=1.0)
+    np.testing.assert_allclose(got["I_XT"], math.log2(3), atol=BIN_ATOL)
+    h_y = -(math.log2(1 / 3) / 3 + 2 * math.log2(2 / 3) / 3)  # distinct symbols: I(T;Y) = H(Y)
+    np.testing.assert_allclose(got["I_TY"], h_y, atol=BIN_ATOL)
+    t[2, 0] = np.nan
+    with pytest.raises(ValueError, match="NaN or Inf"):
+        binning_mi(t, np.array([0, 1, 1]), bin_size=1.0)
 
 
 def test_kde_tight_clusters_far_from_mean():

@@ -122,12 +122,16 @@ def test_kde_bootstrap_resamples_match_reference_on_materialised_resamples():
             np.testing.assert_allclose(got[m][1][r], ref[m]["I_TY"], atol=KDE_ATOL, rtol=KDE_RTOL)
 
 
-def test_binning_bootstrap_resamples_match_np_unique_on_materialised_resamples():
+@pytest.mark.parametrize("distinct", [False, True])
+def test_binning_bootstrap_resamples_match_np_unique_on_materialised_resamples(distinct):
     rng = np.random.default_rng(6)
     n = 90
     y = np.concatenate([np.arange(5), rng.integers(5, 8, n - 5)])  # five single-sample classes
-    t = (rng.standard_normal((n, 3)) * 0.8 - 0.6).astype(np.float32)  # negative bins, ties
-    t[40:50] = t[0]
+    if distinct:  # every row its own symbol (binning's closed-form path), wide and narrow
+        t = (rng.standard_normal((n, 300)) * 3.0).astype(np.float32)
+    else:
+        t = (rng.standard_normal((n, 3)) * 0.8 - 0.6).astype(np.float32)  # negative bins, ties
+        t[40:50] = t[0]
     w = np.concatenate([np.ones((1, n), np.float32), bootstrap_weights(jax.random.key(7), n, 4)])
     tj, yj, cc = estimators._validate(t, y, None)
     got = estimators._binning_compute(tj, yj, cc, w)["binning"]
