@@ -28,6 +28,8 @@ with close neighbours, is reported if it triggers). Labels: 10 balanced random c
     python benchmarks/estimator_throughput.py --models lenet-mnist --samples 1000 5000 10000 50000
     python benchmarks/estimator_throughput.py --quick              # seconds: a smoke run
     python benchmarks/estimator_throughput.py --max-gram-tflop 50  # skip jaxmi cases above a budget
+    python benchmarks/estimator_throughput.py --parts kde binning --single-run-above-tflop 100
+                                                 # the CPU grid of the README (WRN N=50k run once)
 
 Output: a table on stdout and JSON (``--out``, default
 ``benchmarks/results/estimator_throughput.json``, written atomically and updated after every
@@ -104,7 +106,10 @@ def synthetic_probes(n: int, widths: dict[str, int], seed: int):
 
 
 def _median_time(fn, repeats: int, warmup=None) -> tuple[float, list[float]]:
-    (warmup or fn)()
+    """Median of ``repeats`` timed calls after one warm-up (``warmup``, default ``fn``;
+    ``False``: none, so compilation is timed too)."""
+    if warmup is not False:
+        (warmup or fn)()
     times = []
     for _ in range(repeats):
         t0 = time.perf_counter()
@@ -148,20 +153,27 @@ def run_case(model: str, n: int, args, rate: float, available: int) -> dict:
         case["skipped"] = (f"skipped: Gram floor {gram_flop / 1e12:.1f} TFLOP > --max-gram-tflop "
                            f"{args.max_gram_tflop}")
         return case
+    single = args.single_run_above_tflop is not None and gram_flop > args.single_run_above_tflop * 1e12
+    parts = [p for p in args.parts if not (single and p == "full")]
+    repeats, warmup = (1, False) if single else (args.repeats, None)
+    if single:
+        case["timing"] = (f"one run, no warm-up (compilation included), KDE and binning only: Gram floor "
+                          f"{gram_flop / 1e12:.0f} TFLOP > --single-run-above-tflop {args.single_run_above_tflop}")
     probes, labels = synthetic_probes(n, widths, args.seed)
     labels_dev = jnp.asarray(labels)
     case["jaxmi_s"], case["jaxmi_times_s"], results = {}, {}, {}
     for part, methods in PARTS.items():
-        if part not in args.parts:
+        if part not in parts:
             continue
 
         def call(methods=methods, part=part):
             results[part] = estimators.measure_probes(probes, labels_dev, methods=methods, num_classes=NUM_CLASSES,
                                                       block_size=args.block_size)
         with _CountFloat64Path() as f64:
-            case["jaxmi_s"][part], case["jaxmi_times_s"][part] = _median_time(call, args.repeats)
+            case["jaxmi_s"][part], case["jaxmi_times_s"][part] = _median_time(call, repeats, warmup)
         case["float64_fallback"] = case.get("float64_fallback", False) or f64.calls > 0
-    if "full" not in args.parts:  # the full measurement runs the two parts one after the other
+        print(f"  jaxmi {model} N={n} {part}: {case['jaxmi_s'][part]:.3f} s", flush=True)
+    if "full" not in parts:  # the full measurement runs the two parts one after the other
         case["jaxmi_s"]["full"] = case["jaxmi_s"]["kde"] + case["jaxmi_s"]["binning"]
         results["full"] = {**results["kde"], **results["binning"]}
         case["jaxmi_full_is"] = "sum of the KDE and binning medians (--parts without full)"
@@ -185,8 +197,9 @@ def run_case(model: str, n: int, args, rate: float, available: int) -> dict:
                 bres[part] = _baselines.baseline_measure(host, labels, methods=methods)
 
             case["baseline_s"][part], case["baseline_times_s"][part] = _median_time(
-                call, args.repeats, warmup=lambda methods=methods: _baselines.baseline_measure(
+                call, repeats, warmup=lambda methods=methods: _baselines.baseline_measure(
                     small, labels[:500], methods=methods))
+            print(f"  baseline {model} N={n} {part}: {case['baseline_s'][part]:.3f} s", flush=True)
         case["baseline_s"]["full"] = case["baseline_s"]["kde"] + case["baseline_s"]["binning"]
         case["baseline_samples_per_s"] = {p: n / t for p, t in case["baseline_s"].items()}
         case["speedup"] = {p: case["baseline_s"][p] / case["jaxmi_s"][p] for p in PARTS}
@@ -222,7 +235,7 @@ def format_table(res: dict) -> str:
             bs = f"{b:>12.3f}{c['samples'] / b:>11.0f}{b / j:>8.1f}x" if b else f"{'-':>12}{'-':>11}{'-':>9}"
             floor = f"{c['kde_x_gram_floor']:>10.2f}x" if part == "kde" else ""
             lines.append(f"{c['model']:<12}{c['samples']:>7}  {part:<8}{j:>10.3f}{c['samples'] / j:>11.0f}{bs}{floor}")
-        notes = []
+        notes = [c["timing"]] if "timing" in c else []
         if "baseline_skipped" in c:
             notes.append(c["baseline_skipped"])
         if c.get("float64_fallback"):
@@ -246,6 +259,10 @@ def main(argv=None) -> dict:
     ap.add_argument("--no-baseline", action="store_true", help="time jaxmi only")
     ap.add_argument("--max-gram-tflop", type=float, default=None,
                     help="skip cases whose Gram floor exceeds this many TFLOP (e.g. WRN at N = 50,000 on a CPU)")
+    ap.add_argument("--single-run-above-tflop", type=float, default=None,
+                    help="cases whose Gram floor exceeds this many TFLOP run once, without a warm-up "
+                         "(compilation, seconds, is then timed too) and without the separate full pass "
+                         "(e.g. 100: WRN at N = 50,000 takes ~15 min per KDE pass on a 2-core CPU)")
     ap.add_argument("--parts", nargs="+", choices=list(PARTS), default=list(PARTS),
                     help="jaxmi parts to time (default all; without 'full', jaxmi's full time is the sum "
                          "of the KDE and binning medians, which saves one KDE pass per repeat at large N)")

@@ -38,3 +38,16 @@ def test_throughput_script_writes_table_and_json(tmp_path, capsys, monkeypatch):
     fits, why = estimator_throughput.baseline_fits(50_000, estimator_throughput.SHAPES["lenet-mnist"], 24 << 30)
     assert not fits and "GiB" in why
     assert np.isfinite(case["mi_bits_jaxmi"]["kde_upper"]["I_XT"]).all()
+
+
+def test_throughput_single_run_for_huge_cases(tmp_path, monkeypatch):
+    monkeypatch.setitem(estimator_throughput.SHAPES, "tiny", {"wide": 300, "narrow": 3})
+    res = estimator_throughput.main(["--models", "tiny", "--samples", "40", "--repeats", "3", "--no-baseline",
+                                     "--single-run-above-tflop", "0", "--matmul-sizes", "64",
+                                     "--out", str(tmp_path / "t.json")])
+    case = res["cases"][0]
+    assert "one run, no warm-up" in case["timing"]
+    # One timed run per part, no separate full pass: full is the sum of the two parts.
+    assert {k: len(v) for k, v in case["jaxmi_times_s"].items()} == {"kde": 1, "binning": 1}
+    assert case["jaxmi_s"]["full"] == case["jaxmi_s"]["kde"] + case["jaxmi_s"]["binning"]
+    assert case["baseline_skipped"] == "baseline skipped: --no-baseline"
