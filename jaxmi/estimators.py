@@ -142,6 +142,12 @@ def _raise_if_nonfinite(finite: Any, what: str) -> None:
         )
 
 
+@jax.jit
+def _all_finite(t):
+    """Elementwise finiteness check, run only when a cheaper fused sum was not finite."""
+    return jnp.all(jnp.isfinite(t))
+
+
 def _flatten(x):
     return jnp.reshape(x, (np.shape(x)[0], -1)) if np.ndim(x) != 2 else x
 
@@ -212,7 +218,7 @@ def choose_block_size(n: int, d: int, *, columns: int = 11, max_block: int | Non
         # 1,024). Accelerators: large tiles keep the matrix units busy.
         max_block = (256 if d < 64 else 512) if device.platform == "cpu" else 4096
     if memory_bytes is None:
-        fixed = 4 * (3 * n * d + 3 * n * columns)  # input copies (cast, centred, padded) + accumulators
+        fixed = 4 * (n * d + 3 * n * columns)  # the centred, padded copy + accumulators
         memory_bytes = max(64 << 20, (available_memory_bytes(device) - fixed) // 4)
     budget = int(memory_bytes)
     b = max(8, min(int(max_block), n))
@@ -252,17 +258,20 @@ def _kde_sums(t, labels, weights, noise_var, *, num_classes: int, block_size: in
     whether every activation was finite, and max ‖t_i − mean‖².
     """
     n, d = t.shape
-    finite = jnp.all(jnp.isfinite(t))
     t = t.astype(jnp.float32)
-    t = t - jnp.mean(t, axis=0, keepdims=True)  # distances are shift-invariant; centring limits rounding
     h = _kde_columns(labels, weights, num_classes)
     k = h.shape[1]
     b = block_size
     nb = -(-n // b)
     pad = nb * b - n
-    t = jnp.pad(t, ((0, pad), (0, 0)))
+    # Distances are shift-invariant; centring limits float32 rounding. Padding and centring in
+    # one expression make a single [N, D] copy (padded rows hold −mean and zero weight).
+    t = jnp.pad(t, ((0, pad), (0, 0))) - jnp.mean(t, axis=0, keepdims=True)
     h = jnp.pad(h, ((0, pad), (0, 0)))  # padded rows carry zero weight in every column
     sq = jnp.sum(t * t, axis=1)
+    # NaN/±Inf anywhere reach the mean, hence every row's norm; a non-finite sum that is a
+    # mere overflow is told apart on the host (_all_finite).
+    finite = jnp.isfinite(jnp.sum(sq[:n]))
     tb = t.reshape(nb, b, d)
     hb = h.reshape(nb, b, k)
     sqb = sq.reshape(nb, b)
@@ -305,7 +314,7 @@ def _kde_sums(t, labels, weights, noise_var, *, num_classes: int, block_size: in
         acc = jax.shard_map(local, mesh=mesh, in_specs=(rep, rep, rep, PartitionSpec(parallel.DATA_AXIS)),
                             out_specs=rep, check_vma=False)(tb, sqb, hb, jnp.asarray(pairs))
     acc = jnp.moveaxis(acc, 1, 2).reshape(nb * b, 2, k)[:n]  # [N, 2, K]
-    return acc, finite, jnp.max(sq)
+    return acc, finite, jnp.max(sq[:n])
 
 
 # Distances from the Gram identity D = |a|² + |b|² − 2 a·b carry an absolute float32 rounding
@@ -380,7 +389,7 @@ def _kde_compute(t, y, c, weights, *, noise_var: float = 0.1, block_size: int | 
     b = int(block_size or choose_block_size(t.shape[0], t.shape[1], columns=cols))
     w = jnp.asarray(weights, jnp.float32)
     sums, finite, max_sq = _kde_sums(t, y, w, jnp.float32(noise_var), num_classes=c, block_size=b, mesh=mesh)
-    _raise_if_nonfinite(finite, "activations")
+    _raise_if_nonfinite(finite or _all_finite(t), "activations")
     if _float32_rounding_bound(sums, max_sq, noise_var) > MAX_KERNEL_ROUNDING:
         # Activations so large relative to σ that float32 distances could move the row sums by
         # more than MAX_KERNEL_ROUNDING: redo this layer in float64 on the host (exact, slower).
@@ -542,11 +551,6 @@ def _binning_core(t, labels, weights, bin_size, *, num_classes: int):
     n_c = jax.nn.one_hot(labels, num_classes, dtype=jnp.float32).T @ w  # [C, R]
     i_xt, i_ty = _binned_information(w, w, n_c, n)  # each sample its own symbol: n_t = n_ty = w
     return i_xt, i_ty, distinct, jnp.isfinite(jnp.sum(t2, dtype=jnp.float32))
-
-
-@jax.jit
-def _all_finite(t):
-    return jnp.all(jnp.isfinite(t))
 
 
 @functools.partial(jax.jit, static_argnames=("num_classes",))
