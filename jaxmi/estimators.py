@@ -448,6 +448,7 @@ def _fmix32(x):
 
 SAMPLE_COLUMNS = 256  # binning: about this many bins, spread over the layer, are fingerprinted first
 SAMPLE_RUN = 8  # ... in runs of this many adjacent columns (32 bytes), so only those are read
+GROUPED_SCATTER_LIMIT = 1 << 24  # binning: largest (N·C·R) (group, class) count table scattered
 
 
 def _sampled_columns(d: int) -> np.ndarray:
@@ -466,16 +467,13 @@ def _sample_columns(t2):
     return jnp.concatenate([t2[:, int(s):int(s) + SAMPLE_RUN] for s in starts], axis=1)
 
 
-def _all_distinct(h1, h2):
-    """Whether the 64-bit fingerprints (h1, h2) are pairwise different: a one-key sort of h1
-    settles it unless two h1 coincide (then the two-key sort decides)."""
+def _all_distinct(h1):
+    """Whether the 32-bit hashes h1 are pairwise different (one single-key sort), which
+    implies distinct rows. Ties in h1 alone — real duplicates, or by chance, with probability
+    about N²/2³³ — send the caller to the grouped path, which compares 64-bit fingerprints
+    and, on equal ones, the rows themselves."""
     s = jax.lax.sort(h1)
-    return jax.lax.cond(jnp.all(s[1:] != s[:-1]), lambda: jnp.ones((), bool), lambda: _sorted_distinct(h1, h2))
-
-
-def _sorted_distinct(h1, h2):
-    q1, q2 = jax.lax.sort((h1, h2), num_keys=2)
-    return ~jnp.any((q1[1:] == q1[:-1]) & (q2[1:] == q2[:-1]))
+    return jnp.all(s[1:] != s[:-1])
 
 
 def _row_hashes(sym):
@@ -531,13 +529,13 @@ def _binned_information(n_t, n_ty, n_c, n):
 @functools.partial(jax.jit, static_argnames=("num_classes",))
 def _binning_core(t, labels, weights, bin_size, *, num_classes: int):
     """Binning's fast path: I(X;T), I(T;Y) in bits for every resample (rows of ``weights``
-    [R, N]) *if every row is its own symbol*, with whether that holds and whether the sum
-    of ``t`` is finite.
+    [R, N]) *if every row is its own symbol*, whether that holds, whether the sum of ``t`` is
+    finite, and the whole-row fingerprints (narrow layers; None for wide ones).
 
-    If the 64-bit fingerprints of a few hundred bins spread over the layer (SAMPLE_COLUMNS,
-    read in runs of SAMPLE_RUN adjacent columns; the whole row when narrower) differ between
-    all rows, every row is its own symbol and H(T), H(T|Y) follow from the weights alone —
-    the usual case at the log₂ N ceiling, one small sort. Otherwise the caller runs
+    If the 32-bit hashes of a few hundred bins spread over the layer (SAMPLE_COLUMNS, read
+    in runs of SAMPLE_RUN adjacent columns; the whole row when narrower) differ between all
+    rows, every row is its own symbol and H(T), H(T|Y) follow from the weights alone — the
+    usual case at the log₂ N ceiling, one single-key sort. Otherwise the caller runs
     :func:`_binning_grouped_core`. (Two programs rather than a ``lax.cond``: on XLA:CPU a
     conditional whose other branch reads the whole [N, D] array made this path 2.5× slower.)
     A finite sum implies finite entries (NaN and ±Inf propagate); only a non-finite one —
@@ -545,20 +543,28 @@ def _binning_core(t, labels, weights, bin_size, *, num_classes: int):
     """
     n = t.shape[0]
     t2 = t.reshape(n, -1)
-    sampled = _sample_columns(t2) if t2.shape[1] > SAMPLE_COLUMNS else t2
-    distinct = _all_distinct(*_row_hashes(_symbols(sampled, bin_size)))
+    wide = t2.shape[1] > SAMPLE_COLUMNS
+    hashes = tuple(_row_hashes(_symbols(_sample_columns(t2) if wide else t2, bin_size)))
+    distinct = _all_distinct(hashes[0])
+    hashes = None if wide else hashes  # whole-row fingerprints (narrow layers) serve the grouped path
     w = weights.astype(jnp.float32).T  # [N, R]
     n_c = jax.nn.one_hot(labels, num_classes, dtype=jnp.float32).T @ w  # [C, R]
     i_xt, i_ty = _binned_information(w, w, n_c, n)  # each sample its own symbol: n_t = n_ty = w
-    return i_xt, i_ty, distinct, jnp.isfinite(jnp.sum(t2, dtype=jnp.float32))
+    return i_xt, i_ty, distinct, jnp.isfinite(jnp.sum(t2, dtype=jnp.float32)), hashes
 
 
-@functools.partial(jax.jit, static_argnames=("num_classes",))
-def _binning_grouped_core(t, labels, weights, bin_size, *, num_classes: int):
-    """Binning when some rows may share a symbol: (I(X;T), I(T;Y), collision detected)."""
+@functools.partial(jax.jit, static_argnames=("num_classes", "rehash"))
+def _binning_grouped_core(t, labels, weights, bin_size, hashes, *, num_classes: int, rehash: bool):
+    """Binning when some rows may share a symbol: (I(X;T), I(T;Y), collision detected).
+
+    ``hashes``: the whole-row fingerprints from :func:`_binning_core` (narrow layers), or,
+    with ``rehash`` (wide layers, whose fast path hashed sampled columns only), ignored.
+    """
     w = weights.astype(jnp.float32).T  # [N, R]
     n_c = jax.nn.one_hot(labels, num_classes, dtype=jnp.float32).T @ w  # [C, R]
-    return _binning_grouped(t, labels, w, n_c, bin_size, *_row_hashes(_symbols(t, bin_size)))
+    if rehash:
+        hashes = _row_hashes(_symbols(t, bin_size))
+    return _binning_grouped(t, labels, w, n_c, bin_size, *hashes)
 
 
 def _binning_grouped(t, labels, w, n_c, bin_size, h1, h2):
@@ -576,11 +582,16 @@ def _binning_grouped(t, labels, w, n_c, bin_size, h1, h2):
         return jnp.any(same_hash & jnp.any(rows[1:] != rows[:-1], axis=1))
 
     collision = jax.lax.cond(jnp.any(same_hash), compare_rows, lambda: jnp.zeros((), bool))
-    # H(T|Y): sort the (label, symbol group) pairs, group within each class (all classes at once).
-    ys, gs, perm_y = jax.lax.sort((labels[perm], gid_t.astype(jnp.int32), perm), num_keys=2)
-    gid_ty = _group_ids((ys, gs))
-    n_t = jax.ops.segment_sum(w[perm], gid_t, num_segments=n)  # [groups ≤ N, R]
-    n_ty = jax.ops.segment_sum(w[perm_y], gid_ty, num_segments=n)
+    w_sorted = w[perm]
+    n_t = jax.ops.segment_sum(w_sorted, gid_t, num_segments=n)  # [groups ≤ N, R]
+    # H(T|Y): counts per (symbol group, class), all classes at once: scattered to the index
+    # group·C + class when that table is small, else by sorting the pairs.
+    c, r = n_c.shape
+    if n * c * r <= GROUPED_SCATTER_LIMIT:
+        n_ty = jax.ops.segment_sum(w_sorted, gid_t.astype(jnp.int32) * c + labels[perm], num_segments=n * c)
+    else:
+        ys, gs, perm_y = jax.lax.sort((labels[perm], gid_t.astype(jnp.int32), perm), num_keys=2)
+        n_ty = jax.ops.segment_sum(w[perm_y], _group_ids((ys, gs)), num_segments=n)
     return _binned_information(n_t, n_ty, n_c, n) + (collision,)
 
 
@@ -616,11 +627,13 @@ def _binning_compute(t, y, c, weights, *, bin_size: float = 0.5, **_):
     if not bin_size > 0:
         raise ValueError(f"bin_size must be > 0; got {bin_size}.")
     weights, bin_size_ = jnp.asarray(weights, jnp.float32), jnp.asarray(bin_size, t.dtype)
-    i_xt, i_ty, distinct, finite = jax.device_get(_binning_core(t, y, weights, bin_size_, num_classes=c))
+    *head, hashes = _binning_core(t, y, weights, bin_size_, num_classes=c)
+    i_xt, i_ty, distinct, finite = jax.device_get(head)
     _raise_if_nonfinite(finite or _all_finite(t), "activations")
     collision = False
     if not distinct:
-        i_xt, i_ty, collision = jax.device_get(_binning_grouped_core(t, y, weights, bin_size_, num_classes=c))
+        i_xt, i_ty, collision = jax.device_get(_binning_grouped_core(
+            t, y, weights, bin_size_, hashes, num_classes=c, rehash=t.shape[1] > SAMPLE_COLUMNS))
     if collision:  # astronomically rare; never silently wrong
         i_xt, i_ty = _binning_numpy(np.asarray(t), np.asarray(y), bin_size, np.asarray(weights))
     return {"binning": (np.asarray(i_xt), np.asarray(i_ty))}

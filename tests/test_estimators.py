@@ -353,6 +353,20 @@ def test_binning_first_hash_collisions_still_exact(monkeypatch, fresh_binning_ca
             np.testing.assert_allclose(got["I_TY"], ref["I_TY"], atol=BIN_ATOL, err_msg=f"{width} {dup}")
 
 
+@pytest.mark.parametrize("limit", [0, 1 << 24])
+def test_binning_class_counts_by_sort_and_by_scatter_agree(limit, monkeypatch, fresh_binning_cache):
+    """H(T|Y) counts come from a scatter into a (group, class) table when it is small and from
+    a sort of the pairs otherwise (GROUPED_SCATTER_LIMIT); both must equal np.unique."""
+    monkeypatch.setattr(estimators, "GROUPED_SCATTER_LIMIT", limit)
+    for case in ("ties", "singletons_absent", "wide_sample_shared"):
+        t, y, c = _binning_cases()[case]
+        t = np.asarray(t, np.float32)
+        ref = ref_binning(t, y)
+        got = binning_mi(t, y, num_classes=c)
+        np.testing.assert_allclose(got["I_XT"], ref["I_XT"], atol=BIN_ATOL, err_msg=case)
+        np.testing.assert_allclose(got["I_TY"], ref["I_TY"], atol=BIN_ATOL, err_msg=case)
+
+
 # --------------------------------------------------------------------------------------
 # Formerly known problems, fixed: huge bin indices, and float32 cancellation in the Gram distances
 # --------------------------------------------------------------------------------------
