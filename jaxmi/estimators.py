@@ -265,8 +265,10 @@ def _kde_sums(t, labels, weights, noise_var, *, num_classes: int, block_size: in
     nb = -(-n // b)
     pad = nb * b - n
     # Distances are shift-invariant; centring limits float32 rounding. Padding and centring in
-    # one expression make a single [N, D] copy (padded rows hold −mean and zero weight).
-    t = jnp.pad(t, ((0, pad), (0, 0))) - jnp.mean(t, axis=0, keepdims=True)
+    # one expression make a single [N, D] copy; padded rows are zeros (like the centred data's
+    # mean, so their norms stay as small as the data's) and carry zero weight.
+    real = (jnp.arange(n + pad) < n)[:, None]
+    t = jnp.where(real, jnp.pad(t, ((0, pad), (0, 0))) - jnp.mean(t, axis=0, keepdims=True), 0.0)
     h = jnp.pad(h, ((0, pad), (0, 0)))  # padded rows carry zero weight in every column
     sq = jnp.sum(t * t, axis=1)
     # NaN/±Inf anywhere reach the mean, hence every row's norm; a non-finite sum that is a
@@ -334,11 +336,14 @@ def _float32_rounding_bound(sums, max_sq, noise_var: float) -> float:
     large norms only matter when the row also has neighbours within a few σ. Layers whose
     points are all far apart (wide layers, typically) therefore keep the float32 pass.
     """
+    if not math.isfinite(float(max_sq)):  # norms beyond float32's range: float32 distances are meaningless
+        return math.inf
     delta = 2.0 * _F32_EPS * float(max_sq)
     scales = (2.0 * noise_var, 8.0 * noise_var)
     if delta / scales[0] <= MAX_KERNEL_ROUNDING:  # cheap check first, no extra pass
         return delta / scales[0]
     off = np.asarray(jnp.max(1.0 - 1.0 / sums[:, :, 0], axis=0), np.float64)  # [2]: max (S − 1)/S
+    off = np.nan_to_num(off, nan=1.0)  # a non-finite float32 sum can only mean "redo in float64"
     return float(max(delta / s * max(o, 0.0) for s, o in zip(scales, off)))
 
 

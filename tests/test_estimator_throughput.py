@@ -51,3 +51,19 @@ def test_throughput_single_run_for_huge_cases(tmp_path, monkeypatch):
     assert {k: len(v) for k, v in case["jaxmi_times_s"].items()} == {"kde": 1, "binning": 1}
     assert case["jaxmi_s"]["full"] == case["jaxmi_s"]["kde"] + case["jaxmi_s"]["binning"]
     assert case["baseline_skipped"] == "baseline skipped: --no-baseline"
+
+
+def test_scale_script_runs_both_cases_in_subprocesses(tmp_path):
+    import estimator_scale
+
+    res = estimator_scale.main(["--samples", "48", "--out", str(tmp_path / "s.json")])
+    saved = json.loads((tmp_path / "s.json").read_text())
+    assert [c["case"] for c in saved["cases"]] == ["mnist-train", "wrn-stl10"] == [c["case"] for c in res["cases"]]
+    for case in saved["cases"]:
+        assert "failed" not in case, case.get("stderr")
+        assert case["samples"] == 48 and case["peak_rss_gib"] >= case["activations_gib"] > 0
+        # 48 well-separated synthetic points: every estimate at the log2 N ceiling for I(X;T).
+        for part in ("kde_bits", "binning_bits"):
+            for v in case[part].values():
+                np.testing.assert_allclose(v["I_XT"], np.log2(48), atol=0.05)
+    assert saved["cases"][1]["probe_widths"] == {"block1": 147_456}

@@ -389,6 +389,12 @@ def test_binning_sum_overflow_is_not_mistaken_for_non_finite_input():
     t[2, 0] = np.nan
     with pytest.raises(ValueError, match="NaN or Inf"):
         binning_mi(t, np.array([0, 1, 1]), bin_size=1.0)
+    # KDE checks finiteness through the summed squared row norms: 1e20² overflows float32,
+    # the elementwise check clears the input, and the float64 host path gives the answer.
+    far = np.array([[1e20], [2e20], [0.0]], np.float32)
+    got = kde_mi(far, np.array([0, 1, 1]))
+    for m in ("kde_upper", "kde_lower"):
+        np.testing.assert_allclose(got[m]["I_XT"], math.log2(3), atol=1e-4, err_msg=m)
 
 
 def test_kde_tight_clusters_far_from_mean():
