@@ -15,7 +15,7 @@ array. After they are on the device the process's peak-RSS counter is reset
 activations themselves included. One run per case (no warm-up: compilation, seconds, is
 timed too).
 
-    python benchmarks/estimator_scale.py                    # both cases (~5 min on a 2-core CPU)
+    python benchmarks/estimator_scale.py                    # both cases (~4 min on a 2-core CPU)
     python benchmarks/estimator_scale.py --cases wrn-stl10 --samples 5000
 
 Output: a line per case and JSON (``--out``, default ``benchmarks/results/estimator_scale.json``).
