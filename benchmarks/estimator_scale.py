@@ -35,6 +35,8 @@ from pathlib import Path
 
 import numpy as np
 
+from jaxmi.results import write_json
+
 DEFAULT_OUT = Path(__file__).resolve().parent / "results" / "estimator_scale.json"
 CASES = {
     "mnist-train": (60_000, {"conv1": 3456, "conv2": 1024, "fc1": 120, "fc2": 84, "fc3": 10}),
@@ -126,10 +128,7 @@ def main(argv=None) -> dict:
                   f"binning {rec['binning_s']:.2f} s; peak RSS {rec['peak_rss_gib']:.2f} GiB "
                   f"(activations {rec['activations_gib']:.2f} GiB; one dense N x N float32 matrix "
                   f"{rec['dense_nxn_float32_gib']:.1f} GiB; host {total:.1f} GiB)", flush=True)
-        tmp = args.out.with_suffix(".tmp")
-        tmp.parent.mkdir(parents=True, exist_ok=True)
-        tmp.write_text(json.dumps(res, indent=1))
-        os.replace(tmp, args.out)
+        write_json(args.out, res)  # atomic, after every case
     return res
 
 

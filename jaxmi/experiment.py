@@ -75,7 +75,7 @@ class Config:
     loop: str = "auto"  # epoch loop strategy: "auto", "scan", "unrolled" (see jaxmi.training.resolve_loop)
     devices: int | None = None  # local devices to shard each batch over (data parallelism); None: all
     precision: str = "float32"  # layer compute dtype: "float32" or "bfloat16" (mixed precision, accelerators)
-    seeds: int = 1  # K > 1: train seeds seed..seed+K-1 at once (vmapped) and report mean ± sd across them
+    seeds: int = 1  # K > 1: train seeds seed..seed+K-1 in one compiled program and report mean ± sd across them
     bootstrap: int = 0  # R ≥ 2: bootstrap standard errors of every MI estimate from R resamples (0: off)
 
 
@@ -104,7 +104,7 @@ class Config:
         if int(self.seeds) != self.seeds or self.seeds < 1:
             raise ValueError(f"seeds must be a positive integer; got {self.seeds}.")
         if self.seeds > 1 and self.devices not in (None, 1):
-            raise ValueError(f"seeds={self.seeds} trains the seeds vmapped on one device and cannot be combined "
+            raise ValueError(f"seeds={self.seeds} trains the seeds together on one device and cannot be combined "
                              f"with devices={self.devices}; pass --devices 1, or --seeds 1 for data parallelism.")
         if int(self.bootstrap) != self.bootstrap or self.bootstrap < 0 or self.bootstrap == 1:
             raise ValueError(f"bootstrap must be 0 (off) or a number of resamples ≥ 2; got {self.bootstrap}.")
@@ -181,7 +181,7 @@ def add_common_flags(parser: argparse.ArgumentParser, *, default_out: str) -> No
     parser.add_argument("--precision", choices=sorted(PRECISIONS),
                         help="layer compute dtype (default float32; bfloat16 = mixed precision for GPUs/TPUs)")
     parser.add_argument("--seeds", type=int,
-                        help="train K seeds (seed, seed+1, ...) in one vmapped program and report every verdict "
+                        help="train K seeds (seed, seed+1, ...) in one compiled program and report every verdict "
                              "as mean ± sd across them, with bands in the figures (default 1)")
     parser.add_argument("--bootstrap", type=int,
                         help="bootstrap resamples for standard errors of every MI estimate (default 0: off)")
@@ -293,7 +293,7 @@ def train_and_measure(config: Config, *, log: Callable[[str], None] = log_line, 
     progress.enabled(show_progress)
     num_seeds = config.seeds
     many = num_seeds > 1
-    if many:  # the K runs are vmapped on one device
+    if many:  # the K runs share one program on one device
         mesh = parallel.make_mesh(1) if mesh is None else mesh
         if mesh.size != 1:
             raise ValueError(f"seeds={num_seeds} runs on one device; got a mesh of {mesh.size} devices.")

@@ -195,13 +195,7 @@ def make_train_epoch(module: nn.Module, tx: optax.GradientTransformation, *, num
         return train_step(st, x, y, jax.random.fold_in(key, i + 1))
 
     # Several seeds: the same step over (state, data order, key) per seed; the data shared.
-    if num_seeds is None:
-        step_fn = one_step
-    elif resolve_seed_loop(seed_loop) == "vmap":
-        step_fn = jax.vmap(one_step, in_axes=(0, None, None, 0, 0, None))
-    else:  # "map": the seeds one after another inside the same step
-        def step_fn(st, images, labels, perm, key, i):
-            return jax.lax.map(lambda a: one_step(a[0], images, labels, a[1], a[2], i), (st, perm, key))
+    step_fn = one_step if num_seeds is None else _over_seeds(one_step, (0, None, None, 0, 0, None), seed_loop)
 
     def run_steps(state, images, labels, perm, key, first, count: int, unroll: bool):
         def body(st, i):
@@ -296,12 +290,20 @@ def resolve_loop(loop: str) -> str:
     return loop
 
 
-def _over_seeds(fn: Callable, seed_loop: str) -> Callable:
-    """``fn(params, batch_stats, images, labels)`` over K stacked models, the data shared."""
+def _over_seeds(fn: Callable, in_axes: tuple, seed_loop: str) -> Callable:
+    """``fn`` over K stacked runs: arguments with ``in_axes`` 0 carry the seed axis, those with
+    ``None`` are shared; vmapped, or a ``lax.map`` over the seeds (:func:`resolve_seed_loop`)."""
     if resolve_seed_loop(seed_loop) == "vmap":
-        return jax.vmap(fn, in_axes=(0, 0, None, None))
-    return lambda params, stats, images, labels: jax.lax.map(lambda a: fn(a[0], a[1], images, labels),
-                                                             (params, stats))
+        return jax.vmap(fn, in_axes=in_axes)
+
+    def mapped(*args):
+        def one(per_seed):
+            it = iter(per_seed)
+            return fn(*(next(it) if ax == 0 else a for a, ax in zip(args, in_axes)))
+
+        return jax.lax.map(one, tuple(a for a, ax in zip(args, in_axes) if ax == 0))
+
+    return mapped
 
 
 def _batched_map(fn: Callable, arrays: tuple, batch_size: int):
@@ -375,10 +377,10 @@ def make_evaluator(module: nn.Module, attack: PGDConfig, *, batch_size: int = 50
             return _batched_map(lambda xb, yb: per_batch(params, batch_stats, xb, yb), (images, labels), batch_size)
 
         if num_seeds is not None:  # one program for all K models
-            evaluate_one = _over_seeds(evaluate_one, seed_loop)
+            evaluate_one = _over_seeds(evaluate_one, (0, 0, None, None), seed_loop)
         return jax.jit(evaluate_one)
 
-    batch_fn = jax.jit(per_batch if num_seeds is None else _over_seeds(per_batch, seed_loop))
+    batch_fn = jax.jit(per_batch if num_seeds is None else _over_seeds(per_batch, (0, 0, None, None), seed_loop))
     wait = _serialize_collectives(mesh)
     ex_axis = 0 if num_seeds is None else 1  # where the example axis sits in the outputs
 
