@@ -7,7 +7,7 @@ once per bound for the whole layer and once per bound for every class), ``logsum
 rows, and binning through ``np.unique(..., axis=0)`` for the layer and again for every
 class. No blocking, no sharing between bounds, no reuse between classes.
 
-All results are in bits, in the same layout as :func:`jaxmi.estimators.measure_probes`.
+All results are in bits, in the same layout as :func:`jaxmi.estimators.estimate` on a mapping of probes.
 """
 
 from __future__ import annotations
@@ -95,23 +95,22 @@ def bin_calc_information(activity, labels, binsize=0.5):
 
 
 def baseline_measure(probes: Mapping[str, np.ndarray], labels, *, methods: Sequence[str] = METHODS,
-                     noise_var: float = 0.1, bin_size: float = 0.5) -> dict[str, dict[str, list[float]]]:
-    """All requested estimators on every probe: ``{method: {"I_XT": [...], "I_TY": [...]}}``.
+                     noise_var: float = 0.1, bin_size: float = 0.5) -> dict[str, dict[str, dict[str, float]]]:
+    """All requested estimators on every probe: ``{probe: {method: {"I_XT": float, "I_TY": float}}}``.
 
-    Lists follow the order of ``probes``, as in :func:`jaxmi.estimators.measure_probes`.
+    Probes in the order of ``probes``, methods in the order of ``methods``, as
+    :func:`jaxmi.estimators.estimate` returns them for a mapping.
     """
     methods = tuple(methods)
-    out = {m: {"I_XT": [], "I_TY": []} for m in methods}
-    for act in probes.values():
+    out = {}
+    for name, act in probes.items():
         act = np.asarray(act, np.float32).reshape(len(act), -1)
+        res = {}
         if "kde_upper" in methods or "kde_lower" in methods:
             kde = kde_mi_layer(act, labels, noise_var)
-            for m in ("kde_upper", "kde_lower"):
-                if m in methods:
-                    out[m]["I_XT"].append(float(kde[m][0]))
-                    out[m]["I_TY"].append(float(kde[m][1]))
+            res.update({m: {"I_XT": float(v[0]), "I_TY": float(v[1])} for m, v in kde.items()})
         if "binning" in methods:
             i_xt, i_ty = bin_calc_information(act, labels, bin_size)
-            out["binning"]["I_XT"].append(float(i_xt))
-            out["binning"]["I_TY"].append(float(i_ty))
+            res["binning"] = {"I_XT": float(i_xt), "I_TY": float(i_ty)}
+        out[name] = {m: res[m] for m in methods}
     return out

@@ -87,7 +87,7 @@ def child(name: str, n: int, seed: int) -> dict:
                              for p, d in widths.items()}}
     for part, methods in (("kde", ("kde_upper", "kde_lower")), ("binning", ("binning",))):
         t0 = time.perf_counter()
-        res = estimators.measure_probes(probes, y, methods=methods, num_classes=NUM_CLASSES)
+        res = estimators.estimate(probes, y, methods=methods, num_classes=NUM_CLASSES)
         record[f"{part}_s"] = time.perf_counter() - t0
         record[f"{part}_bits"] = res
     record["peak_rss_gib"] = _status_kib("VmHWM") / 2**20

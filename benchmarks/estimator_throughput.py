@@ -4,7 +4,7 @@ For the probe shapes of LeNet-MNIST, LeNet-CIFAR and WideResNet-CIFAR and N samp
 (default N ∈ {1000, 5000, 10000, 50000}), times one full MI measurement (KDE upper + lower
 bound, binning; I(X;T) and I(T;Y); every probe) and each part:
 
-* **jaxmi**: ``jaxmi.estimators.measure_probes`` on the default JAX device(s).
+* **jaxmi**: ``jaxmi.estimators.estimate`` on the default JAX device(s).
 * **baseline** (``_baselines.py``): the paper's way in float32 NumPy — the full N × N
   distance matrix recomputed for every bound and every class, ``np.unique`` binning per
   layer and per class. Cases whose N × N temporaries would not fit in memory are skipped
@@ -59,7 +59,8 @@ except ImportError:  # run as a script (benchmarks/ is on sys.path)
 import jax
 import jax.numpy as jnp
 
-from jaxmi import estimators
+from jaxmi import backend, estimators
+from jaxmi.estimators import kde as estimators_kde
 
 DEFAULT_OUT = Path(__file__).resolve().parent / "results" / "estimator_throughput.json"
 SHAPES = {  # probe widths of the paper's models (jaxmi.models.probe_widths)
@@ -131,17 +132,22 @@ class _CountFloat64Path:
     """Counts calls of jaxmi's float64 host fallback (see estimators.kde_mi) while active."""
 
     def __enter__(self):
-        self.calls, self._real = 0, estimators._kde_sums_float64
+        self.calls, self._real = 0, estimators_kde._kde_sums_float64
 
         def counted(*a, **k):
             self.calls += 1
             return self._real(*a, **k)
 
-        estimators._kde_sums_float64 = counted
+        estimators_kde._kde_sums_float64 = counted
         return self
 
     def __exit__(self, *exc):
-        estimators._kde_sums_float64 = self._real
+        estimators_kde._kde_sums_float64 = self._real
+
+
+def _merge(a: dict, b: dict) -> dict:
+    """Two {probe: {method: {...}}} results for different methods, merged per probe."""
+    return {p: {**a[p], **b[p]} for p in a}
 
 
 def run_case(model: str, n: int, args, rate: float, available: int) -> dict:
@@ -167,15 +173,15 @@ def run_case(model: str, n: int, args, rate: float, available: int) -> dict:
             continue
 
         def call(methods=methods, part=part):
-            results[part] = estimators.measure_probes(probes, labels_dev, methods=methods, num_classes=NUM_CLASSES,
-                                                      block_size=args.block_size)
+            results[part] = estimators.estimate(probes, labels_dev, methods=methods, num_classes=NUM_CLASSES,
+                                                block_size=args.block_size)
         with _CountFloat64Path() as f64:
             case["jaxmi_s"][part], case["jaxmi_times_s"][part] = _median_time(call, repeats, warmup)
         case["float64_fallback"] = case.get("float64_fallback", False) or f64.calls > 0
         print(f"  jaxmi {model} N={n} {part}: {case['jaxmi_s'][part]:.3f} s", flush=True)
     if "full" not in parts:  # the full measurement runs the two parts one after the other
         case["jaxmi_s"]["full"] = case["jaxmi_s"]["kde"] + case["jaxmi_s"]["binning"]
-        results["full"] = {**results["kde"], **results["binning"]}
+        results["full"] = _merge(results["kde"], results["binning"])
         case["jaxmi_full_is"] = "sum of the KDE and binning medians (--parts without full)"
     case["jaxmi_samples_per_s"] = {p: n / t for p, t in case["jaxmi_s"].items()}
     case["kde_x_gram_floor"] = case["jaxmi_s"]["kde"] / case["gram_floor_s"]
@@ -203,9 +209,9 @@ def run_case(model: str, n: int, args, rate: float, available: int) -> dict:
         case["baseline_s"]["full"] = case["baseline_s"]["kde"] + case["baseline_s"]["binning"]
         case["baseline_samples_per_s"] = {p: n / t for p, t in case["baseline_s"].items()}
         case["speedup"] = {p: case["baseline_s"][p] / case["jaxmi_s"][p] for p in PARTS}
-        full_b = {**bres["kde"], **bres["binning"]}
-        case["max_abs_diff_bits"] = {m: float(max(abs(a - b) for k in ("I_XT", "I_TY")
-                                                  for a, b in zip(results["full"][m][k], full_b[m][k])))
+        full_b = _merge(bres["kde"], bres["binning"])
+        case["max_abs_diff_bits"] = {m: float(max(abs(results["full"][p][m][k] - full_b[p][m][k])
+                                                  for p in full_b for k in ("I_XT", "I_TY")))
                                      for m in estimators.METHODS}
     else:
         case["baseline_skipped"] = why
@@ -300,7 +306,7 @@ def main(argv=None) -> dict:
     rate = res["matmul"]["flops_per_s"]
     for model in args.models:
         for n in args.samples:
-            available = estimators.available_memory_bytes(jax.devices("cpu")[0])
+            available = backend.available_memory_bytes(jax.devices("cpu")[0])
             res["cases"].append(run_case(model, n, args, rate, available))
             res["loadavg_after"] = list(os.getloadavg())
             _write_json(args.out, res)

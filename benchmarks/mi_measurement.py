@@ -1,4 +1,4 @@
-"""Times one full MI measurement: jaxmi.estimators.measure_probes vs a NumPy baseline.
+"""Times one full MI measurement: jaxmi.estimators.estimate vs a NumPy baseline.
 
 One measurement = the three estimators (KDE upper bound, KDE lower bound, binning) × I(X;T)
 and I(T;Y) × the five LeNet-MNIST probes (widths 3456, 1024, 120, 84, 10) on N samples,
@@ -42,7 +42,7 @@ import jax
 import jax.numpy as jnp
 
 import jaxmi
-from jaxmi.estimators import METHODS, measure_probes
+from jaxmi.estimators import METHODS, estimate
 from jaxmi.models import apply_model, create_model, init_variables
 
 DEFAULT_OUT = Path(__file__).resolve().parent / "results" / "mi_measurement.json"
@@ -99,7 +99,8 @@ def _time(fn, repeats: int) -> tuple[list[float], object]:
 
 
 def _max_abs_diff(a, b, methods) -> dict[str, float]:
-    return {m: float(max(abs(x - y) for k in ("I_XT", "I_TY") for x, y in zip(a[m][k], b[m][k])))
+    """Per method, max |a − b| over the probes and I(X;T), I(T;Y) ({probe: {method: {...}}} results)."""
+    return {m: float(max(abs(a[p][m][k] - b[p][m][k]) for p in a for k in ("I_XT", "I_TY")))
             for m in methods}
 
 
@@ -169,7 +170,7 @@ def main(argv=None) -> dict:
     results: dict[str, dict] = {"jaxmi": {}, "baseline": {}}
     for part, methods in PARTS.items():
         times["jaxmi"][part], results["jaxmi"][part] = _time(
-            lambda: measure_probes(probes, labels_dev, methods=methods, num_classes=10), args.repeats)
+            lambda: estimate(probes, labels_dev, methods=methods, num_classes=10), args.repeats)
         times["baseline"][part], results["baseline"][part] = _time(
             lambda: _baselines.baseline_measure(probes_host, labels, methods=methods), args.repeats)
     load_after = os.getloadavg()

@@ -7,13 +7,15 @@ entropies recomputed on each class's own rows, and ``np.unique(axis=0)`` for bin
 """
 
 import math
+import re
 
 import numpy as np
 import pytest
 from scipy.special import logsumexp
 
-from jaxmi import estimators
-from jaxmi.estimators import METHODS, binning_mi, estimate_all, estimate_mi, kde_mi, measure_probes
+from jaxmi.estimators import METHODS, binning_mi, estimate, estimate_mi, kde_mi
+from jaxmi.estimators import binning as est_binning
+from jaxmi.estimators import kde as est_kde
 
 NOISE_VAR = 0.1
 BIN_SIZE = 0.5
@@ -186,7 +188,7 @@ def test_identical_points_give_zero_information():
     n = 120
     t = np.tile(np.array([[0.37, -1.2, 4.1, 0.0]], np.float32), (n, 1))
     y = rng.integers(0, 3, n)
-    got = estimate_all(t, y)
+    got = estimate(t, y)
     for m in METHODS:
         assert abs(got[m]["I_XT"]) < 1e-5, (m, got[m])
         assert abs(got[m]["I_TY"]) < 1e-5, (m, got[m])
@@ -199,7 +201,7 @@ def test_far_apart_points_give_log2_n():
     n = 150
     t = (rng.standard_normal((n, 10)) * 1e3).astype(np.float32)
     y = rng.integers(0, 4, n)
-    got = estimate_all(t, y)
+    got = estimate(t, y)
     for m in METHODS:
         np.testing.assert_allclose(got[m]["I_XT"], math.log2(n), atol=1e-4, err_msg=m)
         np.testing.assert_allclose(got[m]["I_TY"], label_entropy_bits(y), atol=1e-4, err_msg=m)
@@ -220,7 +222,7 @@ def test_tight_separated_classes_give_label_entropy(num_classes_arg):
     t = (centres[y] + rng.standard_normal((len(y), 8)) * 1e-4).astype(np.float32)
     h_y = label_entropy_bits(y)
     assert abs(h_y - math.log2(len(sizes))) > 0.2
-    got = estimate_all(t, y, num_classes=num_classes_arg)
+    got = estimate(t, y, num_classes=num_classes_arg)
     for m in METHODS:
         np.testing.assert_allclose(got[m]["I_TY"], h_y, atol=1e-4, err_msg=m)
         np.testing.assert_allclose(got[m]["I_XT"], h_y, atol=1e-4, err_msg=m)
@@ -248,13 +250,13 @@ def _binning_cases():
     cases["singletons_absent"] = (rng.standard_normal((100, 2)), y, 20)
     # Wide layer, low variance: mostly duplicates in the high dims.
     cases["wide"] = (rng.standard_normal((200, 300)) * 0.2, rng.integers(0, 10, 200), None)
-    # Wider than the ~256 columns that binning fingerprints first (estimators._sampled_columns,
+    # Wider than the ~256 columns that binning fingerprints first (est_binning._sampled_columns,
     # runs of adjacent columns spread over the layer): rows distinct on those columns (the
     # early exit), and rows equal on them but not elsewhere, with exact duplicates too (the
     # whole-row path).
     cases["wide_sample_distinct"] = (rng.standard_normal((300, 600)) * 3.0, rng.integers(0, 10, 300), None)
     shared = rng.integers(0, 3, (240, 600)) * 0.5 + 0.1
-    sampled = estimators._sampled_columns(600)
+    sampled = est_binning._sampled_columns(600)
     shared[:, sampled] = shared[0, sampled]
     shared[200:] = shared[:40]
     cases["wide_sample_shared"] = (shared, rng.integers(0, 6, 240), None)
@@ -287,10 +289,10 @@ def test_binning_bin_edges_are_floor():
 @pytest.fixture
 def fresh_binning_cache():
     """Clears the compiled binning cache around a test that monkeypatches its helpers."""
-    for f in (estimators._binning_core, estimators._binning_grouped_core):
+    for f in (est_binning._binning_core, est_binning._binning_grouped_core):
         f.clear_cache()
     yield
-    for f in (estimators._binning_core, estimators._binning_grouped_core):
+    for f in (est_binning._binning_core, est_binning._binning_grouped_core):
         f.clear_cache()
 
 
@@ -302,14 +304,14 @@ def test_hash_collision_falls_back_to_exact(monkeypatch, fresh_binning_cache):
         return [z, z]  # every row collides with every other row
 
     calls = []
-    real_fallback = estimators._binning_numpy
+    real_fallback = est_binning._binning_numpy
 
     def spy(*args, **kwargs):
         calls.append(1)
         return real_fallback(*args, **kwargs)
 
-    monkeypatch.setattr(estimators, "_row_hashes", constant_hashes)
-    monkeypatch.setattr(estimators, "_binning_numpy", spy)
+    monkeypatch.setattr(est_binning, "_row_hashes", constant_hashes)
+    monkeypatch.setattr(est_binning, "_binning_numpy", spy)
     rng = np.random.default_rng(8)
     t = (rng.standard_normal((97, 6)) * 0.7).astype(np.float32)
     t[50:60] = t[0]  # some genuine duplicates too
@@ -333,13 +335,13 @@ def test_binning_first_hash_collisions_still_exact(monkeypatch, fresh_binning_ca
     duplicates present, through the grouped path."""
     import jax.numpy as jnp
 
-    real = estimators._row_hashes
+    real = est_binning._row_hashes
 
     def coarse_first_hash(sym):
         h1, h2 = real(sym)
         return [h1 & jnp.uint32(3), h2]  # only 4 values: many ties in h1 alone
 
-    monkeypatch.setattr(estimators, "_row_hashes", coarse_first_hash)
+    monkeypatch.setattr(est_binning, "_row_hashes", coarse_first_hash)
     rng = np.random.default_rng(11)
     for width in (6, 400):  # whole-row hashes, and the sampled-columns early exit
         t = (rng.standard_normal((120, width)) * 2.0).astype(np.float32)
@@ -357,7 +359,7 @@ def test_binning_first_hash_collisions_still_exact(monkeypatch, fresh_binning_ca
 def test_binning_class_counts_by_sort_and_by_scatter_agree(limit, monkeypatch, fresh_binning_cache):
     """H(T|Y) counts come from a scatter into a (group, class) table when it is small and from
     a sort of the pairs otherwise (GROUPED_SCATTER_LIMIT); both must equal np.unique."""
-    monkeypatch.setattr(estimators, "GROUPED_SCATTER_LIMIT", limit)
+    monkeypatch.setattr(est_binning, "GROUPED_SCATTER_LIMIT", limit)
     for case in ("ties", "singletons_absent", "wide_sample_shared"):
         t, y, c = _binning_cases()[case]
         t = np.asarray(t, np.float32)
@@ -408,13 +410,13 @@ def test_kde_tight_clusters_far_from_mean():
 
 def test_kde_float64_path_only_when_float32_would_lose_precision(monkeypatch):
     calls = []
-    real = estimators._kde_sums_float64
+    real = est_kde._kde_sums_float64
 
     def spy(*a, **k):
         calls.append(1)
         return real(*a, **k)
 
-    monkeypatch.setattr(estimators, "_kde_sums_float64", spy)
+    monkeypatch.setattr(est_kde, "_kde_sums_float64", spy)
     rng = np.random.default_rng(2)
     y = rng.integers(0, 3, 120)
     typical = rng.standard_normal((120, 50)).astype(np.float32)  # |t|² ≈ 50: float32 is exact enough
@@ -475,7 +477,7 @@ def test_bad_parameters_raise_value_error():
     with pytest.raises(ValueError, match="unknown estimator"):
         estimate_mi(_GOOD_T, _GOOD_Y, method="kde")
     with pytest.raises(ValueError, match="unknown estimator"):
-        estimate_all(_GOOD_T, _GOOD_Y, methods=("binning", "mine"))
+        estimate(_GOOD_T, _GOOD_Y, methods=("binning", "mine"))
     for nv in (0.0, -0.1, float("nan")):
         with pytest.raises(ValueError, match="noise_var"):
             kde_mi(_GOOD_T, _GOOD_Y, noise_var=nv)
@@ -487,17 +489,45 @@ def test_bad_parameters_raise_value_error():
         with pytest.raises(ValueError, match="bin_size"):
             estimate_mi(_GOOD_T, _GOOD_Y, method="binning", bin_size=bs)
     with pytest.raises(ValueError, match="probes is empty"):
-        measure_probes({}, _GOOD_Y)
+        estimate({}, _GOOD_Y)
     with pytest.raises(ValueError, match="probe 'bad'"):
-        measure_probes({"ok": _GOOD_T, "bad": _GOOD_T[:4]}, _GOOD_Y)
+        estimate({"ok": _GOOD_T, "bad": _GOOD_T[:4]}, _GOOD_Y)
+
+
+def test_unknown_option_and_bad_probe_give_the_documented_messages():
+    # An option no chosen estimator takes names the accepted ones (catches typos).
+    msg = "unknown option(s) ['alpah'] for estimator(s) ['binning', 'kde_upper']; they accept " \
+          "['bin_size', 'block_size', 'devices', 'noise_var']."
+    for x in (_GOOD_T, {"p": _GOOD_T}):
+        with pytest.raises(ValueError, match=f"^{re.escape(msg)}$"):
+            estimate(x, _GOOD_Y, methods=("binning", "kde_upper"), alpah=2.0)
+    # A bad layer: the raw message for one array, prefixed with the probe's name in a mapping.
+    raw = "labels must be a 1-D array with one entry per row of activations: got shape (6,) for 4 rows."
+    with pytest.raises(ValueError, match=f"^{re.escape(raw)}$"):
+        estimate(_GOOD_T[:4], _GOOD_Y)
+    with pytest.raises(ValueError, match=f"^{re.escape('probe ' + repr('bad') + ': ' + raw)}$"):
+        estimate({"ok": _GOOD_T, "bad": _GOOD_T[:4]}, _GOOD_Y)
+    # One array must be [N, D]; probes of a mapping are flattened per sample.
+    with pytest.raises(ValueError, match="^activations must be a 2-D array"):
+        estimate(np.zeros((6, 2, 2), np.float32), _GOOD_Y)
+    nan_t = _GOOD_T.copy()
+    nan_t[1, 1] = np.nan
+    with pytest.raises(ValueError, match="^probe 'conv': activations contain NaN or Inf"):
+        estimate({"conv": nan_t.reshape(6, 3, 1)}, _GOOD_Y, methods=("binning",))
 
 
 # --------------------------------------------------------------------------------------
-# measure_probes and compilation caching
+# estimate over a mapping of probes, and compilation caching
 # --------------------------------------------------------------------------------------
 
 
-def test_measure_probes_matches_estimate_all_in_probe_order():
+def by_method(per_probe):
+    """{probe: {method: {key: v}}} re-indexed as {method: {key: [v per probe, in order]}}."""
+    first = next(iter(per_probe.values()))
+    return {m: {k: [per_probe[p][m][k] for p in per_probe] for k in first[m]} for m in first}
+
+
+def test_estimate_on_probes_matches_single_layers_in_probe_order():
     rng = np.random.default_rng(9)
     n = 90
     y = rng.integers(0, 10, n)
@@ -507,18 +537,30 @@ def test_measure_probes_matches_estimate_all_in_probe_order():
         "conv": rng.standard_normal((n, 3, 2, 2)).astype(np.float32) * 0.4,
         "mid": rng.standard_normal((n, 7)).astype(np.float32),
     }
-    got = measure_probes(probes, y, num_classes=10)
+    per_probe = estimate(probes, y, num_classes=10)
+    assert list(per_probe) == list(probes)
+    got = by_method(per_probe)
     assert list(got) == list(METHODS)
     for m in METHODS:
         assert len(got[m]["I_XT"]) == len(got[m]["I_TY"]) == len(probes)
     for i, (name, act) in enumerate(probes.items()):
-        single = estimate_all(act.reshape(n, -1), y, num_classes=10)
+        single = estimate(act.reshape(n, -1), y, num_classes=10)
         for m in METHODS:
             for k in ("I_XT", "I_TY"):
                 np.testing.assert_allclose(got[m][k][i], single[m][k], rtol=1e-6, atol=1e-7,
                                            err_msg=f"{name} {m} {k}")
-    sub = measure_probes(probes, y, methods=("binning",))
+    sub = by_method(estimate(probes, y, methods=("binning",)))
     assert list(sub) == ["binning"] and sub["binning"]["I_XT"] == got["binning"]["I_XT"]
+
+
+@pytest.mark.parametrize("kwargs", [{}, {"methods": ("binning", "kde_lower", "renyi"), "bootstrap": 3}])
+def test_estimate_on_one_array_equals_estimate_on_a_one_probe_mapping(kwargs):
+    rng = np.random.default_rng(12)
+    y = rng.integers(0, 4, 70)
+    t = (rng.standard_normal((70, 6)) * 0.5 + rng.standard_normal((4, 6))[y]).astype(np.float32)
+    single = estimate(t, y, **kwargs)
+    assert single == estimate({"p": t}, y, **kwargs)["p"]
+    assert list(single) == list(kwargs.get("methods", METHODS))
 
 
 def test_kde_does_not_recompile_for_same_shapes():
@@ -526,12 +568,12 @@ def test_kde_does_not_recompile_for_same_shapes():
     t = rng.standard_normal((77, 9)).astype(np.float32)
     y = rng.integers(0, 3, 77)
     first = kde_mi(t, y)
-    size = estimators._kde_sums._cache_size()
+    size = est_kde._kde_sums._cache_size()
     # New values, new noise_var (a traced argument) and new bin_size: same compiled programs.
     second = kde_mi(t * 2 + 1, y[::-1].copy(), noise_var=0.3)
     binning_mi(t, y)
-    bsize = estimators._binning_core._cache_size()
+    bsize = est_binning._binning_core._cache_size()
     binning_mi(t * 3, y, bin_size=0.25)
-    assert estimators._kde_sums._cache_size() == size
-    assert estimators._binning_core._cache_size() == bsize
+    assert est_kde._kde_sums._cache_size() == size
+    assert est_binning._binning_core._cache_size() == bsize
     assert first != second

@@ -1,5 +1,5 @@
 """Tests of the full-strength estimator features: memory-sized blocks, multi-device KDE,
-bootstrap error bars, the estimator registry, estimate_probes and the matrix-based Rényi
+bootstrap error bars, the estimator registry, estimate over probes and the matrix-based Rényi
 estimator.
 
 Every value is checked against an independent reference: the float64 direct-difference
@@ -20,10 +20,14 @@ import jax
 import numpy as np
 import pytest
 
-from jaxmi import estimators
-from jaxmi.estimators import (bootstrap_weights, estimate_all, estimate_mi, estimate_probes, kde_mi,
-                              measure_probes, register_estimator, renyi_mi, unregister_estimator)
-from test_estimators import BIN_ATOL, KDE_ATOL, KDE_RTOL, ref_binning, ref_kde
+from jaxmi import backend, estimators
+from jaxmi.estimators import (bootstrap_weights, estimate, estimate_mi, kde_mi, register_estimator, renyi_mi,
+                              unregister_estimator)
+from jaxmi.estimators import binning as est_binning
+from jaxmi.estimators import kde as est_kde
+from jaxmi.estimators import renyi as est_renyi
+from jaxmi.estimators.validation import validate
+from test_estimators import BIN_ATOL, KDE_ATOL, KDE_RTOL, by_method, ref_binning, ref_kde
 
 # --------------------------------------------------------------------------------------
 # Block size from memory; blockwise row sums equal the dense float64 computation
@@ -31,7 +35,7 @@ from test_estimators import BIN_ATOL, KDE_ATOL, KDE_RTOL, ref_binning, ref_kde
 
 
 def test_available_memory_is_positive_and_block_size_obeys_budget():
-    assert estimators.available_memory_bytes() > 0
+    assert backend.available_memory_bytes() > 0
     auto = estimators.choose_block_size(60_000, 3456)
     assert auto % 8 == 0 and 8 <= auto <= 1024
     for budget in (1 << 20, 16 << 20, 256 << 20):
@@ -63,7 +67,7 @@ def test_blockwise_row_sums_equal_dense_float64(block):
     y = rng.integers(0, c, n)
     t = (rng.standard_normal((n, d)) * 0.25 + rng.standard_normal((c, d))[y] * 0.3).astype(np.float32)
     b = block or estimators.choose_block_size(n, d)
-    sums, finite, _ = estimators._kde_sums(jax.numpy.asarray(t), jax.numpy.asarray(y, np.int32),
+    sums, finite, _ = est_kde._kde_sums(jax.numpy.asarray(t), jax.numpy.asarray(y, np.int32),
                                            jax.numpy.ones((1, n)), np.float32(0.1), num_classes=c,
                                            block_size=b)
     sums = np.asarray(sums)  # [N, 2, 1 + C]
@@ -113,8 +117,8 @@ def test_kde_bootstrap_resamples_match_reference_on_materialised_resamples():
     y = rng.integers(0, c, n)
     t = (rng.standard_normal((n, 6)) * 0.4 + rng.standard_normal((c, 6))[y] * 0.5).astype(np.float32)
     w = np.concatenate([np.ones((1, n), np.float32), bootstrap_weights(jax.random.key(5), n, 3)])
-    tj, yj, cc = estimators._validate(t, y, None)
-    got = estimators._kde_compute(tj, yj, cc, w, block_size=16)
+    tj, yj, cc = validate(t, y, None)
+    got = est_kde.kde_compute(tj, yj, cc, w, block_size=16)
     for r in range(len(w)):
         ref = ref_kde(_materialise(t, w[r]), _materialise(y, w[r]))
         for m in ("kde_upper", "kde_lower"):
@@ -133,26 +137,26 @@ def test_binning_bootstrap_resamples_match_np_unique_on_materialised_resamples(d
         t = (rng.standard_normal((n, 3)) * 0.8 - 0.6).astype(np.float32)  # negative bins, ties
         t[40:50] = t[0]
     w = np.concatenate([np.ones((1, n), np.float32), bootstrap_weights(jax.random.key(7), n, 4)])
-    tj, yj, cc = estimators._validate(t, y, None)
-    got = estimators._binning_compute(tj, yj, cc, w)["binning"]
-    exact = estimators._binning_numpy(t, y, 0.5, w)  # the host fallback, weighted
+    tj, yj, cc = validate(t, y, None)
+    got = est_binning.binning_compute(tj, yj, cc, w)["binning"]
+    exact = est_binning._binning_numpy(t, y, 0.5, w)  # the host fallback, weighted
     for r in range(len(w)):
         ref = ref_binning(_materialise(t, w[r]), _materialise(y, w[r]))
         np.testing.assert_allclose([got[0][r], got[1][r]], [ref["I_XT"], ref["I_TY"]], atol=BIN_ATOL)
         np.testing.assert_allclose([exact[0][r], exact[1][r]], [ref["I_XT"], ref["I_TY"]], atol=1e-9)
 
 
-def test_estimate_all_bootstrap_summary():
+def test_estimate_bootstrap_summary():
     rng = np.random.default_rng(8)
     n = 80
     y = rng.integers(0, 4, n)
     t = (rng.standard_normal((n, 5)) * 0.3 + rng.standard_normal((4, 5))[y]).astype(np.float32)
     key = jax.random.key(9)
-    got = estimate_all(t, y, bootstrap=20, key=key, confidence=0.9)
-    plain = estimate_all(t, y)
+    got = estimate(t, y, bootstrap=20, key=key, confidence=0.9)
+    plain = estimate(t, y)
     w = np.concatenate([np.ones((1, n), np.float32), bootstrap_weights(key, n, 20)])
-    tj, yj, cc = estimators._validate(t, y, None)
-    per = {**estimators._kde_compute(tj, yj, cc, w), **estimators._binning_compute(tj, yj, cc, w)}
+    tj, yj, cc = validate(t, y, None)
+    per = {**est_kde.kde_compute(tj, yj, cc, w), **est_binning.binning_compute(tj, yj, cc, w)}
     for m in plain:
         assert got[m]["I_XT"] == pytest.approx(plain[m]["I_XT"], abs=1e-6)
         assert got[m]["I_TY"] == pytest.approx(plain[m]["I_TY"], abs=1e-6)
@@ -164,30 +168,30 @@ def test_estimate_all_bootstrap_summary():
             assert got[m][f"{k}_hi"] == pytest.approx(hi, abs=1e-6)
             assert got[m][f"{k}_lo"] <= got[m][f"{k}_hi"]
         assert got[m]["I_XT_se"] > 0
-    assert estimate_all(t, y, bootstrap=20, key=key) == estimate_all(t, y, bootstrap=20, key=key)
+    assert estimate(t, y, bootstrap=20, key=key) == estimate(t, y, bootstrap=20, key=key)
     with pytest.raises(ValueError, match="bootstrap"):
-        estimate_all(t, y, bootstrap=1)
+        estimate(t, y, bootstrap=1)
     with pytest.raises(ValueError, match="confidence"):
-        estimate_all(t, y, bootstrap=5, confidence=1.0)
+        estimate(t, y, bootstrap=5, confidence=1.0)
 
 
 # --------------------------------------------------------------------------------------
-# estimate_probes / measure_probes: many layers and classes in one call
+# estimate over a mapping of probes: many layers and classes in one call
 # --------------------------------------------------------------------------------------
 
 
-def test_estimate_probes_structure_and_agreement():
+def test_estimate_on_probes_structure_and_agreement():
     rng = np.random.default_rng(10)
     n = 64
     y = rng.integers(0, 10, n)
     probes = {"wide": rng.standard_normal((n, 4, 4, 3)).astype(np.float32) * 0.3,
               "narrow": rng.standard_normal((n, 2)).astype(np.float32)}
-    got = estimate_probes(probes, y, methods=("binning", "kde_lower"), num_classes=10, bootstrap=4)
+    got = estimate(probes, y, methods=("binning", "kde_lower"), num_classes=10, bootstrap=4)
     assert list(got) == ["wide", "narrow"]
-    flat = measure_probes(probes, y, methods=("binning", "kde_lower"), num_classes=10, bootstrap=4)
+    flat = by_method(estimate(probes, y, methods=("binning", "kde_lower"), num_classes=10, bootstrap=4))
     for p, act in probes.items():
         assert list(got[p]) == ["binning", "kde_lower"]
-        single = estimate_all(act.reshape(n, -1), y, methods=("binning", "kde_lower"), num_classes=10, bootstrap=4)
+        single = estimate(act.reshape(n, -1), y, methods=("binning", "kde_lower"), num_classes=10, bootstrap=4)
         assert got[p] == single  # same default key: the same resamples for every probe
     for m in ("binning", "kde_lower"):
         assert set(flat[m]) == {f"I_{q}{s}" for q in ("XT", "TY") for s in ("", "_se", "_lo", "_hi")}
@@ -204,19 +208,20 @@ _MULTI_DEVICE_SCRIPT = textwrap.dedent("""
     os.environ["JAX_PLATFORMS"] = "cpu"
     import jax, numpy as np
     from jaxmi import estimators
+    from jaxmi.estimators import kde as est_kde
     assert jax.local_device_count() == 8, jax.local_devices()
-    assert estimators._kde_mesh(None).size == 8
+    assert est_kde._kde_mesh(None).size == 8
     rng = np.random.default_rng(0)
     n = 203
     y = rng.integers(0, 5, n)
     t = (rng.standard_normal((n, 12)) * 0.6 + rng.standard_normal((5, 12))[y] * 0.4).astype(np.float32)
     out = {}
     for name, devs in (("one", jax.local_devices()[:1]), ("eight", None), ("three", jax.local_devices()[:3])):
-        out[name] = estimators.estimate_all(t, y, methods=("kde_upper", "kde_lower"), block_size=32,
-                                            devices=devs, bootstrap=3)
-    size = estimators._kde_sums._cache_size()
-    estimators.estimate_all(t * 2, y, methods=("kde_upper",), block_size=32, bootstrap=3)  # a fresh Mesh
-    assert estimators._kde_sums._cache_size() == size, "the sharded KDE pass recompiled"
+        out[name] = estimators.estimate(t, y, methods=("kde_upper", "kde_lower"), block_size=32,
+                                        devices=devs, bootstrap=3)
+    size = est_kde._kde_sums._cache_size()
+    estimators.estimate(t * 2, y, methods=("kde_upper",), block_size=32, bootstrap=3)  # a fresh Mesh
+    assert est_kde._kde_sums._cache_size() == size, "the sharded KDE pass recompiled"
     print(json.dumps(out))
 """)
 
@@ -260,17 +265,17 @@ def test_registered_estimator_is_used_everywhere_and_bootstraps():
         t = rng.standard_normal((40, 3)).astype(np.float32)
         got = estimate_mi(t, y, method="label_entropy", scale=2.0)
         assert got["I_TY"] == pytest.approx(2 * _label_entropy_bits(y))
-        res = estimate_all(t, y, methods=("binning", "label_entropy"), bootstrap=5, key=jax.random.key(1))
+        res = estimate(t, y, methods=("binning", "label_entropy"), bootstrap=5, key=jax.random.key(1))
         w = bootstrap_weights(jax.random.key(1), 40, 5)
         boot = [_label_entropy_bits(_materialise(y, wr)) for wr in w]
         assert res["label_entropy"]["I_TY_se"] == pytest.approx(np.std(boot, ddof=1), rel=1e-9)
         assert calls[-1] == (40, 3)
-        assert measure_probes({"a": t}, y, methods=("label_entropy",))["label_entropy"]["I_TY"][0] == \
+        assert estimate({"a": t}, y, methods=("label_entropy",))["a"]["label_entropy"]["I_TY"] == \
             pytest.approx(_label_entropy_bits(y))
         with pytest.raises(ValueError, match="already registered"):
             register_estimator("label_entropy", label_entropy)
         with pytest.raises(ValueError, match="unknown option"):
-            estimate_all(t, y, methods=("binning",), alpah=2.0)
+            estimate(t, y, methods=("binning",), alpah=2.0)
     finally:
         unregister_estimator("label_entropy")
     assert "label_entropy" not in estimators.available_methods()
@@ -377,16 +382,16 @@ def test_renyi_alpha_to_one_limit_and_invariances():
                                    err_msg=name)
 
 
-def test_renyi_in_estimate_all_with_bootstrap():
+def test_renyi_in_estimate_with_bootstrap():
     x, t, y = _renyi_data(seed=16, n=50)
-    res = estimate_all(t, y, methods=("renyi",), inputs=x, alpha=2.0, bootstrap=3, key=jax.random.key(2))
+    res = estimate(t, y, methods=("renyi",), inputs=x, alpha=2.0, bootstrap=3, key=jax.random.key(2))
     single = renyi_mi(t, y, inputs=x, alpha=2.0)
     assert res["renyi"]["I_XT"] == pytest.approx(single["I_XT"], abs=1e-9)
     # A resample's value equals the reference on the materialised resample with the full
     # sample's kernel width (the weighted Gram matrix W^½ K W^½ has the resample's spectrum).
     w = np.concatenate([np.ones((1, 50), np.float32), bootstrap_weights(jax.random.key(2), 50, 3)])
-    tj, yj, cc = estimators._validate(t, y, None)
-    per = estimators._renyi_compute(tj, yj, cc, w, alpha=2.0, inputs=x)["renyi"]
+    tj, yj, cc = validate(t, y, None)
+    per = est_renyi.renyi_compute(tj, yj, cc, w, alpha=2.0, inputs=x)["renyi"]
     width = np.mean(np.sqrt(np.sort(np.sum((t[:, None].astype(np.float64) - t[None]) ** 2, -1), 1)[:, 1:11]))
     ref = ref_renyi(_materialise(t, w[1]), _materialise(y, w[1]), 2.0, width=width)
     assert per[1][1] == pytest.approx(ref["I_TY"], abs=2e-4)
@@ -397,13 +402,13 @@ def test_float64_path_skipped_when_large_norms_have_no_close_neighbours(monkeypa
     # ‖t‖² ≈ 5·10⁴: float32 distances are off by ~0.06 of 2σ², but every point is far from
     # every other, so all row sums are 1 + ~0 and the float32 result is exact enough.
     calls = []
-    real = estimators._kde_sums_float64
-    monkeypatch.setattr(estimators, "_kde_sums_float64", lambda *a, **k: calls.append(1) or real(*a, **k))
+    real = est_kde._kde_sums_float64
+    monkeypatch.setattr(est_kde, "_kde_sums_float64", lambda *a, **k: calls.append(1) or real(*a, **k))
     rng = np.random.default_rng(17)
     n = 120
     y = rng.integers(0, 3, n)
     t = (rng.standard_normal((n, 20)) * 50).astype(np.float32)
-    assert 2 * 1.19e-7 * np.max(np.sum((t - t.mean(0)) ** 2, 1)) / 0.2 > estimators.MAX_KERNEL_ROUNDING
+    assert 2 * 1.19e-7 * np.max(np.sum((t - t.mean(0)) ** 2, 1)) / 0.2 > est_kde.MAX_KERNEL_ROUNDING
     got = kde_mi(t, y)
     assert not calls
     ref = ref_kde(t, y)

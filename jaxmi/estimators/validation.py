@@ -1,0 +1,123 @@
+"""Input and parameter checks of the estimators, on the host, before anything is traced.
+
+Each public entry point runs these checks once per call: the estimator parameters
+(``noise_var``, ``bin_size``, ``alpha``, bootstrap settings) up front, the activations and
+labels once per layer. The compute functions of :mod:`jaxmi.estimators.kde`,
+:mod:`~jaxmi.estimators.binning` and :mod:`~jaxmi.estimators.renyi` assume checked inputs.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+__all__ = ["validate", "infer_num_classes", "check_noise_var", "check_bin_size", "check_alpha",
+           "check_bootstrap", "raise_if_nonfinite", "all_finite"]
+
+
+def validate(activations: Any, labels: Any, num_classes: int | None, *, flatten: bool = False,
+             what: str = "activations") -> tuple[jax.Array, jax.Array, int]:
+    """Checks one layer's activations and labels.
+
+    Args:
+      activations: [N, D] array, one layer output per row; with ``flatten``, any [N, ...]
+        array, reshaped to [N, prod(...)] first. Non-float dtypes are cast to float32.
+      labels: [N] non-negative integer class indices.
+      num_classes: number of classes C > max(labels), or None for max(labels) + 1.
+      flatten: flatten each sample of an [N, ...] array (probe mappings do).
+      what: the name used for ``activations`` in error messages.
+
+    Returns:
+      ``(activations [N, D] float, labels [N] int32, C)``.
+
+    Raises:
+      ValueError: with a message that says what is wrong and how to fix it.
+    """
+    if flatten and np.ndim(activations) not in (0, 2):
+        activations = jnp.reshape(activations, (np.shape(activations)[0], -1))
+    a_shape = np.shape(activations)
+    if len(a_shape) != 2:
+        raise ValueError(
+            f"{what} must be a 2-D array [N, D] (one flattened layer output per row); got shape "
+            f"{a_shape}. Flatten each sample first, e.g. x.reshape(len(x), -1)."
+        )
+    n = a_shape[0]
+    if n < 1 or a_shape[1] < 1:
+        raise ValueError(f"{what} is empty (shape {a_shape}); pass at least one sample with at least one feature.")
+    labels_np = np.asarray(labels)
+    if labels_np.ndim != 1 or labels_np.shape[0] != n:
+        raise ValueError(
+            f"labels must be a 1-D array with one entry per row of {what}: got shape {labels_np.shape} "
+            f"for {n} rows."
+        )
+    if not np.issubdtype(labels_np.dtype, np.integer):
+        raise ValueError(f"labels must be integers (class indices); got dtype {labels_np.dtype}.")
+    lo, hi = int(labels_np.min()), int(labels_np.max())
+    if lo < 0:
+        raise ValueError(f"labels must be non-negative class indices; found {lo}.")
+    if num_classes is None:
+        num_classes = hi + 1
+    elif hi >= num_classes:
+        raise ValueError(
+            f"labels must be < num_classes={num_classes}; found {hi}. Pass the right num_classes "
+            "(or leave it None to infer max(label) + 1)."
+        )
+    act = jnp.asarray(activations)
+    if not jnp.issubdtype(act.dtype, jnp.floating):
+        act = act.astype(jnp.float32)
+    return act, jnp.asarray(labels_np, jnp.int32), int(num_classes)
+
+
+def infer_num_classes(labels: Any, num_classes: int | None) -> int | None:
+    """One class count C for every layer of a call: ``num_classes`` if given, else
+    max(labels) + 1 where the labels are a non-empty 1-D integer array (else None, and
+    :func:`validate` reports what is wrong with them)."""
+    if num_classes is None and np.size(labels) and np.ndim(labels) == 1 \
+            and np.issubdtype(np.asarray(labels).dtype, np.integer):
+        return max(int(np.max(labels)) + 1, 1)
+    return num_classes
+
+
+def check_noise_var(noise_var: float) -> None:
+    """The KDE kernel variance σ² must be > 0 (NaN is rejected too)."""
+    if not noise_var > 0:
+        raise ValueError(f"noise_var must be > 0 (the KDE kernel variance σ²); got {noise_var}.")
+
+
+def check_bin_size(bin_size: float) -> None:
+    """The binning width must be > 0 (NaN is rejected too)."""
+    if not bin_size > 0:
+        raise ValueError(f"bin_size must be > 0; got {bin_size}.")
+
+
+def check_alpha(alpha: float) -> None:
+    """The order α of the Rényi entropy must be > 0."""
+    if not alpha > 0:
+        raise ValueError(f"alpha must be > 0 (the order of the Rényi entropy); got {alpha}.")
+
+
+def check_bootstrap(bootstrap: int, confidence: float) -> None:
+    """``bootstrap`` is 0 (off) or a number R ≥ 2 of resamples; ``confidence`` in (0, 1)."""
+    if int(bootstrap) != bootstrap or bootstrap < 0 or bootstrap == 1:
+        raise ValueError(f"bootstrap must be 0 (off) or a number of resamples ≥ 2; got {bootstrap}.")
+    if not 0.0 < confidence < 1.0:
+        raise ValueError(f"confidence must be in (0, 1); got {confidence}.")
+
+
+def raise_if_nonfinite(finite: Any, what: str) -> None:
+    """Raises a ValueError naming ``what`` unless ``finite`` is true."""
+    if not bool(finite):
+        raise ValueError(
+            f"{what} contain NaN or Inf, so no mutual information can be estimated. The model has "
+            "probably diverged (check the training loss and learning rate) or the input holds "
+            "non-finite values."
+        )
+
+
+@jax.jit
+def all_finite(t):
+    """Elementwise finiteness check, run only when a cheaper fused sum was not finite."""
+    return jnp.all(jnp.isfinite(t))
