@@ -12,6 +12,7 @@ from matplotlib.figure import Figure
 from matplotlib.image import imread
 
 from jaxmi import plots
+from jaxmi.history import METRICS
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 LAYERS = ["conv1", "conv2", "fc1"]
@@ -116,7 +117,7 @@ def test_only_one_regime_and_single_measurement(tmp_path):
     s = make_summary()
     del s["at"]
     s["epochs_measured"] = [0]
-    for key in plots.METRIC_KEYS:
+    for key in METRICS:
         s["nt"][key] = s["nt"][key][:1]
     for est in s["nt"]["mi"].values():
         for kind in est.values():

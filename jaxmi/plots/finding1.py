@@ -1,0 +1,67 @@
+"""Finding 1's figure: do the clean and adversarial MI curves follow the same trend?"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+
+from matplotlib.figure import Figure
+
+from jaxmi.history import QUANTITIES, validate_summary
+from jaxmi.plots.style import (QUANTITY_TEX, REGIME_COLORS, REGIME_SHORT, clean_adv_legend, draw_clean_adv_curves,
+                               epoch_axis, estimator_label, estimators_present, figure_title, label_epoch_panel,
+                               mark_no_data, regimes_present, safe_name, save_figure)
+
+__all__ = ["plot_trend_agreement"]
+
+
+def _agreement_text(ax, s: Mapping) -> None:
+    """Pearson r, Spearman ρ (or "flat") and the mean gap of one series, in the panel's corner;
+    red when the series disagrees."""
+    if s.get("flat"):
+        text = "flat"
+    else:
+        pr, sp = s.get("pearson"), s.get("spearman")
+        text = (f"r={'n/a' if pr is None else f'{pr:.2f}'} "
+                f"ρ={'n/a' if sp is None else f'{sp:.2f}'}")
+    gap = s.get("mean_abs_gap_bits")
+    if gap is not None:
+        text += f"\n|Δ|={gap:.2f} b"
+    ax.text(0.03, 0.04, text, transform=ax.transAxes, fontsize=7, va="bottom", ha="left",
+            color="0.15" if s.get("agrees", True) else "#B00000",
+            bbox=dict(boxstyle="round,pad=0.2", fc="white", ec="none", alpha=0.7))
+
+
+def plot_trend_agreement(summary: dict, out_dir) -> list[Path]:
+    """``trend_agreement_{estimator}.png``: clean and adversarial MI over epochs, per probe.
+
+    Rows: NT I(X;T), NT I(T;Y), AT I(X;T), AT I(T;Y); columns: probes. Each panel draws the
+    clean (solid, ``o``) and adversarial (dashed, ``+``) curve and, when
+    ``summary["evidence"]["series"]`` holds finding 1's agreement numbers, Pearson r,
+    Spearman ρ and the mean absolute gap (or "flat") in the corner.
+    """
+    validate_summary(summary, require_mi=True)
+    out_dir = Path(out_dir)
+    layers = list(summary["layers"])
+    epochs = epoch_axis(summary)
+    series = ((summary.get("evidence") or {}).get("series") or {})
+    rows = [(r, q) for r in regimes_present(summary) for q in QUANTITIES]
+    written = []
+    for est in estimators_present(summary):
+        fig = Figure(figsize=(2.6 * len(layers) + 0.8, 2.1 * len(rows) + 1.2), layout="constrained")
+        axes = fig.subplots(len(rows), len(layers), sharex=True, squeeze=False)
+        for i, (r, q) in enumerate(rows):
+            color = REGIME_COLORS[r]
+            for j, layer in enumerate(layers):
+                ax = axes[i, j]
+                if not draw_clean_adv_curves(ax, summary, r, est, q, j, epochs, color, size=0.85):
+                    mark_no_data(ax)
+                s = (((series.get(r) or {}).get(est) or {}).get(q) or {}).get(layer)
+                if s:
+                    _agreement_text(ax, s)
+                label_epoch_panel(ax, i, j, len(rows), layer, f"{REGIME_SHORT[r]} {QUANTITY_TEX[q]}\n(bits)", color)
+        fig.legend(handles=clean_adv_legend(1.3), loc="outside lower center", ncols=2, frameon=False)
+        fig.suptitle(figure_title(f"Clean vs adversarial MI over training — {estimator_label(est)} "
+                                  "(r: Pearson, ρ: Spearman, |Δ|: mean gap)", summary))
+        written.append(save_figure(fig, out_dir / f"trend_agreement_{safe_name(est)}.png"))
+    return written

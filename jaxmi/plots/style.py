@@ -1,0 +1,237 @@
+"""Shared style and helpers of the figures: colours, labels, atomic saving, summary accessors.
+
+NT is blue and AT vermilion (Okabe-Ito, colour-blind safe); clean inputs are drawn solid
+with ``o``, adversarial inputs dashed with ``+``. The accessors read a summary laid out as
+in :mod:`jaxmi.history`; missing values (``None``/NaN) come back as NaN.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import re
+import tempfile
+from collections.abc import Mapping
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")  # harmless when already Agg; pyplot is never used.
+
+import numpy as np  # noqa: E402
+from matplotlib.figure import Figure  # noqa: E402
+from matplotlib.lines import Line2D  # noqa: E402
+from matplotlib.ticker import MaxNLocator  # noqa: E402
+
+from jaxmi.history import INPUTS, QUANTITIES, REGIMES  # noqa: E402
+
+__all__ = ["DPI", "REGIME_COLORS", "REGIME_LABELS", "REGIME_SHORT", "INPUT_LABELS", "INPUT_MARKERS",
+           "INPUT_LINESTYLES", "QUANTITY_TEX", "ESTIMATOR_LABELS", "EPOCH_CMAP", "save_figure", "regimes_present",
+           "estimators_present", "mi_values", "metric_values", "epoch_axis", "figure_title", "estimator_label",
+           "safe_name", "finite_mask", "mark_no_data", "sample_count", "check_quantity", "draw_clean_adv_curves",
+           "clean_adv_legend", "label_epoch_panel"]
+
+DPI = 150
+
+REGIME_COLORS = {"nt": "#0072B2", "at": "#D55E00"}
+REGIME_LABELS = {"nt": "NT (normal training)", "at": "AT (adversarial training)"}
+REGIME_SHORT = {"nt": "NT", "at": "AT"}
+
+INPUT_LABELS = {"clean": "clean inputs", "adv": "adversarial (PGD) inputs"}
+INPUT_MARKERS = {"clean": "o", "adv": "+"}
+INPUT_LINESTYLES = {"clean": "-", "adv": "--"}
+
+QUANTITY_TEX = {"I_XT": r"$I(X;T)$", "I_TY": r"$I(T;Y)$"}
+
+ESTIMATOR_LABELS = {
+    "kde_upper": "KDE upper bound",
+    "kde_lower": "KDE lower bound",
+    "binning": "binning",
+}
+
+EPOCH_CMAP = "viridis"
+
+
+def save_figure(fig: Figure, path, *, dpi: int = DPI) -> Path:
+    """Saves ``fig`` to ``path`` atomically and returns the final path.
+
+    The figure is rendered into a temporary file in the same directory (created if needed)
+    and moved onto ``path`` with :func:`os.replace`; on any error the temporary file is
+    removed and the exception propagates, leaving a previous file at ``path`` untouched.
+    The format follows the suffix of ``path`` (PNG when there is none). The figure is not
+    closed.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fmt = path.suffix[1:].lower() or "png"
+    fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    tmp = Path(tmp_name)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fig.savefig(fh, format=fmt, dpi=dpi)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return path
+
+
+# --------------------------------------------------------------------------------------
+# Summary accessors
+
+
+def regimes_present(summary: Mapping) -> list[str]:
+    """The regimes the summary holds, in plotting order (NT, AT)."""
+    return [r for r in REGIMES if summary.get(r) is not None]
+
+
+def estimators_present(summary: Mapping) -> list[str]:
+    """Estimator names in order of first appearance across regimes."""
+    names: list[str] = []
+    for r in regimes_present(summary):
+        for est in (summary[r].get("mi") or {}):
+            if est not in names:
+                names.append(est)
+    return names
+
+
+def mi_values(summary: Mapping, regime: str, estimator: str, inputs: str, quantity: str, *, band: bool = False):
+    """(measurements, probes) float array, or None when that estimate is absent.
+
+    ``band=True``: the error band of that estimate: bootstrap standard errors (``mi_se``)
+    when the summary has them, else the standard deviation across seeds (``mi_sd``).
+    """
+    res = summary[regime]
+    block = ((res.get("mi_se") or res.get("mi_sd")) if band else res.get("mi")) or {}
+    try:
+        values = block[estimator][inputs][quantity]
+    except (KeyError, TypeError):
+        return None
+    if values is None:
+        return None
+    return np.array(values, dtype=float)
+
+
+def metric_values(summary: Mapping, regime: str, key: str):
+    """One float per measurement for metric ``key`` (or ``"<metric>_sd"``), or None."""
+    values = summary[regime].get(key)
+    return None if values is None else np.array(values, dtype=float)
+
+
+def epoch_axis(summary: Mapping) -> np.ndarray:
+    """The epoch of every measurement, as floats."""
+    return np.array(summary["epochs_measured"], dtype=float)
+
+
+def _subtitle(summary: Mapping) -> str:
+    cfg = summary.get("config") or {}
+    parts = []
+    if isinstance(cfg, Mapping):
+        for key in ("dataset", "model"):
+            val = cfg.get(key)
+            if isinstance(val, str) and val:
+                parts.append(val)
+        seeds = cfg.get("seeds")
+        if isinstance(seeds, int) and seeds > 1:
+            parts.append(f"mean of {seeds} seeds, bands ±1 sd")
+        elif isinstance(cfg.get("bootstrap"), int) and cfg["bootstrap"] > 1:
+            parts.append(f"bands ±1 bootstrap s.e. ({cfg['bootstrap']} resamples)")
+    return " · ".join(parts)
+
+
+def figure_title(main: str, summary: Mapping) -> str:
+    """``main`` followed by the dataset, model and what the error bands are, when known."""
+    sub = _subtitle(summary)
+    return f"{main}  ({sub})" if sub else main
+
+
+def estimator_label(estimator: str) -> str:
+    return ESTIMATOR_LABELS.get(estimator, estimator)
+
+
+def safe_name(name: str) -> str:
+    """``name`` with every run of characters unsafe in a file name replaced by ``_``."""
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", str(name)) or "unnamed"
+
+
+def finite_mask(*arrays: np.ndarray) -> np.ndarray:
+    """True where every array is finite."""
+    mask = np.ones(arrays[0].shape, dtype=bool)
+    for a in arrays:
+        mask &= np.isfinite(a)
+    return mask
+
+
+def mark_no_data(ax, text: str = "no data") -> None:
+    ax.text(0.5, 0.5, text, transform=ax.transAxes, ha="center", va="center", color="0.5")
+
+
+def sample_count(summary: Mapping) -> float | None:
+    """``config["samples"]`` (the N of the MI estimates) when it is a number > 1, else None."""
+    cfg = summary.get("config") or {}
+    if not isinstance(cfg, Mapping):
+        return None
+    try:
+        n = float(cfg.get("samples"))
+    except (TypeError, ValueError):
+        return None
+    return n if math.isfinite(n) and n > 1 else None
+
+
+def check_quantity(quantity: str) -> None:
+    if quantity not in QUANTITIES:
+        raise ValueError(f"quantity must be one of {QUANTITIES}, got {quantity!r}")
+
+
+# --------------------------------------------------------------------------------------
+# Drawing shared by the epoch-axis figures (trajectories, trend agreement)
+
+
+def draw_clean_adv_curves(ax, summary: Mapping, regime: str, estimator: str, quantity: str, j: int,
+                          epochs: np.ndarray, color: str, *, size: float = 1.0) -> bool:
+    """Clean (solid, ``o``) and adversarial (dashed, ``+``) MI of probe ``j`` over epochs.
+
+    Error bands (see :func:`mi_values`) are shaded when the summary has them. Returns
+    whether anything was drawn.
+    """
+    drawn = False
+    for inputs in INPUTS:
+        vals = mi_values(summary, regime, estimator, inputs, quantity)
+        if vals is None:
+            continue
+        v = vals[:, j]
+        ok = np.isfinite(v)
+        if not ok.any():
+            continue
+        drawn = True
+        ax.plot(epochs[ok], v[ok], ls=INPUT_LINESTYLES[inputs], marker=INPUT_MARKERS[inputs],
+                markersize=(4 if inputs == "clean" else 7) * size, lw=1.4 * size, color=color,
+                markerfacecolor=color if inputs == "clean" else "none")
+        band = mi_values(summary, regime, estimator, inputs, quantity, band=True)
+        if band is not None:
+            s = np.nan_to_num(band[:, j][ok])
+            ax.fill_between(epochs[ok], v[ok] - s, v[ok] + s, color=color,
+                            alpha=0.18 if inputs == "clean" else 0.10, lw=0)
+    return drawn
+
+
+def clean_adv_legend(lw: float) -> list[Line2D]:
+    """Legend handles for the clean and adversarial curves of :func:`draw_clean_adv_curves`."""
+    return [Line2D([], [], ls=INPUT_LINESTYLES[inputs], marker=INPUT_MARKERS[inputs],
+                   markersize=4 if inputs == "clean" else 7, lw=lw, color="0.3", label=INPUT_LABELS[inputs])
+            for inputs in INPUTS]
+
+
+def label_epoch_panel(ax, i: int, j: int, n_rows: int, layer: str, ylabel: str, color: str) -> None:
+    """Grid, integer epoch ticks, the probe name on the top row, "epoch" on the bottom row and
+    ``ylabel`` (in ``color``) in the first column of a regime-by-probe grid of panels."""
+    ax.grid(True, lw=0.3, alpha=0.5)
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    if i == 0:
+        ax.set_title(layer, fontsize=11)
+    if i == n_rows - 1:
+        ax.set_xlabel("epoch")
+    if j == 0:
+        ax.set_ylabel(ylabel, color=color)
