@@ -14,7 +14,8 @@ import json
 import re
 import sys
 
-from jaxmi import experiment
+from jaxmi.config import make_config
+from jaxmi.run import train_and_measure
 
 
 def rss_mib() -> float:
@@ -31,8 +32,8 @@ def main(argv=None) -> int:
     p.add_argument("--eval-samples", type=int, default=512)
     p.add_argument("--json", help="also write the RSS series here")
     a = p.parse_args(argv)
-    config = experiment.make_config("cpu", epochs=a.epochs, model=a.model, train_examples=a.train_examples,
-                                    samples=a.samples, eval_samples=a.eval_samples)
+    config = make_config("cpu", epochs=a.epochs, model=a.model, train_examples=a.train_examples,
+                         samples=a.samples, eval_samples=a.eval_samples)
     series = {"nt": [], "at": []}
 
     def log(msg):
@@ -42,14 +43,14 @@ def main(argv=None) -> int:
             series[m.group(1).lower()].append(rss)
             print(f"{m.group(1)} epoch {int(m.group(2)):3d}  RSS {rss:8.1f} MiB", flush=True)
 
-    experiment.train_and_measure(config, log=log, show_progress=False)
+    train_and_measure(config, log=log, show_progress=False)
     for mode, s in series.items():
         if len(s) > 3:
             print(f"{mode.upper()}: RSS {s[2]:.1f} MiB after epoch 2 -> {s[-1]:.1f} MiB after epoch {len(s) - 1} "
                   f"({(s[-1] - s[2]) / (len(s) - 3):+.2f} MiB/epoch)")
     if a.json:
         with open(a.json, "w") as f:
-            json.dump({"config": config.to_dict(), "rss_mib": series}, f, indent=2)
+            json.dump({"config": config.flat(), "rss_mib": series}, f, indent=2)
     return 0
 
 

@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """How strong is the paper's evaluation attack against a trained model? PGD variants compared.
 
-Loads the NT (and AT) model of a finished run directory (``jaxmi.experiment.load_trained``)
+Loads the NT (and AT) model of a finished run directory (``jaxmi.run.load_trained``)
 and reports accuracy on the first ``--images`` test images under PGD at the run's ε: the
 paper's evaluation attack (its step size and steps, from the clean image), the same with a
 random start, and ``--long-steps`` steps of ``--long-step-size``, with and without a random
@@ -18,8 +18,9 @@ import argparse
 import jax
 import jax.numpy as jnp
 
-from jaxmi import data, experiment, models
+from jaxmi import data, models
 from jaxmi.attacks import pgd
+from jaxmi.run import load_trained
 
 
 def main(argv=None) -> dict:
@@ -29,11 +30,11 @@ def main(argv=None) -> dict:
     p.add_argument("--long-steps", type=int, default=40)
     p.add_argument("--long-step-size", type=float, default=2 / 255)
     args = p.parse_args(argv)
-    cfg, module, variables = experiment.load_trained(args.run)
-    test = data.load_dataset(cfg.dataset, "test", data_dir=cfg.data_dir)
+    cfg, module, variables = load_trained(args.run)
+    test = data.load_dataset(cfg.data.dataset, "test", data_dir=cfg.data.data_dir)
     x = data.to_float(jnp.asarray(test.images[:args.images]))
     y = jnp.asarray(test.labels[:args.images])
-    att = cfg.attack()
+    att = cfg.pgd()
     variants = [(att.steps, att.step_size, False), (att.steps, att.step_size, True),
                 (args.long_steps, args.long_step_size, False), (args.long_steps, args.long_step_size, True)]
     out = {}

@@ -5,7 +5,7 @@ For LeNet-MNIST (bundled data) and LeNet-CIFAR (``--cifar-dir``, or random uint8
 CIFAR's shape: throughput does not depend on pixel values), NT and PGD-AT (7 steps, random
 start), times one pass over ``--examples`` training images for
 
-* one program: ``make_train_epoch(..., num_seeds=K, seed_loop=...)``, the K states stacked,
+* one program: ``make_train_epoch(..., seed_loop=...)`` on K stacked states,
   one compiled program, with the seeds batched by ``jax.vmap`` (``vmap``) or looped over
   inside each step by ``lax.map`` (``map``, the CPU default);
 * sequential: the single-run ``make_train_epoch`` called once per seed, K times (the cost of
@@ -36,7 +36,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _report import machine_info, write_result  # noqa: E402
 from training_throughput import lenet_cases  # noqa: E402
 
-from jaxmi import progress, training  # noqa: E402
+from jaxmi import backend, progress, training  # noqa: E402
+from jaxmi.config import OptimConfig  # noqa: E402
 from jaxmi.models import create_model  # noqa: E402
 
 
@@ -44,22 +45,22 @@ def time_case(images, labels, attack, *, seeds: int, batch_size: int, repeats: i
               seed_loops: tuple[str, ...]) -> dict:
     module = create_model("lenet", 10)
     n = len(labels)
-    tx = training.make_optimizer(training.OptimConfig(learning_rate=0.05, batch_size=batch_size), n // batch_size)
+    tx = training.make_optimizer(OptimConfig(learning_rate=0.05, batch_size=batch_size), n // batch_size)
     init_keys = jax.random.split(jax.random.key(0), seeds)
     kw = dict(num_examples=n, batch_size=batch_size, attack=attack, show_progress=False)
-    multi = {sl: training.make_train_epoch(module, tx, num_seeds=seeds, seed_loop=sl, **kw) for sl in seed_loops}
-    single = training.make_train_epoch(module, tx, **kw)
+    multi = {sl: training.make_train_epoch(module, tx, seed_loop=sl, **kw) for sl in seed_loops}
+    single = training.make_train_epoch(module, tx, **kw)  # on a stack of one: the unbatched step
     x, y = jnp.asarray(images), jnp.asarray(labels)
     shape = tuple(images.shape[1:])
 
     stacked = {sl: training.create_train_states(module, init_keys, shape, tx) for sl in seed_loops}
-    separate = [training.create_train_state(module, k, shape, tx) for k in init_keys]
+    separate = [training.stack([training.create_train_state(module, k, shape, tx)]) for k in init_keys]
     # Warm-up: compiles every program.
     for sl in seed_loops:
         stacked[sl], m = multi[sl](stacked[sl], x, y, jax.random.split(jax.random.key(1), seeds))
         jax.block_until_ready(m)
     for i in range(seeds):
-        separate[i], m = single(separate[i], x, y, jax.random.key(100 + i))
+        separate[i], m = single(separate[i], x, y, jax.random.key(100 + i)[None])
     jax.block_until_ready(m)
 
     times = {sl: [] for sl in seed_loops}
@@ -73,7 +74,7 @@ def time_case(images, labels, attack, *, seeds: int, batch_size: int, repeats: i
             times[sl].append(time.perf_counter() - t0)
         t0 = time.perf_counter()
         for i in range(seeds):
-            separate[i], m = single(separate[i], x, y, keys[i])
+            separate[i], m = single(separate[i], x, y, keys[i:i + 1])
         jax.block_until_ready(m)
         t_seq.append(time.perf_counter() - t0)
     med_s = statistics.median(t_seq)
@@ -94,7 +95,7 @@ def main(argv=None) -> dict:
     p.add_argument("--batch-size", type=int, default=128)
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--seed-loops", nargs="+", default=["map", "vmap"], choices=["map", "vmap"],
-                   help="how the K seeds share the program (jaxmi.training.resolve_seed_loop)")
+                   help="how the K seeds share the program (jaxmi.backend.resolve_seed_loop)")
     p.add_argument("--cifar-dir", default=None, help="CIFAR-10 copy (image folders / python batches)")
     p.add_argument("--out", default=str(Path(__file__).parent / "results" / "seeds_throughput.json"))
     args = p.parse_args(argv)
@@ -110,7 +111,7 @@ def main(argv=None) -> dict:
         rows.append(row)
         print({k: v for k, v in row.items() if not isinstance(v, list)}, flush=True)
     result = {**machine_info(),
-              "batch_size": args.batch_size, "repeats": args.repeats, "loop": training.resolve_loop("auto"),
+              "batch_size": args.batch_size, "repeats": args.repeats, "loop": backend.resolve_loop("auto"),
               "rows": rows}
     print(f"\ndevice: {result['device']} ({result['cpu_count']} CPUs), jax {jax.__version__}, K = {args.seeds} seeds, "
           f"median of {args.repeats}, batch {args.batch_size}")

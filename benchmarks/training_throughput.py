@@ -40,7 +40,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _torch_baseline as tb  # noqa: E402
 from _report import machine_info, write_result  # noqa: E402
 
-from jaxmi import data, progress, training  # noqa: E402
+from jaxmi import backend, data, progress, training  # noqa: E402
+from jaxmi.config import OptimConfig  # noqa: E402
 from jaxmi.attacks import PGDConfig  # noqa: E402
 from jaxmi.models import create_model  # noqa: E402
 
@@ -71,20 +72,20 @@ def lenet_cases(datasets, modes, cifar_dir: str | None, examples: int):
 def time_jaxmi(images, labels, attack, *, batch_size, repeats, loop):
     module = create_model("lenet", 10)
     n = len(labels)
-    tx = training.make_optimizer(training.OptimConfig(learning_rate=0.1, batch_size=batch_size), n // batch_size)
-    state = training.create_train_state(module, jax.random.key(0), images.shape[1:], tx)
+    tx = training.make_optimizer(OptimConfig(learning_rate=0.1, batch_size=batch_size), n // batch_size)
+    state = training.stack([training.create_train_state(module, jax.random.key(0), images.shape[1:], tx)])
     epoch = training.make_train_epoch(module, tx, num_examples=n, batch_size=batch_size, attack=attack,
                                       show_progress=False, loop=loop)
     x, y = jnp.asarray(images), jnp.asarray(labels)
-    state, m = epoch(state, x, y, jax.random.key(1))  # warm-up (compiles)
+    state, m = epoch(state, x, y, jax.random.key(1)[None])  # warm-up (compiles)
     jax.block_until_ready(m)
     times, losses = [], []
     for r in range(repeats):
         t0 = time.perf_counter()
-        state, m = epoch(state, x, y, jax.random.key(2 + r))
+        state, m = epoch(state, x, y, jax.random.key(2 + r)[None])
         jax.block_until_ready(m)
         times.append(time.perf_counter() - t0)
-        losses.append(training.epoch_means(m)["loss"])
+        losses.append(training.epoch_means(m)[0]["loss"])
     return times, losses
 
 
@@ -135,7 +136,7 @@ def main(argv=None) -> dict:
     result = {
         **machine_info(),
         "torch": None if args.skip_torch else __import__("torch").__version__,
-        "batch_size": args.batch_size, "repeats": args.repeats, "loop": training.resolve_loop(args.loop),
+        "batch_size": args.batch_size, "repeats": args.repeats, "loop": backend.resolve_loop(args.loop),
         "rows": rows,
     }
     print(f"\ndevice: {result['device']} ({result['cpu_count']} CPUs), jax {jax.__version__}, torch {result['torch']}, "

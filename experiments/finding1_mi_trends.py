@@ -8,9 +8,9 @@ reads them from a finished finding-2 run (--from-run DIR, no training). For ever
 mode, quantity and probe it correlates the clean and the adversarial curve over epochs
 (Pearson, Spearman), records the mean gap in bits, and states whether the trends agree.
 
-  python experiments/finding1_mi_trends.py --preset cpu                          # LeNet/MNIST, 20 epochs, ~17 min on 2 cores
+  python experiments/finding1_mi_trends.py --preset cpu
   python experiments/finding1_mi_trends.py --preset cpu --dataset cifar10 \\
-      --data-dir ../shared/data/cifar10-jpeg                                      # LeNet/CIFAR-10 (JPEG copy), ~46 min on 2 cores
+      --data-dir ../shared/data/cifar10-jpeg
   python experiments/finding1_mi_trends.py --from-run runs/finding2_mnist_lenet  # reuse finding 2's measurements (seconds)
   python experiments/finding1_mi_trends.py --preset smoke                        # seconds; what the tests run
   python experiments/finding1_mi_trends.py                                       # the paper's 200 epochs (accelerator)
@@ -23,23 +23,12 @@ info_plane_*.png, trajectories_*.png, training_curves.png; timing.json.
 
 import sys
 
+from jaxmi import cli
 from jaxmi.findings import finding1
-from jaxmi.findings.common import script_main
-
-
-def add_flags(parser):
-    parser.add_argument("--from-run", dest="from_run", metavar="DIR",
-                        help="reuse the per-epoch MI of a finished finding-2 run directory instead of training")
-    parser.add_argument("--min-corr", dest="min_corr", type=float,
-                        help=f"Pearson and Spearman threshold for a series to agree (default {finding1.MIN_CORR})")
-    parser.add_argument("--flat-bits", dest="flat_bits", type=float,
-                        help=f"curves varying less than this (bits) are flat (default {finding1.FLAT_BITS})")
 
 
 def main(argv=None) -> int:
-    return script_main(argv, description=__doc__, default_out="runs/finding1_<dataset>_<model>",
-                       presets=finding1.PRESETS, run=finding1.run, add_flags=add_flags, out_name="finding1",
-                       seeds_native=True)
+    return cli.main(finding1.FINDING, argv, description=__doc__)
 
 
 if __name__ == "__main__":

@@ -14,7 +14,6 @@ image-folder copy, e.g. ../shared/data/cifar10-jpeg (a JPEG-recompressed copy of
 are close to, not identical with, the original); online, CIFAR-10 comes from TFDS.
 
   python experiments/finding3_texture_shape.py --preset cpu --data-dir ../shared/data/cifar10-jpeg
-      # LeNet/CIFAR-10, 20 epochs at lr 0.025, 5,000 test images: ~35 min on 2 CPU cores (training ~33 min, as in the CIFAR finding-1 run; the evaluation took 118 s with --from-run)
   python experiments/finding3_texture_shape.py --from-run runs/finding1_cifar10_lenet --data-dir ../shared/data/cifar10-jpeg
       # reuse the models trained by finding 1 (minutes)
   python experiments/finding3_texture_shape.py --model wrn --data-dir ../shared/data/cifar10-jpeg   # accelerator
@@ -31,27 +30,12 @@ adversarial_confusion.png, attribution_maps.png, distortion_examples.png; timing
 
 import sys
 
+from jaxmi import cli
 from jaxmi.findings import finding3
-from jaxmi.findings.common import script_main
-
-
-def add_flags(parser):
-    parser.add_argument("--from-run", dest="from_run", metavar="DIR",
-                        help="load the trained NT and AT models of a finished run directory instead of training")
-    parser.add_argument("--saturation", nargs="+", type=float, help="saturation levels p (default 2 8 16 64 1024)")
-    parser.add_argument("--shuffle", nargs="+", type=int, help="patch-shuffle grid sizes k (default 0 2 4 8)")
-    parser.add_argument("--strong-saturation", dest="strong_saturation", type=float,
-                        help="levels p ≥ this enter the at_prefers_shape verdict (default 64)")
-    parser.add_argument("--attr-images", dest="attr_images", type=int, help="images with attribution maps (default 8)")
-    parser.add_argument("--smoothgrad-samples", dest="smoothgrad_samples", type=int,
-                        help="SmoothGrad noisy copies (default 100)")
-    parser.add_argument("--ig-steps", dest="ig_steps", type=int, help="Integrated-Gradients steps (default 50)")
 
 
 def main(argv=None) -> int:
-    return script_main(argv, description=__doc__, default_out="runs/finding3_<dataset>_<model>",
-                       presets=finding3.PRESETS, run=finding3.run, add_flags=add_flags, default_dataset="cifar10",
-                       out_name="finding3")
+    return cli.main(finding3.FINDING, argv, description=__doc__)
 
 
 if __name__ == "__main__":

@@ -9,7 +9,7 @@ distance relative to the kernel scale (2σ² / 8σ²), between- vs within-class 
 number of occupied bins. The verdicts are the Spearman correlations between each estimator and
 the statistic it should track.
 
-  python experiments/finding4_estimator_geometry.py --preset cpu     # LeNet/MNIST, 5 epochs, ~15 min on 2 CPU cores
+  python experiments/finding4_estimator_geometry.py --preset cpu
   python experiments/finding4_estimator_geometry.py --from-run runs/finding1_mnist_lenet   # reuse trained models
   python experiments/finding4_estimator_geometry.py --preset smoke   # seconds; what the tests run
   python experiments/finding4_estimator_geometry.py                  # 200-epoch models, 5,000-image probes (accelerator)
@@ -21,23 +21,12 @@ geometry_sweeps.png; timing.json.
 
 import sys
 
+from jaxmi import cli
 from jaxmi.findings import finding4
-from jaxmi.findings.common import script_main
-
-
-def add_flags(parser):
-    parser.add_argument("--from-run", dest="from_run", metavar="DIR",
-                        help="load the trained NT and AT models of a finished run directory instead of training")
-    parser.add_argument("--no-trained", dest="trained", action="store_const", const=False,
-                        help="controlled cases only (no trained models)")
-    parser.add_argument("--points", type=int, help="points per controlled layer (default 2000)")
-    parser.add_argument("--steps", type=int, help="values per controlled sweep (default 9)")
-    parser.add_argument("--min-corr", dest="min_corr", type=float, help="Spearman threshold (default 0.8)")
 
 
 def main(argv=None) -> int:
-    return script_main(argv, description=__doc__, default_out="runs/finding4_<dataset>_<model>",
-                       presets=finding4.PRESETS, run=finding4.run, add_flags=add_flags, out_name="finding4")
+    return cli.main(finding4.FINDING, argv, description=__doc__)
 
 
 if __name__ == "__main__":

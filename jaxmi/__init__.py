@@ -1,30 +1,37 @@
 """jaxmi: mutual information between CNN layers, inputs and labels for normally and adversarially
 trained networks, in JAX/Flax.
 
-The public API, one concern per module:
+The data flows one way, and so do the modules:
 
+* :mod:`jaxmi.config` — the run configuration in sections, presets, validation;
+* :mod:`jaxmi.backend` — every platform choice (conv implementation, loops, memory, blocks);
 * :mod:`jaxmi.data` — datasets (bundled MNIST, IDX, CIFAR batches, image folders, TFDS), augmentation;
-* :mod:`jaxmi.models` — MLP, LeNet, WideResNet-10-1 with named probe points;
+* :mod:`jaxmi.ops`, :mod:`jaxmi.models` — primitives; MLP, LeNet, WideResNet-10-1 with named probes;
 * :mod:`jaxmi.attacks` — FGSM and L∞ PGD;
-* :mod:`jaxmi.training` — NT and PGD-AT epochs, evaluation;
-* :mod:`jaxmi.estimators` — KDE upper/lower bounds, binning and matrix-based Rényi entropy, in bits;
+* :mod:`jaxmi.training`, :mod:`jaxmi.evaluation` — NT and PGD-AT epochs over stacked seeds; the
+  batched forward/attack path;
+* :mod:`jaxmi.estimators` — KDE upper/lower bounds, binning and matrix-based Rényi MI, in bits;
+* :mod:`jaxmi.history`, :mod:`jaxmi.run` — the typed run record; train-and-measure runs;
+* :mod:`jaxmi.stats`, :mod:`jaxmi.geometry` — correlations; the geometry of a layer's output;
 * :mod:`jaxmi.distortions`, :mod:`jaxmi.attribution` — saturation, patch shuffling; saliency, SmoothGrad, IG;
-* :mod:`jaxmi.parallel`, :mod:`jaxmi.checkpoint` — the data mesh; checkpoints and trained models;
-* :mod:`jaxmi.experiment`, :mod:`jaxmi.findings` — the paper's experiments;
-* :mod:`jaxmi.results`, :mod:`jaxmi.plots` — run directories, summaries, figures.
+* :mod:`jaxmi.parallel`, :mod:`jaxmi.checkpoint`, :mod:`jaxmi.results`, :mod:`jaxmi.progress` — meshes,
+  checkpoints, run directories, progress bars;
+* :mod:`jaxmi.plots`, :mod:`jaxmi.findings`, :mod:`jaxmi.cli` — figures, the paper's four findings,
+  their command line.
 """
 
 from jaxmi.attacks import PGDConfig, fgsm, pgd
+from jaxmi.config import Config, make_config
 from jaxmi.data import ArrayDataset, DataError, load_dataset
-from jaxmi.estimators import (available_methods, estimate_all, estimate_mi, estimate_probes, measure_probes,
-                              register_estimator)
+from jaxmi.estimators import available_methods, estimate, estimate_mi, register_estimator
+from jaxmi.evaluation import make_evaluator
 from jaxmi.models import apply_model, create_model, init_variables, probe_widths
-from jaxmi.training import (OptimConfig, TrainState, create_train_state, make_evaluator, make_optimizer,
-                            make_train_epoch)
+from jaxmi.run import load_trained, train_and_measure
+from jaxmi.training import TrainState, create_train_state, create_train_states, make_optimizer, make_train_epoch
 
 __version__ = "0.1.0"
 
-__all__ = ["PGDConfig", "fgsm", "pgd", "ArrayDataset", "DataError", "load_dataset", "estimate_all", "estimate_mi",
-           "estimate_probes", "measure_probes", "available_methods", "register_estimator", "apply_model",
-           "create_model", "init_variables", "probe_widths", "OptimConfig", "TrainState", "create_train_state",
-           "make_evaluator", "make_optimizer", "make_train_epoch"]
+__all__ = ["PGDConfig", "fgsm", "pgd", "Config", "make_config", "ArrayDataset", "DataError", "load_dataset",
+           "available_methods", "estimate", "estimate_mi", "register_estimator", "make_evaluator", "apply_model",
+           "create_model", "init_variables", "probe_widths", "load_trained", "train_and_measure", "TrainState",
+           "create_train_state", "create_train_states", "make_optimizer", "make_train_epoch"]

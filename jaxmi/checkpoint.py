@@ -2,12 +2,13 @@
 
 Layout inside a run directory::
 
-    checkpoints/<step>/   after every measured epoch: the train state of the mode being
+    checkpoints/<step>/   after every epoch: the stacked train states of the regime being
                           trained (step counter, parameters, batch statistics, optimizer
-                          state) and a JSON record (mode, epoch, seed, config, every metric
-                          and MI measurement so far, timings). The two newest are kept.
+                          state) and a JSON record (regime, epoch, seed, the run's identity,
+                          every metric and MI measurement so far, timings). The two newest
+                          are kept.
     models/nt/, models/at/  the final parameters and batch statistics of each model,
-    models/models.json      written when that mode's last epoch is done.
+    models/models.json      written when that regime's last epoch is done.
 
 Orbax writes each checkpoint into a temporary directory and renames it when complete, so a
 run killed at any point leaves either a whole checkpoint or none. The PRNG state needs no
@@ -15,12 +16,13 @@ storing: every key is derived from the seed with ``fold_in(epoch)``.
 
 A checkpoint that cannot be read, or that was written by a different configuration or
 format, raises :class:`CheckpointError`; a run is never silently restarted from scratch.
+Format 1 checkpoints (runs before train states were always stacked) are read too.
 """
 
 from __future__ import annotations
 
 import json
-import shutil
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -30,9 +32,10 @@ import orbax.checkpoint as ocp
 from jaxmi.results import atomic_write_text, read_json, to_jsonable
 
 __all__ = ["CheckpointError", "RunCheckpointer", "Restored", "save_model", "load_models", "MODELS_DIR",
-           "CHECKPOINT_DIR", "FORMAT", "clear_run_state", "plain"]
+           "CHECKPOINT_DIR", "FORMAT", "plain"]
 
-FORMAT = 1  # bump when the checkpoint layout changes; older checkpoints are then refused
+FORMAT = 2  # bump when the checkpoint layout changes
+_READABLE = (1, 2)  # 1: "mode" instead of "regime"; a single run's state unstacked
 CHECKPOINT_DIR = "checkpoints"
 MODELS_DIR = "models"
 _MODELS_JSON = "models.json"
@@ -57,19 +60,11 @@ def _fix(run_dir: Path) -> str:
             "or choose another --out")
 
 
-def clear_run_state(run_dir: str | Path) -> None:
-    """Removes the checkpoints and models of a run directory (``--overwrite``)."""
-    run_dir = Path(run_dir)
-    for name in (CHECKPOINT_DIR, MODELS_DIR):
-        if (run_dir / name).exists():
-            shutil.rmtree(run_dir / name)
-
-
 class Restored(NamedTuple):
-    mode: str  # the mode of the last completed measurement
+    regime: str  # the regime of the last completed epoch
     epoch: int  # its epoch (0: the initial measurement)
-    state: Any  # that mode's train state after `epoch`
-    record: dict[str, Any]  # the JSON record saved with it (history, timing, ...)
+    state: Any  # that regime's stacked train states after `epoch`
+    record: dict[str, Any]  # the JSON record saved with it (history: one entry per seed, timing, ...)
 
 
 class RunCheckpointer:
@@ -77,19 +72,22 @@ class RunCheckpointer:
 
     Args:
       run_dir: the run directory.
-      config: the run's configuration as a plain dict; a checkpoint written by another
-        configuration is refused.
-      modes: the modes in the order they are trained.
-      epochs: epochs per mode (measurements 0..epochs).
+      identity: what makes the run this run (a plain dict); a checkpoint written by another
+        is refused.
+      regimes: the regimes in the order they are trained.
+      epochs: epochs per regime (measurements 0..epochs).
+      normalize: maps a stored identity to the current form before the comparison (older
+        runs stored fields that have since moved or been added); default: unchanged.
       keep: how many of the newest checkpoints to keep.
     """
 
-    def __init__(self, run_dir: str | Path, config: dict[str, Any], *, modes: tuple[str, ...], epochs: int,
-                 keep: int = 2):
+    def __init__(self, run_dir: str | Path, identity: dict[str, Any], *, regimes: tuple[str, ...], epochs: int,
+                 normalize: Callable[[dict[str, Any]], dict[str, Any]] | None = None, keep: int = 2):
         self.run_dir = Path(run_dir)
         self.path = self.run_dir / CHECKPOINT_DIR
-        self.config = plain(config)
-        self.modes = tuple(modes)
+        self.identity = plain(identity)
+        self.normalize = normalize or (lambda d: d)
+        self.regimes = tuple(regimes)
         self.epochs = int(epochs)
         if self.path.exists() and not self.path.is_dir():
             raise CheckpointError(f"{self.path} is not a directory; {_fix(self.run_dir)}.")
@@ -102,26 +100,43 @@ class RunCheckpointer:
             raise CheckpointError(f"cannot open the checkpoints in {self.path} ({type(e).__name__}: {e}); "
                                   f"{_fix(self.run_dir)}.") from e
 
-    def step_of(self, mode: str, epoch: int) -> int:
-        return self.modes.index(mode) * (self.epochs + 1) + int(epoch)
+    def step_of(self, regime: str, epoch: int) -> int:
+        return self.regimes.index(regime) * (self.epochs + 1) + int(epoch)
 
-    def save(self, mode: str, epoch: int, state: Any, record: dict[str, Any]) -> None:
-        """Saves ``state`` after ``epoch`` of ``mode`` with its JSON ``record``; returns when it is on disk."""
-        meta = {"format": FORMAT, "mode": mode, "epoch": int(epoch), "config": self.config, **plain(record)}
-        self._manager.save(self.step_of(mode, epoch), force=True,
+    def save(self, regime: str, epoch: int, state: Any, record: dict[str, Any]) -> None:
+        """Saves ``state`` after ``epoch`` of ``regime`` with its JSON ``record``; returns when it is on disk."""
+        meta = {"format": FORMAT, "regime": regime, "epoch": int(epoch), "config": self.identity, **plain(record)}
+        self._manager.save(self.step_of(regime, epoch), force=True,
                            args=ocp.args.Composite(state=ocp.args.StandardSave(state),
                                                    meta=ocp.args.JsonSave(meta)))
         self._manager.wait_until_finished()
 
-    def latest_step(self) -> int | None:
-        return self._manager.latest_step()
+    def _check_meta(self, meta: Any, where: Path, step: int) -> tuple[str, int]:
+        if not isinstance(meta, dict) or meta.get("format") not in _READABLE:
+            got = meta.get("format") if isinstance(meta, dict) else None
+            raise CheckpointError(f"the checkpoint {where} has format {got}, this code reads formats "
+                                  f"{list(_READABLE)}; {_fix(self.run_dir)}.")
+        try:
+            stored = self.normalize(dict(meta.get("config") or {}))
+        except (TypeError, ValueError) as e:
+            raise CheckpointError(f"the checkpoint {where} was written by a different configuration ({e}); "
+                                  f"{_fix(self.run_dir)}.") from None
+        if stored != self.identity:
+            diff = sorted(k for k in set(stored) | set(self.identity) if stored.get(k) != self.identity.get(k))
+            raise CheckpointError(f"the checkpoint {where} was written by a different configuration "
+                                  f"(differs in {diff}); {_fix(self.run_dir)}.")
+        regime, epoch = meta.get("regime", meta.get("mode")), meta.get("epoch")
+        if regime not in self.regimes or not isinstance(epoch, int) or self.step_of(regime, epoch) != step:
+            raise CheckpointError(f"the checkpoint {where} is inconsistent (regime {regime!r}, epoch {epoch!r} "
+                                  f"at step {step}); {_fix(self.run_dir)}.")
+        return regime, epoch
 
     def restore_latest(self, abstract_state: Any) -> Restored | None:
         """The newest checkpoint, or ``None`` when no checkpoint was ever completed.
 
         Args:
-          abstract_state: a train state of the right structure, shapes, dtypes and shardings
-            (e.g. the initial state); arrays are restored onto its shardings.
+          abstract_state: stacked train states of the right structure, shapes, dtypes and
+            shardings (e.g. the initial ones); arrays are restored onto their shardings.
 
         Raises:
           CheckpointError: the checkpoint is unreadable, from another format or configuration,
@@ -136,53 +151,52 @@ class RunCheckpointer:
         except Exception as e:  # noqa: BLE001
             raise CheckpointError(f"the checkpoint {where} is unreadable ({type(e).__name__}: {e}); "
                                   f"{_fix(self.run_dir)}.") from e
-        if not isinstance(meta, dict) or meta.get("format") != FORMAT:
-            got = meta.get("format") if isinstance(meta, dict) else None
-            raise CheckpointError(f"the checkpoint {where} has format {got}, this code reads format {FORMAT}; "
-                                  f"{_fix(self.run_dir)}.")
-        if meta.get("config") != self.config:
-            old = meta.get("config") or {}
-            diff = sorted(k for k in set(old) | set(self.config) if old.get(k) != self.config.get(k))
-            raise CheckpointError(f"the checkpoint {where} was written by a different configuration "
-                                  f"(differs in {diff}); {_fix(self.run_dir)}.")
-        mode, epoch = meta.get("mode"), meta.get("epoch")
-        if mode not in self.modes or not isinstance(epoch, int) or self.step_of(mode, epoch) != step:
-            raise CheckpointError(f"the checkpoint {where} is inconsistent (mode {mode!r}, epoch {epoch!r} "
-                                  f"at step {step}); {_fix(self.run_dir)}.")
+        regime, epoch = self._check_meta(meta, where, step)
+        unstacked = meta["format"] == 1 and isinstance(meta.get("history"), dict)  # a format-1 single run
+        target = jax.tree.map(lambda a: a[0], abstract_state) if unstacked else abstract_state
         try:
             state = self._manager.restore(
-                step, args=ocp.args.Composite(state=ocp.args.StandardRestore(_abstract(abstract_state)))).state
+                step, args=ocp.args.Composite(state=ocp.args.StandardRestore(_abstract(target)))).state
         except Exception as e:  # noqa: BLE001
             raise CheckpointError(f"the train state in {where} cannot be restored ({type(e).__name__}: "
                                   f"{str(e)[:500]}); {_fix(self.run_dir)}.") from e
-        return Restored(mode, epoch, state, meta)
+        if unstacked:
+            state = jax.tree.map(lambda a, ref: jax.device_put(a[None], ref.sharding), state, abstract_state)
+            meta = {**meta, "history": [meta["history"]]}
+        return Restored(regime, epoch, state, meta)
 
     def close(self) -> None:
         self._manager.close()
 
 
-def save_model(run_dir: str | Path, mode: str, params: Any, batch_stats: Any, info: dict[str, Any]) -> Path:
-    """Saves one trained model's parameters and batch statistics to ``run_dir/models/<mode>``.
+def save_model(run_dir: str | Path, name: str, params: Any, batch_stats: Any, info: dict[str, Any]) -> Path:
+    """Saves one trained model's parameters and batch statistics to ``run_dir/models/<name>``.
 
-    ``info`` (JSON) is merged into ``models/models.json``, whose ``"modes"`` lists the
-    models saved; it is rewritten atomically after the arrays are on disk.
+    ``name`` is the regime (``"nt"``, ``"at"``), with ``_seed<k>`` for further seeds. ``info``
+    (JSON) is merged into ``models/models.json``, whose ``"models"`` lists the models saved;
+    it is rewritten atomically after the arrays are on disk.
     """
     models = Path(run_dir) / MODELS_DIR
     models.mkdir(parents=True, exist_ok=True)
     ckptr = ocp.StandardCheckpointer()
-    ckptr.save((models / mode).absolute(), {"params": params, "batch_stats": batch_stats}, force=True)
+    ckptr.save((models / name).absolute(), {"params": params, "batch_stats": batch_stats}, force=True)
     ckptr.wait_until_finished()
     ckptr.close()
     index = models / _MODELS_JSON
-    meta = read_json(index) if index.exists() else {"format": FORMAT, "modes": []}
+    meta = read_json(index) if index.exists() else {"format": FORMAT}
     meta.update(plain(info))
-    meta["modes"] = sorted(set(meta.get("modes", [])) | {mode})
+    meta["models"] = sorted(set(_saved(meta)) | {name})
+    meta.pop("modes", None)
     atomic_write_text(index, json.dumps(meta, indent=2) + "\n")
-    return models / mode
+    return models / name
 
 
-def load_models(run_dir: str | Path, modes: tuple[str, ...]) -> tuple[dict[str, Any], dict[str, tuple[Any, Any]]]:
-    """Reads ``models/models.json`` and the ``(params, batch_stats)`` of each of ``modes``.
+def _saved(meta: dict[str, Any]) -> list[str]:
+    return list(meta.get("models", meta.get("modes", [])))  # "modes": format 1
+
+
+def load_models(run_dir: str | Path, names: tuple[str, ...]) -> tuple[dict[str, Any], dict[str, tuple[Any, Any]]]:
+    """Reads ``models/models.json`` and the ``(params, batch_stats)`` of each of ``names``.
 
     Raises:
       CheckpointError: a model is missing or unreadable.
@@ -196,13 +210,13 @@ def load_models(run_dir: str | Path, modes: tuple[str, ...]) -> tuple[dict[str, 
         meta = read_json(index)
     except (OSError, json.JSONDecodeError) as e:
         raise CheckpointError(f"{index} is unreadable ({e}); rerun the experiment with --overwrite.") from None
-    missing = [m for m in modes if m not in meta.get("modes", [])]
+    missing = [m for m in names if m not in _saved(meta)]
     if missing:
         raise CheckpointError(f"{run_dir} holds no trained {'/'.join(m.upper() for m in missing)} model: the run "
                               "has not finished. Rerun the experiment's command with this --out to finish it.")
     out = {}
     ckptr = ocp.StandardCheckpointer()
-    for m in modes:
+    for m in names:
         try:
             tree = ckptr.restore((run_dir / MODELS_DIR / m).absolute())
         except Exception as e:  # noqa: BLE001

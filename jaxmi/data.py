@@ -2,11 +2,9 @@
 
 Sources (``load_dataset(..., source=...)``):
 
-* ``"bundled"`` — real MNIST shipped inside the package (``jaxmi/datasets/mnist``), the offline
-  default for ``mnist``.
-* ``"idx"`` — a directory of IDX files (MNIST, Fashion-MNIST): ``train-images-idx3-ubyte``,
-  ``train-labels-idx1-ubyte``, ``t10k-images-idx3-ubyte``, ``t10k-labels-idx1-ubyte``, each
-  optionally ``.gz``.
+* ``"bundled"`` — real MNIST inside the package, the offline default for ``mnist``.
+* ``"idx"`` — a directory of IDX files (MNIST, Fashion-MNIST), ``train-images-idx3-ubyte`` …
+  ``t10k-labels-idx1-ubyte``, each optionally ``.gz``.
 * ``"cifar_batches"`` — the CIFAR-10 "python version" (``data_batch_1`` … ``data_batch_5``,
   ``test_batch``), in ``data_dir`` or in ``data_dir/cifar-10-batches-py``.
 * ``"image_folder"`` — ``data_dir/<split>/<class>/<image>`` trees (class label = index of the
@@ -18,10 +16,8 @@ Sources (``load_dataset(..., source=...)``):
 * ``"auto"`` (default) — bundled MNIST when no ``data_dir`` is given for ``mnist``; otherwise
   the layout found in ``data_dir`` (IDX files, CIFAR batches, split folders), else TFDS.
 
-Image folders are returned in a fixed shuffled order (NumPy seed 0), not class by class, so
-that the first n examples of a split hold every class.
-
-All loaders check what they read (IDX magic numbers, truncation, image/label counts, label
+Image folders come in a fixed shuffled order (NumPy seed 0), so the first n examples of a
+split hold every class. All loaders check what they read (IDX magic numbers, truncation, image/label counts, label
 range, image shapes) and raise :class:`DataError` naming the file, the problem and the fix.
 """
 
@@ -41,8 +37,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxmi import progress
+
 __all__ = ["DataError", "DatasetInfo", "DATASETS", "SOURCES", "ArrayDataset", "dataset_info", "load_dataset",
-           "to_float", "augment_crop_flip", "as_device_arrays", "read_idx", "BUNDLED_DIR"]
+           "to_float", "augment_crop_flip", "as_device_arrays", "read_idx", "BUNDLED_DIR", "eval_draw",
+           "class_names"]
 
 BUNDLED_DIR = Path(__file__).parent / "datasets" / "mnist"
 SOURCES = ("auto", "bundled", "idx", "cifar_batches", "image_folder", "tfds")
@@ -272,8 +271,6 @@ def _load_image_folder(directory: Path, split: str, channels: int | None,
         except (OSError, ValueError):
             pass  # a damaged cache is rebuilt below
 
-    from jaxmi import progress
-
     out: list[np.ndarray | None] = [None] * len(files)
     with progress.bar(len(files), f"decoding {root}") as bar, \
             concurrent.futures.ThreadPoolExecutor(max(1, min(8, os.cpu_count() or 1))) as pool:
@@ -328,8 +325,6 @@ def _load_tfds(name: str, split: str, data_dir: str | None,
     first = source[0]
     images = np.empty((n, *np.shape(first["image"])), np.uint8)
     labels = np.empty((n,), np.int64)
-    from jaxmi import progress
-
     chunk = 1024
     with progress.bar(n, f"reading tfds:{tfds_name}/{split}") as bar:
         for start in range(0, n, chunk):
@@ -478,6 +473,21 @@ def as_device_arrays(ds: ArrayDataset, sharding: jax.sharding.Sharding | None = 
     if sharding is None:
         return jnp.asarray(ds.images), jnp.asarray(ds.labels)
     return jax.device_put(ds.images, sharding), jax.device_put(ds.labels, sharding)
+
+
+def eval_draw(key: jax.Array, num_test: int, samples: int, eval_samples: int | None = None):
+    """The fixed draw of test images a run measures on: one keyed permutation of the test split.
+
+    Returns:
+      ``(mi_idx, rest_idx)``: the first ``samples`` indices (the MI draw, the same for every
+      measurement, clean and adversarial, NT and AT) and the rest of the first
+      ``eval_samples`` (accuracy and loss are on both; ``None``: the whole split).
+    """
+    if samples > num_test:
+        raise ValueError(f"samples={samples} exceeds the {num_test} test images; lower --samples.")
+    perm = np.asarray(jax.random.permutation(key, int(num_test)))
+    n_eval = int(num_test) if eval_samples is None else min(int(eval_samples), int(num_test))
+    return perm[:samples], perm[samples:n_eval]
 
 
 def class_names(name: str) -> Sequence[str] | None:

@@ -23,7 +23,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-__all__ = ["saturate", "patch_shuffle", "distort", "check_shuffle_level", "check_saturation_level",
+__all__ = ["saturate", "patch_shuffle", "distort", "check_shuffle_level", "check_saturation_level", "levels",
            "default_shuffle_levels", "SATURATION_LEVELS", "SHUFFLE_LEVELS", "KINDS", "is_identity"]
 
 Array = jax.Array
@@ -143,3 +143,21 @@ def default_shuffle_levels(height: int, width: int, levels: Sequence[int] = SHUF
         elif divisors:
             out.append(min(divisors, key=lambda d: (abs(d - k), d)))
     return tuple(dict.fromkeys(out))
+
+
+def levels(kind: str, image_shape: Sequence[int], *, saturation: Sequence[float] = SATURATION_LEVELS,
+           shuffle: Sequence[int] | None = None) -> list:
+    """The levels of one distortion for images of ``image_shape`` (H, W, C), validated.
+
+    Saturation: ``saturation`` as floats. Shuffle: ``shuffle``, or by default
+    :func:`default_shuffle_levels`; every k must divide the image (:func:`check_shuffle_level`).
+    """
+    if kind == "saturation":
+        return [float(p) for p in saturation]
+    if kind != "shuffle":
+        raise ValueError(f"unknown distortion {kind!r}; choose one of {list(KINDS)}.")
+    h, w = int(image_shape[0]), int(image_shape[1])
+    ks = shuffle if shuffle is not None else default_shuffle_levels(h, w)
+    for k in ks:
+        check_shuffle_level(k, h, w)
+    return [int(k) for k in ks]

@@ -6,18 +6,14 @@ Every model maps images ``x`` [B, H, W, C] in [0, 1] to ``(logits, probes)``, wh
 ``batch_stats``) go in, outputs come out; :func:`apply_model` wraps ``module.apply`` and
 returns the updated batch statistics in training mode.
 
-Initialisation: the paper's PyTorch code relies on PyTorch's default initialisation,
-weights and biases uniform in ±1/√fan_in. That matters: with Flax's default initialisers
-(LeCun-normal weights, zero biases) PGD adversarial training of LeNet at ε = 45/255 stays at
-chance. MLP and LeNet use the PyTorch default throughout; the WideResNet uses He-normal
-(fan-out) convolutions without bias, BatchNorm scale 1 / bias 0, and a zero linear bias, as
-in the paper's WideResNet.
+Initialisation: MLP and LeNet use PyTorch's default initialisation throughout
+(:mod:`jaxmi.ops`); the WideResNet uses He-normal (fan-out) convolutions without bias,
+BatchNorm scale 1 / bias 0, and a zero linear bias, as in the paper's WideResNet.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import math
 from collections.abc import Callable
 from typing import Any
 
@@ -25,43 +21,12 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-__all__ = [
-    "MLP",
-    "LeNet",
-    "WideResNet",
-    "Conv",
-    "conv2d_valid",
-    "max_pool_2x2",
-    "MODELS",
-    "create_model",
-    "init_variables",
-    "apply_model",
-    "probe_widths",
-    "torch_default_kernel_init",
-    "torch_default_bias_init",
-]
+from jaxmi.ops import conv2d_valid, max_pool_2x2, torch_default_bias_init, torch_default_kernel_init
+
+__all__ = ["MLP", "LeNet", "WideResNet", "Conv", "MODELS", "PRECISIONS", "create_model", "init_variables",
+           "apply_model", "probe_widths"]
 
 Array = jax.Array
-
-
-def torch_default_kernel_init(key, shape, dtype=jnp.float32):
-    """PyTorch's default Linear/Conv weight init: U(−1/√fan_in, 1/√fan_in).
-
-    (``kaiming_uniform_(a=√5)``; fan_in = product of all but the last kernel dimension.)
-    """
-    fan_in = math.prod(shape[:-1])
-    bound = 1.0 / math.sqrt(fan_in)
-    return jax.random.uniform(key, shape, dtype, -bound, bound)
-
-
-def torch_default_bias_init(fan_in: int) -> Callable:
-    """PyTorch's default bias init for a layer with ``fan_in`` inputs: U(±1/√fan_in)."""
-    bound = 1.0 / math.sqrt(fan_in)
-
-    def init(key, shape, dtype=jnp.float32):
-        return jax.random.uniform(key, shape, dtype, -bound, bound)
-
-    return init
 
 
 def _dense(x: Array, features: int, name: str, dtype: Any = jnp.float32) -> Array:
@@ -73,64 +38,6 @@ def _dense(x: Array, features: int, name: str, dtype: Any = jnp.float32) -> Arra
 def _outputs(logits: Array, probes: dict[str, Array]):
     """Logits and probes leave every model in float32, whatever the compute dtype."""
     return logits.astype(jnp.float32), {k: v.astype(jnp.float32) for k, v in probes.items()}
-
-
-CONV_IMPLS = ("auto", "xla", "im2col", "rows")
-
-
-def conv2d_valid(x: Array, kernel: Array, impl: str = "auto") -> Array:
-    """Stride-1 VALID 2-D convolution (cross-correlation) of NHWC ``x`` with HWIO ``kernel``.
-
-    ``impl`` picks how it is computed; all give the same values up to float32 rounding:
-
-    * ``"xla"``: :func:`jax.lax.conv_general_dilated`.
-    * ``"im2col"``: the kh·kw shifted views concatenated into a [B·Ho·Wo, kh·kw·C] patch
-      matrix, then one matrix product.
-    * ``"rows"``: the kw horizontal shifts concatenated ([B, H, Wo, kw·C]), then kh matrix
-      products on vertically shifted views, summed.
-    * ``"auto"``: ``"xla"`` on GPU/TPU. On CPU, XLA's convolution gradients are several times
-      slower than its matrix products on LeNet's shapes, so ``"im2col"`` when the patch is
-      narrow (kh·kw·C ≤ 32, e.g. MNIST's first layer) and ``"rows"`` otherwise
-      (benchmarks/README.md gives the measurements).
-    """
-    kh, kw, cin, f = kernel.shape
-    if x.shape[-1] != cin:
-        raise ValueError(f"conv input has {x.shape[-1]} channels but the kernel expects {cin}.")
-    if impl == "auto":
-        if jax.default_backend() != "cpu":
-            impl = "xla"
-        else:
-            impl = "im2col" if kh * kw * cin <= 32 else "rows"
-    b, h, w, _ = x.shape
-    ho, wo = h - kh + 1, w - kw + 1
-    if impl == "xla":
-        return jax.lax.conv_general_dilated(x, kernel, (1, 1), "VALID", dimension_numbers=("NHWC", "HWIO", "NHWC"))
-    if impl == "im2col":
-        patches = jnp.concatenate([x[:, i:i + ho, j:j + wo, :] for i in range(kh) for j in range(kw)], axis=-1)
-        return jnp.dot(patches.reshape(-1, kh * kw * cin), kernel.reshape(kh * kw * cin, f)).reshape(b, ho, wo, f)
-    if impl == "rows":
-        strips = jnp.concatenate([x[:, :, j:j + wo, :] for j in range(kw)], axis=-1)  # [B, H, Wo, kw·C]
-        k_rows = kernel.reshape(kh, kw * cin, f)
-        out = jnp.dot(strips[:, 0:ho].reshape(-1, kw * cin), k_rows[0])
-        for i in range(1, kh):
-            out = out + jnp.dot(strips[:, i:i + ho].reshape(-1, kw * cin), k_rows[i])
-        return out.reshape(b, ho, wo, f)
-    raise ValueError(f"unknown conv implementation {impl!r}; choose one of {CONV_IMPLS}.")
-
-
-def max_pool_2x2(x: Array) -> Array:
-    """2×2 max pooling with stride 2 (NHWC), as a reshape and a max.
-
-    Same values as ``nn.max_pool(x, (2, 2), strides=(2, 2))``; its gradient is an
-    elementwise mask instead of XLA's ``select_and_scatter``, which is slow on CPU. (At exact
-    ties inside a window the gradient is shared between the tied entries rather than sent to
-    the first; after a ReLU the only common ties are zeros, whose ReLU gradient is 0 anyway.)
-    Odd sizes fall back to ``nn.max_pool``, which drops the last row/column the same way.
-    """
-    b, h, w, c = x.shape
-    if h % 2 or w % 2:
-        return nn.max_pool(x, (2, 2), strides=(2, 2))
-    return x.reshape(b, h // 2, 2, w // 2, 2, c).max(axis=(2, 4))
 
 
 class Conv(nn.Module):
@@ -185,7 +92,7 @@ class LeNet(nn.Module):
 
     num_classes: int = 10
     probe_names: tuple[str, ...] = ("conv1", "conv2", "fc1", "fc2", "fc3")
-    conv_impl: str = "auto"  # see conv2d_valid; changes speed, not results
+    conv_impl: str = "auto"  # see jaxmi.ops.conv2d_valid; changes speed, not results
     dtype: Any = jnp.float32  # compute dtype (e.g. bfloat16); parameters and outputs float32
 
     @nn.compact
@@ -270,6 +177,10 @@ class WideResNet(nn.Module):
             h, act = _Block(w, s, dtype=dt, name=f"block{i + 1}")(h, train)
             probes[f"block{i + 1}"] = _flat(act)
         h = nn.leaky_relu(_bn(train, "bn_final", dt)(h), 0.1)
+        if h.shape[1] < 8 or h.shape[2] < 8:
+            raise ValueError(f"WideResNet needs inputs of at least 29×29 pixels (its final 8×8 average pool sees "
+                             f"{h.shape[1]}×{h.shape[2]} for {x.shape[1]}×{x.shape[2]} inputs); use it on "
+                             "CIFAR-10 (32 px) or STL-10 (96 px), and 'lenet' or 'mlp' for MNIST.")
         h = _flat(nn.avg_pool(h, (8, 8), strides=(8, 8)))
         logits = nn.Dense(self.num_classes, kernel_init=torch_default_kernel_init,
                           bias_init=nn.initializers.zeros, dtype=dt, param_dtype=jnp.float32, name="fc")(h)
@@ -363,9 +274,3 @@ def probe_widths(module: nn.Module, input_shape: tuple[int, ...]) -> dict[str, i
 
     shapes = jax.eval_shape(f, jax.ShapeDtypeStruct((1, *input_shape), jnp.float32))
     return {k: int(shapes[k].shape[-1]) for k in module.probe_names}
-
-
-def probe_names(module: nn.Module) -> tuple[str, ...]:
-    """The probe names of a model, in order."""
-    return tuple(module.probe_names)
-

@@ -10,7 +10,9 @@ from __future__ import annotations
 import json
 import math
 import os
+import shutil
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -76,19 +78,21 @@ def read_json(path: str | os.PathLike) -> Any:
 RUN_STATE_DIRS = ("checkpoints", "models")  # removed by ``overwrite`` (see jaxmi.checkpoint)
 
 
-def prepare_run_dir(out: str | os.PathLike, config: dict, *, overwrite: bool = False,
-                    marker: str = "config.json", defaults: dict | None = None) -> Path:
+def prepare_run_dir(out: str | os.PathLike, identity: dict, *, overwrite: bool = False,
+                    marker: str = "config.json", normalize: Callable[[dict], dict] | None = None) -> Path:
     """Creates or checks a run directory.
 
-    A directory that already holds a run (its ``config.json``) is refused unless its
-    configuration equals ``config`` (the same run: it is resumed from its checkpoints, or
-    re-plotted) or ``overwrite`` is set, which also deletes the old run's checkpoints and
-    models (``RUN_STATE_DIRS``) so that it starts over. An unwritable location raises
+    A directory that already holds a run (its ``config.json``) is refused unless its identity
+    equals ``identity`` (the same run: it is resumed from its checkpoints, or re-plotted) or
+    ``overwrite`` is set, which also deletes the old run's checkpoints and models
+    (``RUN_STATE_DIRS``) so that it starts over. An unwritable location raises
     :class:`RunDirError`.
 
     Args:
-      defaults: values of configuration keys added after a run was written; a key missing
-        from the stored configuration matches when ``config`` holds its default.
+      identity: what makes the run this run (a plain dict), written to ``config.json``.
+      normalize: maps a stored identity and ``identity`` to a comparable form (e.g.
+        :func:`jaxmi.config.normalize_identity`: fields added since a run was written take
+        their defaults); default: compared as they are.
 
     Returns:
       The directory as a :class:`Path`.
@@ -97,19 +101,23 @@ def prepare_run_dir(out: str | os.PathLike, config: dict, *, overwrite: bool = F
     if out.exists() and not out.is_dir():
         raise RunDirError(f"--out {out} exists and is not a directory; choose another path.")
     existing = out / marker
-    cfg = to_jsonable(config)
+    cfg = to_jsonable(identity)
     if existing.exists() and not overwrite:
         try:
             old = read_json(existing)
         except (OSError, json.JSONDecodeError) as e:
             raise RunDirError(f"{existing} is unreadable ({e}); pass --overwrite to replace the run in {out}.") from None
-        if isinstance(old, dict):
-            old = {**{k: v for k, v in to_jsonable(defaults or {}).items() if k not in old}, **old}
         if not isinstance(old, dict):
             raise RunDirError(f"{existing} does not hold a configuration; pass --overwrite to replace the run "
                               f"in {out}.")
-        if old != cfg:
-            diff = sorted(k for k in set(old) | set(cfg) if old.get(k) != cfg.get(k))
+        norm = normalize or (lambda d: d)
+        try:
+            old_n, new_n = to_jsonable(norm(old)), to_jsonable(norm(cfg))
+        except (TypeError, ValueError) as e:
+            raise RunDirError(f"--out {out} holds a run this version cannot read ({e}). Choose another --out, or "
+                              "pass --overwrite to replace it.") from None
+        if old_n != new_n:
+            diff = sorted(k for k in set(old_n) | set(new_n) if old_n.get(k) != new_n.get(k))
             raise RunDirError(
                 f"--out {out} holds a different run (config differs in {diff}). Choose another --out, "
                 "or pass --overwrite to replace it."
@@ -122,7 +130,6 @@ def prepare_run_dir(out: str | os.PathLike, config: dict, *, overwrite: bool = F
     except OSError as e:
         raise RunDirError(f"cannot write to --out {out} ({e.strerror or e}); choose a writable directory.") from None
     if overwrite:
-        import shutil
         for name in RUN_STATE_DIRS:
             if (out / name).is_dir():
                 shutil.rmtree(out / name)

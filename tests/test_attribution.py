@@ -3,6 +3,7 @@
 import jax
 import jax.numpy as jnp
 import numpy as np
+from scipy import ndimage
 import pytest
 
 from jaxmi import attribution as A
@@ -108,3 +109,12 @@ def test_heatmap_normalisation_and_validation():
         A.integrated_gradients(lambda z: z, np.zeros((1, 2, 2, 1)), np.zeros(1, int), steps=0)
     with pytest.raises(ValueError, match="unknown attribution"):
         A.attribute("gradcam", lambda z: z, np.zeros((1, 2, 2, 1)), np.zeros(1, int))
+
+
+def test_edge_map_against_scipy_sobel():
+    rng = np.random.default_rng(1)
+    img = rng.uniform(0, 1, (2, 9, 7, 3))
+    g = img.mean(-1)
+    ref = np.stack([np.hypot(ndimage.sobel(gi, axis=0, mode="nearest"), ndimage.sobel(gi, axis=1, mode="nearest"))
+                    for gi in g])  # per image (ndimage would also smooth across the batch axis)
+    np.testing.assert_allclose(A.edge_map(img), ref, atol=1e-12)

@@ -51,14 +51,14 @@ def test_killed_and_resumed_run_writes_the_same_summary(smoke_run, killed_and_re
     assert "resuming from the checkpoint after AT epoch" in stdout
     assert "[NT] epoch" not in stdout  # NT was finished before the kill: not retrained
     assert (out2 / "summary.json").read_bytes() == (out / "summary.json").read_bytes()
-    from jaxmi.experiment import load_trained
+    from jaxmi.run import load_trained
     c1, _, v1 = load_trained(out)
     c2, _, v2 = load_trained(out2)
     assert c1 == c2
     for a, b in zip(jax_leaves(v1), jax_leaves(v2)):
         np.testing.assert_array_equal(a, b)
     timing = json.loads((out2 / "timing.json").read_text())
-    assert timing["resumed_from"]["mode"] == "at" and len(timing["nt"]["epoch_seconds"]) == 1
+    assert timing["resumed_from"]["regime"] == "at" and len(timing["nt"]["epoch_seconds"]) == 1
 
 
 def jax_leaves(tree):

@@ -14,9 +14,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from scipy import ndimage, stats
+from scipy import stats
 
-from jaxmi.findings import finding1, finding3, finding4
+from jaxmi.findings import finding1, finding3
 
 ROOT = Path(__file__).resolve().parents[1]
 EXP = ROOT / "experiments"
@@ -98,28 +98,6 @@ def test_finding1_script_from_a_run_directory(tmp_path):
 # ----------------------------------------------------------------------------- finding 3
 
 
-def test_confusion_and_edge_map_against_references():
-    rng = np.random.default_rng(1)
-    y = rng.integers(0, 4, 200)
-    probs = rng.dirichlet(np.ones(4), 200)
-    c = finding3.confusion(y, probs, 4)
-    pred = probs.argmax(1)
-    for t in range(4):
-        for p in range(4):
-            m = (y == t) & (pred == p)
-            assert c["counts"][t][p] == m.sum()
-            if m.any():
-                assert c["mean_confidence"][t][p] == pytest.approx(probs[m].max(1).mean())
-            else:
-                assert math.isnan(c["mean_confidence"][t][p])
-    assert c["accuracy"] == pytest.approx(np.mean(pred == y))
-    img = rng.uniform(0, 1, (2, 9, 7, 3))
-    g = img.mean(-1)
-    ref = np.stack([np.hypot(ndimage.sobel(gi, axis=0, mode="nearest"), ndimage.sobel(gi, axis=1, mode="nearest"))
-                    for gi in g])  # per image (ndimage would also smooth across the batch axis)
-    np.testing.assert_allclose(finding3.edge_map(img), ref, atol=1e-12)
-
-
 def test_finding3_decide_on_known_accuracies():
     def block(levels, clean, adv):
         n = len(levels)
@@ -196,44 +174,6 @@ def test_finding3_bad_flags(tmp_path, args, msg):
 # ----------------------------------------------------------------------------- finding 4
 
 
-def test_geometry_against_brute_force():
-    rng = np.random.default_rng(2)
-    y = np.arange(60) % 3
-    t = rng.normal(size=(60, 5)) + 2.0 * y[:, None]
-    g = finding4.geometry(t, y, noise_var=0.1, bin_size=0.5, pairs=200_000)
-    d = ((t[:, None] - t[None]) ** 2).sum(-1)
-    off = ~np.eye(60, dtype=bool)
-    same = (y[:, None] == y[None]) & off
-    diff = y[:, None] != y[None]
-    assert g["mean_within_sq_dist"] == pytest.approx(d[same].mean())
-    assert g["mean_between_sq_dist"] == pytest.approx(d[diff].mean())
-    assert g["mean_sq_dist"] == pytest.approx(d[off].mean())
-    assert g["median_sq_dist"] == pytest.approx(np.median(d[off]))  # all 1770 pairs ≤ `pairs`: exact
-    sampled = finding4.geometry(t, y, pairs=1000)  # a seeded sample: reproducible, close to the exact median
-    assert sampled["median_sq_dist"] == finding4.geometry(t, y, pairs=1000)["median_sq_dist"]
-    assert sampled["median_sq_dist"] == pytest.approx(np.median(d[off]), rel=0.1)
-    assert g["occupied_bins"] == len({tuple(r) for r in np.floor(t / 0.5)})
-    assert g["separation_kde_upper"] == pytest.approx(d[diff].mean() / (d[same].mean() + 0.2))
-    assert g["spread_kde_lower"] == pytest.approx(g["median_sq_dist"] / 0.8)
-
-
-def test_spearman_matches_scipy_and_controlled_scale_sweep_is_monotone():
-    rng = np.random.default_rng(3)
-    a, b = rng.normal(size=30), rng.normal(size=30)
-    b[:5] = b[5]
-    assert finding4.spearman(a, b) == pytest.approx(stats.spearmanr(a, b)[0], abs=1e-12)
-    assert finding4.spearman([1, 1, 1], [1, 2, 3]) is None
-    import jax
-    opts = finding4.Options(points=120, steps=4, pairs=2000)
-    cases = finding4.controlled_cases(opts, jax.random.key(0))
-    assert [c["sweep"] for c in cases] == [s for s in finding4.SWEEPS for _ in range(4)]
-    scale = [c for c in cases if c["sweep"] == "scale"]
-    np.testing.assert_allclose(scale[1]["t"] / scale[0]["t"], scale[1]["value"] / scale[0]["value"], rtol=1e-4)
-    res = [finding4._measure(c["t"], c["labels"], 10, 0.1, 0.5, jax.random.key(1), 2000) for c in scale]
-    ixt = [r["mi"]["kde_upper"]["I_XT"] for r in res]
-    assert all(x2 >= x1 - 1e-4 for x1, x2 in zip(ixt, ixt[1:])) and ixt[-1] > ixt[0] + 1
-
-
 def test_finding4_smoke_end_to_end_from_the_finding3_models(f3_run, tmp_path):
     models_dir, _ = f3_run
     out = tmp_path / "f4"
@@ -262,8 +202,9 @@ def test_finding4_smoke_end_to_end_from_the_finding3_models(f3_run, tmp_path):
 
 
 def test_seeds_for_per_pair_findings_run_each_seed_and_aggregate(tmp_path, capsys):
-    """script_main(--seeds 3) on a finding without native seeds: one run per seed, majority verdicts, mean ± sd."""
-    from jaxmi.findings import common
+    """--seeds 3 on a finding without native seeds: one run per seed, majority verdicts, mean ± sd."""
+    from jaxmi import cli
+    from jaxmi.findings.common import Finding
 
     calls = []
 
@@ -275,9 +216,9 @@ def test_seeds_for_per_pair_findings_run_each_seed_and_aggregate(tmp_path, capsy
                 "evidence": {"a": {"acc": acc, "label": "x", "nested": {"gap": -acc}}, "b": {"flag": True}},
                 "figures": ["f.png"]}
 
+    fake = Finding(name="fake", title="fake", run=fake_run, presets={}, options=finding3.Options)
     out = tmp_path / "run"
-    rc = common.script_main(["--preset", "smoke", "--seeds", "3", "--seed", "10", "--out", str(out), "--no-progress"],
-                            description="t", default_out="x", presets={}, run=fake_run)
+    rc = cli.main(fake, ["--preset", "smoke", "--seeds", "3", "--seed", "10", "--out", str(out), "--no-progress"])
     assert rc == 0
     assert [(c[0], c[1], c[2]) for c in calls] == [(10, 1, "seed10"), (11, 1, "seed11"), (12, 1, "seed12")]
     s = json.loads((out / "summary.json").read_text())
@@ -293,7 +234,5 @@ def test_seeds_for_per_pair_findings_run_each_seed_and_aggregate(tmp_path, capsy
     assert s["figures"] == ["seed10/f.png", "seed11/f.png", "seed12/f.png"]
     assert "across 3 seeds" in capsys.readouterr().out
     # --from-run with --seeds is refused with a message naming the fix
-    rc = common.script_main(["--preset", "smoke", "--seeds", "2", "--out", str(tmp_path / "r2"), "--from-run", "R"],
-                            description="t", default_out="x", presets={}, run=fake_run,
-                            add_flags=lambda p: p.add_argument("--from-run", dest="from_run"))
+    rc = cli.main(fake, ["--preset", "smoke", "--seeds", "2", "--out", str(tmp_path / "r2"), "--from-run", "R"])
     assert rc == 2 and "drop --from-run" in capsys.readouterr().err

@@ -15,6 +15,8 @@ SCRIPT = textwrap.dedent(r'''
     import jax, jax.numpy as jnp, numpy as np
     from jaxmi import models, parallel, training
     from jaxmi.attacks import PGDConfig
+    from jaxmi.config import OptimConfig
+    from jaxmi.evaluation import make_evaluator
     assert len(jax.devices()) == 8, jax.devices()
 
     rng = np.random.default_rng(0)
@@ -22,7 +24,7 @@ SCRIPT = textwrap.dedent(r'''
     x = jnp.asarray(rng.integers(0, 256, (n, 32, 32, 3)).astype(np.uint8))
     y = jnp.asarray(rng.integers(0, 10, n).astype(np.int32))
     module = models.create_model("wrn", 10)  # BatchNorm: statistics must be over the global batch
-    tx = training.make_optimizer(training.OptimConfig(learning_rate=0.05, batch_size=batch), n // batch)
+    tx = training.make_optimizer(OptimConfig(learning_rate=0.05, batch_size=batch), n // batch)
     train_attack = PGDConfig(eps=8 / 255, step_size=2 / 255, steps=2, random_start=True)
     eval_attack = PGDConfig(eps=8 / 255, step_size=2 / 255, steps=2)
 
@@ -30,21 +32,34 @@ SCRIPT = textwrap.dedent(r'''
     for devices in (1, 8):
         mesh = parallel.make_mesh(devices)
         assert mesh.size == devices and mesh.axis_names == ("data",)
-        state0 = parallel.replicate(training.create_train_state(module, jax.random.key(0), (32, 32, 3), tx), mesh)
+        state0 = parallel.replicate(training.stack([training.create_train_state(module, jax.random.key(0),
+                                                                                 (32, 32, 3), tx)]), mesh)
         xs, ys = parallel.replicate((x, y), mesh)
         res = {}
         for mode, attack in (("nt", None), ("at", train_attack)):
             epoch = training.make_train_epoch(module, tx, num_examples=n, batch_size=batch, attack=attack,
                                               augment=True, show_progress=False, mesh=mesh)
             state = jax.tree.map(jnp.copy, state0)
-            state, m = epoch(state, xs, ys, jax.random.key(1))
-            ev = training.make_evaluator(module, eval_attack, batch_size=20, with_probes=True, mesh=mesh)
+            state, m = epoch(state, xs, ys, jax.random.key(1)[None])
+            ev = make_evaluator(module, eval_attack, batch_size=20, with_probes=True, mesh=mesh)
             r = ev(state.params, state.batch_stats, xs[:36], ys[:36])
             if devices == 8:
                 leaf = jax.tree.leaves(state.params)[0]
                 assert leaf.sharding.is_fully_replicated, leaf.sharding
+            state, m, r = jax.tree.map(lambda a: a[0], (state, m, r))
             res[mode] = jax.device_get((state.params, state.batch_stats, m, r))
         out[devices] = res
+
+    # Several stacked seeds cannot also be split over the data axis (yet): a clear error.
+    mesh = parallel.make_mesh(8)
+    two = parallel.replicate(training.create_train_states(module, jax.random.split(jax.random.key(0), 2),
+                                                          (32, 32, 3), tx), mesh)
+    epoch = training.make_train_epoch(module, tx, num_examples=n, batch_size=batch, show_progress=False, mesh=mesh)
+    try:
+        epoch(two, xs, ys, jax.random.split(jax.random.key(1), 2))
+        raise AssertionError("stacked seeds on an 8-device mesh were not refused")
+    except ValueError as e:
+        assert "cannot be split over a mesh of 8" in str(e), e
 
     for mode in ("nt", "at"):
         (p1, s1, m1, r1), (p8, s8, m8, r8) = out[1][mode], out[8][mode]

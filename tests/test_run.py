@@ -1,5 +1,6 @@
 """train_and_measure in-process on a tiny config: determinism, no recompiles after the first
-epoch, checkpoints and trained models in the run directory, resume, and bad input."""
+epoch, checkpoints and trained models in the run directory, resume (also with other execution
+settings), and bad input."""
 
 import json
 import shutil
@@ -9,8 +10,10 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jaxmi import checkpoint, experiment, models, results
+from jaxmi import checkpoint, models, results
+from jaxmi.config import make_config, normalize_identity
 from jaxmi.data import load_dataset, to_float
+from jaxmi.run import load_trained, make_run_mesh, train_and_measure
 
 COMPILE_EVENT = "/jax/core/compile/backend_compile_duration"
 _compiles = {"n": 0}
@@ -28,7 +31,7 @@ def tiny(**kw):
     base = dict(model="mlp", epochs=2, train_examples=128, batch_size=32, samples=32, eval_samples=32,
                 eval_batch_size=32, estimators=("kde_upper",), attack_steps=2)
     base.update(kw)
-    return experiment.make_config("smoke", **base)
+    return make_config("smoke", **base)
 
 
 @pytest.fixture(scope="module")
@@ -36,14 +39,18 @@ def first_run(tmp_path_factory):
     """Seed 0 with checkpoints; records the number of XLA compilations at every epoch's log line."""
     workdir = tmp_path_factory.mktemp("exp") / "run"
     config = tiny(epochs=3)
-    results.prepare_run_dir(workdir, config.to_dict())
+    results.prepare_run_dir(workdir, config.identity())
     marks = []
 
     def log(msg):
         marks.append((msg.split(":")[0], _compiles["n"]))
 
-    out = experiment.train_and_measure(config, log=log, show_progress=False, workdir=workdir)
+    out = train_and_measure(config, log=log, show_progress=False, workdir=workdir).to_dict()
     return config, workdir, out, dict(marks)
+
+
+def _run(config, **kw):
+    return train_and_measure(config, log=lambda m: None, show_progress=False, **kw).to_dict()
 
 
 def _results(out):
@@ -60,9 +67,9 @@ def test_no_recompilation_after_the_first_epoch(first_run):
 
 def test_same_seed_same_results_different_seed_different(first_run):
     config, _, out, _ = first_run
-    again = experiment.train_and_measure(config, log=lambda m: None, show_progress=False)
+    again = _run(config)
     assert json.dumps(_results(again)) == json.dumps(_results(out))
-    other = experiment.train_and_measure(tiny(epochs=3, seed=1), log=lambda m: None, show_progress=False)
+    other = _run(tiny(epochs=3, seed=1))
     assert other["nt"]["train_loss"] != out["nt"]["train_loss"]
     assert other["at"]["mi"]["kde_upper"]["clean"]["I_XT"] != out["at"]["mi"]["kde_upper"]["clean"]["I_XT"]
     assert "epoch_seconds" not in out["nt"] and len(out["timing"]["nt"]["epoch_seconds"]) == 3
@@ -70,12 +77,12 @@ def test_same_seed_same_results_different_seed_different(first_run):
 
 def test_load_trained_returns_the_final_models(first_run):
     config, workdir, out, _ = first_run
-    cfg, module, variables = experiment.load_trained(workdir)
+    cfg, module, variables = load_trained(workdir)
     assert cfg == config and set(variables) == {"nt", "at"}
     # The restored NT/AT models reproduce the last measured clean test accuracy exactly.
     test = load_dataset("mnist", "test")
     k_draw = jax.random.split(jax.random.key(config.seed), 3)[2]
-    idx = np.asarray(jax.random.permutation(k_draw, len(test)))[:config.eval_samples]
+    idx = np.asarray(jax.random.permutation(k_draw, len(test)))[:config.data.eval_samples]
     x, y = to_float(jnp.asarray(test.images[idx])), test.labels[idx]
     for mode in ("nt", "at"):
         params, stats = variables[mode]
@@ -87,9 +94,9 @@ def test_load_trained_returns_the_final_models(first_run):
 
 def test_load_trained_errors(tmp_path):
     with pytest.raises(checkpoint.CheckpointError, match="does not exist"):
-        experiment.load_trained(tmp_path / "nothing")
+        load_trained(tmp_path / "nothing")
     with pytest.raises(checkpoint.CheckpointError, match="holds no trained models.*Rerun"):
-        experiment.load_trained(tmp_path)
+        load_trained(tmp_path)
 
 
 def test_resume_after_an_interruption_equals_the_uninterrupted_run(first_run, tmp_path):
@@ -100,13 +107,13 @@ def test_resume_after_an_interruption_equals_the_uninterrupted_run(first_run, tm
     shutil.rmtree(_latest_step_dir(copy))
     shutil.rmtree(copy / "models" / "at")
     logs = []
-    resumed = experiment.train_and_measure(config, log=logs.append, show_progress=False, workdir=copy)
+    resumed = train_and_measure(config, log=logs.append, show_progress=False, workdir=copy).to_dict()
     assert logs[0].startswith("resuming from the checkpoint after AT epoch 2")
     assert [m.split(":")[0] for m in logs[1:]] == ["[AT] epoch 3"]
     assert json.dumps(_results(resumed)) == json.dumps(_results(out))
-    assert resumed["timing"]["resumed_from"] == {"mode": "at", "epoch": 2}
-    _, _, variables = experiment.load_trained(copy)
-    _, _, original = experiment.load_trained(workdir)
+    assert resumed["timing"]["resumed_from"] == {"regime": "at", "epoch": 2}
+    _, _, variables = load_trained(copy)
+    _, _, original = load_trained(workdir)
     for a, b in zip(jax.tree.leaves(variables), jax.tree.leaves(original)):
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
 
@@ -125,7 +132,7 @@ def test_corrupt_checkpoint_is_an_error_not_a_restart(first_run, tmp_path):
         if f.is_file() and "metadata" not in f.name:
             f.write_bytes(b"garbage")
     with pytest.raises(checkpoint.CheckpointError, match="cannot be restored.*--overwrite"):
-        experiment.train_and_measure(config, log=lambda m: None, show_progress=False, workdir=copy)
+        _run(config, workdir=copy)
 
 
 def test_checkpoint_of_another_config_or_format_is_refused(first_run, tmp_path):
@@ -137,12 +144,12 @@ def test_checkpoint_of_another_config_or_format_is_refused(first_run, tmp_path):
     meta["config"]["seed"] = 7
     meta_file.write_text(json.dumps(meta))
     with pytest.raises(checkpoint.CheckpointError, match=r"different configuration \(differs in \['seed'\]\)"):
-        experiment.train_and_measure(config, log=lambda m: None, show_progress=False, workdir=copy)
+        _run(config, workdir=copy)
     meta["config"]["seed"] = config.seed
     meta["format"] = 999
     meta_file.write_text(json.dumps(meta))
     with pytest.raises(checkpoint.CheckpointError, match="format 999"):
-        experiment.train_and_measure(config, log=lambda m: None, show_progress=False, workdir=copy)
+        _run(config, workdir=copy)
 
 
 # ---------------------------------------------------------------- bad input (library calls)
@@ -165,27 +172,27 @@ def test_checkpoint_of_another_config_or_format_is_refused(first_run, tmp_path):
 def test_bad_config_values(overrides, msg):
     with pytest.raises(ValueError, match=msg):
         if overrides.get("dataset") == "nosuchdata":
-            experiment.train_and_measure(tiny(**overrides), show_progress=False)
+            _run(tiny(**overrides))
         else:
             tiny(**overrides)
 
 
 def test_unknown_preset():
     with pytest.raises(ValueError, match="unknown preset 'huge'; choose one of"):
-        experiment.make_config("huge")
+        make_config("huge")
 
 
 def test_more_devices_than_exist_or_indivisible_batch():
     n = len(jax.local_devices())
     with pytest.raises(ValueError, match=f"only {n} local"):
-        experiment.make_run_mesh(tiny(devices=n + 1))
+        make_run_mesh(tiny(devices=n + 1))
     if n > 1:
         with pytest.raises(ValueError, match="not divisible"):
-            experiment.make_run_mesh(tiny(batch_size=n + 1, devices=n))
+            make_run_mesh(tiny(batch_size=n + 1, devices=n))
 
 
 def test_run_dir_refusals(tmp_path):
-    cfg = tiny().to_dict()
+    cfg = tiny().identity()
     blocker = tmp_path / "file"
     blocker.write_text("x")
     with pytest.raises(results.RunDirError, match="exists and is not a directory"):
@@ -195,7 +202,7 @@ def test_run_dir_refusals(tmp_path):
     run = results.prepare_run_dir(tmp_path / "run", cfg)
     (run / "checkpoints").mkdir()
     (run / "models").mkdir()
-    other = tiny(seed=5).to_dict()
+    other = tiny(seed=5).identity()
     with pytest.raises(results.RunDirError, match=r"holds a different run \(config differs in \['seed'\]\).*--overwrite"):
         results.prepare_run_dir(run, other)
     assert results.prepare_run_dir(run, cfg) == run  # the same run: accepted (resumed)
@@ -204,12 +211,16 @@ def test_run_dir_refusals(tmp_path):
     assert not (run / "checkpoints").exists() and not (run / "models").exists()
     assert json.loads((run / "config.json").read_text())["seed"] == 5
     # a config.json written before a field existed matches when the field holds its default
-    old = {k: v for k, v in other.items() if k != "devices"}
+    old = {k: v for k, v in other.items() if k != "weight_decay"}
     results.write_json(run / "config.json", old)
-    results.prepare_run_dir(run, other, defaults=experiment.CONFIG_DEFAULTS)
-    with pytest.raises(results.RunDirError, match="devices"):
+    results.prepare_run_dir(run, other, normalize=normalize_identity)
+    with pytest.raises(results.RunDirError, match="weight_decay"):
         results.write_json(run / "config.json", old)
-        results.prepare_run_dir(run, {**other, "devices": 2}, defaults=experiment.CONFIG_DEFAULTS)
+        results.prepare_run_dir(run, {**other, "weight_decay": 0.01}, normalize=normalize_identity)
+    # execution settings are not part of a run's identity: a config.json of an older version that
+    # stored them matches a run on another device count, loop or evaluation batch
+    results.write_json(run / "config.json", {**old, "devices": 8, "loop": "scan", "eval_batch_size": 7})
+    results.prepare_run_dir(run, tiny(seed=5, devices=1, loop="unrolled").identity(), normalize=normalize_identity)
 
 
 @pytest.mark.parametrize("overrides,msg", [
@@ -227,9 +238,8 @@ def test_bad_seed_bootstrap_precision_values(overrides, msg):
 def two_seed_run(tmp_path_factory):
     workdir = tmp_path_factory.mktemp("seeds") / "run"
     config = tiny(epochs=3, seeds=2)
-    results.prepare_run_dir(workdir, config.to_dict())
-    return config, workdir, experiment.train_and_measure(config, log=lambda m: None, show_progress=False,
-                                                         workdir=workdir)
+    results.prepare_run_dir(workdir, config.identity())
+    return config, workdir, _run(config, workdir=workdir)
 
 
 def _close(a, b, atol):
@@ -239,7 +249,7 @@ def _close(a, b, atol):
 def test_seeds_in_one_program_match_separate_single_seed_runs(first_run, two_seed_run):
     _, _, single0, _ = first_run
     _, _, out = two_seed_run
-    single1 = experiment.train_and_measure(tiny(epochs=3, seed=1), log=lambda m: None, show_progress=False)
+    single1 = _run(tiny(epochs=3, seed=1))
     assert [s["seed"] for s in out["seeds"]] == [0, 1]
     # Training matches the single runs of seeds 0 and 1; test metrics and MI are measured on
     # seed 0's draw of test images for every seed, so they match the single run of seed 0.
@@ -267,8 +277,8 @@ def test_seeds_in_one_program_match_separate_single_seed_runs(first_run, two_see
 def test_seed_runs_save_every_model_and_resume(two_seed_run, tmp_path):
     config, workdir, out = two_seed_run
     meta = json.loads((workdir / "models" / "models.json").read_text())
-    assert {"nt", "at", "nt_seed1", "at_seed1"} <= set(meta["modes"])
-    _, _, variables = experiment.load_trained(workdir)  # seed 0's models, usable by findings 3 and 4
+    assert {"nt", "at", "nt_seed1", "at_seed1"} <= set(meta["models"])
+    _, _, variables = load_trained(workdir)  # seed 0's models, usable by findings 3 and 4
     params0 = variables["nt"][0]
     assert jax.tree.leaves(params0)[0].ndim in (1, 2)  # unstacked
     # as if killed during the last AT epoch: the resumed run equals the uninterrupted one
@@ -277,15 +287,14 @@ def test_seed_runs_save_every_model_and_resume(two_seed_run, tmp_path):
     shutil.rmtree(_latest_step_dir(copy))
     shutil.rmtree(copy / "models" / "at")
     shutil.rmtree(copy / "models" / "at_seed1")
-    again = experiment.train_and_measure(config, log=lambda m: None, show_progress=False, workdir=copy)
-    assert again["timing"]["resumed_from"] == {"mode": "at", "epoch": 2}
+    again = _run(config, workdir=copy)
+    assert again["timing"]["resumed_from"] == {"regime": "at", "epoch": 2}
     assert json.dumps(_results(again)) == json.dumps(_results(out))
     assert json.dumps(again["seeds"]) == json.dumps(out["seeds"])
 
 
 def test_bootstrap_standard_errors_in_the_history():
-    out = experiment.train_and_measure(tiny(epochs=1, bootstrap=8, estimators=("kde_upper", "binning")),
-                                       log=lambda m: None, show_progress=False)
+    out = _run(tiny(epochs=1, bootstrap=8, estimators=("kde_upper", "binning")))
     se = out["nt"]["mi_se"]
     for est in ("kde_upper", "binning"):
         arr = np.asarray(se[est]["clean"]["I_XT"])
@@ -298,7 +307,7 @@ def test_verdicts_across_seeds_and_bands_in_the_figures(two_seed_run, tmp_path):
     from jaxmi.findings import common, finding1, finding2
 
     config, _, out = two_seed_run
-    summary = {"config": config.to_dict(), "layers": out["layers"], "epochs_measured": out["epochs_measured"],
+    summary = {"config": config.flat(), "layers": out["layers"], "epochs_measured": out["epochs_measured"],
                "nt": out["nt"], "at": out["at"], "seeds": out["seeds"]}
     across = common.across_seeds(summary, finding2.decide)
     for name in ("at_harder", "at_less_information"):
@@ -319,12 +328,30 @@ def test_verdicts_across_seeds_and_bands_in_the_figures(two_seed_run, tmp_path):
     written = plots.plot_all(summary, tmp_path)
     assert {p.name for p in written} >= {"training_curves.png"} and all(p.stat().st_size > 0 for p in written)
     # the band source: _mi(se=True) falls back to the across-seed standard deviation
-    band = plots._mi(summary, "nt", "kde_upper", "clean", "I_XT", se=True)
+    band = plots.mi_values(summary, "nt", "kde_upper", "clean", "I_XT", band=True)
     np.testing.assert_array_equal(band, np.asarray(out["nt"]["mi_sd"]["kde_upper"]["clean"]["I_XT"]))
 
 
 def test_trained_models_refuses_several_seeds(tmp_path):
     from jaxmi.findings import common
 
-    with pytest.raises(ValueError, match="seeds=2: trained_models gives one NT/AT pair"):
+    with pytest.raises(ValueError, match="seeds=2: train_pair gives one NT/AT pair"):
         common.trained_models(tiny(seeds=2), None, log=lambda m: None, show_progress=False)
+
+
+def test_resume_with_other_execution_settings(first_run, tmp_path):
+    """devices, loops and the evaluation batch are not part of a run's identity: a stopped run
+    continues under other execution settings, with the same results up to float rounding."""
+    config, workdir, out, _ = first_run
+    copy = tmp_path / "run"
+    shutil.copytree(workdir, copy)
+    shutil.rmtree(_latest_step_dir(copy))
+    shutil.rmtree(copy / "models" / "at")
+    other = config.replace(devices=1, eval_batch_size=16)
+    assert other != config and other.identity() == config.identity()
+    results.prepare_run_dir(copy, other.identity(), normalize=normalize_identity)
+    resumed = _run(other, workdir=copy)
+    assert resumed["timing"]["resumed_from"] == {"regime": "at", "epoch": 2}
+    assert resumed["at"]["train_loss"] == out["at"]["train_loss"]  # training is untouched
+    _close(resumed["at"]["test_adv_loss"], out["at"]["test_adv_loss"], 1e-5)
+    _close(resumed["at"]["mi"]["kde_upper"]["adv"]["I_XT"], out["at"]["mi"]["kde_upper"]["adv"]["I_XT"], 1e-4)

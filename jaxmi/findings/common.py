@@ -1,109 +1,83 @@
-"""Pieces shared by the finding scripts: run directories of earlier runs, trained models, the script shell.
+"""What the findings share: run summaries, trained models, verdict tables, seeds.
 
-* :func:`load_run_summary` reads a finding-2-style run directory's ``summary.json`` (finding 1
-  reuses its per-epoch MI instead of retraining).
-* :func:`trained_models` returns trained NT and AT models: loaded from a run directory with
-  ``jaxmi.experiment.load_trained`` when one is given, else trained here by
-  :func:`train_models` (the same initialisation, data order and schedule as
-  :func:`jaxmi.experiment.train_and_measure`, without the per-epoch MI measurements).
-* :func:`mi_draw` is the fixed random draw of test images that ``train_and_measure`` uses for
-  its MI measurements, so later measurements on trained models are on the same images.
-* :func:`script_main` is the shell every finding script shares: the finding-2 flags, a
-  finding's own presets and flags, and errors printed as ``error: …`` with exit status 2.
+* :func:`run_summary` — the part of ``summary.json`` a finding-1/2 run writes from a
+  :class:`~jaxmi.history.RunResult`; :func:`load_run_summary` reads one back (``--from-run``).
+* :func:`trained_models` — NT and AT models for findings 3 and 4: loaded from a run directory,
+  or trained by :func:`jaxmi.run.train_pair`.
+* :func:`verdict_lines` — the plain-text verdict table every finding prints.
+* :func:`across_seeds`, :func:`run_per_seed`, :func:`seed_table` — verdicts over K seeds.
 """
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import os
-import sys
-import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
-import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxmi import data as data_lib
-from jaxmi import experiment, progress
-from jaxmi.experiment import Config, log_line
-from jaxmi.models import create_model
+from jaxmi.config import Config, normalize_identity
+from jaxmi.data import load_dataset, to_float
+from jaxmi.evaluation import make_adversary, make_forward
+from jaxmi.history import RunResult
 from jaxmi.results import prepare_run_dir, read_json, write_json
-from jaxmi.training import create_train_state, epoch_means, make_optimizer, make_train_epoch
+from jaxmi.run import Trained, load_trained, log_line, mi_indices, train_pair
+from jaxmi.stats import numbers_mean_sd
 
-__all__ = ["load_run_summary", "train_models", "trained_models", "mi_draw", "load_test_split", "script_main",
-           "Trained", "across_seeds", "seed_table", "run_per_seed"]
-
-Trained = dict[str, tuple[Any, Any]]  # {"nt": (params, batch_stats), "at": (params, batch_stats)}
-
-
-def _numbers_mean_sd(items: list[Any]) -> Any:
-    """Numeric leaves of equally shaped evidence dicts → {"mean", "sd", "values"}; the rest dropped."""
-    first = items[0]
-    if isinstance(first, Mapping):
-        out = {}
-        for k in first:
-            if all(isinstance(i, Mapping) and k in i for i in items):
-                v = _numbers_mean_sd([i[k] for i in items])
-                if v is not None:
-                    out[k] = v
-        return out or None
-    if all(isinstance(i, (int, float)) and not isinstance(i, bool) and i is not None for i in items):
-        a = np.asarray(items, dtype=float)
-        return {"mean": float(np.mean(a)), "sd": float(np.std(a, ddof=1)) if a.size > 1 else 0.0,
-                "values": [float(x) for x in a]}
-    return None
+__all__ = ["Finding", "parse_options", "run_summary", "load_run_summary", "trained_models", "verdict_lines", "across_seeds", "per_verdict",
+           "seed_table", "run_per_seed", "config_record", "Draw", "measurement_draw", "model_passes"]
 
 
-def across_seeds(summary: Mapping[str, Any], decide: Callable[[dict[str, Any]], tuple[dict, dict]]
-                 ) -> dict[str, Any] | None:
-    """Every verdict decided per seed, with its evidence numbers as mean ± sd across seeds.
+@dataclasses.dataclass(frozen=True)
+class Finding:
+    """What the command line (:mod:`jaxmi.cli`) needs of a finding module (its ``FINDING``).
 
-    ``summary["seeds"]`` (written by ``train_and_measure`` with ``seeds`` > 1) holds each
-    seed's NT and AT histories; ``decide(summary)`` is the finding's verdict function. Returns
-    ``{verdict: {"holds_in": n, "seeds": K, "fraction": n / K, "per_seed": [bool, ...],
-    "numbers": {evidence key: {"mean", "sd", "values"}, ...}}}`` (nested like the evidence),
-    or ``None`` for a single-seed summary.
+    Attributes:
+      name: the output name (``runs/<name>_<dataset>_<model>`` by default).
+      title: the claim, as written into ``summary.json``.
+      run: ``run(config, workdir, *, options, overwrite, show_progress, log) -> summary``.
+      presets: per preset name, flat config overrides and option values on top of
+        :data:`jaxmi.config.PRESETS`.
+      options: the finding's options dataclass (fields made with :func:`jaxmi.config.setting`), or None.
+      default_dataset: the dataset when ``--dataset`` is not given.
+      seeds_native: ``--seeds K`` trains the K seeds as one stack (findings 1 and 2); otherwise
+        the finding runs once per seed (:func:`run_per_seed`).
     """
-    seeds = summary.get("seeds")
-    if not seeds:
-        return None
-    base = {k: v for k, v in summary.items() if k not in ("seeds", "verdicts", "evidence")}
-    return _per_verdict([decide({**base, "nt": s["nt"], "at": s["at"]}) for s in seeds])
+
+    name: str
+    title: str
+    run: Callable[..., dict[str, Any]]
+    presets: Mapping[str, Mapping[str, Any]]
+    options: type | None = None
+    default_dataset: str = "mnist"
+    seeds_native: bool = False
 
 
-def _per_verdict(decided: list[tuple[Mapping, Mapping]]) -> dict[str, Any]:
-    """Per verdict over seeds: where it holds, and its evidence numbers as mean ± sd."""
-    out = {}
-    for name in decided[0][0]:
-        holds = [bool(v[name]) for v, _ in decided]
-        out[name] = {"holds_in": int(sum(holds)), "seeds": len(holds), "fraction": float(np.mean(holds)),
-                     "per_seed": holds, "numbers": _numbers_mean_sd([e.get(name, {}) for _, e in decided]) or {}}
-    return out
+def parse_options(cls: type, d: Mapping[str, Any] | None) -> Any:
+    """A finding's options dataclass from a dict (unknown keys ignored; lists become tuples)."""
+    names = {f.name for f in dataclasses.fields(cls)}
+    return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in (d or {}).items() if k in names})
 
 
-def seed_table(summary: Mapping[str, Any], *, max_numbers: int = 4) -> str:
-    """Plain-text lines: per verdict, in how many seeds it holds and its first numbers as mean ± sd."""
-    across = (summary.get("evidence") or {}).get("across_seeds")
-    if not across:
-        return ""
-    lines = [f"across {next(iter(across.values()))['seeds']} seeds (mean ± sd):"]
-    for name, a in across.items():
-        nums = [(k, v) for k, v in a["numbers"].items() if isinstance(v, Mapping) and "mean" in v][:max_numbers]
-        text = "; ".join(f"{k} {v['mean']:.4g} ± {v['sd']:.2g}" for k, v in nums)
-        lines.append(f"  {name}: holds in {a['holds_in']}/{a['seeds']} seeds; {text}")
-    return "\n".join(lines)
+def config_record(config: Config) -> dict[str, Any]:
+    """``summary["config"]``: every field by its flat name, plus the resolved evaluation attack."""
+    return {**config.flat(), "attack": vars(config.pgd())}
+
+
+def run_summary(config: Config, result: RunResult) -> dict[str, Any]:
+    """``config``, ``layers``, ``epochs_measured``, ``data``, ``nt``, ``at`` (and ``seeds``) of a run."""
+    return {"config": config_record(config), **result.summary_fields()}
 
 
 def load_run_summary(run_dir: str | os.PathLike) -> dict[str, Any]:
-    """The ``summary.json`` of a finding-2-style run (NT and AT histories with per-epoch MI).
+    """The ``summary.json`` of a finding-1/2 run (NT and AT histories with per-epoch MI).
 
     Raises:
       ValueError: no such directory or file, unreadable JSON, or a summary without the
-        per-epoch MI of both training modes.
+        per-epoch MI of both regimes.
     """
     path = Path(run_dir) / "summary.json"
     if not path.is_file():
@@ -120,117 +94,102 @@ def load_run_summary(run_dir: str | os.PathLike) -> dict[str, Any]:
     return summary
 
 
-def load_test_split(config: Config):
-    """The test split (uint8, host) of the configured dataset."""
-    test = data_lib.load_dataset(config.dataset, "test", data_dir=config.data_dir)
-    if len(test) < config.samples:
-        raise ValueError(f"samples={config.samples} exceeds the {len(test)} test images of {config.dataset}; "
-                         "lower --samples.")
-    return test
-
-
-def mi_draw(config: Config, num_test: int) -> np.ndarray:
-    """Indices of the ``config.samples`` test images that ``train_and_measure`` measures MI on."""
-    _, _, k_draw = jax.random.split(jax.random.key(config.seed), 3)
-    return np.asarray(jax.random.permutation(k_draw, int(num_test)))[:config.samples]
-
-
-def train_models(config: Config, *, log: Callable[[str], None] = log_line, show_progress: bool = True,
-                 workdir: str | os.PathLike | None = None) -> tuple[Any, Trained, dict[str, Any]]:
-    """Trains NT and PGD-AT copies of the configured model from the same initial weights.
-
-    Initial weights, data order, augmentation and attack noise come from the same keys as in
-    :func:`jaxmi.experiment.train_and_measure`, so for equal configs the models are the same;
-    no MI is measured during training.
-
-    With ``workdir``, each trained model is saved to ``workdir/models`` in the layout of
-    :mod:`jaxmi.checkpoint`, so ``jaxmi.experiment.load_trained(workdir)`` (and ``--from-run``
-    of the other finding scripts) can reuse it.
-
-    Returns:
-      ``(module, {"nt": (params, batch_stats), "at": (...)}, history)`` with per-epoch training
-      accuracy and loss of each mode in ``history[mode]``.
-    """
-    progress.enabled(show_progress)
-    train, _, augment = experiment.load_data(config)
-    module = create_model(config.model, train.num_classes, precision=config.precision)
-    x_train, y_train = data_lib.as_device_arrays(train)
-    n_train = int(x_train.shape[0])
-    k_init, k_train, _ = jax.random.split(jax.random.key(config.seed), 3)
-    optim = config.optim()
-    steps_per_epoch = n_train // optim.batch_size
-    tx = make_optimizer(optim, steps_per_epoch)
-    init_state = create_train_state(module, k_init, tuple(train.images.shape[1:]), tx)
-    attacks = {"nt": None, "at": config.attack(random_start=True)}
-    trained: Trained = {}
-    history: dict[str, Any] = {}
-    for mode in experiment.MODES:
-        epoch_fn = make_train_epoch(module, tx, num_examples=n_train, batch_size=optim.batch_size,
-                                    attack=attacks[mode], augment=augment, loop=config.loop)
-        state = jax.tree.map(jnp.copy, init_state)
-        h = history[mode] = {"train_acc": [], "train_loss": []}
-        for epoch in range(1, config.epochs + 1):
-            t0 = time.perf_counter()
-            with progress.bar(steps_per_epoch, f"{mode.upper()} epoch {epoch}/{config.epochs}"):
-                state, metrics = epoch_fn(state, x_train, y_train, jax.random.fold_in(k_train, epoch))
-                means = epoch_means(metrics)
-            if not np.isfinite(means["loss"]):
-                raise FloatingPointError(f"{mode.upper()} training loss became {means['loss']} in epoch {epoch}; "
-                                         "lower --lr.")
-            h["train_acc"].append(means["accuracy"])
-            h["train_loss"].append(means["loss"])
-            log(f"[{mode.upper()}] epoch {epoch}: train acc {means['accuracy']:.4f} loss {means['loss']:.4f} "
-                f"({time.perf_counter() - t0:.1f} s)")
-        trained[mode] = (state.params, state.batch_stats)
-        if workdir is not None:
-            _save_model(workdir, mode, state, config, train.num_classes, tuple(train.images.shape[1:]),
-                        list(module.probe_names))
-    return module, trained, history
-
-
-def _save_model(workdir, mode, state, config, num_classes, input_shape, layers) -> None:
-    try:
-        from jaxmi.checkpoint import save_model
-    except ImportError:  # a jaxmi without checkpoints: nothing to save into
-        return
-    save_model(workdir, mode, state.params, state.batch_stats,
-               {"config": config.to_dict(), "num_classes": num_classes, "input_shape": list(input_shape),
-                "layers": layers})
-
-
 def trained_models(config: Config, from_run: str | None, *, log: Callable[[str], None] = log_line,
                    show_progress: bool = True, workdir: str | os.PathLike | None = None
                    ) -> tuple[Config, Any, Trained, dict[str, Any]]:
-    """Trained NT and AT models: loaded from ``from_run`` when given, else trained by :func:`train_models`.
+    """Trained NT and AT models: loaded from ``from_run`` when given, else trained here.
 
     Returns:
       ``(config, module, {"nt": (params, batch_stats), "at": ...}, info)``. Models trained here
-      are saved into ``workdir`` when given (see :func:`train_models`). With ``from_run``
+      are saved into ``workdir`` when given (:func:`jaxmi.run.train_pair`). With ``from_run``
       the returned config is the loaded run's (its dataset, model, attack and seed), with this
-      run's ``samples`` and ``data_dir``; ``info`` says where the models came from.
+      run's ``samples``, ``estimators`` and ``data_dir``; ``info`` says where the models came from.
     """
-    if config.seeds > 1:
-        raise ValueError(f"seeds={config.seeds}: trained_models gives one NT/AT pair; run the finding per seed "
-                         "(findings.common.run_per_seed, what --seeds does for findings 3 and 4).")
     if from_run is None:
-        module, trained, history = train_models(config, log=log, show_progress=show_progress, workdir=workdir)
+        module, trained, history = train_pair(config, log=log, show_progress=show_progress, workdir=workdir)
         return config, module, trained, {"source": "trained", "history": history}
-    load = getattr(experiment, "load_trained", None)
-    if load is None:
-        raise ValueError("--from-run needs jaxmi.experiment.load_trained, which this version of jaxmi does not "
-                         "have; run without --from-run to train the models here.")
-    run_config, module, trained = load(from_run)
-    if isinstance(run_config, Mapping):
-        fields = {k: v for k, v in run_config.items() if k in Config.__dataclass_fields__}
-        run_config = experiment.make_config("paper", **fields)
-    keep = {"samples": config.samples, "data_dir": config.data_dir or run_config.data_dir,
-            "eval_samples": None, "estimators": config.estimators}
-    import dataclasses
-
-    run_config = dataclasses.replace(run_config, **keep)
-    log(f"loaded trained NT and AT {run_config.model} ({run_config.dataset}, {run_config.epochs} epochs) "
-        f"from {from_run}")
+    run_config, module, trained = load_trained(from_run)
+    run_config = Config.from_dict({**run_config.flat(), "samples": config.mi.samples, "eval_samples": None,
+                                   "estimators": config.mi.estimators,
+                                   "data_dir": config.data.data_dir or run_config.data.data_dir})
+    log(f"loaded trained NT and AT {run_config.model.name} ({run_config.data.dataset}, {run_config.optim.epochs} "
+        f"epochs) from {from_run}")
     return run_config, module, trained, {"source": str(from_run)}
+
+
+class Draw(NamedTuple):
+    """The test images a finding measures trained models on (the run's MI draw)."""
+
+    x: np.ndarray  # float32 [N, H, W, C] in [0, 1]
+    y: np.ndarray  # int32 [N]
+    num_classes: int
+    source: str
+
+
+def measurement_draw(config: Config) -> Draw:
+    """The ``samples`` test images of :func:`jaxmi.run.mi_indices`, as floats."""
+    test = load_dataset(config.data.dataset, "test", data_dir=config.data.data_dir)
+    idx = mi_indices(config, len(test))
+    x = np.asarray(to_float(jnp.asarray(test.images[idx])))
+    return Draw(x, test.labels[idx].astype(np.int32), test.num_classes, test.source)
+
+
+def model_passes(module: Any, config: Config, n: int, *, with_probs: bool = True) -> tuple[Callable, Callable]:
+    """``(adversary, forward)`` of :mod:`jaxmi.evaluation` for ``n`` images under ``config``'s
+    evaluation attack, batch and loop."""
+    batching = dict(batch_size=min(config.exec.eval_batch_size, n), loop=config.exec.loop)
+    return (make_adversary(module, config.pgd(), **batching),
+            make_forward(module, with_probs=with_probs, **batching))
+
+
+def verdict_lines(rows: Sequence[tuple[str, bool, str]], summary: Mapping[str, Any] | None = None) -> str:
+    """The plain-text verdict table: one ``(name, holds, evidence text)`` row per verdict, then
+    the across-seeds lines when ``summary`` has them."""
+    w = max(len(r[0]) for r in rows)
+    lines = [f"{'verdict':<{w}}  holds  evidence", "-" * (w + 70)]
+    lines += [f"{name:<{w}}  {'yes' if ok else 'NO ':<5}  {text}" for name, ok, text in rows]
+    seeds = seed_table(summary) if summary is not None else ""
+    return "\n".join(lines + ([seeds] if seeds else []))
+
+
+def per_verdict(decided: list[tuple[Mapping, Mapping]]) -> dict[str, Any]:
+    """Per verdict over seeds (one ``(verdicts, evidence)`` per seed): where it holds, and its
+    evidence numbers as mean ± sd."""
+    out = {}
+    for name in decided[0][0]:
+        holds = [bool(v[name]) for v, _ in decided]
+        out[name] = {"holds_in": int(sum(holds)), "seeds": len(holds), "fraction": sum(holds) / len(holds),
+                     "per_seed": holds, "numbers": numbers_mean_sd([e.get(name, {}) for _, e in decided]) or {}}
+    return out
+
+
+def across_seeds(summary: Mapping[str, Any], decide: Callable[[dict[str, Any]], tuple[dict, dict]]
+                 ) -> dict[str, Any] | None:
+    """Every verdict decided per seed, with its evidence numbers as mean ± sd across seeds.
+
+    ``summary["seeds"]`` (a run with ``seeds`` > 1) holds each seed's NT and AT histories;
+    ``decide(summary)`` is the finding's verdict function. Returns ``{verdict: {"holds_in",
+    "seeds", "fraction", "per_seed": [bool, ...], "numbers": {...}}}``, or ``None`` for a
+    single-seed summary.
+    """
+    seeds = summary.get("seeds")
+    if not seeds:
+        return None
+    base = {k: v for k, v in summary.items() if k not in ("seeds", "verdicts", "evidence")}
+    return per_verdict([decide({**base, "nt": s["nt"], "at": s["at"]}) for s in seeds])
+
+
+def seed_table(summary: Mapping[str, Any], *, max_numbers: int = 4) -> str:
+    """Plain-text lines: per verdict, in how many seeds it holds and its first numbers as mean ± sd."""
+    across = (summary.get("evidence") or {}).get("across_seeds")
+    if not across:
+        return ""
+    lines = [f"across {next(iter(across.values()))['seeds']} seeds (mean ± sd):"]
+    for name, a in across.items():
+        nums = [(k, v) for k, v in a["numbers"].items() if isinstance(v, Mapping) and "mean" in v][:max_numbers]
+        text = "; ".join(f"{k} {v['mean']:.4g} ± {v['sd']:.2g}" for k, v in nums)
+        lines.append(f"  {name}: holds in {a['holds_in']}/{a['seeds']} seeds; {text}")
+    return "\n".join(lines)
 
 
 def run_per_seed(run: Callable[..., dict[str, Any]], config: Config, workdir: str | os.PathLike, *,
@@ -242,26 +201,25 @@ def run_per_seed(run: Callable[..., dict[str, Any]], config: Config, workdir: st
     ``workdir/seed<s>``, then writes ``workdir/summary.json``: every verdict holds when it holds
     in more than half of the seeds, and ``evidence["across_seeds"]`` gives, per verdict, the
     seeds it holds in and every evidence number as mean ± sd (see :func:`across_seeds`).
-    Each seed's own summary and figures stay in its directory.
     """
     options = dict(options or {})
     if options.get("from_run"):
         raise ValueError(f"--seeds {config.seeds} with --from-run: a run directory holds one trained NT/AT pair "
                          "per seed for this finding; drop --from-run (each seed trains its own models) or run "
                          "once per seed with --seeds 1.")
-    workdir = prepare_run_dir(workdir, {**config.to_dict(), **options}, overwrite=overwrite)
+    workdir = prepare_run_dir(workdir, {**config.identity(), **options}, overwrite=overwrite,
+                              normalize=normalize_identity)
     subs = []
     for k in range(config.seeds):
         seed = config.seed + k
         log(f"=== seed {seed} ({k + 1} of {config.seeds}) ===")
-        cfg = dataclasses.replace(config, seed=seed, seeds=1)
-        subs.append(run(cfg, workdir / f"seed{seed}", options=options, overwrite=overwrite,
-                        show_progress=show_progress, log=log))
-    across = _per_verdict([(sm["verdicts"], sm["evidence"]) for sm in subs])
+        subs.append(run(config.replace(seed=seed, seeds=1), workdir / f"seed{seed}", options=options,
+                        overwrite=overwrite, show_progress=show_progress, log=log))
+    across = per_verdict([(sm["verdicts"], sm["evidence"]) for sm in subs])
     summary = {
         "finding": subs[0].get("finding"),
-        "config": {**config.to_dict(), "attack": vars(config.attack())},
-        "options": {k: v for k, v in options.items()},
+        "config": config_record(config),
+        "options": dict(options),
         "seeds": [{"seed": config.seed + k, "dir": f"seed{config.seed + k}", "verdicts": sm["verdicts"]}
                   for k, sm in enumerate(subs)],
         "verdicts": {name: a["holds_in"] * 2 > a["seeds"] for name, a in across.items()},
@@ -271,55 +229,3 @@ def run_per_seed(run: Callable[..., dict[str, Any]], config: Config, workdir: st
     write_json(workdir / "summary.json", summary)
     log(seed_table(summary))
     return summary
-
-
-def script_main(argv, *, description: str, default_out: str, presets: Mapping[str, Mapping[str, Any]],
-                run: Callable[..., dict[str, Any]], add_flags: Callable[[argparse.ArgumentParser], None] | None = None,
-                default_dataset: str | None = None, out_name: str = "finding", seeds_native: bool = False) -> int:
-    """The command line shared by the finding scripts.
-
-    Parses the finding-2 flags (:func:`jaxmi.experiment.add_common_flags`) plus ``add_flags``.
-    ``presets[name]`` extends the shared :data:`jaxmi.experiment.PRESETS` for this finding:
-    its keys that are :class:`~jaxmi.experiment.Config` fields override the shared preset, the
-    others are the finding's own options. Explicit flags win over both (a finding flag's
-    ``dest`` is its option name, default ``None``). Calls ``run(config, out, options=...,
-    overwrite=..., show_progress=...)`` — or, with ``--seeds K`` and ``seeds_native=False``,
-    :func:`run_per_seed` around it; ValueError / OSError / FloatingPointError are printed
-    as ``error: …`` with exit status 2 (``JAXMI_DEBUG=1`` re-raises them).
-    """
-    parser = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
-    experiment.add_common_flags(parser, default_out=default_out)
-    if default_dataset:
-        parser.set_defaults(dataset=default_dataset)
-    own: list[str] = []
-    if add_flags is not None:
-        before = {a.dest for a in parser._actions}
-        add_flags(parser)
-        own = [a.dest for a in parser._actions if a.dest not in before]
-    args = parser.parse_args(argv)
-    config_fields = set(Config.__dataclass_fields__)
-    try:
-        if args.preset not in experiment.PRESETS:
-            raise ValueError(f"unknown preset {args.preset!r}; choose one of {sorted(experiment.PRESETS)}.")
-        preset = {**experiment.PRESETS[args.preset], **presets.get(args.preset, {})}
-        fields = {k: v for k, v in preset.items() if k in config_fields}
-        fields.update({k: v for k, v in vars(args).items() if k in config_fields and v is not None})
-        config = experiment.make_config("paper", **fields)
-    except ValueError as e:
-        parser.error(str(e))
-    options = {k: v for k, v in preset.items() if k not in config_fields}
-    options.update({k: getattr(args, k) for k in own if getattr(args, k) is not None})
-    out = args.out or f"runs/{out_name}_{config.dataset}_{config.model}"
-    try:
-        if config.seeds > 1 and not seeds_native:
-            summary = run_per_seed(run, config, out, options=options, overwrite=args.overwrite,
-                                   show_progress=not args.no_progress)
-        else:
-            summary = run(config, out, options=options, overwrite=args.overwrite, show_progress=not args.no_progress)
-    except (ValueError, OSError, FloatingPointError) as e:  # user-facing problems: no traceback
-        if os.environ.get("JAXMI_DEBUG"):
-            raise
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    print(f"\nwrote {out}/summary.json and {len(summary.get('figures', []))} figures")
-    return 0

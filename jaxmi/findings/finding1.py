@@ -9,7 +9,7 @@ I(T;Y) of every probe with every estimator, on one fixed draw of test images, cl
 adversarial, paired), either computed here or read from a finding-2 run directory
 (``--from-run``).
 
-For every (estimator, training mode, quantity, probe) *series* — the clean curve c_e and the
+For every (estimator, regime, quantity, probe) *series* — the clean curve c_e and the
 adversarial curve a_e over the M measurements — the evidence records:
 
 * Pearson's r and Spearman's ρ between c and a over epochs;
@@ -24,16 +24,18 @@ A series *agrees* when it is flat, or when r ≥ ``min_corr`` and ρ ≥ ``min_c
 
 Verdicts:
 
-* ``trends_agree_nt`` / ``trends_agree_at``: at least ``min_fraction`` of that mode's series agree;
+* ``trends_agree_nt`` / ``trends_agree_at``: at least ``min_fraction`` of that regime's series agree;
 * ``trends_agree``: both hold.
 
 Correlations over few measurements are weak evidence (with M = 2 every r is ±1); the paper
 measures 200 epochs, the CPU preset 21 measurements.
+
+Script: ``experiments/finding1_mi_trends.py`` (:func:`jaxmi.cli.main` with this module).
 """
 
 from __future__ import annotations
 
-import inspect
+import dataclasses
 import time
 from pathlib import Path
 from typing import Any
@@ -41,39 +43,42 @@ from typing import Any
 import numpy as np
 
 from jaxmi import plots
-from jaxmi.experiment import MODES, Config, log_line, train_and_measure
-from jaxmi.findings.common import across_seeds, load_run_summary, seed_table
+from jaxmi.config import Config, normalize_identity, setting
+from jaxmi.findings.common import Finding, across_seeds, load_run_summary, parse_options, run_summary, verdict_lines
+from jaxmi.history import QUANTITIES, REGIMES
 from jaxmi.results import prepare_run_dir, write_json
+from jaxmi.run import log_line, train_and_measure
+from jaxmi.stats import pearson, rank
 
-__all__ = ["series_agreement", "decide", "verdict_table", "run", "PRESETS", "FLAT_BITS", "MIN_CORR", "MIN_FRACTION"]
+__all__ = ["series_agreement", "decide", "verdict_table", "run", "Options", "PRESETS", "FLAT_BITS", "MIN_CORR",
+           "MIN_FRACTION", "TITLE", "FINDING"]
 
+TITLE = "1: MI trends on clean and on adversarial inputs agree"
 FLAT_BITS = 0.05  # a curve varying less than this over training (bits) has no trend to follow
 MIN_CORR = 0.7  # Pearson and Spearman both at least this: the adversarial curve follows the clean one
-MIN_FRACTION = 0.75  # share of a mode's series that must agree
+MIN_FRACTION = 0.75  # share of a regime's series that must agree
 
-# Finding-1 presets on top of jaxmi.experiment.PRESETS (same training presets as finding 2).
+
+@dataclasses.dataclass(frozen=True)
+class Options:
+    """Finding-1 settings beyond the shared configuration."""
+
+    from_run: str | None = setting(None, "reuse the per-epoch MI of a finished finding-2 run directory instead of "
+                                         "training", metavar="DIR")
+    min_corr: float | None = setting(None, f"Pearson and Spearman threshold for a series to agree (default "
+                                           f"{MIN_CORR})")
+    flat_bits: float | None = setting(None, f"curves varying less than this (bits) are flat (default {FLAT_BITS})")
+    min_fraction: float | None = setting(None, f"share of a regime's series that must agree (default "
+                                               f"{MIN_FRACTION})")
+
+
+    def rule(self) -> dict[str, float]:
+        """The verdict-rule overrides that were given."""
+        return {k: float(v) for k in ("flat_bits", "min_corr", "min_fraction") if (v := getattr(self, k)) is not None}
+
+
+# Finding-1 presets on top of jaxmi.config.PRESETS (same training presets as finding 2).
 PRESETS: dict[str, dict[str, Any]] = {"paper": {}, "cpu": {}, "smoke": {"epochs": 2}}
-
-
-def _rank(x: np.ndarray) -> np.ndarray:
-    """Average ranks (ties share the mean rank), as Spearman's ρ needs."""
-    order = np.argsort(x, kind="mergesort")
-    ranks = np.empty(len(x), float)
-    xs = x[order]
-    i = 0
-    while i < len(x):
-        j = i
-        while j + 1 < len(x) and xs[j + 1] == xs[i]:
-            j += 1
-        ranks[order[i:j + 1]] = (i + j) / 2.0
-        i = j + 1
-    return ranks
-
-
-def _pearson(a: np.ndarray, b: np.ndarray) -> float | None:
-    a, b = a - a.mean(), b - b.mean()
-    den = np.sqrt((a * a).sum() * (b * b).sum())
-    return None if den == 0 else float((a * b).sum() / den)
 
 
 def series_agreement(clean, adv, *, flat_bits: float = FLAT_BITS) -> dict[str, Any]:
@@ -94,8 +99,8 @@ def series_agreement(clean, adv, *, flat_bits: float = FLAT_BITS) -> dict[str, A
         dc, da = np.diff(c), np.diff(a)
         both_still = (np.abs(dc) < flat_bits) & (np.abs(da) < flat_bits)
         out["direction_agreement"] = float(np.mean(both_still | (np.sign(dc) == np.sign(da))))
-        out["pearson"] = _pearson(c, a)
-        out["spearman"] = _pearson(_rank(c), _rank(a))
+        out["pearson"] = pearson(c, a)
+        out["spearman"] = pearson(rank(c), rank(a))
     else:
         out["direction_agreement"] = out["pearson"] = out["spearman"] = None
     return out
@@ -118,18 +123,21 @@ def decide(summary: dict[str, Any], *, flat_bits: float = FLAT_BITS, min_corr: f
     """Finding-1 verdicts and their evidence from an NT-vs-AT summary with per-epoch MI."""
     layers = summary["layers"]
     series: dict[str, Any] = {}
-    per_mode: dict[str, list[dict[str, Any]]] = {m: [] for m in MODES}
-    per_quantity: dict[str, list[dict[str, Any]]] = {"I_XT": [], "I_TY": []}
-    for mode in MODES:
-        for est, d in summary[mode]["mi"].items():
-            for q in ("I_XT", "I_TY"):
+    per_regime: dict[str, list[dict[str, Any]]] = {r: [] for r in REGIMES}
+    per_quantity: dict[str, list[dict[str, Any]]] = {q: [] for q in QUANTITIES}
+    for regime in REGIMES:
+        series[regime] = {}
+        for est, d in summary[regime]["mi"].items():
+            series[regime][est] = {}
+            for q in QUANTITIES:
                 clean = np.asarray(d["clean"][q], float)
                 adv = np.asarray(d["adv"][q], float)
+                series[regime][est][q] = {}
                 for j, layer in enumerate(layers):
                     s = series_agreement(clean[:, j], adv[:, j], flat_bits=flat_bits)
                     s["agrees"] = _agrees(s, min_corr)
-                    series.setdefault(mode, {}).setdefault(est, {}).setdefault(q, {})[layer] = s
-                    per_mode[mode].append(s)
+                    series[regime][est][q][layer] = s
+                    per_regime[regime].append(s)
                     per_quantity[q].append(s)
 
     def summarise(items):
@@ -145,19 +153,19 @@ def decide(summary: dict[str, Any], *, flat_bits: float = FLAT_BITS, min_corr: f
             "median_direction_agreement": _median(s["direction_agreement"] for s in informative),
         }
 
-    ev_mode = {m: summarise(per_mode[m]) for m in MODES}
-    verdicts = {f"trends_agree_{m}": bool(ev_mode[m]["fraction_agreeing"] is not None
-                                          and ev_mode[m]["fraction_agreeing"] >= min_fraction) for m in MODES}
-    verdicts["trends_agree"] = all(verdicts[f"trends_agree_{m}"] for m in MODES)
+    ev_regime = {r: summarise(per_regime[r]) for r in REGIMES}
+    verdicts = {f"trends_agree_{r}": bool(ev_regime[r]["fraction_agreeing"] is not None
+                                          and ev_regime[r]["fraction_agreeing"] >= min_fraction) for r in REGIMES}
+    verdicts["trends_agree"] = all(verdicts[f"trends_agree_{r}"] for r in REGIMES)
     rule = {"flat_bits": flat_bits, "min_corr": min_corr, "min_fraction": min_fraction,
             "measurements": len(summary["epochs_measured"]),
-            "rule": (f"a series (estimator, mode, quantity, probe) agrees when both curves vary < {flat_bits} bits "
-                     f"or Pearson and Spearman over epochs are both ≥ {min_corr}; a mode's trends agree when "
+            "rule": (f"a series (estimator, regime, quantity, probe) agrees when both curves vary < {flat_bits} bits "
+                     f"or Pearson and Spearman over epochs are both ≥ {min_corr}; a regime's trends agree when "
                      f"≥ {min_fraction:.0%} of its series agree")}
     evidence = {
-        "trends_agree": {**rule, "by_mode": ev_mode,
+        "trends_agree": {**rule, "by_mode": ev_regime,
                          "by_quantity": {q: summarise(v) for q, v in per_quantity.items()}},
-        **{f"trends_agree_{m}": ev_mode[m] for m in MODES},
+        **{f"trends_agree_{r}": ev_regime[r] for r in REGIMES},
         "series": series,
     }
     return verdicts, evidence
@@ -171,18 +179,14 @@ def verdict_table(summary: dict[str, Any]) -> str:
         return "n/a" if x is None else format(x, spec)
 
     rows = []
-    for m in MODES:
-        s = e[f"trends_agree_{m}"]
-        rows.append((f"trends_agree_{m}", v[f"trends_agree_{m}"],
+    for r in REGIMES:
+        s = e[f"trends_agree_{r}"]
+        rows.append((f"trends_agree_{r}", v[f"trends_agree_{r}"],
                      f"{s['agreeing']}/{s['series']} series agree ({s['flat_series']} flat); median Pearson "
                      f"{fmt(s['median_pearson'])}, Spearman {fmt(s['median_spearman'])}; median |clean−adv| "
                      f"{fmt(s['mean_abs_gap_bits'], '.3f')} bits"))
-    rows.append(("trends_agree", v["trends_agree"], "both modes"))
-    w = max(len(r[0]) for r in rows)
-    lines = [f"{'verdict':<{w}}  holds  evidence", "-" * (w + 70)]
-    lines += [f"{name:<{w}}  {'yes' if ok else 'NO ':<5}  {text}" for name, ok, text in rows]
-    seeds = seed_table(summary)
-    return "\n".join(lines + ([seeds] if seeds else []))
+    rows.append(("trends_agree", v["trends_agree"], "both regimes"))
+    return verdict_lines(rows, summary)
 
 
 def run(config: Config, workdir: str | Path, *, options: dict[str, Any] | None = None, overwrite: bool = False,
@@ -192,46 +196,41 @@ def run(config: Config, workdir: str | Path, *, options: dict[str, Any] | None =
     Args:
       config: the NT-vs-AT run to train and measure (ignored with ``options["from_run"]``).
       workdir: output directory.
-      options: ``{"from_run": DIR}`` reuses a finding-2 run's measurements instead of
-        training; ``flat_bits``, ``min_corr``, ``min_fraction`` override the verdict rule.
+      options: :class:`Options` as a dict: ``from_run`` reuses a finding-2 run's measurements
+        instead of training; ``flat_bits``, ``min_corr``, ``min_fraction`` override the rule.
     """
-    options = dict(options or {})
-    from_run = options.get("from_run")
-    rule = {k: float(options[k]) for k in ("flat_bits", "min_corr", "min_fraction") if options.get(k) is not None}
+    opts = parse_options(Options, options)
+    rule = opts.rule()
     t0 = time.perf_counter()
     timing = None
-    if from_run:
-        src = load_run_summary(from_run)
+    if opts.from_run:
+        src = load_run_summary(opts.from_run)
         run_cfg = {k: v for k, v in src["config"].items() if k != "attack"}
-        workdir = prepare_run_dir(workdir, {"from_run": str(Path(from_run).resolve()), **rule}, overwrite=overwrite)
-        log(f"finding 1 from the measurements in {from_run} ({run_cfg.get('dataset')}, {run_cfg.get('model')}, "
+        workdir = prepare_run_dir(workdir, {"from_run": str(Path(opts.from_run).resolve()), **rule},
+                                  overwrite=overwrite)
+        log(f"finding 1 from the measurements in {opts.from_run} ({run_cfg.get('dataset')}, {run_cfg.get('model')}, "
             f"{len(src['epochs_measured'])} measurements)")
-        summary: dict[str, Any] = {"config": src["config"], "layers": src["layers"],
-                                   "epochs_measured": src["epochs_measured"], "data": src.get("data"),
-                                   "nt": src["nt"], "at": src["at"], "source": {"from_run": str(from_run)}}
+        summary: dict[str, Any] = {"config": src["config"], "layers": src["layers"], "epochs_measured": src["epochs_measured"],
+                   "data": src.get("data"), "nt": src["nt"], "at": src["at"], "source": {"from_run": str(opts.from_run)}}
         if src.get("seeds"):
             summary["seeds"] = src["seeds"]
     else:
-        workdir = prepare_run_dir(workdir, {**config.to_dict(), **rule}, overwrite=overwrite)
-        kwargs = {}
-        if "workdir" in inspect.signature(train_and_measure).parameters:
-            kwargs["workdir"] = workdir  # checkpoints and the trained models (reusable by findings 3 and 4)
-        result = train_and_measure(config, log=log, show_progress=show_progress, **kwargs)
-        timing = result.get("timing")
-        summary = {"config": {**config.to_dict(), "attack": vars(config.attack())}, "layers": result["layers"],
-                   "epochs_measured": result["epochs_measured"], "data": result["data"], "nt": result["nt"],
-                   "at": result["at"], "source": {"trained": True}}
-        if "seeds" in result:
-            summary["seeds"] = result["seeds"]
-    summary = {"finding": "1: MI trends on clean and on adversarial inputs agree", **summary}
-    verdicts, evidence = decide(summary, **{k: v for k, v in rule.items()})
+        workdir = prepare_run_dir(workdir, {**config.identity(), **rule}, overwrite=overwrite,
+                                  normalize=normalize_identity)
+        result = train_and_measure(config, log=log, show_progress=show_progress, workdir=workdir)
+        timing = result.timing
+        fields = run_summary(config, result)
+        seeds = fields.pop("seeds", None)
+        summary = {**fields, "source": {"trained": True}, **({"seeds": seeds} if seeds else {})}
+    summary = {"finding": TITLE, **summary}
+    verdicts, evidence = decide(summary, **rule)
     summary["verdicts"] = verdicts
     summary["evidence"] = evidence
     if summary.get("seeds"):  # --seeds K: verdicts above on the seed means; here per seed, mean ± sd
         evidence["across_seeds"] = across_seeds(summary, lambda s: decide(s, **rule))
     figures = plots.plot_trend_agreement(summary, workdir)
     figures += plots.plot_information_planes(summary, workdir)
-    for q in ("I_XT", "I_TY"):
+    for q in QUANTITIES:
         figures += plots.plot_mi_trajectories(summary, workdir, quantity=q)
     figures += plots.plot_training_curves(summary, workdir)
     summary["figures"] = [p.name for p in figures]
@@ -239,3 +238,6 @@ def run(config: Config, workdir: str | Path, *, options: dict[str, Any] | None =
     write_json(workdir / "timing.json", {**(timing or {}), "finding1_runtime_seconds": time.perf_counter() - t0})
     log(verdict_table(summary))
     return summary
+
+
+FINDING = Finding(name="finding1", title=TITLE, run=run, presets=PRESETS, options=Options, seeds_native=True)

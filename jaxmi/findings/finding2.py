@@ -17,6 +17,8 @@ Verdicts (each stored with the numbers it rests on under ``summary["evidence"]``
 With ``--seeds K`` the verdicts are decided on the seed-mean curves, and
 ``evidence["across_seeds"]`` says in how many seeds each holds, with every evidence number as
 mean ± sd across seeds.
+
+Script: ``experiments/finding2_information_amount.py`` (:func:`jaxmi.cli.main` with this module).
 """
 
 from __future__ import annotations
@@ -28,12 +30,15 @@ from typing import Any
 import numpy as np
 
 from jaxmi import plots
-from jaxmi.experiment import CONFIG_DEFAULTS, Config, log_line, train_and_measure
-from jaxmi.findings.common import across_seeds, seed_table
+from jaxmi.config import Config, normalize_identity
+from jaxmi.findings.common import Finding, across_seeds, run_summary, verdict_lines
 from jaxmi.results import prepare_run_dir, write_json
+from jaxmi.run import log_line, train_and_measure
 
-__all__ = ["decide", "run", "verdict_table", "TIE_BITS"]
+__all__ = ["decide", "run", "verdict_table", "TIE_BITS", "TITLE", "PRESETS", "FINDING"]
 
+TITLE = "2: adversarial training is harder and AT layers carry less information about the input"
+PRESETS: dict[str, dict[str, Any]] = {}  # the shared presets of jaxmi.config
 TIE_BITS = 0.01  # |NT − AT| below this (bits) is a tie: both estimates sit at the same ceiling
 
 
@@ -94,39 +99,26 @@ def verdict_table(summary: dict[str, Any]) -> str:
          f"I(X;T) AT lower in {i['n_at_lower']}, higher in {i['n_at_higher']}, tied in {i['n_ties']} "
          f"(estimator, probe) pairs; mean NT−AT {i['mean_nt_minus_at_bits']:+.3f} bits"),
     ]
-    w = max(len(r[0]) for r in rows)
-    lines = [f"{'verdict':<{w}}  holds  evidence", "-" * (w + 60)]
-    lines += [f"{name:<{w}}  {'yes' if ok else 'NO ':<5}  {text}" for name, ok, text in rows]
-    seeds = seed_table(summary)
-    return "\n".join(lines + ([seeds] if seeds else []))
+    return verdict_lines(rows, summary)
 
 
-def run(config: Config, workdir: str | Path, *, overwrite: bool = False, show_progress: bool = True,
-        log=log_line) -> dict[str, Any]:
+def run(config: Config, workdir: str | Path, *, options: dict[str, Any] | None = None, overwrite: bool = False,
+        show_progress: bool = True, log=log_line) -> dict[str, Any]:
     """Runs finding 2 end to end and writes ``summary.json`` and figures into ``workdir``.
 
     Checkpoints go to ``workdir/checkpoints`` after every epoch and the trained models to
-    ``workdir/models`` (:func:`jaxmi.experiment.load_trained`). Rerunning with the same
+    ``workdir/models`` (:func:`jaxmi.run.load_trained`). Rerunning with the same
     configuration resumes from the last completed epoch; ``summary.json`` is then identical
     to an uninterrupted run's. Wall-clock times go to ``timing.json``, not the summary.
 
     Returns:
       The summary dict (also written to ``workdir/summary.json``).
     """
-    workdir = prepare_run_dir(workdir, config.to_dict(), overwrite=overwrite, defaults=CONFIG_DEFAULTS)
+    del options  # finding 2 has no options beyond the configuration
+    workdir = prepare_run_dir(workdir, config.identity(), overwrite=overwrite, normalize=normalize_identity)
     t0 = time.perf_counter()
     result = train_and_measure(config, log=log, show_progress=show_progress, workdir=workdir)
-    summary: dict[str, Any] = {
-        "finding": "2: adversarial training is harder and AT layers carry less information about the input",
-        "config": {**config.to_dict(), "attack": vars(config.attack())},
-        "layers": result["layers"],
-        "epochs_measured": result["epochs_measured"],
-        "data": result["data"],
-        "nt": result["nt"],
-        "at": result["at"],
-    }
-    if "seeds" in result:  # --seeds K: nt/at are seed means; each seed's histories kept here
-        summary["seeds"] = result["seeds"]
+    summary: dict[str, Any] = {"finding": TITLE, **run_summary(config, result)}
     verdicts, evidence = decide(summary)  # on the seed means when there are several seeds
     summary["verdicts"] = verdicts
     summary["evidence"] = evidence
@@ -134,6 +126,9 @@ def run(config: Config, workdir: str | Path, *, overwrite: bool = False, show_pr
         evidence["across_seeds"] = across_seeds(summary, decide)
     summary["figures"] = [p.name for p in plots.plot_all(summary, workdir)]
     write_json(workdir / "summary.json", summary)
-    write_json(workdir / "timing.json", {**result["timing"], "runtime_seconds": time.perf_counter() - t0})
+    write_json(workdir / "timing.json", {**result.timing, "runtime_seconds": time.perf_counter() - t0})
     log(verdict_table(summary))
     return summary
+
+
+FINDING = Finding(name="finding2", title=TITLE, run=run, presets=PRESETS, seeds_native=True)

@@ -7,7 +7,7 @@ because they carry texture-like information of other classes.
 
 Protocol (PAPER.md, "Texture vs shape"): trained NT and AT models (trained here, or loaded
 from a finished run directory with ``--from-run``); one fixed draw of ``samples`` test images
-(the MI draw of :func:`jaxmi.experiment.train_and_measure`). For every distortion level —
+(the MI draw of :func:`jaxmi.run.train_and_measure`). For every distortion level —
 saturation p ∈ {2, 8, 16, 64, 1024}, patch shuffle k ∈ {0, 2, 4, 8} (p = 2 and k = 0 are the
 undistorted images) — and for clean inputs and adversarial inputs (PGD on the *undistorted*
 image against the model being measured, then distorted), it measures accuracy, cross-entropy
@@ -25,6 +25,8 @@ adversarial inputs, the true → predicted class matrix on adversarial inputs wi
 confidence per cell, and, for the attribution maps (saliency, SmoothGrad, Integrated
 Gradients on the same images under NT and AT), their correlation with the image's edge map
 (Sobel magnitude) — a shape-alignment number, higher when a map follows object contours.
+
+Script: ``experiments/finding3_texture_shape.py`` (:func:`jaxmi.cli.main` with this module).
 """
 
 from __future__ import annotations
@@ -37,35 +39,40 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 
 from jaxmi import attribution, distortions, estimators, plots
-from jaxmi.data import DATASETS, class_names, to_float
-from jaxmi.experiment import Config, log_line
-from jaxmi.findings.common import load_test_split, mi_draw, trained_models
-from jaxmi.models import apply_model
-from jaxmi.attacks import pgd
+from jaxmi.config import Config, check_minimums, normalize_identity, setting
+from jaxmi.data import DATASETS, class_names
+from jaxmi.evaluation import confusion
+from jaxmi.findings.common import (Finding, config_record, measurement_draw, model_passes, parse_options,
+                                   trained_models, verdict_lines)
+from jaxmi.history import INPUTS, REGIMES
 from jaxmi.results import prepare_run_dir, write_json
+from jaxmi.run import log_line
+from jaxmi.training import stack
 
-__all__ = ["Options", "PRESETS", "decide", "verdict_table", "run", "confusion", "edge_map", "evaluate_model",
-           "make_model_fns", "make_attribution_fn"]
+__all__ = ["Options", "PRESETS", "decide", "verdict_table", "run", "TITLE", "FINDING", "ESTIMATOR"]
 
+TITLE = "3: NT-CNNs rely on texture, AT-CNNs on shape"
 ESTIMATOR = "kde_lower"  # the paper's estimator for this experiment
 
 
 @dataclasses.dataclass(frozen=True)
 class Options:
-    """Finding-3 settings beyond the shared :class:`~jaxmi.experiment.Config`."""
+    """Finding-3 settings beyond the shared configuration."""
 
-    from_run: str | None = None  # run directory with trained models (jaxmi.experiment.load_trained); None: train here
-    saturation: tuple[float, ...] = distortions.SATURATION_LEVELS  # p levels; 2 = undistorted
-    shuffle: tuple[int, ...] | None = None  # k levels; None: (0, 2, 4, 8), or the nearest divisors of the image size
-    strong_saturation: float = 64  # saturation levels ≥ this enter the at_prefers_shape verdict
-    attr_images: int = 8  # images shown with attribution maps (one per class where possible)
-    smoothgrad_samples: int = 100  # SmoothGrad noisy copies
-    smoothgrad_std: float = 0.2  # SmoothGrad noise std (pixel units in [0, 1])
-    ig_steps: int = 50  # Integrated-Gradients path steps (black baseline)
-    example_images: int = 4  # rows of the distortion example grid
+    from_run: str | None = setting(None, "load the trained NT and AT models of a finished run directory instead "
+                                         "of training", metavar="DIR")
+    saturation: tuple[float, ...] = setting(distortions.SATURATION_LEVELS, "saturation levels p (2 = undistorted)",
+                                            nargs="+", type=float)
+    shuffle: tuple[int, ...] | None = setting(None, "patch-shuffle grid sizes k (default 0 2 4 8, or the nearest "
+                                                    "divisors of the image size)", nargs="+", type=int)
+    strong_saturation: float = setting(64, "levels p ≥ this enter the at_prefers_shape verdict")
+    attr_images: int = setting(8, "images with attribution maps (one per class where possible)", minimum=1)
+    smoothgrad_samples: int = setting(100, "SmoothGrad noisy copies", minimum=1)
+    smoothgrad_std: float = setting(0.2, "SmoothGrad noise std (pixel units in [0, 1])")
+    ig_steps: int = setting(50, "Integrated-Gradients path steps (black baseline)", minimum=1)
+    example_images: int = setting(4, "rows of the distortion example grid", minimum=1)
 
     def __post_init__(self):
         for p in self.saturation:
@@ -78,20 +85,10 @@ class Options:
             for k in self.shuffle:
                 if int(k) != k or k < 0:
                     raise ValueError(f"patch-shuffle level k must be a non-negative integer; got {k}.")
-        for name in ("attr_images", "smoothgrad_samples", "ig_steps", "example_images"):
-            if int(getattr(self, name)) < 1:
-                raise ValueError(f"{name} must be ≥ 1; got {getattr(self, name)}.")
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any] | None) -> "Options":
-        d = {k: v for k, v in (d or {}).items() if k in cls.__dataclass_fields__}
-        for k in ("saturation", "shuffle"):
-            if d.get(k) is not None:
-                d[k] = tuple(d[k])
-        return cls(**d)
+        check_minimums(self)
 
 
-# Finding-3 presets on top of jaxmi.experiment.PRESETS.
+# Finding-3 presets on top of jaxmi.config.PRESETS.
 PRESETS: dict[str, dict[str, Any]] = {
     "paper": {},
     # CIFAR-10 LeNet for 20 epochs at lr 0.025 (the shared cpu preset); 5,000 images per condition.
@@ -101,139 +98,38 @@ PRESETS: dict[str, dict[str, Any]] = {
 }
 
 
-def confusion(y_true: np.ndarray, probs: np.ndarray, num_classes: int) -> dict[str, Any]:
-    """True → predicted class counts and the mean confidence (max softmax probability) per cell."""
-    pred = probs.argmax(-1)
-    conf = probs.max(-1)
-    counts = np.zeros((num_classes, num_classes), np.int64)
-    conf_sum = np.zeros((num_classes, num_classes))
-    np.add.at(counts, (y_true, pred), 1)
-    np.add.at(conf_sum, (y_true, pred), conf)
-    mean_conf = np.where(counts > 0, conf_sum / np.maximum(counts, 1), np.nan)
-    wrong = pred != y_true
-    return {
-        "counts": counts.tolist(), "mean_confidence": mean_conf.tolist(),
-        "accuracy": float(np.mean(~wrong)),
-        "mean_confidence_wrong": float(conf[wrong].mean()) if wrong.any() else None,
-        "mean_confidence_right": float(conf[~wrong].mean()) if (~wrong).any() else None,
-        "top_confusions": [
-            {"true": int(t), "predicted": int(p), "count": int(counts[t, p]), "mean_confidence": float(mean_conf[t, p])}
-            for t, p in sorted(((t, p) for t in range(num_classes) for p in range(num_classes) if t != p),
-                               key=lambda tp: -counts[tp])[:5] if counts[t, p] > 0],
-    }
+def _evaluate(fns, params, batch_stats, x, y, *, conditions, key, num_classes: int, noise_var: float, layers,
+              log, regime: str) -> dict:
+    """Accuracy, loss, probabilities and KDE-lower MI per (distortion, level, inputs) for one model.
 
-
-def edge_map(images: np.ndarray) -> np.ndarray:
-    """Sobel gradient magnitude of the grey-level image, [B, H, W] (edges = shape)."""
-    g = np.asarray(images, np.float64).mean(-1)
-    p = np.pad(g, ((0, 0), (1, 1), (1, 1)), mode="edge")
-    gx = (p[:, :-2, 2:] + 2 * p[:, 1:-1, 2:] + p[:, 2:, 2:]) - (p[:, :-2, :-2] + 2 * p[:, 1:-1, :-2] + p[:, 2:, :-2])
-    gy = (p[:, 2:, :-2] + 2 * p[:, 2:, 1:-1] + p[:, 2:, 2:]) - (p[:, :-2, :-2] + 2 * p[:, :-2, 1:-1] + p[:, :-2, 2:])
-    return np.hypot(gx, gy)
-
-
-def _corr(a: np.ndarray, b: np.ndarray) -> float | None:
-    a = a.ravel() - a.mean()
-    b = b.ravel() - b.mean()
-    den = np.sqrt((a * a).sum() * (b * b).sum())
-    return None if den == 0 else float((a * b).sum() / den)
-
-
-def _levels(kind: str, options: Options, shape) -> list:
-    if kind == "saturation":
-        return [float(p) for p in options.saturation]
-    h, w = shape[0], shape[1]
-    levels = options.shuffle if options.shuffle is not None else distortions.default_shuffle_levels(h, w)
-    for k in levels:
-        distortions.check_shuffle_level(k, h, w)
-    return [int(k) for k in levels]
-
-
-def make_model_fns(module, attack):
-    """Compiled ``attack(params, stats, x, y)`` (evaluation PGD) and ``forward(params, stats, x, y)``
-    (per-example loss, softmax, probes), compiled once and shared by NT and AT."""
-
-    @jax.jit
-    def attack_batch(params, batch_stats, xb, yb):
-        def logits_fn(xx):
-            return apply_model(module, params, batch_stats, xx, train=False)[0]
-
-        return pgd(logits_fn, xb, yb, eps=attack.eps, step_size=attack.step_size, steps=attack.steps)
-
-    @jax.jit
-    def forward(params, batch_stats, xb, yb):
-        logits, probes, _ = apply_model(module, params, batch_stats, xb, train=False)
-        return (optax.softmax_cross_entropy_with_integer_labels(logits, yb), jax.nn.softmax(logits), probes)
-
-    return attack_batch, forward
-
-
-def _batched(fn, xs, ys, batch_size: int):
-    outs = []
-    n = xs.shape[0]
-    for s in range(0, n, batch_size):
-        xb, yb = xs[s:s + batch_size], ys[s:s + batch_size]
-        pad = batch_size - xb.shape[0]
-        if pad:  # one compiled shape
-            xb = jnp.pad(xb, [(0, pad)] + [(0, 0)] * (xb.ndim - 1))
-            yb = jnp.pad(yb, (0, pad))
-        outs.append(fn(xb, yb))
-    return jax.tree.map(lambda *o: jnp.concatenate(o)[:n], *outs)
-
-
-def evaluate_model(fns, params, batch_stats, x: np.ndarray, y: np.ndarray, *, conditions, key, num_classes: int,
-                   batch_size: int, noise_var: float, log=log_line, mode: str = "") -> dict:
-    """Accuracy, loss, probabilities and KDE-lower MI per (distortion, level, input kind) for one model.
-
-    ``fns`` comes from :func:`make_model_fns`. The adversarial inputs are PGD examples of the
-    undistorted images, distorted afterwards; the shuffle key of level k is ``fold_in(key, k)``.
+    The adversarial inputs are PGD examples of the undistorted images, distorted afterwards;
+    the shuffle key of level k is ``fold_in(key, k)``.
     """
-    attack_batch, forward = fns
-    batch_size = min(batch_size, int(x.shape[0]))
-    x = jnp.asarray(x)
+    adversary, forward = fns
+    params, batch_stats = stack([params]), stack([batch_stats])
     y_dev = jnp.asarray(y)
-    x_adv = _batched(lambda xb, yb: attack_batch(params, batch_stats, xb, yb), x, y_dev, batch_size)
-    inputs = {"clean": x, "adv": x_adv}
+    x = jnp.asarray(x)
+    sources = {"clean": x, "adv": adversary(params, batch_stats, x, y_dev)[0]}
     cache: dict = {}
     results: dict = {}
     for kind, level in conditions:
         ident = distortions.is_identity(kind, level)
-        for inp in ("clean", "adv"):
-            ck = ("identity", inp) if ident else (kind, level, inp)
+        for inputs in INPUTS:
+            ck = ("identity", inputs) if ident else (kind, level, inputs)
             if ck not in cache:
                 k_level = jax.random.fold_in(key, int(level) if kind == "shuffle" else 0)
-                xd = inputs[inp] if ident else distortions.distort(inputs[inp], kind, level, k_level)
-                loss, probs, probes = _batched(lambda xb, yb: forward(params, batch_stats, xb, yb), xd, y_dev,
-                                               batch_size)
-                mi = estimators.measure_probes(probes, y, methods=(ESTIMATOR,), num_classes=num_classes,
-                                               noise_var=noise_var)[ESTIMATOR]
-                probs = np.asarray(probs)
-                cache[ck] = {"accuracy": float(np.mean(probs.argmax(-1) == y)), "loss": float(np.mean(loss)),
-                             "I_XT": [float(v) for v in mi["I_XT"]], "I_TY": [float(v) for v in mi["I_TY"]],
-                             "_probs": probs}
-                log(f"[{mode.upper()}] {kind} {level:g} {inp}: acc {cache[ck]['accuracy']:.4f} "
+                xd = sources[inputs] if ident else distortions.distort(sources[inputs], kind, level, k_level)
+                out = jax.tree.map(lambda a: a[0], forward(params, batch_stats, xd, y_dev))
+                mi = estimators.estimate({p: out["probes"][p] for p in layers}, y, methods=(ESTIMATOR,),
+                                         num_classes=num_classes, noise_var=noise_var)
+                probs = np.asarray(out["probs"])
+                cache[ck] = {"accuracy": float(np.mean(probs.argmax(-1) == y)), "loss": float(np.mean(out["loss"])),
+                             "I_XT": [float(mi[p][ESTIMATOR]["I_XT"]) for p in layers],
+                             "I_TY": [float(mi[p][ESTIMATOR]["I_TY"]) for p in layers], "_probs": probs}
+                log(f"[{regime.upper()}] {kind} {level:g} {inputs}: acc {cache[ck]['accuracy']:.4f} "
                     f"loss {cache[ck]['loss']:.4f}")
-            results[(kind, level, inp)] = cache[ck]
+            results[(kind, level, inputs)] = cache[ck]
     return results
-
-
-def make_attribution_fn(module, opts: "Options"):
-    """Compiled ``maps(params, stats, x, y, key) -> {method: [B, H, W] heatmap}`` for the three methods."""
-
-    @jax.jit
-    def maps(params, batch_stats, x, y, key):
-        def logits_fn(xx):
-            return apply_model(module, params, batch_stats, xx, train=False)[0]
-
-        raw = {
-            "saliency": attribution.saliency(logits_fn, x, y),
-            "smoothgrad": attribution.smoothgrad(logits_fn, x, y, key, samples=opts.smoothgrad_samples,
-                                                 noise_std=opts.smoothgrad_std),
-            "integrated_gradients": attribution.integrated_gradients(logits_fn, x, y, steps=opts.ig_steps),
-        }
-        return {m: attribution.to_heatmap(a) for m, a in raw.items()}
-
-    return maps
 
 
 def _mean(values) -> float | None:
@@ -246,8 +142,8 @@ def decide(summary: dict[str, Any], *, strong_saturation: float = 64) -> tuple[d
     dist = summary["distortion"]
     chance = 1.0 / summary["num_classes"]
 
-    def retention(mode, kind, inp):
-        block = dist[mode][kind]
+    def retention(regime, kind, inp):
+        block = dist[regime][kind]
         levels = block["levels"]
         acc = block[inp]["accuracy"]
         ref = acc[[i for i, lv in enumerate(levels) if distortions.is_identity(kind, lv)][0]]
@@ -263,15 +159,15 @@ def decide(summary: dict[str, Any], *, strong_saturation: float = 64) -> tuple[d
         e: dict[str, Any] = {"distortion": kind, "chance_accuracy": chance}
         for inp in ("clean", "adv"):
             per = {}
-            for mode in ("nt", "at"):
-                levels, rel, above, ref = retention(mode, kind, inp)
+            for regime in REGIMES:
+                levels, rel, above, ref = retention(regime, kind, inp)
                 sel = [i for i, lv in enumerate(levels) if select(lv)]
-                per[mode] = {"levels": levels, "accuracy": dist[mode][kind][inp]["accuracy"],
+                per[regime] = {"levels": levels, "accuracy": dist[regime][kind][inp]["accuracy"],
                              "undistorted_accuracy": ref, "retention": rel, "retention_above_chance": above,
                              "levels_used": [levels[i] for i in sel],
                              "mean_retention": _mean(rel[i] for i in sel),
                              "mean_retention_above_chance": _mean(above[i] for i in sel),
-                             "mean_accuracy_drop": _mean(ref - dist[mode][kind][inp]["accuracy"][i] for i in sel)}
+                             "mean_accuracy_drop": _mean(ref - dist[regime][kind][inp]["accuracy"][i] for i in sel)}
             e[inp] = per
         w, lo = e["clean"][winner]["mean_retention"], e["clean"][loser]["mean_retention"]
         e["margin"] = None if w is None or lo is None else w - lo
@@ -293,14 +189,11 @@ def verdict_table(summary: dict[str, Any]) -> str:
                      f"{e[name]['distortion']} {c['nt']['levels_used']}: mean retention NT {c['nt']['mean_retention']:.3f} "
                      f"vs AT {c['at']['mean_retention']:.3f} (undistorted acc NT {c['nt']['undistorted_accuracy']:.3f}, "
                      f"AT {c['at']['undistorted_accuracy']:.3f})"))
-    w = max(len(r[0]) for r in rows)
-    lines = [f"{'verdict':<{w}}  holds  evidence", "-" * (w + 70)]
-    lines += [f"{name:<{w}}  {'yes' if ok else 'NO ':<5}  {text}" for name, ok, text in rows]
-    conf = e["adversarial_confusion"]
-    for mode in ("nt", "at"):
-        c = conf[mode]
+    lines = [verdict_lines(rows)]
+    for regime in REGIMES:
+        c = e["adversarial_confusion"][regime]
         mc = c["mean_confidence_wrong"]
-        lines.append(f"adversarial inputs, {mode.upper()}: accuracy {c['accuracy']:.3f}, mean confidence of wrong "
+        lines.append(f"adversarial inputs, {regime.upper()}: accuracy {c['accuracy']:.3f}, mean confidence of wrong "
                      f"predictions {'n/a' if mc is None else f'{mc:.3f}'}")
     return "\n".join(lines)
 
@@ -315,67 +208,58 @@ def _pick_images(y: np.ndarray, n: int) -> np.ndarray:
 def run(config: Config, workdir: str | Path, *, options: dict[str, Any] | None = None, overwrite: bool = False,
         show_progress: bool = True, log=log_line) -> dict[str, Any]:
     """Runs finding 3 and writes ``summary.json`` and figures into ``workdir``."""
-    opts = Options.from_dict(options)
+    opts = parse_options(Options, options)
     t0 = time.perf_counter()
-    if opts.from_run is None and config.dataset in DATASETS:  # bad shuffle levels fail before any training
-        for kind in distortions.KINDS:
-            _levels(kind, opts, DATASETS[config.dataset].image_shape)
-    workdir = prepare_run_dir(workdir, {**config.to_dict(), **dataclasses.asdict(opts)}, overwrite=overwrite)
+
+    def level_grid(shape):
+        return {kind: distortions.levels(kind, shape, saturation=opts.saturation, shuffle=opts.shuffle)
+                for kind in distortions.KINDS}
+
+    if opts.from_run is None and config.data.dataset in DATASETS:  # bad shuffle levels fail before any training
+        level_grid(DATASETS[config.data.dataset].image_shape)
+    workdir = prepare_run_dir(workdir, {**config.identity(), **dataclasses.asdict(opts)}, overwrite=overwrite,
+                              normalize=normalize_identity)
     config, module, trained, source = trained_models(config, opts.from_run, log=log, show_progress=show_progress,
                                                      workdir=workdir)
-    test = load_test_split(config)
-    idx = mi_draw(config, len(test))
-    x = np.asarray(to_float(jnp.asarray(test.images[idx])))
-    y = test.labels[idx].astype(np.int32)
-    num_classes = test.num_classes
-    shape = x.shape[1:]
-    conditions = [(kind, lv) for kind in distortions.KINDS for lv in _levels(kind, opts, shape)]
+    x, y, num_classes, test_source = measurement_draw(config)
+    conditions = [(kind, lv) for kind, lvs in level_grid(x.shape[1:]).items() for lv in lvs]
     key = jax.random.fold_in(jax.random.key(config.seed), 3)
-    attack = config.attack()
-
-    per_mode: dict[str, Any] = {}
-    fns = make_model_fns(module, attack)
-    for mode in ("nt", "at"):
-        params, stats = trained[mode]
-        per_mode[mode] = evaluate_model(fns, params, stats, x, y, conditions=conditions, key=key,
-                                        num_classes=num_classes, batch_size=config.eval_batch_size,
-                                        noise_var=config.noise_var, log=log, mode=mode)
+    fns = model_passes(module, config, len(y))
+    layers = list(module.probe_names)
+    per_regime = {r: _evaluate(fns, *trained[r], x, y, conditions=conditions, key=key, num_classes=num_classes,
+                               noise_var=config.mi.noise_var, layers=layers, log=log, regime=r) for r in REGIMES}
 
     dist: dict[str, Any] = {}
-    for mode in ("nt", "at"):
-        dist[mode] = {}
+    for regime in REGIMES:
+        dist[regime] = {}
         for kind in distortions.KINDS:
             levels = [lv for k, lv in conditions if k == kind]
-            dist[mode][kind] = {"levels": levels}
-            for inp in ("clean", "adv"):
-                rs = [per_mode[mode][(kind, lv, inp)] for lv in levels]
-                dist[mode][kind][inp] = {q: [r[q] for r in rs] for q in ("accuracy", "loss", "I_XT", "I_TY")}
-    conf = {mode: confusion(y, per_mode[mode][("saturation", 2.0, "adv")]["_probs"], num_classes)
-            for mode in ("nt", "at")}
+            dist[regime][kind] = {"levels": levels}
+            for inputs in INPUTS:
+                rs = [per_regime[regime][(kind, lv, inputs)] for lv in levels]
+                dist[regime][kind][inputs] = {q: [r[q] for r in rs] for q in ("accuracy", "loss", "I_XT", "I_TY")}
+    conf = {r: confusion(y, per_regime[r][("saturation", 2.0, "adv")]["_probs"], num_classes) for r in REGIMES}
 
     # Attribution maps on the same clean images under NT and AT, for the true class.
     pick = _pick_images(y, opts.attr_images)
     xa, ya = x[pick], y[pick]
     k_attr = jax.random.fold_in(jax.random.key(config.seed), 4)
-    maps: dict[str, dict[str, np.ndarray]] = {}
-    alignment: dict[str, Any] = {}
-    edges = edge_map(xa)
-    attr_fn = make_attribution_fn(module, opts)
-    for mode in ("nt", "at"):
-        params, stats = trained[mode]
-        maps[mode] = {m: np.asarray(h) for m, h in attr_fn(params, stats, jnp.asarray(xa), jnp.asarray(ya),
-                                                             k_attr).items()}
-        alignment[mode] = {m: _mean(_corr(h[i], edges[i]) for i in range(len(pick))) for m, h in maps[mode].items()}
+    edges = attribution.edge_map(xa)
+    attr_fn = attribution.make_maps(module, smoothgrad_samples=opts.smoothgrad_samples,
+                                    smoothgrad_std=opts.smoothgrad_std, ig_steps=opts.ig_steps)
+    maps = {r: {m: np.asarray(h) for m, h in attr_fn(*trained[r], jnp.asarray(xa), jnp.asarray(ya), k_attr).items()}
+            for r in REGIMES}
+    alignment = {r: {m: attribution.edge_alignment(h, edges) for m, h in maps[r].items()} for r in REGIMES}
 
     summary: dict[str, Any] = {
-        "finding": "3: NT-CNNs rely on texture, AT-CNNs on shape",
-        "config": {**config.to_dict(), "attack": vars(attack)},
+        "finding": TITLE,
+        "config": config_record(config),
         "options": dataclasses.asdict(opts),
         "models": {k: v for k, v in source.items() if k != "history"},
         "training": source.get("history"),
-        "data": {"test": test.source, "images": int(len(y)),
+        "data": {"test": test_source, "images": int(len(y)),
                  "note": ("JPEG-recompressed CIFAR-10 copy (quality 75): results are close to, not identical with, "
-                          "the original CIFAR-10") if "jpeg" in str(test.source).lower() else None},
+                          "the original CIFAR-10") if "jpeg" in str(test_source).lower() else None},
         "layers": list(module.probe_names),
         "num_classes": num_classes,
         "estimator": ESTIMATOR,
@@ -388,22 +272,26 @@ def run(config: Config, workdir: str | Path, *, options: dict[str, Any] | None =
     summary["verdicts"] = verdicts
     summary["evidence"] = evidence
 
-    names = class_names(config.dataset)
+    names = class_names(config.data.dataset)
+    dataset, model = config.data.dataset, config.model.name
     figures = plots.plot_distortion_accuracy(summary, workdir)
     figures += plots.plot_distortion_information(summary, workdir)
     figures += plots.plot_confusion(conf, workdir, class_names=names,
-                                    title=f"True → predicted class on adversarial inputs ({config.dataset}, {config.model})")
+                                    title=f"True → predicted class on adversarial inputs ({dataset}, {model})")
     figures += plots.plot_attribution_maps(xa, ya, maps, workdir, class_names=names,
-                                           title=f"Attribution maps, NT vs AT ({config.dataset}, {config.model})")
+                                           title=f"Attribution maps, NT vs AT ({dataset}, {model})")
     ex = x[: opts.example_images]
     grid = {f"saturation p={lv:g}": np.asarray(distortions.saturate(ex, lv))
             for lv in dist["nt"]["saturation"]["levels"]}
     grid.update({f"shuffle k={lv}": np.asarray(distortions.distort(ex, "shuffle", lv, jax.random.fold_in(key, lv)))
                  for lv in dist["nt"]["shuffle"]["levels"]})
     figures += plots.plot_image_grid(grid, workdir / "distortion_examples.png",
-                                     title=f"Distortions ({config.dataset})")
+                                     title=f"Distortions ({dataset})")
     summary["figures"] = [p.name for p in figures]
     write_json(workdir / "summary.json", summary)
     write_json(workdir / "timing.json", {"finding3_runtime_seconds": time.perf_counter() - t0})
     log(verdict_table(summary))
     return summary
+
+
+FINDING = Finding(name="finding3", title=TITLE, run=run, presets=PRESETS, options=Options, default_dataset="cifar10")

@@ -1,0 +1,146 @@
+"""Every platform-dependent choice of jaxmi, resolved in one place.
+
+The core (models, training, evaluation, estimators) never asks which platform it runs on;
+it asks this module for a decision: how to compute a convolution, how an epoch loops over
+batches, how K seeds share one program, how much memory a blockwise pass may use, how
+large its blocks are. This is the only module that reads :func:`jax.default_backend`.
+
+Each ``resolve_*`` function takes the user's setting (``"auto"`` or an explicit choice),
+validates it and returns the concrete choice. The measurements behind the ``"auto"``
+defaults are in ``benchmarks/README.md``.
+
+* Convolutions (:func:`conv_impl`): XLA's convolution on GPU/TPU. On CPU, XLA's
+  convolution gradients are several times slower than its matrix products on LeNet's
+  shapes, so small convolutions run as patch-matrix products there.
+* Epoch loops (:func:`resolve_loop`): one ``lax.scan`` per epoch on GPU/TPU. XLA:CPU runs
+  convolutions inside loop bodies several times slower than outside them
+  (jax-ml/jax#12868), so on CPU the host dispatches compiled chunks of unrolled steps.
+* Seed loops (:func:`resolve_seed_loop`): ``vmap`` over stacked seeds on GPU/TPU; on CPU a
+  ``lax.map`` over the seeds inside each step (XLA:CPU's batched patch products were slower
+  than K unbatched ones).
+* Collectives (:func:`dispatch_wait`): forced host devices run collectives on a shared
+  thread pool; several multi-device calls in flight can stall there, so on a multi-device
+  CPU mesh every call is waited for before the next.
+* Memory (:func:`available_memory_bytes`, :func:`kde_max_block`): free device memory from
+  the runtime on accelerators, the host's available memory on CPU; cache-sized KDE blocks
+  on CPU, large ones on accelerators.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from typing import Any
+
+import jax
+
+__all__ = ["platform", "is_cpu", "conv_impl", "resolve_loop", "resolve_seed_loop", "dispatch_wait",
+           "available_memory_bytes", "kde_max_block", "LOOPS", "SEED_LOOPS", "CONV_IMPLS"]
+
+LOOPS = ("auto", "scan", "unrolled")
+SEED_LOOPS = ("auto", "vmap", "map")
+CONV_IMPLS = ("auto", "xla", "im2col", "rows")
+
+
+def platform() -> str:
+    """The default JAX backend: ``"cpu"``, ``"gpu"`` or ``"tpu"``."""
+    return jax.default_backend()
+
+
+def is_cpu(device: Any | None = None) -> bool:
+    """Whether ``device`` (default: the default backend) is a CPU."""
+    return (device.platform if device is not None else platform()) == "cpu"
+
+
+def conv_impl(impl: str, kh: int, kw: int, cin: int) -> str:
+    """How a stride-1 VALID convolution with a ``kh × kw × cin`` patch is computed.
+
+    Args:
+      impl: ``"auto"``, ``"xla"``, ``"im2col"`` or ``"rows"`` (see
+        :func:`jaxmi.ops.conv2d_valid`).
+
+    Returns:
+      The concrete implementation: ``impl`` itself unless it is ``"auto"``; then ``"xla"`` on
+      GPU/TPU, and on CPU ``"im2col"`` for narrow patches (kh·kw·cin ≤ 32, MNIST's first
+      layer) and ``"rows"`` otherwise.
+    """
+    if impl not in CONV_IMPLS:
+        raise ValueError(f"unknown conv implementation {impl!r}; choose one of {CONV_IMPLS}.")
+    if impl != "auto":
+        return impl
+    if not is_cpu():
+        return "xla"
+    return "im2col" if kh * kw * cin <= 32 else "rows"
+
+
+def resolve_loop(loop: str) -> str:
+    """How an epoch loops over batches: ``"scan"`` (one compiled loop) or ``"unrolled"``
+    (compiled chunks of unrolled steps dispatched from the host). ``"auto"``: unrolled on
+    CPU, scan elsewhere."""
+    if loop not in LOOPS:
+        raise ValueError(f"unknown loop strategy {loop!r}; choose 'auto', 'scan' or 'unrolled'.")
+    if loop == "auto":
+        return "unrolled" if is_cpu() else "scan"
+    return loop
+
+
+def resolve_seed_loop(seed_loop: str) -> str:
+    """How K stacked seeds share one compiled program: ``"vmap"`` (every operation batched
+    over the seed axis) or ``"map"`` (a ``lax.map`` over the seeds inside each step).
+    ``"auto"``: map on CPU, vmap elsewhere. Both give the same results up to float rounding."""
+    if seed_loop not in SEED_LOOPS:
+        raise ValueError(f"unknown seed loop {seed_loop!r}; choose 'auto', 'vmap' or 'map'.")
+    if seed_loop == "auto":
+        return "map" if is_cpu() else "vmap"
+    return seed_loop
+
+
+def _identity(x):
+    return x
+
+
+def dispatch_wait(mesh: Any | None) -> Callable[[Any], Any]:
+    """What to do with the result of each dispatched multi-device call: wait for it on a CPU
+    mesh of several devices (see the module docstring), nothing elsewhere."""
+    if mesh is not None and mesh.size > 1 and is_cpu(mesh.devices.flat[0]):
+        return jax.block_until_ready
+    return _identity
+
+
+def available_memory_bytes(device: Any | None = None) -> int:
+    """Free memory of ``device`` (default: the first local device), in bytes.
+
+    Accelerators: ``bytes_limit − bytes_in_use`` from ``device.memory_stats()``. CPU (or a
+    backend without statistics): the host's ``MemAvailable``, else the available pages from
+    ``os.sysconf``, else 4 GiB.
+    """
+    device = device if device is not None else jax.local_devices()[0]
+    try:
+        stats = device.memory_stats()
+    except Exception:  # noqa: BLE001 (backends without statistics)
+        stats = None
+    if stats and "bytes_limit" in stats:
+        return max(0, int(stats["bytes_limit"]) - int(stats.get("bytes_in_use", 0)))
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    try:
+        return int(os.sysconf("SC_AVPHYS_PAGES")) * int(os.sysconf("SC_PAGE_SIZE"))
+    except (ValueError, OSError, AttributeError):
+        return 4 << 30
+
+
+def kde_max_block(d: int, device: Any | None = None) -> int:
+    """The largest row block of the blockwise KDE pass for a layer of width ``d``.
+
+    CPU: blocks whose [B, B] kernel tiles stay cache-sized (256 rows for d < 64, else 512).
+    Accelerators: 4,096 rows, large enough to keep the matrix units busy.
+    """
+    device = device if device is not None else jax.local_devices()[0]
+    if is_cpu(device):
+        return 256 if d < 64 else 512
+    return 4096

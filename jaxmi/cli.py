@@ -1,0 +1,113 @@
+"""The command line of the finding scripts, in one place.
+
+Every field of :class:`jaxmi.config.Config` is a flag (``--batch-size``, ``--noise-var``, …;
+its help text is the field's), and so is every field of a finding's ``Options``. Values
+come, in increasing priority, from the preset (``--preset``: the shared
+:data:`jaxmi.config.PRESETS` extended by the finding's ``PRESETS``), then from the flags
+given. A finding declares itself with a :class:`jaxmi.findings.common.Finding` (its module's
+``FINDING``); see ``experiments/``.
+
+Errors a user can fix (bad values, missing data, an occupied run directory, a diverged
+run) print as ``error: …`` with exit status 2; ``JAXMI_DEBUG=1`` shows the traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import os
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+from jaxmi.config import PRESETS, flat_fields, make_config
+from jaxmi.findings.common import Finding, parse_options, run_per_seed
+
+__all__ = ["build_parser", "parse", "main"]
+
+_TYPES = {"int": int, "float": float, "str": str}
+
+
+def _flag_kwargs(f: dataclasses.Field) -> dict[str, Any]:
+    """argparse keyword arguments for a dataclass field with :func:`jaxmi.config.setting` metadata."""
+    meta = f.metadata
+    kw: dict[str, Any] = {"help": meta.get("help"), "default": None}
+    if "action" in meta:
+        kw.update(action=meta["action"], const=meta.get("const"))
+        return kw
+    annotation = str(f.type)
+    if "nargs" in meta or annotation.startswith("tuple"):
+        kw["nargs"] = meta.get("nargs", "+")
+    kw["type"] = meta.get("type") or next((t for name, t in _TYPES.items() if name in annotation.split("[")[-1]),
+                                          str)
+    for key in ("choices", "metavar"):
+        if key in meta:
+            kw[key] = meta[key]
+    return kw
+
+
+def build_parser(finding: Finding, description: str) -> tuple[argparse.ArgumentParser, list[str], list[str]]:
+    """The parser of a finding script, with the names of its configuration and option flags."""
+    parser = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
+    presets = sorted(PRESETS)
+    parser.add_argument("--preset", default="paper", help=f"one of {presets} (default: paper)")
+    parser.add_argument("--out", default=None,
+                        help=f"output directory (default: runs/{finding.name}_<dataset>_<model>)")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="start over in --out, replacing the run (and checkpoints) there; without it a "
+                             "different run is refused and the same run resumes from its last checkpoint")
+    parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    config_names = []
+    group = parser.add_argument_group("configuration (jaxmi.config)")
+    for name, (_, f) in flat_fields().items():
+        flag = f.metadata.get("flag", name).replace("_", "-")
+        group.add_argument(f"--{flag}", dest=name, **_flag_kwargs(f))
+        config_names.append(name)
+    option_names = []
+    if finding.options is not None:
+        group = parser.add_argument_group(f"{finding.name} options")
+        for f in dataclasses.fields(finding.options):
+            flag = f.metadata.get("flag", f.name).replace("_", "-")
+            group.add_argument(f"--{flag}", dest=f.name, **_flag_kwargs(f))
+            option_names.append(f.name)
+    return parser, config_names, option_names
+
+
+def parse(finding: Finding, argv: Sequence[str] | None, description: str = ""):
+    """``(config, options, args)`` from the command line (exits with status 2 on bad values)."""
+    parser, config_names, option_names = build_parser(finding, description)
+    args = parser.parse_args(argv)
+    try:
+        if args.preset not in PRESETS:
+            raise ValueError(f"unknown preset {args.preset!r}; choose one of {sorted(PRESETS)}.")
+        preset = {**PRESETS[args.preset], **finding.presets.get(args.preset, {})}
+        fields = {"dataset": finding.default_dataset, **{k: v for k, v in preset.items() if k in config_names}}
+        fields.update({k: getattr(args, k) for k in config_names if getattr(args, k) is not None})
+        config = make_config("paper", **fields)
+        options = {k: v for k, v in preset.items() if k not in config_names}
+        options.update({k: getattr(args, k) for k in option_names if getattr(args, k) is not None})
+        if finding.options is not None:
+            parse_options(finding.options, options)  # validates the options before anything runs
+    except ValueError as e:
+        parser.error(str(e))
+    return config, options, args
+
+
+def main(finding: Finding, argv: Sequence[str] | None = None, *, description: str = "") -> int:
+    """Runs a finding from the command line; returns the exit status."""
+    config, options, args = parse(finding, argv, description)
+    out = args.out or f"runs/{finding.name}_{config.data.dataset}_{config.model.name}"
+    show = not args.no_progress
+    try:
+        if config.seeds > 1 and not finding.seeds_native:
+            summary = run_per_seed(finding.run, config, out, options=options, overwrite=args.overwrite,
+                                   show_progress=show)
+        else:
+            summary = finding.run(config, out, options=options, overwrite=args.overwrite, show_progress=show)
+    except (ValueError, OSError, FloatingPointError) as e:  # user-facing problems: no traceback
+        if os.environ.get("JAXMI_DEBUG"):
+            raise
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    print(f"\nwrote {out}/summary.json and {len(summary.get('figures', []))} figures")
+    return 0

@@ -1,0 +1,331 @@
+"""The configuration of an NT-vs-AT run: one frozen record in sections, validated once.
+
+A :class:`Config` has six sections and two run-level fields::
+
+    Config(data=DataConfig(...),      # dataset, where it is, how much of it
+           model=ModelConfig(...),    # architecture and compute dtype
+           optim=OptimConfig(...),    # epochs, batch, SGD schedule
+           attack=AttackConfig(...),  # PGD radius, step, iterations (None: the paper's per dataset)
+           mi=MIConfig(...),          # MI draw size, estimators, σ², bin size, bootstrap
+           exec=ExecConfig(...),      # devices, loop strategies, evaluation batch (not the run's identity)
+           seed=0, seeds=1)
+
+Every field name is unique across sections, so a config also has a flat form
+(:meth:`Config.flat`, :meth:`Config.from_dict`), used by the command line (one flag per
+field), presets, ``summary.json`` and run directories. ``attack_steps`` and ``model`` are
+the flat names of :attr:`AttackConfig.steps` and :attr:`ModelConfig.name`.
+
+:meth:`Config.identity` is what makes two runs the same run: every field except the
+``exec`` section. A run therefore resumes on another device count, loop strategy or
+evaluation batch size. Every field carries its help text (``metadata["help"]``), which the
+command line shows.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+from typing import Any
+
+from jaxmi import backend
+from jaxmi.attacks import PGDConfig
+from jaxmi.estimators import METHODS
+from jaxmi.models import MODELS, PRECISIONS
+
+__all__ = ["setting", "check_minimums", "DataConfig", "ModelConfig", "OptimConfig", "AttackConfig", "MIConfig", "ExecConfig",
+           "Config", "PRESETS", "DEFAULT_ATTACKS", "SECTIONS", "make_config", "flat_fields",
+           "normalize_identity"]
+
+
+def setting(default: Any, help: str, *, minimum: int | None = None, **cli: Any) -> Any:  # noqa: A002
+    """A dataclass field with its help text.
+
+    Args:
+      default: the default value.
+      help: what the field means (shown by the command line).
+      minimum: the field is an integer ≥ this (checked by :func:`check_minimums`).
+      **cli: command-line details for :mod:`jaxmi.cli` (``flag``, ``nargs``, ``type``,
+        ``choices``, ``action``, ``const``, ``metavar``).
+    """
+    return dataclasses.field(default=default, metadata={"help": help, "minimum": minimum, **cli})
+
+
+def check_minimums(obj: Any) -> None:
+    """Raises ValueError for a field of the dataclass ``obj`` below its ``minimum``."""
+    for f in dataclasses.fields(obj):
+        lo = f.metadata.get("minimum")
+        value = getattr(obj, f.name)
+        if lo is not None and (isinstance(value, bool) or int(value) != value or value < lo):
+            raise ValueError(f"{f.name} must be ≥ {lo}; got {value}.")
+
+
+def _positive_int(name: str, value: Any, *, minimum: int = 1) -> None:
+    if isinstance(value, bool) or int(value) != value or value < minimum:
+        kind = "non-negative" if minimum == 0 else "positive"
+        raise ValueError(f"{name} must be a {kind} integer; got {value}.")
+
+
+# The paper's L∞ PGD settings per dataset: (ε, step size, steps).
+DEFAULT_ATTACKS: dict[str, tuple[float, float, int]] = {
+    "mnist": (45 / 255, 8 / 255, 7),
+    "fashion_mnist": (45 / 255, 8 / 255, 7),
+    "cifar10": (8 / 255, 2 / 255, 7),
+    "stl10": (4 / 255, 2 / 255, 7),
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class DataConfig:
+    """Which data a run trains and measures on."""
+
+    dataset: str = setting("mnist", "dataset name (jaxmi.data.DATASETS) or 'tfds:<name>'")
+    data_dir: str | None = setting(None, "local dataset directory (IDX, CIFAR batches, image folders, TFDS dir)")
+    train_examples: int | None = setting(None, "use only the first n training images (None: all)")
+    eval_samples: int | None = setting(None, "test images for accuracy and loss (None: the whole test split)")
+
+    def __post_init__(self):
+        if self.train_examples is not None:
+            if int(self.train_examples) != self.train_examples or self.train_examples < 1:
+                raise ValueError(f"train_examples must be ≥ 1; got {self.train_examples}.")
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelConfig:
+    """The network."""
+
+    name: str = setting("lenet", f"model: one of {sorted(MODELS)}", flat="model")
+    precision: str = setting("float32", "layer compute dtype (bfloat16 = mixed precision for GPUs/TPUs)",
+                             choices=sorted(PRECISIONS))
+
+    def __post_init__(self):
+        if self.name not in MODELS:
+            raise ValueError(f"unknown model {self.name!r}; choose one of {sorted(MODELS)}.")
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"unknown precision {self.precision!r}; choose one of {sorted(PRECISIONS)}.")
+
+
+@dataclasses.dataclass(frozen=True)
+class OptimConfig:
+    """SGD with momentum and a step schedule stepped per epoch (the paper's values by default)."""
+
+    epochs: int = setting(200, "training epochs (the paper: 200)")
+    batch_size: int = setting(128, "SGD minibatch size")
+    learning_rate: float = setting(0.1, "initial learning rate", flag="lr")
+    momentum: float = setting(0.9, "SGD momentum")
+    milestones: tuple[int, ...] = setting((20, 60), "epochs at which the rate is multiplied by decay", nargs="+",
+                                          type=int)
+    decay: float = setting(0.5, "learning-rate factor at each milestone")
+    weight_decay: float = setting(0.0, "L2 weight decay (0: none, as in the paper)")
+
+    def __post_init__(self):
+        _positive_int("epochs", self.epochs, minimum=0)
+        _positive_int("batch_size", self.batch_size)
+        if not self.learning_rate > 0:
+            raise ValueError(f"learning_rate must be > 0; got {self.learning_rate}.")
+        if not 0 <= self.momentum < 1:
+            raise ValueError(f"momentum must be in [0, 1); got {self.momentum}.")
+        object.__setattr__(self, "milestones", tuple(int(m) for m in self.milestones))
+
+
+@dataclasses.dataclass(frozen=True)
+class AttackConfig:
+    """The L∞ PGD attack of training (with random start) and evaluation (from the clean image)."""
+
+    eps: float | None = setting(None, "PGD radius ε (None: the paper's per dataset)")
+    step_size: float | None = setting(None, "PGD step size (None: the paper's per dataset)")
+    steps: int | None = setting(None, "PGD iterations (None: the paper's 7)", flat="attack_steps")
+
+    def resolve(self, dataset: str, *, random_start: bool = False) -> PGDConfig:
+        """The attack for ``dataset``: the paper's values (:data:`DEFAULT_ATTACKS`) unless set."""
+        eps, step, steps = DEFAULT_ATTACKS.get(dataset, DEFAULT_ATTACKS["cifar10"])
+        return PGDConfig(eps=eps if self.eps is None else self.eps,
+                         step_size=step if self.step_size is None else self.step_size,
+                         steps=steps if self.steps is None else self.steps, random_start=random_start)
+
+
+@dataclasses.dataclass(frozen=True)
+class MIConfig:
+    """The mutual-information measurements."""
+
+    samples: int = setting(5000, "test images per MI measurement (one fixed draw)")
+    estimators: tuple[str, ...] = setting(METHODS, f"MI estimators, a subset of {list(METHODS)}", nargs="+")
+    noise_var: float = setting(0.1, "KDE noise variance σ²")
+    bin_size: float = setting(0.5, "binning width")
+    bootstrap: int = setting(0, "bootstrap resamples for standard errors of every MI estimate (0: off)")
+
+    def __post_init__(self):
+        _positive_int("samples", self.samples)
+        if self.samples < 2:
+            raise ValueError(f"samples must be ≥ 2 to estimate mutual information; got {self.samples}.")
+        object.__setattr__(self, "estimators", tuple(self.estimators))
+        unknown = [m for m in self.estimators if m not in METHODS]
+        if unknown or not self.estimators:
+            raise ValueError(f"unknown estimator(s) {unknown}; choose from {list(METHODS)}.")
+        if not self.noise_var > 0:
+            raise ValueError(f"noise_var must be > 0; got {self.noise_var}.")
+        if not self.bin_size > 0:
+            raise ValueError(f"bin_size must be > 0; got {self.bin_size}.")
+        if int(self.bootstrap) != self.bootstrap or self.bootstrap < 0 or self.bootstrap == 1:
+            raise ValueError(f"bootstrap must be 0 (off) or a number of resamples ≥ 2; got {self.bootstrap}.")
+
+
+@dataclasses.dataclass(frozen=True)
+class ExecConfig:
+    """How a run executes; changes speed and memory, not results, so not part of its identity."""
+
+    devices: int | None = setting(None, "local devices to shard each batch over (None: all)")
+    loop: str = setting("auto", "epoch loop: scan, unrolled, or auto (by platform)", choices=backend.LOOPS)
+    seed_loop: str = setting("auto", "how stacked seeds share a program: vmap, map, or auto (by platform)",
+                             choices=backend.SEED_LOOPS)
+    eval_batch_size: int = setting(500, "images per compiled evaluation batch (memory only)")
+
+    def __post_init__(self):
+        if self.devices is not None:
+            _positive_int("devices", self.devices)
+        backend.resolve_loop(self.loop)
+        backend.resolve_seed_loop(self.seed_loop)
+        _positive_int("eval_batch_size", self.eval_batch_size)
+
+
+SECTIONS: dict[str, type] = {"data": DataConfig, "model": ModelConfig, "optim": OptimConfig,
+                             "attack": AttackConfig, "mi": MIConfig, "exec": ExecConfig}
+_RUN_FIELDS = ("seed", "seeds")
+
+
+def flat_fields() -> dict[str, tuple[str | None, dataclasses.Field]]:
+    """``{flat name: (section or None, field)}`` for every field of :class:`Config`."""
+    out: dict[str, tuple[str | None, dataclasses.Field]] = {}
+    for section, cls in SECTIONS.items():
+        for f in dataclasses.fields(cls):
+            out[f.metadata.get("flat", f.name)] = (section, f)
+    for f in dataclasses.fields(Config):
+        if f.name in _RUN_FIELDS:
+            out[f.name] = (None, f)
+    return out
+
+
+@dataclasses.dataclass(frozen=True)
+class Config:
+    """One NT-vs-AT run; see the module docstring. Build it with :func:`make_config`."""
+
+    data: DataConfig = dataclasses.field(default_factory=DataConfig)
+    model: ModelConfig = dataclasses.field(default_factory=ModelConfig)
+    optim: OptimConfig = dataclasses.field(default_factory=OptimConfig)
+    attack: AttackConfig = dataclasses.field(default_factory=AttackConfig)
+    mi: MIConfig = dataclasses.field(default_factory=MIConfig)
+    exec: ExecConfig = dataclasses.field(default_factory=ExecConfig)
+    seed: int = setting(0, "seed of initial weights, data order, attack noise and the MI draw")
+    seeds: int = setting(1, "train K seeds (seed, seed+1, ...) in one compiled program; verdicts as mean ± sd")
+
+    def __post_init__(self):
+        _positive_int("seed", self.seed, minimum=0)
+        _positive_int("seeds", self.seeds)
+        if self.data.eval_samples is not None and self.data.eval_samples < self.mi.samples:
+            raise ValueError(f"eval_samples ({self.data.eval_samples}) must be ≥ samples ({self.mi.samples}): the MI "
+                             "draw is part of the evaluation set.")
+        if self.seeds > 1 and self.exec.devices not in (None, 1):
+            raise ValueError(f"seeds={self.seeds} trains the seeds together on one device and cannot be combined "
+                             f"with devices={self.exec.devices}; pass --devices 1, or --seeds 1 for data parallelism.")
+        self.pgd()  # validates ε, step, steps
+
+    def pgd(self, *, random_start: bool = False) -> PGDConfig:
+        """The PGD attack of this run (evaluation: ``random_start=False``; training: True)."""
+        return self.attack.resolve(self.data.dataset, random_start=random_start)
+
+    # ---- dict forms
+
+    def to_dict(self) -> dict[str, Any]:
+        """Nested: ``{"data": {...}, ..., "exec": {...}, "seed": s, "seeds": k}``."""
+        return dataclasses.asdict(self)
+
+    def flat(self) -> dict[str, Any]:
+        """Every field by its flat name (``summary.json``'s ``config``)."""
+        out = {}
+        for name, (section, f) in flat_fields().items():
+            owner = self if section is None else getattr(self, section)
+            value = getattr(owner, f.name)
+            out[name] = list(value) if isinstance(value, tuple) else value
+        return out
+
+    def identity(self) -> dict[str, Any]:
+        """The flat fields that make a run the same run (all but the ``exec`` section)."""
+        fields = flat_fields()
+        return {k: v for k, v in self.flat().items() if fields[k][0] != "exec"}
+
+    def replace(self, **flat_overrides: Any) -> "Config":
+        """A copy with fields replaced by flat name (``None`` values are ignored)."""
+        return make_config("paper", base=self, **flat_overrides)
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> "Config":
+        """The inverse of :meth:`to_dict` and of :meth:`flat` (missing fields take their
+        defaults; unknown keys are refused)."""
+        if any(isinstance(d.get(s), Mapping) for s in SECTIONS):  # nested ("model" is also a flat name)
+            flat: dict[str, Any] = {k: v for k, v in d.items() if k in _RUN_FIELDS}
+            fields = flat_fields()
+            by_section = {(s, f.name): name for name, (s, f) in fields.items()}
+            for section in SECTIONS:
+                for k, v in (d.get(section) or {}).items():
+                    if (section, k) not in by_section:
+                        raise ValueError(f"unknown configuration key {section}.{k}")
+                    flat[by_section[(section, k)]] = v
+            unknown = sorted(set(d) - set(SECTIONS) - set(_RUN_FIELDS))
+            if unknown:
+                raise ValueError(f"unknown configuration keys {unknown}")
+            d = flat
+        return make_config("paper", **{k: v for k, v in d.items()}, keep_none=True)
+
+
+# Presets (flat overrides): the paper's setting (accelerators), a CPU run, and a seconds-long
+# smoke run used by the end-to-end tests.
+PRESETS: dict[str, dict[str, Any]] = {
+    "paper": {},
+    # 20 epochs at the rate the published code actually trained at: its scheduler is stepped per
+    # batch, so the rate is 0.025 after 60 iterations.
+    "cpu": {"epochs": 20, "learning_rate": 0.025},
+    "smoke": {"epochs": 1, "train_examples": 512, "batch_size": 64, "samples": 128, "eval_samples": 256,
+              "eval_batch_size": 128},
+}
+
+
+def make_config(preset: str = "paper", *, base: Config | None = None, keep_none: bool = False,
+                **overrides: Any) -> Config:
+    """A :class:`Config` from a preset (or ``base``) plus flat-name overrides.
+
+    Args:
+      preset: a name in :data:`PRESETS` (ignored when ``base`` is given).
+      base: start from this config instead of a preset.
+      keep_none: apply ``None`` overrides (they otherwise mean "keep").
+      **overrides: flat field names (:meth:`Config.flat`).
+    """
+    if base is None:
+        if preset not in PRESETS:
+            raise ValueError(f"unknown preset {preset!r}; choose one of {sorted(PRESETS)}.")
+        values = dict(PRESETS[preset])
+        start = Config()
+    else:
+        values, start = {}, base
+    values.update({k: v for k, v in overrides.items() if keep_none or v is not None})
+    fields = flat_fields()
+    unknown = sorted(set(values) - set(fields))
+    if unknown:
+        raise ValueError(f"unknown configuration keys {unknown}; known: {sorted(fields)}")
+    sections: dict[str, dict[str, Any]] = {s: {} for s in SECTIONS}
+    run: dict[str, Any] = {}
+    for name, value in values.items():
+        section, f = fields[name]
+        if isinstance(value, list):
+            value = tuple(value)
+        (run if section is None else sections[section])[f.name] = value
+    parts = {s: dataclasses.replace(getattr(start, s), **kw) for s, kw in sections.items() if kw}
+    return dataclasses.replace(start, **parts, **run)
+
+
+def normalize_identity(d: Mapping[str, Any]) -> dict[str, Any]:
+    """A stored run identity in today's form: its configuration fields (flat, possibly written by
+    an older version, with ``exec`` fields or without fields added since) become
+    :meth:`Config.identity`; other keys (a finding's options) stay as they are."""
+    fields = flat_fields()
+    own = {k: v for k, v in d.items() if k in fields}
+    rest = {k: v for k, v in d.items() if k not in fields}
+    return {**(Config.from_dict(own).identity() if own else {}), **rest}

@@ -1,0 +1,85 @@
+"""The run configuration: sections, flat names, round trips, identity, presets and the command line."""
+
+import dataclasses
+import json
+
+import pytest
+
+from jaxmi import cli
+from jaxmi.config import PRESETS, SECTIONS, Config, flat_fields, make_config, normalize_identity
+from jaxmi.findings import finding1, finding2, finding3, finding4
+
+
+def test_every_field_has_a_unique_flat_name_and_help():
+    fields = flat_fields()
+    names = [f.metadata.get("flat", f.name) for cls in SECTIONS.values() for f in dataclasses.fields(cls)]
+    assert len(names) == len(set(names))  # unique across sections
+    for name, (_, f) in fields.items():
+        assert f.metadata.get("help"), f"{name} has no help text"
+    # the names a summary.json has always used
+    for old in ("dataset", "model", "data_dir", "epochs", "batch_size", "learning_rate", "momentum", "milestones",
+                "eps", "step_size", "attack_steps", "samples", "eval_samples", "train_examples", "estimators",
+                "noise_var", "bin_size", "seed", "eval_batch_size", "loop", "devices", "precision", "seeds",
+                "bootstrap"):
+        assert old in fields
+
+
+def test_round_trips_nested_and_flat():
+    config = make_config("cpu", dataset="cifar10", model="wrn", milestones=[3, 5], estimators=["binning"], seeds=2,
+                         eps=0.01, devices=1, bootstrap=4)
+    assert Config.from_dict(config.to_dict()) == config
+    assert Config.from_dict(json.loads(json.dumps(config.flat()))) == config
+    assert config.optim.milestones == (3, 5) and config.mi.estimators == ("binning",)
+    assert config.flat()["model"] == "wrn" and config.flat()["attack_steps"] is None
+    assert config.pgd().eps == 0.01 and config.pgd().steps == 7
+    with pytest.raises(ValueError, match="unknown configuration key"):
+        Config.from_dict({"data": {"nosuch": 1}})
+    with pytest.raises(ValueError, match=r"unknown configuration keys \['nosuch'\]"):
+        make_config("paper", nosuch=1)
+
+
+def test_identity_excludes_execution_settings():
+    a = make_config("smoke")
+    b = a.replace(devices=1, loop="scan", seed_loop="vmap", eval_batch_size=7)
+    assert a != b and a.identity() == b.identity()
+    assert set(a.flat()) - set(a.identity()) == {f.name for f in dataclasses.fields(SECTIONS["exec"])}
+    assert a.replace(seed=1).identity() != a.identity()
+    # an identity stored by an older version (exec fields in, newer fields missing) normalises to today's
+    stored = {k: v for k, v in a.flat().items() if k not in ("decay", "weight_decay", "seed_loop")}
+    assert normalize_identity({**stored, "saturation": [2, 8]}) == {**a.identity(), "saturation": [2, 8]}
+
+
+def test_presets_and_overrides():
+    assert make_config("smoke").optim.epochs == PRESETS["smoke"]["epochs"]
+    c = make_config("cpu", epochs=3, learning_rate=None)
+    assert c.optim.epochs == 3 and c.optim.learning_rate == 0.025
+
+
+@pytest.mark.parametrize("finding", [finding1, finding2, finding3, finding4])
+def test_command_line_has_a_flag_for_every_field_and_option(finding):
+    finding = finding.FINDING
+    parser, config_names, option_names = cli.build_parser(finding, "")
+    assert set(config_names) == set(flat_fields())
+    if finding.options is not None:
+        assert set(option_names) == {f.name for f in dataclasses.fields(finding.options)}
+    config, options, _ = cli.parse(finding, ["--preset", "smoke", "--lr", "0.5", "--milestones", "1", "2",
+                                             "--estimators", "kde_upper", "binning", "--noise-var", "0.2",
+                                             "--devices", "1"])
+    assert config.optim.learning_rate == 0.5 and config.optim.milestones == (1, 2)
+    assert config.mi.estimators == ("kde_upper", "binning") and config.mi.noise_var == 0.2
+    assert config.exec.devices == 1
+    assert config.data.dataset == finding.default_dataset
+    assert options == {k: v for k, v in finding.presets.get("smoke", {}).items() if k not in flat_fields()}
+
+
+def test_command_line_options_and_errors(capsys):
+    _, options, _ = cli.parse(finding3.FINDING, ["--saturation", "2", "16", "--shuffle", "0", "4", "--from-run", "R"])
+    assert options == {"saturation": [2.0, 16.0], "shuffle": [0, 4], "from_run": "R"}
+    _, options, _ = cli.parse(finding4.FINDING, ["--no-trained", "--points", "50"])
+    assert options == {"trained": False, "points": 50}
+    with pytest.raises(SystemExit) as e:
+        cli.parse(finding2.FINDING, ["--batch-size", "0"])
+    assert e.value.code == 2 and "batch_size must be a positive integer" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        cli.parse(finding3.FINDING, ["--saturation", "8", "64"])
+    assert "must include 2" in capsys.readouterr().err
