@@ -28,6 +28,7 @@ defaults are in ``benchmarks/README.md``.
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Callable
 from typing import Any
@@ -134,13 +135,16 @@ def available_memory_bytes(device: Any | None = None) -> int:
         return 4 << 30
 
 
-def kde_max_block(d: int, device: Any | None = None) -> int:
+def kde_max_block(d: int, device: Any | None = None, scales: int = 2) -> int:
     """The largest row block of the blockwise KDE pass for a layer of width ``d``.
 
-    CPU: blocks whose [B, B] kernel tiles stay cache-sized (256 rows for d < 64, else 512).
-    Accelerators: 4,096 rows, large enough to keep the matrix units busy.
+    CPU: blocks whose kernel tiles (``scales`` of [B, B], float32) stay cache-sized: 256 rows
+    for d < 64, else 512, and at most the largest power of two with 4·scales·B² ≤ 4 MiB (a
+    σ² sweep holds many scales at once). Accelerators: 4,096 rows, large enough to keep the
+    matrix units busy.
     """
     device = device if device is not None else jax.local_devices()[0]
     if is_cpu(device):
-        return 256 if d < 64 else 512
+        cache_rows = 1 << int(math.floor(math.log2(math.sqrt((4 << 20) / (4 * max(scales, 1))))))
+        return min(256 if d < 64 else 512, cache_rows)
     return 4096

@@ -36,6 +36,9 @@ def _flag_kwargs(f: dataclasses.Field) -> dict[str, Any]:
         kw.update(action=meta["action"], const=meta.get("const"))
         return kw
     annotation = str(f.type)
+    if annotation == "bool":  # --name / --no-name
+        kw["action"] = argparse.BooleanOptionalAction
+        return kw
     if "nargs" in meta or annotation.startswith("tuple"):
         kw["nargs"] = meta.get("nargs", "+")
     kw["type"] = meta.get("type") or next((t for name, t in _TYPES.items() if name in annotation.split("[")[-1]),

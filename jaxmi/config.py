@@ -29,7 +29,7 @@ from typing import Any
 
 from jaxmi import backend
 from jaxmi.attacks import PGDConfig
-from jaxmi.estimators import METHODS
+from jaxmi.estimators import DEFAULT_BIN_SIZES, DEFAULT_NOISE_VARS, METHODS
 from jaxmi.models import MODELS, PRECISIONS
 
 __all__ = ["setting", "check_minimums", "DataConfig", "ModelConfig", "OptimConfig", "AttackConfig", "MIConfig", "ExecConfig",
@@ -149,9 +149,17 @@ class MIConfig:
 
     samples: int = setting(5000, "test images per MI measurement (one fixed draw)")
     estimators: tuple[str, ...] = setting(METHODS, f"MI estimators, a subset of {list(METHODS)}", nargs="+")
-    noise_var: float = setting(0.1, "KDE noise variance σ²")
-    bin_size: float = setting(0.5, "binning width")
+    noise_var: float = setting(0.1, "KDE noise variance σ² (the paper's 0.1)")
+    bin_size: float = setting(0.5, "binning width (the paper's 0.5)")
+    noise_scale: str = setting("absolute", "σ² as given (absolute, the paper's protocol) or in units of each "
+                                           "layer's median nearest-neighbour squared distance (relative)",
+                               choices=("absolute", "relative"))
     bootstrap: int = setting(0, "bootstrap resamples for standard errors of every MI estimate (0: off)")
+    sweep: bool = setting(True, "at the first and last measurement, also estimate over the σ² and bin-size grids")
+    sweep_noise_vars: tuple[float, ...] = setting(DEFAULT_NOISE_VARS, "the σ² grid of the sweep", nargs="+",
+                                                  type=float)
+    sweep_bin_sizes: tuple[float, ...] = setting(DEFAULT_BIN_SIZES, "the bin-size grid of the sweep", nargs="+",
+                                                 type=float)
 
     def __post_init__(self):
         _positive_int("samples", self.samples)
@@ -165,6 +173,13 @@ class MIConfig:
             raise ValueError(f"noise_var must be > 0; got {self.noise_var}.")
         if not self.bin_size > 0:
             raise ValueError(f"bin_size must be > 0; got {self.bin_size}.")
+        if self.noise_scale not in ("absolute", "relative"):
+            raise ValueError(f"noise_scale must be 'absolute' or 'relative'; got {self.noise_scale!r}.")
+        for name in ("sweep_noise_vars", "sweep_bin_sizes"):
+            values = tuple(float(v) for v in getattr(self, name))
+            if not values or not all(v > 0 for v in values):
+                raise ValueError(f"{name} must be a non-empty list of values > 0; got {getattr(self, name)}.")
+            object.__setattr__(self, name, values)
         if int(self.bootstrap) != self.bootstrap or self.bootstrap < 0 or self.bootstrap == 1:
             raise ValueError(f"bootstrap must be 0 (off) or a number of resamples ≥ 2; got {self.bootstrap}.")
 

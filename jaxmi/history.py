@@ -19,8 +19,12 @@ summary needs around them. Their JSON layout (:meth:`History.to_dict`,
     {"layers": [...], "epochs_measured": [0, 1, ...], "data": {...},
      "nt": {"train_acc": [...], ..., "mi": {est: {"clean": {"I_XT": [[P] * M], "I_TY": ...},
                                              "adv": {...}}},
-            "mi_se": {...}},                    # with bootstrap standard errors
+            "mi_se": {...},                     # with bootstrap standard errors
+            "diagnostics": {est: {"clean": {"saturated": [[P] * M], "I_XT_gap": ..., ...}, "adv": ...}}},
      "at": {...},
+     "saturation": {"threshold_bits": 0.01, "I_XT_ceiling": ..., "final_saturated": ..., "warning": ...},
+     "sweep": {"noise_var": [...], "bin_size": [...], "epochs": [0, E],
+               "nt": {"clean": {est: {"I_XT": [[[S] * P] * 2], ...}}, ...}, "at": ..., "separation": ...},
      "seeds": [{"seed": s, "nt": {...}, "at": {...}}, ...]}   # with several seeds
 
 With several seeds, ``nt``/``at`` are the seed means, with ``"<metric>_sd"`` and ``"mi_sd"``
@@ -35,10 +39,11 @@ from typing import Any
 
 import numpy as np
 
+from jaxmi.estimators import SATURATION_GAP_BITS
 from jaxmi.stats import mean_sd
 
-__all__ = ["REGIMES", "INPUTS", "QUANTITIES", "METRICS", "History", "RunResult", "aggregate_seeds",
-           "validate_summary", "regime_line"]
+__all__ = ["REGIMES", "INPUTS", "QUANTITIES", "METRICS", "DIAGNOSTICS", "History", "RunResult", "aggregate_seeds",
+           "saturation_report", "sweep_separation", "validate_summary", "regime_line"]
 
 REGIMES: tuple[str, ...] = ("nt", "at")
 INPUTS: tuple[str, ...] = ("clean", "adv")
@@ -46,11 +51,15 @@ QUANTITIES: tuple[str, ...] = ("I_XT", "I_TY")
 METRICS: tuple[str, ...] = ("train_acc", "train_loss", "test_clean_acc", "test_adv_acc", "test_clean_loss",
                             "test_adv_loss")
 
+#: Per-estimate diagnostics kept for every measurement (:mod:`jaxmi.estimators.diagnostics`);
+#: the last two exist for the KDE bounds only.
+DIAGNOSTICS: tuple[str, ...] = ("saturated", "I_XT_gap", "I_TY_gap", "nn_sq_dist_over_width", "self_dominated_share")
+
 MIBlock = dict[str, dict[str, dict[str, list]]]  # [estimator][inputs][quantity] -> [measurement][probe]
 
 
-def _empty_mi(estimators: Sequence[str]) -> MIBlock:
-    return {m: {i: {q: [] for q in QUANTITIES} for i in INPUTS} for m in estimators}
+def _empty_mi(estimators: Sequence[str], keys: Sequence[str] = QUANTITIES) -> MIBlock:
+    return {m: {i: {q: [] for q in keys} for i in INPUTS} for m in estimators}
 
 
 @dataclasses.dataclass
@@ -62,27 +71,36 @@ class History:
       mi: ``mi[estimator][inputs][quantity]``: one list of per-probe values (bits) per
         measurement.
       mi_se: the same layout for bootstrap standard errors, or ``None``.
+      diagnostics: ``diagnostics[estimator][inputs][key]`` for the keys of :data:`DIAGNOSTICS`
+        the estimator reports, same layout.
+      sweep: ``{"epochs": [...], inputs: {estimator: {quantity: [measurement][probe][value]}}}``:
+        the estimates over the σ² (KDE) or bin-size (binning) grid at some measurements.
     """
 
     metrics: dict[str, list[float]]
     mi: MIBlock
     mi_se: MIBlock | None = None
+    diagnostics: MIBlock = dataclasses.field(default_factory=dict)
+    sweep: dict[str, Any] | None = None
 
     @classmethod
     def empty(cls, estimators: Sequence[str], *, with_se: bool = False) -> "History":
-        return cls({k: [] for k in METRICS}, _empty_mi(estimators), _empty_mi(estimators) if with_se else None)
+        return cls({k: [] for k in METRICS}, _empty_mi(estimators), _empty_mi(estimators) if with_se else None,
+                   {})
 
     def __len__(self) -> int:
         return len(self.metrics["train_acc"])
 
-    def record(self, metrics: Mapping[str, float], mi: Mapping[str, Mapping[str, Mapping[str, Sequence[float]]]]
-               ) -> None:
+    def record(self, metrics: Mapping[str, float], mi: Mapping[str, Mapping[str, Mapping[str, Sequence[Any]]]],
+               sweep: Mapping[str, Any] | None = None, epoch: int | None = None) -> None:
         """Appends one measurement.
 
         Args:
           metrics: a float for every name in :data:`METRICS`.
-          mi: ``{inputs: {estimator: {quantity: [per probe], "<quantity>_se": [...]}}}`` as
-            returned per probe set by :func:`jaxmi.estimators.estimate` (lists over probes).
+          mi: ``{inputs: {estimator: {key: [per probe]}}}``: the quantities, their ``_se``
+            with bootstrap, and the diagnostics of :func:`jaxmi.estimators.estimate`.
+          sweep: ``{inputs: {estimator: {quantity: [probe][value]}}}`` when this measurement
+            was swept (at ``epoch``).
         """
         for k in METRICS:
             self.metrics[k].append(float(metrics[k]))
@@ -93,28 +111,75 @@ class History:
                     per_q[q].append([float(v) for v in res[q]])
                     if self.mi_se is not None:
                         self.mi_se[est][inputs][q].append([float(v) for v in res[f"{q}_se"]])
+                diag = self.diagnostics.setdefault(est, {}).setdefault(inputs, {})
+                for key in DIAGNOSTICS:
+                    if key in res:
+                        cast = bool if key == "saturated" else float
+                        diag.setdefault(key, []).append([cast(v) for v in res[key]])
+        if sweep is not None:
+            if self.sweep is None:
+                self.sweep = {"epochs": []}
+            self.sweep["epochs"].append(int(epoch))
+            for inputs, per_est in sweep.items():
+                for est, per_q in per_est.items():
+                    block = self.sweep.setdefault(inputs, {}).setdefault(est, {})
+                    for q, values in per_q.items():
+                        block.setdefault(q, []).append(values)
 
     def to_dict(self) -> dict[str, Any]:
-        """The JSON layout of one regime in ``summary.json``."""
+        """The JSON layout of one regime (``summary.json`` moves ``sweep`` to its top level)."""
         out: dict[str, Any] = {k: list(v) for k, v in self.metrics.items()}
         out["mi"] = self.mi
         if self.mi_se is not None:
             out["mi_se"] = self.mi_se
+        out["diagnostics"] = self.diagnostics
+        if self.sweep is not None:
+            out["sweep"] = self.sweep
         return out
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> "History":
-        return cls({k: list(d[k]) for k in METRICS}, d["mi"], d.get("mi_se"))
+        return cls({k: list(d[k]) for k in METRICS}, d["mi"], d.get("mi_se"), d.get("diagnostics") or {},
+                   d.get("sweep"))
 
 
-def aggregate_seeds(histories: Sequence[Mapping[str, History]]) -> dict[str, Any]:
+def _mean_tree(trees: Sequence[Any]) -> Any:
+    """The elementwise mean of equally shaped nested dicts of number lists."""
+    if isinstance(trees[0], Mapping):
+        return {k: _mean_tree([t[k] for t in trees]) for k in trees[0]}
+    if trees[0] and isinstance(trees[0], list) and isinstance(trees[0][0], int):  # sweep epochs
+        return list(trees[0])
+    return np.mean(np.asarray(trees, dtype=float), axis=0).tolist()
+
+
+def _mean_diagnostics(mi: MIBlock, hs: Sequence[History], ceilings: Mapping[str, float]) -> MIBlock:
+    """Diagnostics of seed-mean estimates: gaps and saturation from the mean, the KDE
+    geometry statistics averaged over seeds."""
+    out: MIBlock = {}
+    for est, per_input in mi.items():
+        out[est] = {}
+        for inputs, per_q in per_input.items():
+            gap_xt = ceilings["I_XT"] - np.asarray(per_q["I_XT"], float)
+            d = {"saturated": (gap_xt < SATURATION_GAP_BITS).tolist(), "I_XT_gap": gap_xt.tolist(),
+                 "I_TY_gap": (ceilings["I_TY"] - np.asarray(per_q["I_TY"], float)).tolist()}
+            for key in DIAGNOSTICS[3:]:
+                if key in hs[0].diagnostics.get(est, {}).get(inputs, {}):
+                    d[key] = mean_sd([h.diagnostics[est][inputs][key] for h in hs])[0]
+            out[est][inputs] = d
+    return out
+
+
+def aggregate_seeds(histories: Sequence[Mapping[str, History]], ceilings: Mapping[str, float]) -> dict[str, Any]:
     """Seed-mean histories, with standard deviations across seeds (ddof 1), as JSON.
 
     Args:
       histories: one ``{regime: History}`` per seed.
+      ceilings: ``{"I_XT": log₂ N, "I_TY": Ĥ(Y)}`` of the MI draw.
 
     Returns:
-      ``{regime: {metric: mean, "<metric>_sd": sd, ..., "mi": mean, "mi_sd": sd}}``.
+      ``{regime: {metric: mean, "<metric>_sd": sd, ..., "mi": mean, "mi_sd": sd,
+      "diagnostics": ...}}``; the diagnostics are those of the mean estimates, and a sweep
+      (if any) is the seed mean.
     """
     out: dict[str, Any] = {}
     for regime in REGIMES:
@@ -131,8 +196,59 @@ def aggregate_seeds(histories: Sequence[Mapping[str, History]]) -> dict[str, Any
                 for q in per_q:
                     mi[est][inputs][q], mi_sd[est][inputs][q] = mean_sd([h.mi[est][inputs][q] for h in hs])
         agg["mi"], agg["mi_sd"] = mi, mi_sd
+        agg["diagnostics"] = _mean_diagnostics(mi, hs, ceilings)
+        if hs[0].sweep is not None:
+            agg["sweep"] = _mean_tree([h.sweep for h in hs])
         out[regime] = agg
     return out
+
+
+def saturation_report(summary: Mapping[str, Any], ceilings: Mapping[str, float]) -> dict[str, Any]:
+    """How many of the last measurement's I(X;T) estimates (estimator × inputs × probe × regime)
+    sit at the log₂ N ceiling, with a one-line warning when most do."""
+    by_est: dict[str, dict[str, int]] = {}
+    for regime in REGIMES:
+        for est, per_input in (summary[regime].get("diagnostics") or {}).items():
+            for d in per_input.values():
+                last = d["saturated"][-1]
+                c = by_est.setdefault(est, {"saturated": 0, "estimates": 0})
+                c["saturated"] += int(sum(last))
+                c["estimates"] += len(last)
+    sat = sum(c["saturated"] for c in by_est.values())
+    total = sum(c["estimates"] for c in by_est.values())
+    warning = None
+    if total and sat * 2 > total:
+        warning = (f"{sat} of {total} final I(X;T) estimates sit within {SATURATION_GAP_BITS} bits of log2 N = "
+                   f"{ceilings['I_XT']:.2f} (saturated): they report the activation scale, not information. "
+                   "See the sweep (--sweep) and try --noise-var, --bin-size or --noise-scale relative.")
+    return {"threshold_bits": SATURATION_GAP_BITS, "I_XT_ceiling": ceilings["I_XT"],
+            "I_TY_ceiling": ceilings["I_TY"], "final_saturated": sat, "final_estimates": total,
+            "by_estimator": by_est, "warning": warning}
+
+
+def sweep_separation(sweep: Mapping[str, Any], layers: Sequence[str], *, min_bits: float = 0.1) -> dict[str, Any]:
+    """Where NT and AT separate along a sweep, per estimator, inputs and probe, at the last
+    swept measurement: the largest |NT − AT| (bits), the grid value where it occurs, NT − AT
+    at every grid value, and the grid values where |NT − AT| ≥ ``min_bits``."""
+    out: dict[str, Any] = {}
+    for est in sweep["estimators"]:
+        grid = sweep["bin_size" if est == "binning" else "noise_var"]
+        out[est] = {}
+        for inputs in INPUTS:
+            per_probe = {}
+            for j, layer in enumerate(layers):
+                try:
+                    nt = np.asarray(sweep["nt"][inputs][est]["I_XT"][-1][j], float)
+                    at = np.asarray(sweep["at"][inputs][est]["I_XT"][-1][j], float)
+                except (KeyError, IndexError):
+                    continue
+                diff = nt - at
+                k = int(np.argmax(np.abs(diff)))
+                per_probe[layer] = {"max_abs_nt_minus_at_bits": float(abs(diff[k])), "at": float(grid[k]),
+                                    "nt_minus_at_bits": diff.tolist(),
+                                    "separated_at": [float(g) for g, v in zip(grid, diff) if abs(v) >= min_bits]}
+            out[est][inputs] = per_probe
+    return {"min_bits": min_bits, **out}
 
 
 @dataclasses.dataclass
@@ -148,6 +264,9 @@ class RunResult:
       histories: one ``{regime: History}`` per seed.
       timing: wall-clock seconds and execution details (kept out of the summary so that it
         is reproducible).
+      ceilings: ``{"I_XT": log₂ N, "I_TY": Ĥ(Y)}`` of the MI draw.
+      sweep_grid: ``{"noise_var": [...], "bin_size": [...], "estimators": [...],
+        "noise_scale": ...}`` when the run swept, else None.
     """
 
     layers: list[str]
@@ -157,18 +276,29 @@ class RunResult:
     seeds: list[int]
     histories: list[dict[str, History]]
     timing: dict[str, Any]
+    ceilings: dict[str, float] = dataclasses.field(default_factory=dict)
+    sweep_grid: dict[str, Any] | None = None
 
     def summary_fields(self) -> dict[str, Any]:
         """The run's part of ``summary.json``: layers, epochs, data, ``nt``/``at`` (seed means
-        with ``_sd`` entries when there are several seeds) and, then, every seed's own."""
+        with ``_sd`` entries when there are several seeds), every seed's own, the saturation
+        report and the sweep (with where NT and AT separate)."""
         out: dict[str, Any] = {"layers": list(self.layers), "epochs_measured": list(self.epochs_measured),
                                "data": dict(self.data)}
         if len(self.histories) == 1:
             out.update({r: self.histories[0][r].to_dict() for r in REGIMES})
         else:
-            out.update(aggregate_seeds(self.histories))
+            out.update(aggregate_seeds(self.histories, self.ceilings))
             out["seeds"] = [{"seed": s, **{r: h[r].to_dict() for r in REGIMES}}
                             for s, h in zip(self.seeds, self.histories)]
+        sweeps = {r: out[r].pop("sweep", None) for r in REGIMES}
+        if self.ceilings:
+            out["saturation"] = saturation_report(out, self.ceilings)
+        if self.sweep_grid is not None and all(sweeps.values()):
+            sweep = {**self.sweep_grid, "epochs": sweeps["nt"]["epochs"],
+                     **{r: {k: v for k, v in sweeps[r].items() if k != "epochs"} for r in REGIMES}}
+            sweep["separation"] = sweep_separation(sweep, self.layers)
+            out["sweep"] = sweep
         return out
 
     def to_dict(self) -> dict[str, Any]:

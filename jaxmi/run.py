@@ -38,6 +38,7 @@ import numpy as np
 from jaxmi import backend, estimators, parallel, progress
 from jaxmi import data as data_lib
 from jaxmi.checkpoint import CheckpointError, RunCheckpointer, load_models, save_model
+from jaxmi.estimators.diagnostics import ceilings
 from jaxmi.config import Config, normalize_identity
 from jaxmi.evaluation import make_evaluator
 from jaxmi.history import INPUTS, REGIMES, History, RunResult, regime_line
@@ -177,11 +178,40 @@ class _Measurer:
         mi = config.mi
         self.options = dict(methods=mi.estimators, num_classes=s.num_classes, noise_var=mi.noise_var,
                             bin_size=mi.bin_size)
+        kde = [m for m in mi.estimators if m in ("kde_upper", "kde_lower")]
+        if kde and mi.noise_scale != "absolute":
+            self.options["noise_scale"] = mi.noise_scale
         if mi.bootstrap:
             self.options.update(bootstrap=mi.bootstrap, key=jax.random.fold_in(s.draw_key, 1))
+        c_xt, c_ty = ceilings(self.y_mi_host)
+        self.ceilings = {"I_XT": c_xt, "I_TY": c_ty}
+        swept = [m for m in mi.estimators if m in ("kde_upper", "kde_lower", "binning")]
+        self.sweep_grid = None if not (mi.sweep and swept) else {
+            "noise_var": list(mi.sweep_noise_vars), "bin_size": list(mi.sweep_bin_sizes), "estimators": swept,
+            "noise_scale": mi.noise_scale}
+        self.sweep_epochs = {0, config.optim.epochs} if self.sweep_grid else set()
 
-    def __call__(self, regime: str, states, train_means: list[dict[str, float]] | None) -> list[tuple[dict, dict]]:
-        """``[(metrics, mi)]`` per seed, ready for :meth:`History.record`."""
+    def _sweep(self, probes: dict[str, Any]) -> dict[str, dict[str, list]]:
+        """``{estimator: {quantity: [probe][value]}}`` over the σ² and bin-size grids."""
+        grid, mi = self.sweep_grid, self.config.mi
+        out: dict[str, dict[str, list]] = {m: {"I_XT": [], "I_TY": []} for m in grid["estimators"]}
+        for a in probes.values():
+            a = a.reshape(a.shape[0], -1)
+            if any(m != "binning" for m in out):
+                res = estimators.sweep_kde_bounds(a, self.y_mi_host, grid["noise_var"], num_classes=self.s.num_classes,
+                                                  noise_scale=mi.noise_scale)
+                for m in (m for m in out if m != "binning"):
+                    for q in ("I_XT", "I_TY"):
+                        out[m][q].append(res[m][q])
+            if "binning" in out:
+                res = estimators.sweep_bins(a, self.y_mi_host, grid["bin_size"], num_classes=self.s.num_classes)
+                for q in ("I_XT", "I_TY"):
+                    out["binning"][q].append(res[q])
+        return out
+
+    def __call__(self, regime: str, states, train_means: list[dict[str, float]] | None, epoch: int
+                 ) -> list[tuple[dict, dict, dict | None]]:
+        """``[(metrics, mi, sweep)]`` per seed, ready for :meth:`History.record`."""
         r = self.evaluate_probes(states.params, states.batch_stats, self.x_mi, self.y_mi)
         parts = [r] + ([self.evaluate(states.params, states.batch_stats, *self.rest)] if self.rest else [])
         host = [jax.device_get({k: v for k, v in p.items() if not k.endswith("_probes")}) for p in parts]
@@ -197,10 +227,11 @@ class _Measurer:
             for inputs in INPUTS:
                 metrics[f"test_{inputs}_acc"] = float(cat[f"{inputs}_correct"][k].mean())
                 metrics[f"test_{inputs}_loss"] = float(cat[f"{inputs}_loss"][k].mean())
-            mi = {inputs: _mi_lists(estimators.estimate({p: r[f"{inputs}_probes"][p][k] for p in self.layers},
-                                                        self.y_mi_host, **self.options), self.config.mi.estimators)
-                  for inputs in INPUTS}
-            out.append((metrics, mi))
+            probes = {inputs: {p: r[f"{inputs}_probes"][p][k] for p in self.layers} for inputs in INPUTS}
+            mi = {inputs: _mi_lists(estimators.estimate(probes[inputs], self.y_mi_host, **self.options),
+                                    self.config.mi.estimators) for inputs in INPUTS}
+            sweep = {inputs: self._sweep(probes[inputs]) for inputs in INPUTS} if epoch in self.sweep_epochs else None
+            out.append((metrics, mi, sweep))
         return out
 
 
@@ -231,10 +262,10 @@ def _run(config: Config, *, measure: bool, workdir, log, show_progress: bool, me
             timing = resumed.record["timing"]
             log(f"resuming from the checkpoint after {resumed.regime.upper()} epoch {resumed.epoch} in {ckpt.path}")
 
-    def record(regime: str, states, train_means) -> None:
+    def record(regime: str, states, train_means, epoch: int) -> None:
         if measure:
-            for h, (metrics, mi) in zip(histories, measurer(regime, states, train_means)):
-                h[regime].record(metrics, mi)
+            for h, (metrics, mi, sweep) in zip(histories, measurer(regime, states, train_means, epoch)):
+                h[regime].record(metrics, mi, sweep, epoch)
         else:
             for h, tm in zip(histories, train_means):
                 h[regime]["train_acc"].append(tm["accuracy"])
@@ -273,7 +304,7 @@ def _run(config: Config, *, measure: bool, workdir, log, show_progress: bool, me
                 states, start = jax.tree.map(jnp.copy, s.init_states), 1  # NT and AT start from the same weights
                 if measure:
                     t0 = time.perf_counter()
-                    record(regime, states, None)
+                    record(regime, states, None, 0)
                     save(regime, 0, states)
                     log(f"[{regime.upper()}] epoch 0: {line(regime)} ({time.perf_counter() - t0:.1f} s)")
             for epoch in range(start, config.optim.epochs + 1):
@@ -287,7 +318,7 @@ def _run(config: Config, *, measure: bool, workdir, log, show_progress: bool, me
                     raise FloatingPointError(f"{regime.upper()} training loss became {bad[0]} in epoch {epoch}; "
                                              "lower --lr.")
                 train_s = time.perf_counter() - t0
-                record(regime, states, means)
+                record(regime, states, means, epoch)
                 measure_s = time.perf_counter() - t0 - train_s
                 timing[regime]["epoch_seconds"].append(train_s)
                 timing[regime]["measure_seconds"].append(measure_s)
@@ -332,9 +363,14 @@ def train_and_measure(config: Config, *, log: Callable[[str], None] = log_line, 
     m = out["measurer"]
     data_info = {"train": s.train_source, "test": s.test.source, "train_examples": int(s.x_train.shape[0]),
                  "eval_examples": m.n_eval, "mi_samples": config.mi.samples}
-    return RunResult(layers=list(s.module.probe_names), epochs_measured=list(range(config.optim.epochs + 1)),
-                     num_classes=s.num_classes, data=data_info, seeds=[config.seed + k for k in range(config.seeds)],
-                     histories=out["histories"], timing=out["timing"])
+    result = RunResult(layers=list(s.module.probe_names), epochs_measured=list(range(config.optim.epochs + 1)),
+                       num_classes=s.num_classes, data=data_info, seeds=[config.seed + k for k in range(config.seeds)],
+                       histories=out["histories"], timing=out["timing"], ceilings=m.ceilings,
+                       sweep_grid=m.sweep_grid)
+    warning = result.summary_fields()["saturation"]["warning"]
+    if warning:
+        log(f"warning: {warning}")
+    return result
 
 
 def train_pair(config: Config, *, log: Callable[[str], None] = log_line, show_progress: bool = True,

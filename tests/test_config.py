@@ -83,3 +83,15 @@ def test_command_line_options_and_errors(capsys):
     with pytest.raises(SystemExit):
         cli.parse(finding3.FINDING, ["--saturation", "8", "64"])
     assert "must include 2" in capsys.readouterr().err
+
+
+def test_mi_flags_of_the_sweep_and_scale():
+    config, _, _ = cli.parse(finding2.FINDING, ["--no-sweep", "--noise-scale", "relative", "--noise-var", "2"])
+    assert not config.mi.sweep and config.mi.noise_scale == "relative" and config.mi.noise_var == 2.0
+    config, _, _ = cli.parse(finding2.FINDING, ["--sweep-noise-vars", "0.01", "1", "--sweep-bin-sizes", "0.5"])
+    assert config.mi.sweep and config.mi.sweep_noise_vars == (0.01, 1.0) and config.mi.sweep_bin_sizes == (0.5,)
+    assert make_config("paper").mi.sweep  # on by default, in every preset
+    with pytest.raises(ValueError, match="sweep_noise_vars must be a non-empty list of values > 0"):
+        make_config("paper", sweep_noise_vars=[0.1, 0.0])
+    with pytest.raises(ValueError, match="noise_scale must be"):
+        make_config("paper", noise_scale="log")

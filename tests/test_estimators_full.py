@@ -67,15 +67,23 @@ def test_blockwise_row_sums_equal_dense_float64(block):
     y = rng.integers(0, c, n)
     t = (rng.standard_normal((n, d)) * 0.25 + rng.standard_normal((c, d))[y] * 0.3).astype(np.float32)
     b = block or estimators.choose_block_size(n, d)
-    sums, finite, _ = est_kde._kde_sums(jax.numpy.asarray(t), jax.numpy.asarray(y, np.int32),
-                                           jax.numpy.ones((1, n)), np.float32(0.1), num_classes=c,
-                                           block_size=b)
-    sums = np.asarray(sums)  # [N, 2, 1 + C]
+    sums, finite, _, nn = est_kde._kde_sums(jax.numpy.asarray(t), jax.numpy.asarray(y, np.int32),
+                                               jax.numpy.ones((1, n)), np.float32(0.1), num_classes=c,
+                                               block_size=b)
+    sums = np.asarray(sums)  # [N, 2, C]: per class; a row's total is their sum
     ref = _dense_row_sums_float64(t, y, 0.1)
     for s, (total, same) in enumerate(ref):
-        np.testing.assert_allclose(sums[:, s, 0], total, rtol=1e-5)
-        np.testing.assert_allclose(sums[np.arange(n), s, 1 + y], same, rtol=1e-5)
+        np.testing.assert_allclose(sums[:, s, :].sum(-1), total, rtol=1e-5)
+        np.testing.assert_allclose(sums[np.arange(n), s, y], same, rtol=1e-5)
     assert bool(finite) and total.min() > 1.5  # the kernel sums are not just the diagonal
+    # every row's nearest-neighbour squared distance (padded rows never count)
+    t64 = t.astype(np.float64)
+    d = ((t64[:, None] - t64[None]) ** 2).sum(-1) + np.diag(np.full(n, np.inf))
+    np.testing.assert_allclose(np.asarray(nn), d.min(1), rtol=1e-4)
+    # the same pass at several scales (a sweep) gives each scale's sums
+    swept, *_ = est_kde._kde_sums(jax.numpy.asarray(t), jax.numpy.asarray(y, np.int32), jax.numpy.ones((1, n)),
+                                  np.asarray([0.2, 0.8], np.float32), num_classes=c, block_size=b, paired=False)
+    np.testing.assert_allclose(np.asarray(swept), sums, rtol=1e-5)
 
 
 def test_kde_estimates_equal_dense_float64_within_1e_5_relative():
@@ -194,7 +202,10 @@ def test_estimate_on_probes_structure_and_agreement():
         single = estimate(act.reshape(n, -1), y, methods=("binning", "kde_lower"), num_classes=10, bootstrap=4)
         assert got[p] == single  # same default key: the same resamples for every probe
     for m in ("binning", "kde_lower"):
-        assert set(flat[m]) == {f"I_{q}{s}" for q in ("XT", "TY") for s in ("", "_se", "_lo", "_hi")}
+        errors = {f"I_{q}{s}" for q in ("XT", "TY") for s in ("", "_se", "_lo", "_hi")}
+        diagnostics = {"saturated", "I_XT_ceiling", "I_TY_ceiling", "I_XT_gap", "I_TY_gap"}
+        kde = {"nn_sq_dist_over_width", "self_dominated_share", "noise_var"} if m.startswith("kde") else set()
+        assert set(flat[m]) == errors | diagnostics | kde
         assert flat[m]["I_XT_se"] == [got[p][m]["I_XT_se"] for p in probes]
 
 

@@ -106,7 +106,7 @@ def test_trajectories(tmp_path):
 def test_plot_all_with_standard_errors(tmp_path):
     paths = plots.plot_all(make_summary(with_se=True), tmp_path)
     expected = (
-        ["training_curves.png", "final_IXT.png", "final_ITY.png"]
+        ["training_curves.png", "final_IXT.png", "final_ITY.png", "difference_IXT.png"]
         + [f"info_plane_{e}.png" for e in ESTIMATORS]
         + [f"trajectories_{q}_{e}.png" for q in ("I_XT", "I_TY") for e in ESTIMATORS]
     )
@@ -195,4 +195,22 @@ def test_partially_missing_estimates_are_skipped(tmp_path):
     s["at"]["mi"]["binning"]["clean"]["I_XT"][-1][1] = None  # missing final value
     s["nt"]["test_adv_loss"] = [None, None, None]  # an all-missing curve
     paths = plots.plot_all(s, tmp_path)
-    assert len(paths) == 9 and all(p.read_bytes().startswith(PNG_SIGNATURE) for p in paths)
+    assert len(paths) == 10 and all(p.read_bytes().startswith(PNG_SIGNATURE) for p in paths)
+
+
+def test_sweep_and_ceiling_figures(tmp_path):
+    """A summary with a sweep and ceilings: sweep figures per estimator, NT − AT differences."""
+    s = make_summary()
+    layers, grid = s["layers"], [0.01, 0.1, 1.0, 10.0]
+    s["saturation"] = {"I_XT_ceiling": 6.0, "I_TY_ceiling": 3.3}
+    curve = lambda shift: [[[6.0 - shift - j * 0.1 + v for v in (0.0, -0.5, -1.0, -2.0)] for j in range(len(layers))]
+                           for _ in range(2)]  # noqa: E731
+    s["sweep"] = {"noise_var": grid, "bin_size": grid, "estimators": list(ESTIMATORS), "epochs": [0, 2],
+                  **{r: {i: {e: {"I_XT": curve(0.3 if r == "at" else 0.0), "I_TY": curve(3.0)} for e in ESTIMATORS}
+                         for i in ("clean", "adv")} for r in ("nt", "at")}}
+    paths = plots.plot_all(s, tmp_path)
+    names = {p.name for p in paths}
+    assert {f"sweep_{e}.png" for e in ESTIMATORS} <= names and "difference_IXT.png" in names
+    assert all(p.read_bytes().startswith(PNG_SIGNATURE) for p in paths)
+    del s["sweep"]
+    assert not any(p.name.startswith("sweep_") for p in plots.plot_all(s, tmp_path / "b"))

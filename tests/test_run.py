@@ -3,6 +3,7 @@ epoch, checkpoints and trained models in the run directory, resume (also with ot
 settings), and bad input."""
 
 import json
+import math
 import shutil
 
 import jax
@@ -355,3 +356,41 @@ def test_resume_with_other_execution_settings(first_run, tmp_path):
     assert resumed["at"]["train_loss"] == out["at"]["train_loss"]  # training is untouched
     _close(resumed["at"]["test_adv_loss"], out["at"]["test_adv_loss"], 1e-5)
     _close(resumed["at"]["mi"]["kde_upper"]["adv"]["I_XT"], out["at"]["mi"]["kde_upper"]["adv"]["I_XT"], 1e-4)
+
+
+def test_diagnostics_sweep_and_saturation_warning(first_run):
+    config, _, out, _ = first_run
+    m, p = len(out["epochs_measured"]), len(out["layers"])
+    for regime in ("nt", "at"):
+        for inputs in ("clean", "adv"):
+            d = out[regime]["diagnostics"]["kde_upper"][inputs]
+            assert np.asarray(d["saturated"]).shape == (m, p) and np.asarray(d["saturated"]).dtype == bool
+            gap = np.asarray(d["I_XT_gap"])
+            np.testing.assert_allclose(gap, math.log2(config.mi.samples)
+                                       - np.asarray(out[regime]["mi"]["kde_upper"][inputs]["I_XT"]), atol=1e-6)
+            np.testing.assert_array_equal(d["saturated"], gap < 0.01)
+            assert np.all(np.asarray(d["nn_sq_dist_over_width"]) >= 0)
+    rep = out["saturation"]
+    assert rep["I_XT_ceiling"] == pytest.approx(math.log2(config.mi.samples))
+    assert rep["final_estimates"] == 2 * 2 * p  # regimes × inputs × probes, one estimator
+    assert (rep["warning"] is not None) == (2 * rep["final_saturated"] > rep["final_estimates"])
+    # the sweep: at the first and last measurement, every probe over the σ² grid; at σ² = 0.1 it
+    # equals the run's own estimate
+    sw = out["sweep"]
+    assert sw["epochs"] == [0, config.optim.epochs] and sw["estimators"] == ["kde_upper"]
+    k = sw["noise_var"].index(0.1)
+    for regime in ("nt", "at"):
+        values = np.asarray(sw[regime]["clean"]["kde_upper"]["I_XT"])
+        assert values.shape == (2, p, len(sw["noise_var"]))
+        mi = np.asarray(out[regime]["mi"]["kde_upper"]["clean"]["I_XT"])
+        np.testing.assert_allclose(values[:, :, k], mi[[0, -1]], atol=1e-4)
+        assert np.all(np.diff(values, axis=-1) <= 1e-4)  # I(X;T) falls (weakly) as σ² grows
+    assert set(sw["separation"]["kde_upper"]["clean"]) == set(out["layers"])
+
+
+def test_no_sweep_and_relative_noise_scale():
+    out = _run(tiny(epochs=1, sweep=False, noise_scale="relative", noise_var=1.0))
+    assert "sweep" not in out
+    d = out["nt"]["diagnostics"]["kde_upper"]["clean"]
+    # σ² is one median nearest-neighbour squared distance: the ratio is 1 / 2 for the upper bound
+    np.testing.assert_allclose(d["nn_sq_dist_over_width"], 0.5, rtol=1e-4)

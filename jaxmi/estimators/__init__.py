@@ -54,15 +54,20 @@ Implementation (one module per concern):
 
 Entry points: :func:`estimate` (any methods, one layer or a mapping of probes),
 :func:`estimate_mi` (one method, one layer), and the per-estimator :func:`kde_mi`,
-:func:`binning_mi`, :func:`renyi_mi`.
+:func:`binning_mi`, :func:`renyi_mi`. Every estimate comes with diagnostics (its distance
+to the log₂ N and Ĥ(Y) ceilings, a ``saturated`` flag: :mod:`~jaxmi.estimators.diagnostics`);
+:func:`sweep_noise` / :func:`sweep_kde_bounds` give the KDE bounds over a σ² grid from one
+distance pass and :func:`sweep_bins` binning over bin sizes (:mod:`~jaxmi.estimators.sweep`).
 """
 
 from jaxmi.estimators.api import estimate, estimate_mi
+from jaxmi.estimators.diagnostics import SATURATION_GAP_BITS
 from jaxmi.estimators.binning import binning_mi
 from jaxmi.estimators.bootstrap import bootstrap_weights
 from jaxmi.estimators.kde import choose_block_size, kde_mi
 from jaxmi.estimators.registry import METHODS, available_methods, register_estimator, unregister_estimator
 from jaxmi.estimators.renyi import renyi_mi
+from jaxmi.estimators.sweep import DEFAULT_BIN_SIZES, DEFAULT_NOISE_VARS, sweep_bins, sweep_kde_bounds, sweep_noise
 
 __all__ = [
     "METHODS",
@@ -76,4 +81,10 @@ __all__ = [
     "binning_mi",
     "renyi_mi",
     "choose_block_size",
+    "sweep_noise",
+    "sweep_kde_bounds",
+    "sweep_bins",
+    "DEFAULT_NOISE_VARS",
+    "DEFAULT_BIN_SIZES",
+    "SATURATION_GAP_BITS",
 ]

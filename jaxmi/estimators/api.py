@@ -10,6 +10,7 @@ from typing import Any
 import numpy as np
 
 from jaxmi.estimators.bootstrap import resample_weights, summarize
+from jaxmi.estimators.diagnostics import diagnose
 from jaxmi.estimators.registry import METHODS, available_methods, check_methods, check_options, lookup
 from jaxmi.estimators.validation import check_bootstrap, infer_num_classes, validate
 
@@ -61,7 +62,9 @@ def _estimate_layer(activations, labels, plan: _Plan, *, flatten: bool) -> dict[
         entry = lookup(members[0])
         res = entry.compute(t, y, c, plan.weights, **plan.options[entry.group])
         for m in members:
-            out[m] = summarize(*res[m], plan.resamples, plan.confidence)
+            i_xt, i_ty, *extra = res[m]  # built-in estimators add their own diagnostics
+            out[m] = summarize(i_xt, i_ty, plan.resamples, plan.confidence)
+            out[m].update(diagnose(out[m], labels, extra[0] if extra else None))
     return {m: out[m] for m in plan.methods}
 
 
@@ -87,7 +90,9 @@ def estimate(x, labels, *, methods: Sequence[str] = METHODS, num_classes: int | 
       num_classes: number of classes (default: max(labels) + 1, the same for every probe).
       noise_var: KDE kernel variance σ² > 0 (0.1 in the paper).
       bin_size: binning width > 0 (0.5 in the paper).
-      **options: ``block_size`` (KDE rows per block; default from the free memory),
+      **options: ``noise_scale`` (KDE: ``"absolute"``, the paper's, or ``"relative"``: σ² in
+        units of each layer's median nearest-neighbour squared distance; a secondary
+        analysis, not the paper's protocol), ``block_size`` (KDE rows per block; default from the free memory),
         ``devices`` (devices the KDE pass is split over; default all local devices),
         ``inputs`` ([N, ...] network inputs for the Rényi I(X;T)), ``bootstrap`` (R ≥ 2
         resamples for error bars; 0, the default, for none), ``key`` (JAX key of the
@@ -98,11 +103,15 @@ def estimate(x, labels, *, methods: Sequence[str] = METHODS, num_classes: int | 
         ``methods`` takes is an error.
 
     Returns:
-      For one array ``{method: {"I_XT": float, "I_TY": float}}`` in bits, in the order of
-      ``methods``; for a mapping ``{probe: {method: {...}}}`` in the order of the mapping.
-      With ``bootstrap``, each result also holds ``"I_XT_se"``, ``"I_XT_lo"``,
-      ``"I_XT_hi"`` (standard error over the resamples and the percentile interval) and the
-      same for ``"I_TY"``.
+      For one array ``{method: {"I_XT": float, "I_TY": float, ...}}`` in bits, in the order
+      of ``methods``; for a mapping ``{probe: {method: {...}}}`` in the order of the mapping.
+      Every result also holds its diagnostics (:mod:`jaxmi.estimators.diagnostics`):
+      ``"saturated"`` (I(X;T) within 0.01 bits of log₂ N), ``"I_XT_ceiling"``,
+      ``"I_TY_ceiling"``, ``"I_XT_gap"``, ``"I_TY_gap"``, and for the KDE bounds
+      ``"nn_sq_dist_over_width"``, ``"self_dominated_share"``, ``"noise_var"``. With
+      ``bootstrap``, each result also holds ``"I_XT_se"``, ``"I_XT_lo"``, ``"I_XT_hi"``
+      (standard error over the resamples and the percentile interval) and the same for
+      ``"I_TY"``.
 
     Raises:
       ValueError: on a bad parameter, option or layer; for a mapping, a layer's message is
@@ -137,7 +146,8 @@ def estimate_mi(activations, labels, *, method: str, num_classes: int | None = N
       **options: as in :func:`estimate` (``bootstrap``, ``key``, ``inputs``, ``alpha``, ...).
 
     Returns:
-      ``{"I_XT": float, "I_TY": float}`` in bits (plus error-bar keys with ``bootstrap``).
+      ``{"I_XT": float, "I_TY": float, "saturated": bool, ...}`` in bits, with the
+      diagnostics of :func:`estimate` (plus error-bar keys with ``bootstrap``).
     """
     if not isinstance(method, str) or method not in available_methods():
         raise ValueError(f"unknown estimator method {method!r}; choose one of {list(available_methods())}.")

@@ -31,46 +31,55 @@ from jaxmi import backend, parallel
 from jaxmi.estimators.bootstrap import unit_weights
 from jaxmi.estimators.validation import all_finite, check_noise_var, raise_if_nonfinite, validate
 
-__all__ = ["kde_mi", "kde_compute", "choose_block_size", "MAX_KERNEL_ROUNDING"]
+__all__ = ["kde_mi", "kde_compute", "kde_sweep", "choose_block_size", "MAX_KERNEL_ROUNDING", "SELF_DOMINATED"]
 
 _LOG2E = 1.0 / math.log(2.0)
 _F32_EPS = float(np.finfo(np.float32).eps)
 #: Largest relative float32 rounding error of a kernel row sum accepted before a layer is
 #: recomputed in float64 (ln 1.03 / ln 2 ≈ 0.043 bits in the largest-norm rows).
 MAX_KERNEL_ROUNDING = 3e-2
+#: A row whose kernel sum is below 1 + this is "self-dominated": its neighbours add less than
+#: 1 % to its own term, so the estimate sees it as an isolated point.
+SELF_DOMINATED = 1e-2
+#: On a σ² grid of ratio 4, :func:`kde_sweep` computes an exponential at every
+#: ``CHAIN_STRIDE``-th exponent scale and the others as fourth powers (see :func:`_kde_sums`).
+CHAIN_STRIDE = 3
 
 
 def choose_block_size(n: int, d: int, *, columns: int = 11, max_block: int | None = None,
-                      memory_bytes: int | None = None, device: jax.Device | None = None) -> int:
+                      memory_bytes: int | None = None, device: jax.Device | None = None, scales: int = 2) -> int:
     """The row-block size B of the blockwise KDE pass, from the free memory.
 
-    One scan step holds two [B, D] row blocks, a handful of [B, B] kernel blocks and four
-    [B, columns] products in float32, about ``4·(2·B·D + 8·B² + 4·B·columns)`` bytes. B is
+    One scan step holds two [B, D] row blocks, the distances and a kernel block per exponent
+    scale ([B, B] each) and four [B, columns] products in float32, about
+    ``4·(2·B·D + (6 + scales)·B² + 4·B·columns)`` bytes (``scales`` = 2 for one σ²: both bounds). B is
     the largest power-of-two fraction of ``max_block`` whose step fits in ``memory_bytes``,
     then balanced so that the last block wastes at most 7 padding rows.
 
     Args:
       n: number of samples N.
       d: feature width D.
-      columns: columns of the row-sum matrix, (1 + classes) · (1 + bootstrap resamples).
-      max_block: upper limit on B (default :func:`jaxmi.backend.kde_max_block`).
+      columns: columns of the row-sum matrix, classes · (1 + bootstrap resamples).
+      max_block: upper limit on B (default :func:`jaxmi.backend.kde_max_block` for this width
+        and number of scales).
       memory_bytes: per-step budget in bytes (default: a quarter of
         :func:`jaxmi.backend.available_memory_bytes` after the O(N·D + N·columns) buffers of
         the whole pass, at least 64 MiB).
       device: the device whose memory counts (default: the first local device).
+      scales: exponent scales per pass (2 for one σ², 2·S for a sweep of S values).
 
     Returns:
       The block size B, a multiple of 8, ≥ 8.
     """
     device = device if device is not None else jax.local_devices()[0]
     if max_block is None:
-        max_block = backend.kde_max_block(d, device)
+        max_block = backend.kde_max_block(d, device, scales)
     if memory_bytes is None:
         fixed = 4 * (n * d + 3 * n * columns)  # the centred, padded copy + accumulators
         memory_bytes = max(64 << 20, (backend.available_memory_bytes(device) - fixed) // 4)
     budget = int(memory_bytes)
     b = max(8, min(int(max_block), n))
-    while b > 8 and 4 * (2 * b * d + 8 * b * b + 4 * b * columns) > budget:
+    while b > 8 and 4 * (2 * b * d + (6 + scales) * b * b + 4 * b * columns) > budget:
         b //= 2
     num_blocks = -(-n // b)
     b = -(-n // num_blocks)
@@ -86,30 +95,39 @@ def _kde_mesh(devices):
 
 
 def _kde_columns(labels, weights, num_classes: int):
-    """The row-sum columns H [N, R·(1 + C)]: for each resample r, (w_r, w_r ⊙ one-hot)."""
-    onehot = jax.nn.one_hot(labels, num_classes, dtype=jnp.float32)
-    base = jnp.concatenate([jnp.ones((labels.shape[0], 1), jnp.float32), onehot], axis=1)  # [N, 1 + C]
-    h = weights.astype(jnp.float32)[:, :, None] * base[None]  # [R, N, 1 + C]
+    """The row-sum columns H [N, R·C]: for each resample r, w_r ⊙ one-hot. (A row's total over
+    all points is the sum of its class sums, so it needs no column of its own.)"""
+    onehot = jax.nn.one_hot(labels, num_classes, dtype=jnp.float32)  # [N, C]
+    h = weights.astype(jnp.float32)[:, :, None] * onehot[None]  # [R, N, C]
     return jnp.moveaxis(h, 0, 1).reshape(labels.shape[0], -1)
 
 
-@functools.partial(jax.jit, static_argnames=("num_classes", "block_size", "mesh"))
-def _kde_sums(t, labels, weights, noise_var, *, num_classes: int, block_size: int, mesh=None):
-    """Weighted kernel row sums S_isk = Σ_j H_jk exp(−D_ij / s) for both scales s, blockwise.
+@functools.partial(jax.jit, static_argnames=("num_classes", "block_size", "mesh", "paired", "chain", "with_nn"))
+def _kde_sums(t, labels, weights, scale, *, num_classes: int, block_size: int, mesh=None, paired: bool = True,
+              chain: int = 0, with_nn: bool = True):
+    """Weighted kernel row sums S_isk = Σ_j H_jk exp(−D_ij / s) at several scales s, blockwise,
+    and every row's nearest-neighbour squared distance.
 
     Args:
       t: [N, D] activations.
       labels: [N] int32 labels.
       weights: [R, N] point multiplicities (row 0: the full sample).
-      noise_var: σ² (traced).
+      scale: with ``paired``, σ² (traced), for the two scales s = 2σ², 8σ² (the upper bound's
+        kernel computed as the fourth power of the lower bound's); otherwise [S] scales s.
       num_classes: C.
       block_size: B, rows per block.
       mesh: a one-axis ``"data"`` mesh to split the block pairs over, or None.
+      paired: see ``scale``.
+      chain: 0, or with ascending scales of ratio exactly 4 a stride k: the kernel is an
+        exponential at every k-th scale from the top and, below each, the fourth power of the
+        next larger scale's (exp(−D/s) = exp(−D/4s)⁴), which underflows gracefully and adds at
+        most a few float32 ulps of relative error per step.
+      with_nn: also find every row's nearest neighbour (else ``nn`` is all ``inf``).
 
     Returns:
-      ``(sums [N, 2, R·(1 + C)], finite, max_sq)``: the sums at s = 2σ², then 8σ², with the
-      columns H of :func:`_kde_columns`; whether every activation was finite (or the check
-      overflowed: see :func:`jaxmi.estimators.validation.all_finite`); max ‖t_i − mean‖².
+      ``(sums [N, S, R·C], finite, max_sq, nn [N])``: the sums with the columns H of
+      :func:`_kde_columns`; whether every activation was finite (or the check overflowed: see
+      :func:`jaxmi.estimators.validation.all_finite`); max ‖t_i − mean‖²; min_{j≠i} D_ij.
     """
     n, d = t.shape
     t = t.astype(jnp.float32)
@@ -131,49 +149,76 @@ def _kde_sums(t, labels, weights, noise_var, *, num_classes: int, block_size: in
     tb = t.reshape(nb, b, d)
     hb = h.reshape(nb, b, k)
     sqb = sq.reshape(nb, b)
+    realb = (jnp.arange(nb * b) < n).reshape(nb, b)  # not a padded row
     ndev = 1 if mesh is None else mesh.size
     ii, jj = np.triu_indices(nb)
     num_pairs = len(ii)
     per_dev = -(-num_pairs // ndev)
     pairs = np.zeros((per_dev * ndev, 3), np.int32)  # (row block, column block, real pair?)
     pairs[:num_pairs] = np.stack([ii, jj, np.ones_like(ii)], axis=1)
-    inv_lower = 1.0 / (8.0 * noise_var)
+    num_scales = 2 if paired else scale.shape[0]
     hi = jax.lax.Precision.HIGHEST
+
+    def kernels(dist):
+        if paired:
+            k_lower = jnp.exp(-dist * (1.0 / (8.0 * scale)))  # exp(−D / 8σ²)
+            return jnp.stack([jnp.square(jnp.square(k_lower)), k_lower], axis=1)  # exp(−D / 2σ²) = k_lower⁴
+        if not chain:
+            return jnp.exp(dist[:, None, :] * (-1.0 / scale)[None, :, None])  # [B, S, B]
+        out = [None] * num_scales
+        for top in range(num_scales - 1, -1, -chain):
+            out[top] = jnp.exp(dist * (-1.0 / scale[top]))
+            for lower in range(top - 1, max(top - chain, -1), -1):
+                out[lower] = jnp.square(jnp.square(out[lower + 1]))
+        return jnp.stack(out, axis=1)
 
     def run(tb, sqb, hb, pairs):
         eye = jnp.eye(b, dtype=bool)
 
-        def step(acc, pair):
+        def step(carry, pair):
+            acc, nn = carry
             i, j, real = pair[0], pair[1], pair[2].astype(jnp.float32)
             g = jnp.dot(tb[i], tb[j].T, precision=hi)
             dist = jnp.maximum(sqb[i][:, None] + sqb[j][None, :] - 2.0 * g, 0.0)
-            dist = jnp.where(eye & (i == j), 0.0, dist)  # exact zeros on the diagonal
-            k_lower = jnp.exp(-dist * inv_lower)  # exp(−D / 8σ²)
-            k_upper = jnp.square(jnp.square(k_lower))  # exp(−D / 2σ²) = (exp(−D / 8σ²))⁴
-            kern = jnp.stack([k_upper, k_lower])  # [2, B, B]
-            rows = jnp.einsum("sab,bc->sac", kern, hb[j], precision=hi)  # to the rows of block i
-            cols = jnp.einsum("sab,ac->sbc", kern, hb[i], precision=hi)  # transposed: rows of block j
+            self_pair = eye & (i == j)
+            dist = jnp.where(self_pair, 0.0, dist)  # exact zeros on the diagonal
+            kern = kernels(dist)  # [B, S, B]: a row of block i, a scale, a row of block j
+            # Two plain matrix products on the [B·S, B] / [B, S·B] views (no batch dimension):
+            # to the rows of block i, and (transposed) to the rows of block j.
+            rows = jnp.dot(kern.reshape(b * num_scales, b), hb[j], precision=hi).reshape(b, num_scales, k)
+            cols = jnp.dot(hb[i].T, kern.reshape(b, num_scales * b), precision=hi).reshape(k, num_scales, b)
+            rows, cols = jnp.swapaxes(rows, 0, 1), jnp.transpose(cols, (1, 2, 0))  # [S, B, K]
             acc = acc.at[i].add(rows * real)
             acc = acc.at[j].add(cols * (real * (i != j).astype(jnp.float32)))
-            return acc, None
+            if with_nn:  # nearest neighbours: the smallest distance to another real row
+                other = jnp.where(self_pair | ~realb[j][None, :] | ~realb[i][:, None], jnp.inf, dist)
+                nn = nn.at[i].min(jnp.where(real > 0, jnp.min(other, axis=1), jnp.inf))
+                nn = nn.at[j].min(jnp.where((real > 0) & (i != j), jnp.min(other, axis=0), jnp.inf))
+            return (acc, nn), None
 
-        acc0 = jnp.zeros((nb, 2, b, k), jnp.float32)
-        return jax.lax.scan(step, acc0, pairs)[0]
+        init = (jnp.zeros((nb, num_scales, b, k), jnp.float32), jnp.full((nb, b), jnp.inf, jnp.float32))
+        return jax.lax.scan(step, init, pairs)[0]
 
     if ndev == 1:
-        acc = run(tb, sqb, hb, jnp.asarray(pairs))
+        acc, nn = run(tb, sqb, hb, jnp.asarray(pairs))
     else:
-        def local(tb, sqb, hb, pairs):  # each device: its share of the block pairs, then a sum
-            return jax.lax.psum(run(tb, sqb, hb, pairs), parallel.DATA_AXIS)
+        def local(tb, sqb, hb, pairs):  # each device: its share of the block pairs, then a reduction
+            acc, nn = run(tb, sqb, hb, pairs)
+            return jax.lax.psum(acc, parallel.DATA_AXIS), jax.lax.pmin(nn, parallel.DATA_AXIS)
 
         rep = PartitionSpec()
-        acc = jax.shard_map(local, mesh=mesh, in_specs=(rep, rep, rep, PartitionSpec(parallel.DATA_AXIS)),
-                            out_specs=rep, check_vma=False)(tb, sqb, hb, jnp.asarray(pairs))
-    acc = jnp.moveaxis(acc, 1, 2).reshape(nb * b, 2, k)[:n]  # [N, 2, K]
-    return acc, finite, jnp.max(sq[:n])
+        acc, nn = jax.shard_map(local, mesh=mesh, in_specs=(rep, rep, rep, PartitionSpec(parallel.DATA_AXIS)),
+                                out_specs=(rep, rep), check_vma=False)(tb, sqb, hb, jnp.asarray(pairs))
+    acc = jnp.moveaxis(acc, 1, 2).reshape(nb * b, num_scales, k)[:n]  # [N, S, K]
+    return acc, finite, jnp.max(sq[:n]), nn.reshape(-1)[:n]
 
 
-def _float32_rounding_bound(sums, max_sq, noise_var: float) -> float:
+def full_sample_totals(sums, num_classes: int):
+    """Every row's kernel sum over all points for the full sample (resample 0): [N, S]."""
+    return jnp.sum(sums[:, :, :num_classes], axis=-1)
+
+
+def _float32_rounding_bound(sums, max_sq, scales, num_classes: int) -> float:
     """Bound on the relative rounding error of any float32 row sum (hence on |Δ ln S_i|).
 
     Distances from the Gram identity D = |a|² + |b|² − 2 a·b (data centred) are off by about
@@ -184,9 +229,10 @@ def _float32_rounding_bound(sums, max_sq, noise_var: float) -> float:
     (wide layers, typically) therefore keep the float32 pass.
 
     Args:
-      sums: [N, 2, K] row sums from :func:`_kde_sums`.
+      sums: [N, S, K] row sums from :func:`_kde_sums`.
       max_sq: max ‖t_i − mean‖².
-      noise_var: σ².
+      scales: the S exponent scales s.
+      num_classes: C.
 
     Returns:
       The bound (``inf`` when the norms exceed float32's range).
@@ -194,41 +240,45 @@ def _float32_rounding_bound(sums, max_sq, noise_var: float) -> float:
     if not math.isfinite(float(max_sq)):  # norms beyond float32's range: float32 distances are meaningless
         return math.inf
     delta = 2.0 * _F32_EPS * float(max_sq)
-    scales = (2.0 * noise_var, 8.0 * noise_var)
-    if delta / scales[0] <= MAX_KERNEL_ROUNDING:  # cheap check first, no extra pass
-        return delta / scales[0]
-    off = np.asarray(jnp.max(1.0 - 1.0 / sums[:, :, 0], axis=0), np.float64)  # [2]: max (S − 1)/S
+    if delta / min(scales) <= MAX_KERNEL_ROUNDING:  # cheap check first, no extra pass
+        return delta / min(scales)
+    off = np.asarray(jnp.max(1.0 - 1.0 / full_sample_totals(sums, num_classes), axis=0), np.float64)  # [S]
     off = np.nan_to_num(off, nan=1.0)  # a non-finite float32 sum can only mean "redo in float64"
     return float(max(delta / s * max(o, 0.0) for s, o in zip(scales, off)))
 
 
-def _kde_sums_float64(t: np.ndarray, labels: np.ndarray, weights: np.ndarray, noise_var: float,
-                      num_classes: int, block_size: int) -> np.ndarray:
-    """The sums of :func:`_kde_sums`, in float64 on the host (rows in blocks, O(N·B) memory)."""
+def _kde_sums_float64(t: np.ndarray, labels: np.ndarray, weights: np.ndarray, scales, num_classes: int,
+                      block_size: int) -> tuple[np.ndarray, np.ndarray]:
+    """The sums and nearest-neighbour distances of :func:`_kde_sums`, in float64 on the host
+    (rows in blocks, O(N·B) memory)."""
     t = np.asarray(t, np.float64)
     t = t - t.mean(axis=0, keepdims=True)
     n = t.shape[0]
     sq = np.einsum("nd,nd->n", t, t)
     h = np.asarray(_kde_columns(jnp.asarray(labels), jnp.asarray(weights), num_classes), np.float64)
-    out = np.empty((n, 2, h.shape[1]))
+    out = np.empty((n, len(scales), h.shape[1]))
+    nn = np.empty(n)
     for a in range(0, n, block_size):
         rows = slice(a, min(n, a + block_size))
         dist = np.maximum(sq[rows, None] + sq[None, :] - 2.0 * (t[rows] @ t.T), 0.0)
-        dist[np.arange(dist.shape[0]), np.arange(a, a + dist.shape[0])] = 0.0
-        for k, scale in enumerate((2.0 * noise_var, 8.0 * noise_var)):
+        diag = (np.arange(dist.shape[0]), np.arange(a, a + dist.shape[0]))
+        dist[diag] = 0.0
+        for k, scale in enumerate(scales):
             out[rows, k] = np.exp(-dist / scale) @ h
-    return out
+        dist[diag] = np.inf
+        nn[rows] = dist.min(axis=1)
+    return out, nn
 
 
 @functools.partial(jax.jit, static_argnames=("num_classes",))
 def _kde_from_sums(sums, labels, weights, *, num_classes: int):
-    """I(X;T), I(T;Y) in bits for both bounds and every resample: arrays [2, R] (upper, lower)."""
-    n = sums.shape[0]
+    """I(X;T), I(T;Y) in bits at every scale and for every resample: arrays [S, R]."""
+    n, num_scales = sums.shape[:2]
     r = weights.shape[0]
-    s = sums.reshape(n, 2, r, num_classes + 1)
+    s = sums.reshape(n, num_scales, r, num_classes)
     w = weights.T[:, None, :]  # [N, 1, R]
-    total = s[..., 0]  # [N, 2, R]
-    same = jnp.take_along_axis(s[..., 1:], labels[:, None, None, None], axis=3)[..., 0]
+    total = jnp.sum(s, axis=-1)  # [N, S, R]
+    same = jnp.take_along_axis(s, labels[:, None, None, None], axis=3)[..., 0]
     # A point absent from a resample (w = 0) has no term; guard log 0 · 0.
     log_total = jnp.where(w > 0, jnp.log(jnp.where(w > 0, total, 1.0)), 0.0)
     log_same = jnp.where(w > 0, jnp.log(jnp.where(w > 0, same, 1.0)), 0.0)
@@ -239,8 +289,38 @@ def _kde_from_sums(sums, labels, weights, *, num_classes: int):
     return i_xt * _LOG2E, i_ty * _LOG2E
 
 
-def kde_compute(t, y, c, weights, *, noise_var: float = 0.1, block_size: int | None = None,
-                devices=None, **_) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+def _gram_pass(t, y, c, weights, scales, *, paired: bool, block_size, devices, chain: int = 0,
+               with_nn: bool = True):
+    """One checked blockwise pass: ``(sums [N, S, K], nn [N])``, in float64 on the host when
+    float32 rounding could exceed :data:`MAX_KERNEL_ROUNDING`. ``paired``: ``scales`` is
+    (2σ², 8σ²), computed with one exponential."""
+    mesh = _kde_mesh(devices)
+    cols = weights.shape[0] * c * len(scales) // 2
+    b = int(block_size or choose_block_size(t.shape[0], t.shape[1], columns=cols, scales=len(scales)))
+    w = jnp.asarray(weights, jnp.float32)
+    arg = jnp.float32(scales[1] / 8.0) if paired else jnp.asarray(scales, jnp.float32)
+    sums, finite, max_sq, nn = _kde_sums(t, y, w, arg, num_classes=c, block_size=b, mesh=mesh, paired=paired,
+                                         chain=chain, with_nn=with_nn)
+    raise_if_nonfinite(finite or all_finite(t), "activations")
+    if _float32_rounding_bound(sums, max_sq, scales, c) > MAX_KERNEL_ROUNDING:
+        # float32 distances could move the row sums by more than MAX_KERNEL_ROUNDING: redo
+        # this layer in float64 on the host (exact, slower).
+        s64, nn64 = _kde_sums_float64(np.asarray(t), np.asarray(y), np.asarray(weights), scales, c, b)
+        sums, nn = jnp.asarray(s64, jnp.float32), jnp.asarray(nn64, jnp.float32)
+    return sums, nn
+
+
+def _relative(noise_var: float, nn) -> float:
+    """σ² in units of the layer's median nearest-neighbour squared distance."""
+    med = float(np.median(np.asarray(nn)))
+    if not med > 0:
+        raise ValueError("noise_scale='relative' needs a positive median nearest-neighbour distance, but at least "
+                         "half of the rows have an exact duplicate; use noise_scale='absolute'.")
+    return noise_var * med
+
+
+def kde_compute(t, y, c, weights, *, noise_var: float = 0.1, block_size: int | None = None, devices=None,
+                noise_scale: str = "absolute", **_) -> dict[str, tuple]:
     """Both KDE bounds for the full sample and every resample, from one Gram pass.
 
     Args:
@@ -248,26 +328,63 @@ def kde_compute(t, y, c, weights, *, noise_var: float = 0.1, block_size: int | N
       y: [N] int32 labels.
       c: number of classes C.
       weights: [R, N] point multiplicities (row 0: the full sample).
-      noise_var: σ² > 0.
+      noise_var: σ² > 0; with ``noise_scale="relative"``, in units of the layer's median
+        nearest-neighbour squared distance (then a second pass runs at the scaled σ²).
       block_size: rows per block (default :func:`choose_block_size`).
       devices: devices to split the pass over (default: all local devices).
+      noise_scale: ``"absolute"`` (the paper's protocol) or ``"relative"``.
 
     Returns:
-      ``{"kde_upper": (I_XT [R], I_TY [R]), "kde_lower": (...)}`` in bits.
+      ``{"kde_upper": (I_XT [R], I_TY [R], diagnostics), "kde_lower": (...)}`` in bits. The
+      diagnostics of a bound with exponent scale s (2σ² upper, 8σ² lower) are
+      ``nn_sq_dist_over_width`` (median_i min_{j≠i} D_ij / s), ``self_dominated_share``
+      (the share of rows whose kernel sum is below 1 + :data:`SELF_DOMINATED`, i.e. nearly
+      only their own term) and ``noise_var``, the σ² used.
     """
-    mesh = _kde_mesh(devices)
-    cols = weights.shape[0] * (c + 1)
-    b = int(block_size or choose_block_size(t.shape[0], t.shape[1], columns=cols))
-    w = jnp.asarray(weights, jnp.float32)
-    sums, finite, max_sq = _kde_sums(t, y, w, jnp.float32(noise_var), num_classes=c, block_size=b, mesh=mesh)
-    raise_if_nonfinite(finite or all_finite(t), "activations")
-    if _float32_rounding_bound(sums, max_sq, noise_var) > MAX_KERNEL_ROUNDING:
-        # float32 distances could move the row sums by more than MAX_KERNEL_ROUNDING: redo
-        # this layer in float64 on the host (exact, slower).
-        sums = jnp.asarray(_kde_sums_float64(np.asarray(t), np.asarray(y), np.asarray(weights),
-                                             float(noise_var), c, b), jnp.float32)
-    i_xt, i_ty = jax.device_get(_kde_from_sums(sums, y, w, num_classes=c))
-    return {"kde_upper": (i_xt[0], i_ty[0]), "kde_lower": (i_xt[1], i_ty[1])}
+    sums, nn = _gram_pass(t, y, c, weights, (2.0 * noise_var, 8.0 * noise_var), paired=True,
+                          block_size=block_size, devices=devices)
+    if noise_scale == "relative":
+        noise_var = _relative(noise_var, nn)
+        sums, nn = _gram_pass(t, y, c, weights, (2.0 * noise_var, 8.0 * noise_var), paired=True,
+                              block_size=block_size, devices=devices)
+    i_xt, i_ty = jax.device_get(_kde_from_sums(sums, y, jnp.asarray(weights, jnp.float32), num_classes=c))
+    med = float(np.median(np.asarray(nn)))
+    self_share = np.asarray(jnp.mean(full_sample_totals(sums, c) < 1.0 + SELF_DOMINATED, axis=0))
+    out = {}
+    for k, (name, width) in enumerate((("kde_upper", 2.0 * noise_var), ("kde_lower", 8.0 * noise_var))):
+        diag = {"nn_sq_dist_over_width": med / width, "self_dominated_share": float(self_share[k]),
+                "noise_var": float(noise_var)}
+        out[name] = (i_xt[k], i_ty[k], diag)
+    return out
+
+
+def kde_sweep(t, y, c, noise_vars, *, block_size: int | None = None, devices=None,
+              noise_scale: str = "absolute") -> dict[str, np.ndarray]:
+    """Both KDE bounds at every σ² of ``noise_vars`` from one Gram pass (the full sample).
+
+    Every σ² gets exactly the computation of :func:`kde_compute` at that σ² (two exponent
+    scales each), but the distances are computed once for all of them.
+
+    Returns:
+      ``{"noise_var": [S] σ² used, "kde_upper_I_XT": [S], "kde_upper_I_TY": [S],
+      "kde_lower_I_XT": [S], "kde_lower_I_TY": [S]}`` in bits.
+    """
+    nv = np.asarray(noise_vars, np.float64)
+    w = unit_weights(t.shape[0])
+    if noise_scale == "relative":
+        _, nn = _gram_pass(t, y, c, w, (2.0, 8.0), paired=True, block_size=block_size, devices=devices)
+        nv = nv * _relative(1.0, nn)
+    # The exponent scales 2σ² (upper) and 8σ² (lower) of all σ², each computed once: on a grid
+    # of ratio 4 (the default), the lower bound at σ² shares its kernel with the upper at 4σ².
+    scales, index = np.unique(np.concatenate([2.0 * nv, 8.0 * nv]), return_inverse=True)
+    chain = CHAIN_STRIDE if len(scales) > 1 and np.all(scales[1:] == 4.0 * scales[:-1]) else 0
+    sums, _ = _gram_pass(t, y, c, w, tuple(float(v) for v in scales), paired=False, block_size=block_size,
+                         devices=devices, chain=chain, with_nn=False)
+    i_xt, i_ty = jax.device_get(_kde_from_sums(sums, y, jnp.asarray(w), num_classes=c))
+    i_xt, i_ty = np.asarray(i_xt)[index, 0], np.asarray(i_ty)[index, 0]
+    s = len(nv)
+    return {"noise_var": nv, "kde_upper_I_XT": i_xt[:s], "kde_upper_I_TY": i_ty[:s],
+            "kde_lower_I_XT": i_xt[s:], "kde_lower_I_TY": i_ty[s:]}
 
 
 def kde_mi(activations, labels, *, num_classes: int | None = None, noise_var: float = 0.1,

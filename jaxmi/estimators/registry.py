@@ -20,7 +20,7 @@ import numpy as np
 from jaxmi.estimators.binning import binning_compute
 from jaxmi.estimators.kde import kde_compute
 from jaxmi.estimators.renyi import renyi_compute
-from jaxmi.estimators.validation import check_alpha, check_bin_size, check_noise_var
+from jaxmi.estimators.validation import check_alpha, check_bin_size, check_noise_scale, check_noise_var
 
 __all__ = ["METHODS", "Estimator", "available_methods", "register_estimator", "unregister_estimator",
            "lookup", "check_methods", "check_options", "SHARED_OPTIONS"]
@@ -60,6 +60,7 @@ def _add(name, group, compute, options, check=None):
 
 def _check_kde(opts):
     check_noise_var(opts.get("noise_var", 0.1))
+    check_noise_scale(opts.get("noise_scale", "absolute"))
 
 
 def _check_binning(opts):
@@ -71,8 +72,8 @@ def _check_renyi(opts):
         check_alpha(opts["alpha"])
 
 
-_add("kde_upper", "kde", kde_compute, ("noise_var", "block_size", "devices"), _check_kde)
-_add("kde_lower", "kde", kde_compute, ("noise_var", "block_size", "devices"), _check_kde)
+_add("kde_upper", "kde", kde_compute, ("noise_var", "block_size", "devices", "noise_scale"), _check_kde)
+_add("kde_lower", "kde", kde_compute, ("noise_var", "block_size", "devices", "noise_scale"), _check_kde)
 _add("binning", "binning", binning_compute, ("bin_size",), _check_binning)
 _add("renyi", "renyi", renyi_compute, ("alpha", "kernel_width", "k_neighbors", "inputs", "input_kernel_width"),
      _check_renyi)

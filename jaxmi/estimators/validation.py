@@ -14,7 +14,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-__all__ = ["validate", "infer_num_classes", "check_noise_var", "check_bin_size", "check_alpha",
+__all__ = ["validate", "infer_num_classes", "check_noise_var", "check_noise_scale", "NOISE_SCALES", "check_bin_size",
+           "check_alpha",
            "check_bootstrap", "raise_if_nonfinite", "all_finite"]
 
 
@@ -85,6 +86,16 @@ def check_noise_var(noise_var: float) -> None:
     """The KDE kernel variance σ² must be > 0 (NaN is rejected too)."""
     if not noise_var > 0:
         raise ValueError(f"noise_var must be > 0 (the KDE kernel variance σ²); got {noise_var}.")
+
+
+NOISE_SCALES = ("absolute", "relative")
+
+
+def check_noise_scale(noise_scale: str) -> None:
+    """How σ² is read: ``"absolute"`` (the paper's) or ``"relative"`` (in units of a layer's
+    median nearest-neighbour squared distance)."""
+    if noise_scale not in NOISE_SCALES:
+        raise ValueError(f"noise_scale must be one of {NOISE_SCALES}; got {noise_scale!r}.")
 
 
 def check_bin_size(bin_size: float) -> None:

@@ -20,6 +20,7 @@ from matplotlib.patches import Patch
 from matplotlib.ticker import MaxNLocator
 
 from jaxmi.history import INPUTS, QUANTITIES, validate_summary
+from jaxmi.plots.sweep import plot_information_difference, plot_noise_sweep
 from jaxmi.plots.style import (EPOCH_CMAP, INPUT_LABELS, INPUT_LINESTYLES, QUANTITY_TEX, REGIME_COLORS, REGIME_SHORT,
                                check_quantity, clean_adv_legend, draw_clean_adv_curves, epoch_axis, estimator_label,
                                estimators_present, figure_title, finite_mask, label_epoch_panel, mark_no_data,
@@ -73,7 +74,9 @@ def plot_information_planes(summary: dict, out_dir) -> list[Path]:
     Rows are the regimes (NT, AT), columns the probes. Each panel plots I(T;Y) against
     I(X;T) (bits) at every measurement, coloured by epoch (shared viridis colour bar);
     clean inputs as ``o``, adversarial inputs as ``+``, each trajectory joined by a thin
-    line in epoch order. Axes are shared within a column so NT and AT compare directly.
+    line in epoch order. Axes are shared within a row, so the probes of one network compare
+    directly, and the ceilings (log₂ N, Ĥ(Y)) are drawn as dotted lines when the summary has
+    them: points on them are saturated.
     """
     validate_summary(summary, require_mi=True)
     out_dir = Path(out_dir)
@@ -86,12 +89,16 @@ def plot_information_planes(summary: dict, out_dir) -> list[Path]:
     for est in estimators_present(summary):
         n_rows, n_cols = len(regimes), len(layers)
         fig = Figure(figsize=(2.7 * n_cols + 1.4, 2.5 * n_rows + 1.2), layout="constrained")
-        axes = fig.subplots(n_rows, n_cols, sharex="col", sharey="col", squeeze=False)
+        axes = fig.subplots(n_rows, n_cols, sharex="row", sharey="row", squeeze=False)
+        ceil = summary.get("saturation") or {}
         for i, r in enumerate(regimes):
             for j, layer in enumerate(layers):
                 ax = axes[i, j]
                 if not _draw_plane(ax, summary, r, est, j, epochs, cmap, norm):
                     mark_no_data(ax)
+                if "I_XT_ceiling" in ceil:
+                    ax.axvline(ceil["I_XT_ceiling"], color="0.45", lw=0.8, ls=":", zorder=0)
+                    ax.axhline(ceil["I_TY_ceiling"], color="0.45", lw=0.8, ls=":", zorder=0)
                 ax.grid(True, lw=0.3, alpha=0.5)
                 if i == 0:
                     ax.set_title(layer, fontsize=11)
@@ -110,7 +117,9 @@ def plot_information_planes(summary: dict, out_dir) -> list[Path]:
             Line2D([], [], ls=INPUT_LINESTYLES["adv"], lw=0.7, color="0.55", marker="+",
                    markersize=8, markeredgewidth=1.4, markeredgecolor="0.3", label=INPUT_LABELS["adv"]),
         ]
-        fig.legend(handles=handles, loc="outside lower center", ncols=2, frameon=False)
+        if "I_XT_ceiling" in ceil:
+            handles.append(Line2D([], [], ls=":", lw=0.8, color="0.45", label=r"ceilings $\log_2 N$, $\hat H(Y)$"))
+        fig.legend(handles=handles, loc="outside lower center", ncols=len(handles), frameon=False)
         fig.suptitle(figure_title(f"Information plane — {estimator_label(est)} estimator", summary))
         written.append(save_figure(fig, out_dir / f"info_plane_{safe_name(est)}.png"))
     return written
@@ -279,7 +288,8 @@ def plot_all(summary: dict, out_dir) -> list[Path]:
     """Writes finding 2's figures and returns all paths.
 
     Training curves are always drawn; the MI figures (information planes, final I(X;T) and
-    I(T;Y) bars, I(X;T) and I(T;Y) trajectories) only when the summary holds MI estimates.
+    I(T;Y) bars, the NT − AT difference per probe, I(X;T) and I(T;Y) trajectories, and the
+    σ² / bin-size sweeps when the run swept) only when the summary holds MI estimates.
     """
     validate_summary(summary)
     written = plot_training_curves(summary, out_dir)
@@ -287,6 +297,8 @@ def plot_all(summary: dict, out_dir) -> list[Path]:
         written += plot_information_planes(summary, out_dir)
         for q in QUANTITIES:
             written += plot_final_information(summary, out_dir, quantity=q)
+        written += plot_information_difference(summary, out_dir)
         for q in QUANTITIES:
             written += plot_mi_trajectories(summary, out_dir, quantity=q)
+        written += plot_noise_sweep(summary, out_dir)
     return written
