@@ -10,7 +10,7 @@ One PGD step, as in the paper::
     x ← clip_[0,1]( Π_{‖x − x₀‖∞ ≤ ε}( x + α · sign ∇ₓ CE(f(x), y) ) )
 
 with an optional random start x₀ + U(−ε, ε) (used in adversarial training, not in
-evaluation). The iterations are a ``lax.fori_loop`` unrolled at compile time.
+evaluation). The iterations are a ``lax.fori_loop``, unrolled at compile time on CPU.
 """
 
 from __future__ import annotations
@@ -21,6 +21,8 @@ from collections.abc import Callable
 import jax
 import jax.numpy as jnp
 import optax
+
+from jaxmi import backend
 
 __all__ = ["PGDConfig", "fgsm", "pgd", "validate_attack"]
 
@@ -80,7 +82,7 @@ def fgsm(logits_fn: LogitsFn, x: Array, y: Array, *, eps: float) -> Array:
 
 
 def pgd(logits_fn: LogitsFn, x: Array, y: Array, *, eps: float, step_size: float, steps: int,
-        key: Array | None = None, random_start: bool = False) -> Array:
+        key: Array | None = None, random_start: bool = False, unroll: bool | None = None) -> Array:
     """Projected gradient descent in the L∞ ball (maximising the cross-entropy).
 
     Args:
@@ -92,6 +94,8 @@ def pgd(logits_fn: LogitsFn, x: Array, y: Array, *, eps: float, step_size: float
       steps: number of iterations (0 returns ``x``, or the random start).
       key: PRNG key, required when ``random_start`` is True.
       random_start: start from x + U(−ε, ε) (clipped to [0, 1]).
+      unroll: unroll the iterations at compile time (True) or keep them a compiled loop
+        (False); None: :func:`jaxmi.backend.resolve_attack_unroll` (unrolled on CPU only).
 
     Returns:
       Adversarial images with ‖x_adv − x‖∞ ≤ ε and values in [0, 1].
@@ -111,6 +115,6 @@ def pgd(logits_fn: LogitsFn, x: Array, y: Array, *, eps: float, step_size: float
         # Π_ε then clip to [0, 1] is one clip to the intersection [max(x−ε, 0), min(x+ε, 1)].
         return jnp.clip(xa + step_size * jnp.sign(g), lo, hi)
 
-    # Unrolled: the step count is static and small, and XLA:CPU runs convolutions inside
-    # loop bodies several times slower than outside them (jax-ml/jax#12868).
-    return jax.lax.fori_loop(0, int(steps), body, x_adv, unroll=True)
+    if unroll is None:
+        unroll = backend.resolve_attack_unroll("auto")
+    return jax.lax.fori_loop(0, int(steps), body, x_adv, unroll=bool(unroll))

@@ -35,12 +35,14 @@ from typing import Any
 
 import jax
 
-__all__ = ["platform", "is_cpu", "conv_impl", "resolve_loop", "resolve_seed_loop", "dispatch_wait",
-           "available_memory_bytes", "kde_max_block", "LOOPS", "SEED_LOOPS", "CONV_IMPLS"]
+__all__ = ["platform", "is_cpu", "conv_impl", "resolve_loop", "resolve_seed_loop", "resolve_attack_unroll",
+           "resolve_kde_precision", "dispatch_wait", "available_memory_bytes", "kde_max_block",
+           "enable_compile_cache", "exact_kde_on_device", "LOOPS", "SEED_LOOPS", "CONV_IMPLS", "KDE_PRECISIONS"]
 
 LOOPS = ("auto", "scan", "unrolled")
 SEED_LOOPS = ("auto", "vmap", "map")
 CONV_IMPLS = ("auto", "xla", "im2col", "rows")
+KDE_PRECISIONS = ("auto", "highest", "high", "default")
 
 
 def platform() -> str:
@@ -94,6 +96,64 @@ def resolve_seed_loop(seed_loop: str) -> str:
     if seed_loop == "auto":
         return "map" if is_cpu() else "vmap"
     return seed_loop
+
+
+def resolve_attack_unroll(loop: str) -> bool:
+    """Whether the PGD iterations are unrolled at compile time: ``"unrolled"``, ``"scan"`` (a
+    compiled loop) or ``"auto"``: unrolled on CPU (XLA:CPU runs convolutions inside loop bodies
+    several times slower), a loop elsewhere (smaller programs, faster compiles)."""
+    if loop not in LOOPS:
+        raise ValueError(f"unknown attack loop {loop!r}; choose 'auto', 'scan' or 'unrolled'.")
+    return is_cpu() if loop == "auto" else loop == "unrolled"
+
+
+def resolve_kde_precision(precision: str) -> str:
+    """The matrix-product precision of the KDE Gram and kernel products: ``"highest"`` (float32
+    products everywhere; on TPU six bfloat16 passes), ``"high"`` (three bfloat16 passes on TPU),
+    ``"default"`` (one bfloat16 pass on TPU, TF32 on recent NVIDIA GPUs). ``"auto"``: ``"high"``
+    on TPU, ``"highest"`` elsewhere. Lower precision is faster; the float32 rounding bound of
+    :mod:`jaxmi.estimators.kde` accounts for it, redoing a layer exactly where it could matter."""
+    if precision not in KDE_PRECISIONS:
+        raise ValueError(f"unknown KDE precision {precision!r}; choose one of {KDE_PRECISIONS}.")
+    if precision == "auto":
+        return "high" if platform() == "tpu" else "highest"
+    return precision
+
+
+KDE_ROWS = ("auto", "sharded", "replicated")
+#: Layers at least this large (bytes) have their KDE rows sharded over several devices by default.
+KDE_SHARD_ROWS_BYTES = 256 << 20
+
+
+def resolve_kde_rows(rows: str, layer_bytes: int) -> str:
+    """How a KDE pass over several devices places a layer: ``"sharded"`` (each of M devices holds
+    N/M rows and the shards travel round a ring: about 4/M of the layer per device, the full N² kernel
+    split M ways) or ``"replicated"`` (every device holds the layer and computes a share of the
+    upper triangle: half the products). ``"auto"``: sharded for layers of at least
+    :data:`KDE_SHARD_ROWS_BYTES`, where memory matters, replicated below (a fixed rule, so a
+    run never changes layout, and recompiles, between measurements)."""
+    if rows not in KDE_ROWS:
+        raise ValueError(f"unknown KDE row layout {rows!r}; choose one of {KDE_ROWS}.")
+    if rows == "auto":
+        return "sharded" if layer_bytes >= KDE_SHARD_ROWS_BYTES else "replicated"
+    return rows
+
+
+def exact_kde_on_device() -> bool:
+    """Where a KDE layer is redone when float32 Gram distances could be too coarse: on the device
+    with direct float32 differences (accelerators), or in float64 on the host (CPU, whose float64
+    matrix products are fast and where the data already is)."""
+    return not is_cpu()
+
+
+def enable_compile_cache(path: str | None) -> None:
+    """Keeps compiled programs in ``path`` (JAX's persistent compilation cache) so that reruns
+    and resumed runs skip compilation; every program is cached, however fast it compiled."""
+    if not path:
+        return
+    jax.config.update("jax_compilation_cache_dir", str(path))
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
+    jax.config.update("jax_persistent_cache_min_entry_size_bytes", -1)
 
 
 def _identity(x):

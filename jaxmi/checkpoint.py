@@ -23,13 +23,12 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any, NamedTuple
 
 import jax
 import orbax.checkpoint as ocp
 
-from jaxmi.results import atomic_write_text, read_json, to_jsonable
+from jaxmi.results import as_path, atomic_write_text, is_local, read_json, to_jsonable
 
 __all__ = ["CheckpointError", "RunCheckpointer", "Restored", "save_model", "load_models", "MODELS_DIR",
            "CHECKPOINT_DIR", "FORMAT", "plain"]
@@ -55,7 +54,12 @@ def _abstract(tree: Any) -> Any:
                         tree)
 
 
-def _fix(run_dir: Path) -> str:
+def _orbax_path(path):
+    """Orbax wants absolute local paths; remote paths (``gs://``) go as they are."""
+    return path.absolute() if is_local(path) else path
+
+
+def _fix(run_dir) -> str:
     return (f"delete {run_dir / CHECKPOINT_DIR} or rerun with --overwrite to start the run over, "
             "or choose another --out")
 
@@ -81,9 +85,9 @@ class RunCheckpointer:
       keep: how many of the newest checkpoints to keep.
     """
 
-    def __init__(self, run_dir: str | Path, identity: dict[str, Any], *, regimes: tuple[str, ...], epochs: int,
+    def __init__(self, run_dir, identity: dict[str, Any], *, regimes: tuple[str, ...], epochs: int,
                  normalize: Callable[[dict[str, Any]], dict[str, Any]] | None = None, keep: int = 2):
-        self.run_dir = Path(run_dir)
+        self.run_dir = as_path(run_dir)
         self.path = self.run_dir / CHECKPOINT_DIR
         self.identity = plain(identity)
         self.normalize = normalize or (lambda d: d)
@@ -93,7 +97,7 @@ class RunCheckpointer:
             raise CheckpointError(f"{self.path} is not a directory; {_fix(self.run_dir)}.")
         try:
             self._manager = ocp.CheckpointManager(
-                self.path.absolute(),
+                _orbax_path(self.path),
                 options=ocp.CheckpointManagerOptions(max_to_keep=keep, enable_async_checkpointing=False,
                                                      cleanup_tmp_directories=True, create=True))
         except Exception as e:  # noqa: BLE001 - orbax raises many types for unreadable directories
@@ -111,7 +115,7 @@ class RunCheckpointer:
                                                    meta=ocp.args.JsonSave(meta)))
         self._manager.wait_until_finished()
 
-    def _check_meta(self, meta: Any, where: Path, step: int) -> tuple[str, int]:
+    def _check_meta(self, meta: Any, where, step: int) -> tuple[str, int]:
         if not isinstance(meta, dict) or meta.get("format") not in _READABLE:
             got = meta.get("format") if isinstance(meta, dict) else None
             raise CheckpointError(f"the checkpoint {where} has format {got}, this code reads formats "
@@ -169,17 +173,17 @@ class RunCheckpointer:
         self._manager.close()
 
 
-def save_model(run_dir: str | Path, name: str, params: Any, batch_stats: Any, info: dict[str, Any]) -> Path:
+def save_model(run_dir, name: str, params: Any, batch_stats: Any, info: dict[str, Any]):
     """Saves one trained model's parameters and batch statistics to ``run_dir/models/<name>``.
 
     ``name`` is the regime (``"nt"``, ``"at"``), with ``_seed<k>`` for further seeds. ``info``
     (JSON) is merged into ``models/models.json``, whose ``"models"`` lists the models saved;
     it is rewritten atomically after the arrays are on disk.
     """
-    models = Path(run_dir) / MODELS_DIR
+    models = as_path(run_dir) / MODELS_DIR
     models.mkdir(parents=True, exist_ok=True)
     ckptr = ocp.StandardCheckpointer()
-    ckptr.save((models / name).absolute(), {"params": params, "batch_stats": batch_stats}, force=True)
+    ckptr.save(_orbax_path(models / name), {"params": params, "batch_stats": batch_stats}, force=True)
     ckptr.wait_until_finished()
     ckptr.close()
     index = models / _MODELS_JSON
@@ -195,13 +199,13 @@ def _saved(meta: dict[str, Any]) -> list[str]:
     return list(meta.get("models", meta.get("modes", [])))  # "modes": format 1
 
 
-def load_models(run_dir: str | Path, names: tuple[str, ...]) -> tuple[dict[str, Any], dict[str, tuple[Any, Any]]]:
+def load_models(run_dir, names: tuple[str, ...]) -> tuple[dict[str, Any], dict[str, tuple[Any, Any]]]:
     """Reads ``models/models.json`` and the ``(params, batch_stats)`` of each of ``names``.
 
     Raises:
       CheckpointError: a model is missing or unreadable.
     """
-    run_dir = Path(run_dir)
+    run_dir = as_path(run_dir)
     index = run_dir / MODELS_DIR / _MODELS_JSON
     if not index.exists():
         raise CheckpointError(f"{run_dir} holds no trained models ({index} is missing): the run has not "
@@ -218,7 +222,7 @@ def load_models(run_dir: str | Path, names: tuple[str, ...]) -> tuple[dict[str, 
     ckptr = ocp.StandardCheckpointer()
     for m in names:
         try:
-            tree = ckptr.restore((run_dir / MODELS_DIR / m).absolute())
+            tree = ckptr.restore(_orbax_path(run_dir / MODELS_DIR / m))
         except Exception as e:  # noqa: BLE001
             raise CheckpointError(f"the {m.upper()} model in {run_dir / MODELS_DIR / m} is unreadable "
                                   f"({type(e).__name__}: {str(e)[:300]}); rerun the experiment with "

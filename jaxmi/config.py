@@ -193,12 +193,20 @@ class ExecConfig:
     seed_loop: str = setting("auto", "how stacked seeds share a program: vmap, map, or auto (by platform)",
                              choices=backend.SEED_LOOPS)
     eval_batch_size: int = setting(500, "images per compiled evaluation batch (memory only)")
+    attack_loop: str = setting("auto", "PGD iterations: unrolled, scan (a compiled loop), or auto (unrolled on CPU)",
+                               choices=backend.LOOPS)
+    kde_precision: str = setting("auto", "KDE matrix-product precision: highest, high, default, or auto (high "
+                                         "on TPU, highest elsewhere)", choices=backend.KDE_PRECISIONS)
+    compile_cache: str | None = setting(None, "directory of JAX's persistent compilation cache (reruns and "
+                                              "resumed runs skip compilation)", metavar="DIR")
 
     def __post_init__(self):
         if self.devices is not None:
             _positive_int("devices", self.devices)
         backend.resolve_loop(self.loop)
         backend.resolve_seed_loop(self.seed_loop)
+        backend.resolve_attack_unroll(self.attack_loop)
+        backend.resolve_kde_precision(self.kde_precision)
         _positive_int("eval_batch_size", self.eval_batch_size)
 
 
@@ -238,9 +246,6 @@ class Config:
         if self.data.eval_samples is not None and self.data.eval_samples < self.mi.samples:
             raise ValueError(f"eval_samples ({self.data.eval_samples}) must be ≥ samples ({self.mi.samples}): the MI "
                              "draw is part of the evaluation set.")
-        if self.seeds > 1 and self.exec.devices not in (None, 1):
-            raise ValueError(f"seeds={self.seeds} trains the seeds together on one device and cannot be combined "
-                             f"with devices={self.exec.devices}; pass --devices 1, or --seeds 1 for data parallelism.")
         self.pgd()  # validates ε, step, steps
 
     def pgd(self, *, random_start: bool = False) -> PGDConfig:

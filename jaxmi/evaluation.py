@@ -17,7 +17,8 @@ On top of it:
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import functools
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import flax.linen as nn
@@ -31,7 +32,7 @@ from jaxmi.data import to_float
 from jaxmi.models import apply_model
 from jaxmi.training import cross_entropy, over_seeds
 
-__all__ = ["batched", "make_adversary", "make_forward", "make_evaluator", "confusion"]
+__all__ = ["batched", "make_adversary", "make_forward", "make_evaluator", "probe_groups", "confusion"]
 
 Array = jax.Array
 
@@ -41,43 +42,76 @@ def _pad_to(a: Array, size: int) -> Array:
     return jnp.pad(a, [(0, pad)] + [(0, 0)] * (a.ndim - 1)) if pad else a
 
 
+@functools.partial(jax.jit, static_argnames=("axis",), donate_argnums=(0,))
+def _write(out, piece, start, *, axis: int):
+    """Writes ``piece`` into the (donated, so updated in place) ``out`` at ``start`` along ``axis``."""
+    return jax.tree.map(lambda o, p: jax.lax.dynamic_update_slice_in_dim(o, p.astype(o.dtype), start, axis),
+                        out, piece)
+
+
+def _zeros_rows(shape, dtype, mesh, ax):
+    """The result buffer of a host-loop pass, its example axis split over the mesh's data devices
+    where it divides (:func:`jaxmi.parallel.rows_sharding`): no device holds all N rows."""
+    sharding = parallel.rows_sharding(mesh, len(shape), ax, shape[ax])
+    return jnp.zeros(shape, dtype) if sharding is None else jnp.zeros(shape, dtype, device=sharding)
+
+
+def _place_rows(o, mesh, ax):
+    """Inside jit: the scanned pass's outputs split over the data devices like :func:`_zeros_rows`."""
+    sharding = parallel.rows_sharding(mesh, o.ndim, ax, o.shape[ax])
+    return o if sharding is None else jax.lax.with_sharding_constraint(o, sharding)
+
+
 def batched(per_batch: Callable, *, batch_size: int, loop: str = "auto", mesh: jax.sharding.Mesh | None = None,
-            seed_loop: str = "auto") -> Callable:
+            seed_loop: str = "auto", stacked: bool = True) -> Callable:
     """Applies ``per_batch(params, batch_stats, *arrays)`` to N examples in padded batches.
 
     Args:
       per_batch: a function of one model's variables and one batch of each array
         ([B, ...] each), returning a pytree of per-example arrays [B, ...].
       batch_size: examples per compiled batch (memory only; results do not depend on it).
-        Rounded up to a multiple of the mesh size.
+        Rounded up to a multiple of the mesh's data axis.
       loop: ``"scan"``: the whole pass is one compiled ``lax.map`` over batches;
-        ``"unrolled"``: one compiled call per batch, dispatched from the host (CPU);
-        ``"auto"``: by platform (:func:`jaxmi.backend.resolve_loop`).
-      mesh: a ``("data",)`` mesh: each batch is split over its devices. ``None``: one device.
+        ``"unrolled"``: one compiled call per batch, dispatched from the host, each batch's
+        outputs written in place into the preallocated result (so the pass holds one copy of
+        its outputs); ``"auto"``: by platform (:func:`jaxmi.backend.resolve_loop`).
+      mesh: a ``("data",)`` mesh: each batch is split over its devices; a ``("seeds", "data")``
+        mesh also splits the K stacked models over ``"seeds"``. ``None``: one device.
       seed_loop: how K > 1 stacked models share the program.
+      stacked: the variables are K stacked models (outputs [K, N, ...]); False: one model's
+        variables, outputs [N, ...].
+
+    On a mesh the outputs' example axis is split over ``"data"`` (where N is a multiple of
+    it), so a pass over N examples leaves N / data rows on each device, never all N on one.
 
     Returns:
-      ``fn(params, batch_stats, *arrays)`` with stacked variables [K, ...] and arrays
-      [N, ...] shared by the K models; every output leaf has shape [K, N, ...].
+      ``fn(params, batch_stats, *arrays)`` with arrays [N, ...] shared by the K models; every
+      output leaf has shape [K, N, ...] (``stacked``) or [N, ...].
     """
-    if mesh is not None:
-        batch_size = -(-batch_size // mesh.size) * mesh.size
+    shards = parallel.data_size(mesh)
+    batch_size = -(-batch_size // shards) * shards
+    ax = 1 if stacked else 0  # the example axis of the outputs
 
     def sharded(params, batch_stats, *arrays):
         return per_batch(params, batch_stats, *parallel.shard_batch(arrays, mesh))
 
     def one_batch(params, batch_stats, *arrays):
-        return over_seeds(sharded, (0, 0) + (None,) * len(arrays), seed_loop)(params, batch_stats, *arrays)
+        if not stacked:
+            return sharded(params, batch_stats, *arrays)
+        return over_seeds(sharded, (0, 0) + (None,) * len(arrays), seed_loop, mesh)(params, batch_stats, *arrays)
 
     if backend.resolve_loop(loop) == "scan":
         @jax.jit
         def scanned(params, batch_stats, *arrays):
             n = arrays[0].shape[0]
             nb = -(-n // batch_size)
-            stacked = [_pad_to(a, nb * batch_size).reshape(nb, batch_size, *a.shape[1:]) for a in arrays]
-            out = jax.lax.map(lambda b: one_batch(params, batch_stats, *b), tuple(stacked))  # [nb, K, B, ...]
-            return jax.tree.map(lambda o: jnp.moveaxis(o, 0, 1).reshape(o.shape[1], nb * batch_size,
-                                                                        *o.shape[3:])[:, :n], out)
+            parts = [_pad_to(a, nb * batch_size).reshape(nb, batch_size, *a.shape[1:]) for a in arrays]
+            out = jax.lax.map(lambda b: one_batch(params, batch_stats, *b), tuple(parts))  # [nb, (K,) B, ...]
+            if stacked:
+                out = jax.tree.map(lambda o: jnp.moveaxis(o, 0, 1), out)
+            out = jax.tree.map(lambda o: jax.lax.slice_in_dim(
+                o.reshape(*o.shape[:ax], nb * batch_size, *o.shape[ax + 2:]), 0, n, axis=ax), out)
+            return jax.tree.map(lambda o: _place_rows(o, mesh, ax), out)
 
         return scanned
 
@@ -86,9 +120,16 @@ def batched(per_batch: Callable, *, batch_size: int, loop: str = "auto", mesh: j
 
     def host_loop(params, batch_stats, *arrays):
         n = arrays[0].shape[0]
-        outs = [wait(batch_fn(params, batch_stats, *(_pad_to(a[s:s + batch_size], batch_size) for a in arrays)))
-                for s in range(0, n, batch_size)]
-        return jax.tree.map(lambda *o: jax.lax.slice_in_dim(jnp.concatenate(o, axis=1), 0, n, axis=1), *outs)
+        out = None
+        for s in range(0, n, batch_size):
+            piece = wait(batch_fn(params, batch_stats, *(_pad_to(a[s:s + batch_size], batch_size) for a in arrays)))
+            if s + batch_size > n:  # the padded last batch: its real rows only
+                piece = jax.tree.map(lambda p: jax.lax.slice_in_dim(p, 0, n - s, axis=ax), piece)
+            if out is None:
+                out = jax.tree.map(lambda p: _zeros_rows(p.shape[:ax] + (n,) + p.shape[ax + 1:], p.dtype, mesh, ax),
+                                   piece)
+            out = wait(_write(out, piece, s, axis=ax))
+        return out
 
     host_loop.batch_fn = batch_fn  # exposed for compile-cache checks
     return host_loop
@@ -98,34 +139,41 @@ def _logits_fn(module: nn.Module, params: Any, batch_stats: Any) -> Callable[[Ar
     return lambda xx: apply_model(module, params, batch_stats, xx, train=False)[0]
 
 
-def make_adversary(module: nn.Module, attack: PGDConfig, **batching: Any) -> Callable:
+def make_adversary(module: nn.Module, attack: PGDConfig, *, attack_loop: str = "auto", **batching: Any
+                   ) -> Callable:
     """``adversary(params, batch_stats, x, y) -> x_adv`` [K, N, ...]: evaluation PGD examples of
-    float images ``x`` [N, H, W, C] in [0, 1] (from the clean image; ``batching`` as in
-    :func:`batched`)."""
+    float images ``x`` [N, H, W, C] in [0, 1] (from the clean image; ``attack_loop`` as in
+    :func:`jaxmi.backend.resolve_attack_unroll`, ``batching`` as in :func:`batched`)."""
     if attack.random_start:
         raise ValueError("evaluation attacks start from the clean image: pass a PGDConfig with random_start=False.")
+    unroll = backend.resolve_attack_unroll(attack_loop)
 
     def per_batch(params, batch_stats, x, y):
         return pgd(_logits_fn(module, params, batch_stats), x, y, eps=attack.eps, step_size=attack.step_size,
-                   steps=attack.steps)
+                   steps=attack.steps, unroll=unroll)
 
     return batched(per_batch, **batching)
 
 
-def _forward(module, params, batch_stats, x, y, *, with_probes: bool, with_probs: bool = False) -> dict[str, Any]:
+def _forward(module, params, batch_stats, x, y, *, with_probes: bool | Sequence[str],
+             with_probs: bool = False) -> dict[str, Any]:
     logits, probes, _ = apply_model(module, params, batch_stats, x, train=False)
     out = {"loss": cross_entropy(logits, y), "correct": jnp.argmax(logits, -1) == y}
     if with_probs:
         out["probs"] = jax.nn.softmax(logits)
-    if with_probes:
+    if with_probes is True:
         out["probes"] = probes
+    elif with_probes:
+        out["probes"] = {p: probes[p] for p in with_probes}
     return out
 
 
-def make_forward(module: nn.Module, *, with_probes: bool = True, with_probs: bool = True, **batching: Any) -> Callable:
+def make_forward(module: nn.Module, *, with_probes: bool | Sequence[str] = True, with_probs: bool = True,
+                 **batching: Any) -> Callable:
     """``forward(params, batch_stats, x, y)`` on float images [N, H, W, C]: per-example ``loss``,
-    ``correct``, ``probs`` (softmax, with ``with_probs``) and ``probes`` (with ``with_probes``),
-    each [K, N, ...] (``batching`` as in :func:`batched`)."""
+    ``correct``, ``probs`` (softmax, with ``with_probs``) and ``probes`` (every probe with
+    ``with_probes=True``; only the named ones for a sequence of names, so that a measurement
+    can hold one layer at a time), each [K, N, ...] (``batching`` as in :func:`batched`)."""
 
     def per_batch(params, batch_stats, x, y):
         return _forward(module, params, batch_stats, x, y, with_probes=with_probes, with_probs=with_probs)
@@ -133,7 +181,27 @@ def make_forward(module: nn.Module, *, with_probes: bool = True, with_probs: boo
     return batched(per_batch, **batching)
 
 
-def make_evaluator(module: nn.Module, attack: PGDConfig, *, with_probes: bool = False, **batching: Any) -> Callable:
+def probe_groups(widths: Mapping[str, int]) -> list[tuple[str, ...]]:
+    """Consecutive probes grouped so that no group is wider than the widest probe: a measurement
+    that computes one group at a time holds at most one widest layer's activations.
+
+    Args:
+      widths: ``{probe: flattened width}`` in model order (:func:`jaxmi.models.probe_widths`).
+    """
+    cap = max(widths.values())
+    groups: list[list[str]] = []
+    total = cap + 1
+    for name, w in widths.items():
+        if total + w > cap:
+            groups.append([])
+            total = 0
+        groups[-1].append(name)
+        total += w
+    return [tuple(g) for g in groups]
+
+
+def make_evaluator(module: nn.Module, attack: PGDConfig, *, with_probes: bool = False,
+                   with_adversarial: bool = False, attack_loop: str = "auto", **batching: Any) -> Callable:
     """``evaluate(params, batch_stats, images, labels)``: the model in evaluation mode on clean
     uint8 ``images`` [N, H, W, C] and on their PGD examples.
 
@@ -141,6 +209,8 @@ def make_evaluator(module: nn.Module, attack: PGDConfig, *, with_probes: bool = 
       module: the model.
       attack: the evaluation attack (``random_start=False``).
       with_probes: also return the probe activations on clean and adversarial inputs.
+      with_adversarial: also return the PGD examples, ``adv_inputs`` [K, N, H, W, C] float.
+      attack_loop: how the PGD iterations run (:func:`jaxmi.backend.resolve_attack_unroll`).
       **batching: ``batch_size``, ``loop``, ``mesh``, ``seed_loop`` as in :func:`batched`.
 
     Returns:
@@ -150,12 +220,13 @@ def make_evaluator(module: nn.Module, attack: PGDConfig, *, with_probes: bool = 
     """
     if attack.random_start:
         raise ValueError("evaluation attacks start from the clean image: pass a PGDConfig with random_start=False.")
+    unroll = backend.resolve_attack_unroll(attack_loop)
 
     def per_batch(params, batch_stats, xb, yb):
         x = to_float(xb)
         x_adv = pgd(_logits_fn(module, params, batch_stats), x, yb, eps=attack.eps, step_size=attack.step_size,
-                    steps=attack.steps)
-        out = {}
+                    steps=attack.steps, unroll=unroll)
+        out = {"adv_inputs": x_adv} if with_adversarial else {}
         for inputs, xi in (("clean", x), ("adv", x_adv)):
             for k, v in _forward(module, params, batch_stats, xi, yb, with_probes=with_probes).items():
                 out[f"{inputs}_{k}"] = v

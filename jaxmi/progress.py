@@ -1,9 +1,11 @@
 """Progress bars that advance from inside compiled loops.
 
 A compiled epoch cannot talk to the host without a callback. :func:`tick_from_device`
-inserts one ``jax.debug.callback`` per scan step that advances whichever bar is current on
-the host (:func:`bar`); the traced callback never changes, so setting a new bar does not
-retrace anything. The callback carries a scalar and does not block the computation.
+inserts a ``jax.debug.callback`` into a loop body that fires on every ``every``-th step only
+(``lax.cond``), advancing whichever bar is current on the host (:func:`bar`) by ``every``
+steps; with :func:`ticks_every` an epoch makes at most :data:`MAX_TICKS` host round trips,
+whatever its length, and code built without progress has no callback at all. The traced
+callback never changes, so setting a new bar does not retrace anything.
 """
 
 from __future__ import annotations
@@ -14,7 +16,10 @@ from collections.abc import Iterator
 
 import jax
 
-__all__ = ["bar", "tick_from_device", "enabled"]
+__all__ = ["bar", "tick_from_device", "ticks_every", "enabled", "MAX_TICKS"]
+
+#: Upper bound on the host callbacks of one compiled epoch.
+MAX_TICKS = 100
 
 _CURRENT: list = []  # stack of active tqdm bars (the last one receives ticks)
 _ENABLED = [True]
@@ -25,14 +30,23 @@ def enabled(flag: bool) -> None:
     _ENABLED[0] = bool(flag)
 
 
-def _tick(_step) -> None:
+def _tick(step, every) -> None:
     if _CURRENT:
-        _CURRENT[-1].update(1)
+        _CURRENT[-1].update(int(every))
 
 
-def tick_from_device(step) -> None:
-    """Advance the current host bar by one; call inside traced code (e.g. a scan body)."""
-    jax.debug.callback(_tick, step)
+def ticks_every(steps: int) -> int:
+    """The tick interval that keeps an epoch of ``steps`` steps at ≤ :data:`MAX_TICKS` callbacks."""
+    return max(1, -(-int(steps) // MAX_TICKS))
+
+
+def tick_from_device(step, every: int = 1) -> None:
+    """Inside traced code (a loop body at step ``step``): advance the current host bar by
+    ``every`` on every ``every``-th step (no callback on the others)."""
+    if every == 1:
+        jax.debug.callback(_tick, step, every)
+        return
+    jax.lax.cond(step % every == every - 1, lambda: jax.debug.callback(_tick, step, every), lambda: None)
 
 
 @contextlib.contextmanager

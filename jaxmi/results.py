@@ -1,8 +1,11 @@
-"""Run directories and atomic result files.
+"""Run directories and atomic result files, on local disks and on cloud storage alike.
 
-Every result file is written to a temporary file in the destination directory and then
-renamed over the final name (``os.replace`` is atomic on POSIX and Windows), so a run that
-is killed never leaves a half-written ``summary.json`` behind.
+Paths go through :class:`etils.epath.Path`, so ``--out gs://bucket/run`` writes to Google
+Cloud Storage (and any other filesystem epath knows) with the same code as a local folder.
+Every result file is written to a temporary file beside its destination and then renamed
+over the final name (``os.replace``, atomic on POSIX and Windows; on object stores a copy
+then a delete of the temporary), so a run that is killed never leaves a half-written
+``summary.json`` behind.
 """
 
 from __future__ import annotations
@@ -10,15 +13,25 @@ from __future__ import annotations
 import json
 import math
 import os
-import shutil
 import tempfile
+import uuid
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import numpy as np
+from etils import epath
 
-__all__ = ["atomic_write_text", "write_json", "read_json", "prepare_run_dir", "to_jsonable", "RunDirError"]
+__all__ = ["as_path", "is_local", "atomic_write_bytes", "atomic_write_text", "write_json", "read_json",
+           "prepare_run_dir", "to_jsonable", "RunDirError"]
+
+def as_path(path: str | os.PathLike) -> epath.Path:
+    """``path`` as an :class:`etils.epath.Path` (local, ``gs://``, ...)."""
+    return epath.Path(path)
+
+
+def is_local(path: str | os.PathLike) -> bool:
+    """Whether ``path`` is on a local filesystem (no ``scheme://`` prefix)."""
+    return "://" not in os.fspath(path)
 
 
 class RunDirError(ValueError):
@@ -47,17 +60,20 @@ def to_jsonable(x: Any, *, keep_nan: bool = False) -> Any:
     return x
 
 
-def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
-    """Writes ``text`` to ``path`` via a temporary file and a rename."""
-    path = Path(path)
+def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> epath.Path:
+    """Writes ``data`` to ``path`` via a temporary file beside it and a rename."""
+    path = as_path(path)
+    if not is_local(path):
+        return _write_via_rename(path, data)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=os.fspath(path.parent))
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
+        os.chmod(tmp, 0o666 & ~_umask())  # the permissions of a plain open(), not mkstemp's 0600
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
             f.flush()
             os.fsync(f.fileno())
-        os.replace(tmp, path)
+        os.replace(tmp, os.fspath(path))
     except BaseException:
         if os.path.exists(tmp):
             os.unlink(tmp)
@@ -65,21 +81,45 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
     return path
 
 
-def write_json(path: str | os.PathLike, obj: Any) -> Path:
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def _write_via_rename(path: epath.Path, data: bytes) -> epath.Path:
+    """Object stores: a uniquely named temporary object, then a rename over ``path``."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.parent / f".{path.name}.{uuid.uuid4().hex}.tmp"
+    try:
+        tmp.write_bytes(data)
+        tmp.replace(path)
+    except BaseException:
+        if tmp.exists():
+            tmp.unlink()
+        raise
+    return path
+
+
+def atomic_write_text(path: str | os.PathLike, text: str) -> epath.Path:
+    """Writes ``text`` (UTF-8) to ``path`` atomically (:func:`atomic_write_bytes`)."""
+    return atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def write_json(path: str | os.PathLike, obj: Any) -> epath.Path:
     """Writes ``obj`` as indented JSON, atomically."""
     return atomic_write_text(path, json.dumps(to_jsonable(obj), indent=2, sort_keys=False) + "\n")
 
 
 def read_json(path: str | os.PathLike) -> Any:
-    with open(path, encoding="utf-8") as f:
-        return json.load(f)
+    return json.loads(as_path(path).read_text(encoding="utf-8"))
 
 
 RUN_STATE_DIRS = ("checkpoints", "models")  # removed by ``overwrite`` (see jaxmi.checkpoint)
 
 
 def prepare_run_dir(out: str | os.PathLike, identity: dict, *, overwrite: bool = False,
-                    marker: str = "config.json", normalize: Callable[[dict], dict] | None = None) -> Path:
+                    marker: str = "config.json", normalize: Callable[[dict], dict] | None = None) -> epath.Path:
     """Creates or checks a run directory.
 
     A directory that already holds a run (its ``config.json``) is refused unless its identity
@@ -95,9 +135,9 @@ def prepare_run_dir(out: str | os.PathLike, identity: dict, *, overwrite: bool =
         their defaults); default: compared as they are.
 
     Returns:
-      The directory as a :class:`Path`.
+      The directory as an :class:`etils.epath.Path`.
     """
-    out = Path(out)
+    out = as_path(out)
     if out.exists() and not out.is_dir():
         raise RunDirError(f"--out {out} exists and is not a directory; choose another path.")
     existing = out / marker
@@ -127,11 +167,11 @@ def prepare_run_dir(out: str | os.PathLike, identity: dict, *, overwrite: bool =
         probe = out / f".write-test-{os.getpid()}"
         probe.write_text("")
         probe.unlink()
-    except OSError as e:
+    except (OSError, ValueError) as e:
         raise RunDirError(f"cannot write to --out {out} ({e.strerror or e}); choose a writable directory.") from None
     if overwrite:
         for name in RUN_STATE_DIRS:
             if (out / name).is_dir():
-                shutil.rmtree(out / name)
+                (out / name).rmtree()
     write_json(existing, cfg)
     return out

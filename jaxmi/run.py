@@ -25,10 +25,10 @@ the last one with identical results.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import os
 import time
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import jax
@@ -39,10 +39,13 @@ from jaxmi import backend, estimators, parallel, progress
 from jaxmi import data as data_lib
 from jaxmi.checkpoint import CheckpointError, RunCheckpointer, load_models, save_model
 from jaxmi.estimators.diagnostics import ceilings
+from jaxmi.estimators.kde import pass_block_size, sweep_scales
 from jaxmi.config import Config, normalize_identity
-from jaxmi.evaluation import make_evaluator
+from jaxmi.results import as_path
+from jaxmi.data import to_float
+from jaxmi.evaluation import make_evaluator, make_forward, probe_groups
 from jaxmi.history import INPUTS, REGIMES, History, RunResult, regime_line
-from jaxmi.models import create_model
+from jaxmi.models import create_model, probe_widths
 from jaxmi.training import create_train_states, epoch_means, make_optimizer, make_train_epoch, unstack
 
 __all__ = ["log_line", "run_keys", "load_data", "make_run_mesh", "mi_indices", "train_and_measure", "train_pair",
@@ -80,24 +83,35 @@ def mi_indices(config: Config, num_test: int) -> np.ndarray:
 
 
 def make_run_mesh(config: Config, log: Callable[[str], None] | None = None) -> jax.sharding.Mesh:
-    """The ``data`` mesh a run trains on: ``devices`` local devices (all by default; one with
-    several seeds). With all devices requested, the count is lowered to the largest one that
-    divides the batch size (and logged); an explicit count that does not divide it is an error."""
+    """The mesh a run trains on, over ``devices`` local devices (all by default).
+
+    One seed: a ``("data",)`` mesh; with all devices requested, the count is lowered to the
+    largest one that divides the batch size (and logged); an explicit count that does not
+    divide it is an error. K > 1 seeds: a ``("seeds", "data")`` mesh whose seed axis is the
+    largest divisor of K that leaves a data axis dividing the batch, so that K seeds and D
+    devices use all of them (e.g. K = 2 on 8 devices: 2 groups of 4, each seed's batch split 4 ways).
+    """
     available = len(jax.local_devices())
     devices, batch = config.exec.devices, config.optim.batch_size
-    if config.seeds > 1:
-        return parallel.make_mesh(1)
     if devices is not None:
         if devices > available:
             raise ValueError(f"devices={devices} but only {available} local {backend.platform()} device(s) exist; "
                              f"pass --devices {available} or fewer.")
-        if batch % devices:
+        if config.seeds == 1 and batch % devices:
             raise ValueError(f"batch_size {batch} is not divisible by devices={devices}; choose a batch size that is "
                              "a multiple of the device count, or other --devices.")
-        return parallel.make_mesh(devices)
-    n = parallel.usable_device_count(batch, available)
-    if n != available and log is not None:
-        log(f"using {n} of {available} devices: batch size {batch} is not divisible by {available}")
+        n = devices
+    else:
+        n = available
+    if config.seeds > 1:
+        for s in sorted((s for s in range(1, config.seeds + 1) if config.seeds % s == 0), reverse=True):
+            if n % s == 0 and batch % (n // s) == 0:
+                return parallel.make_mesh(n, seeds=s)
+        return parallel.make_mesh(1, seeds=1)
+    if devices is None:
+        n = parallel.usable_device_count(batch, available)
+        if n != available and log is not None:
+            log(f"using {n} of {available} devices: batch size {batch} is not divisible by {available}")
     return parallel.make_mesh(n)
 
 
@@ -123,10 +137,9 @@ class _Setup:
 
 def _setup(config: Config, mesh: jax.sharding.Mesh | None, log) -> _Setup:
     mesh = make_run_mesh(config, log) if mesh is None else mesh
-    if config.seeds > 1 and mesh.size != 1:
-        raise ValueError(f"seeds={config.seeds} runs on one device; got a mesh of {mesh.size} devices.")
-    if config.optim.batch_size % mesh.size:
-        raise ValueError(f"batch_size {config.optim.batch_size} is not divisible by the mesh's {mesh.size} devices.")
+    if config.optim.batch_size % parallel.data_size(mesh):
+        raise ValueError(f"batch_size {config.optim.batch_size} is not divisible by the mesh's "
+                         f"{parallel.data_size(mesh)} data devices.")
     train, test, augment = load_data(config)
     module = create_model(config.model.name, train.num_classes, precision=config.model.precision)
     x_train, y_train = data_lib.as_device_arrays(train, parallel.replicated(mesh))
@@ -135,7 +148,7 @@ def _setup(config: Config, mesh: jax.sharding.Mesh | None, log) -> _Setup:
     # Seed k of K uses the keys of a single run with seed config.seed + k; the test draw is seed 0's.
     keys = jax.vmap(lambda s: jnp.stack(run_keys(s)))(config.seed + jnp.arange(config.seeds))
     input_shape = tuple(train.images.shape[1:])
-    init_states = parallel.replicate(create_train_states(module, keys[:, 0], input_shape, tx), mesh)
+    init_states = parallel.place_states(create_train_states(module, keys[:, 0], input_shape, tx), mesh)
     return _Setup(module, train.num_classes, input_shape, augment, test, x_train, y_train, steps_per_epoch, tx,
                   init_states, keys[:, 1], run_keys(config.seed)[2], mesh, train.source)
 
@@ -145,7 +158,7 @@ def _epoch_fns(config: Config, s: _Setup, show_progress: bool) -> dict[str, Call
     return {r: make_train_epoch(s.module, s.tx, num_examples=int(s.x_train.shape[0]),
                                 batch_size=config.optim.batch_size, attack=attacks[r], augment=s.augment,
                                 show_progress=show_progress, loop=config.exec.loop, mesh=s.mesh,
-                                seed_loop=config.exec.seed_loop)
+                                seed_loop=config.exec.seed_loop, attack_loop=config.exec.attack_loop)
             for r in REGIMES}
 
 
@@ -156,7 +169,13 @@ def _mi_lists(per_probe: dict[str, dict[str, dict[str, float]]], methods) -> dic
 
 
 class _Measurer:
-    """The per-measurement evaluation of a run: test metrics and MI of every seed."""
+    """The per-measurement evaluation of a run: test metrics and MI of every seed.
+
+    Memory stays bounded by one probe layer: the metrics and the PGD examples of the MI draw
+    come from one batched pass, then the probes are computed a group at a time (no group
+    wider than the widest probe, :func:`jaxmi.evaluation.probe_groups`), for one model and
+    one kind of inputs at a time, estimated and released.
+    """
 
     def __init__(self, config: Config, s: _Setup):
         self.config, self.s = config, s
@@ -171,18 +190,31 @@ class _Measurer:
         self.train0 = (s.x_train[:config.mi.samples], s.y_train[:config.mi.samples])
         self.n_eval = len(mi_idx) + len(rest_idx)
         batching = dict(batch_size=config.exec.eval_batch_size, loop=config.exec.loop,
-                        mesh=s.mesh if config.seeds == 1 else None, seed_loop=config.exec.seed_loop)
+                        mesh=s.mesh, seed_loop=config.exec.seed_loop)
         attack = config.pgd()
-        self.evaluate_probes = make_evaluator(s.module, attack, with_probes=True, **batching)
-        self.evaluate = make_evaluator(s.module, attack, **batching)
+        self.evaluate_mi = make_evaluator(s.module, attack, with_adversarial=True, attack_loop=config.exec.attack_loop,
+                                          **batching)
+        self.evaluate = make_evaluator(s.module, attack, attack_loop=config.exec.attack_loop, **batching)
+        self.groups = probe_groups(probe_widths(s.module, s.input_shape))
+        self.forward = {g: make_forward(s.module, with_probes=g, with_probs=False, stacked=False, **batching)
+                        for g in self.groups}
         mi = config.mi
         self.options = dict(methods=mi.estimators, num_classes=s.num_classes, noise_var=mi.noise_var,
                             bin_size=mi.bin_size)
-        kde = [m for m in mi.estimators if m in ("kde_upper", "kde_lower")]
-        if kde and mi.noise_scale != "absolute":
-            self.options["noise_scale"] = mi.noise_scale
+        if any(m in ("kde_upper", "kde_lower") for m in mi.estimators):
+            self.options["precision"] = config.exec.kde_precision
+            if mi.noise_scale != "absolute":
+                self.options["noise_scale"] = mi.noise_scale
         if mi.bootstrap:
             self.options.update(bootstrap=mi.bootstrap, key=jax.random.fold_in(s.draw_key, 1))
+        # KDE block sizes fixed once per probe (from the free memory now), so that no epoch
+        # recompiles the estimators when the free memory changes.
+        widths = probe_widths(s.module, s.input_shape)
+        n = len(mi_idx)
+        self.blocks = {p: pass_block_size(n, w, num_classes=s.num_classes, resamples=1 + mi.bootstrap)
+                       for p, w in widths.items()}
+        self.sweep_blocks = {p: pass_block_size(n, w, num_classes=s.num_classes,
+                                                scales=sweep_scales(mi.sweep_noise_vars)) for p, w in widths.items()}
         c_xt, c_ty = ceilings(self.y_mi_host)
         self.ceilings = {"I_XT": c_xt, "I_TY": c_ty}
         swept = [m for m in mi.estimators if m in ("kde_upper", "kde_lower", "binning")]
@@ -191,30 +223,51 @@ class _Measurer:
             "noise_scale": mi.noise_scale}
         self.sweep_epochs = {0, config.optim.epochs} if self.sweep_grid else set()
 
-    def _sweep(self, probes: dict[str, Any]) -> dict[str, dict[str, list]]:
-        """``{estimator: {quantity: [probe][value]}}`` over the σ² and bin-size grids."""
-        grid, mi = self.sweep_grid, self.config.mi
-        out: dict[str, dict[str, list]] = {m: {"I_XT": [], "I_TY": []} for m in grid["estimators"]}
-        for a in probes.values():
-            a = a.reshape(a.shape[0], -1)
-            if any(m != "binning" for m in out):
-                res = estimators.sweep_kde_bounds(a, self.y_mi_host, grid["noise_var"], num_classes=self.s.num_classes,
-                                                  noise_scale=mi.noise_scale)
-                for m in (m for m in out if m != "binning"):
-                    for q in ("I_XT", "I_TY"):
-                        out[m][q].append(res[m][q])
-            if "binning" in out:
-                res = estimators.sweep_bins(a, self.y_mi_host, grid["bin_size"], num_classes=self.s.num_classes)
-                for q in ("I_XT", "I_TY"):
-                    out["binning"][q].append(res[q])
+    def _sweep(self, probe: str, a) -> dict[str, dict[str, list]]:
+        """``{estimator: {quantity: [value]}}`` of one probe over the σ² and bin-size grids."""
+        grid, mi, c = self.sweep_grid, self.config.mi, self.s.num_classes
+        out: dict[str, dict[str, list]] = {}
+        if any(m != "binning" for m in grid["estimators"]):
+            res = estimators.sweep_kde_bounds(a, self.y_mi_host, grid["noise_var"], num_classes=c,
+                                              noise_scale=mi.noise_scale, precision=self.config.exec.kde_precision,
+                                              block_size=self.sweep_blocks[probe])
+            out.update({m: res[m] for m in grid["estimators"] if m != "binning"})
+        if "binning" in grid["estimators"]:
+            res = estimators.sweep_bins(a, self.y_mi_host, grid["bin_size"], num_classes=c)
+            out["binning"] = {q: res[q] for q in ("I_XT", "I_TY")}
         return out
+
+    def _information(self, params, batch_stats, x_adv, swept: bool):
+        """One model's estimates (and sweeps) on clean and adversarial inputs, a probe group at a time."""
+        res: dict[str, dict[str, Any]] = {i: {} for i in INPUTS}
+        sweeps: dict[str, dict[str, Any]] = {i: {} for i in INPUTS}
+        for group, forward in self.forward.items():
+            for inputs, x in (("clean", self.x_mi_float), ("adv", x_adv)):
+                probes = forward(params, batch_stats, x, self.y_mi)["probes"]
+                for p in group:
+                    a = probes[p].reshape(probes[p].shape[0], -1)
+                    res[inputs][p] = estimators.estimate(a, self.y_mi_host, block_size=self.blocks[p], **self.options)
+                    if swept:
+                        sweeps[inputs][p] = self._sweep(p, a)
+                del probes
+        mi = {i: _mi_lists({p: res[i][p] for p in self.layers}, self.config.mi.estimators) for i in INPUTS}
+        if not swept:
+            return mi, None
+        sweep = {i: {m: {q: [sweeps[i][p][m][q] for p in self.layers] for q in ("I_XT", "I_TY")}
+                     for m in self.sweep_grid["estimators"]} for i in INPUTS}
+        return mi, sweep
+
+    @functools.cached_property
+    def x_mi_float(self):
+        return to_float(self.x_mi)
 
     def __call__(self, regime: str, states, train_means: list[dict[str, float]] | None, epoch: int
                  ) -> list[tuple[dict, dict, dict | None]]:
         """``[(metrics, mi, sweep)]`` per seed, ready for :meth:`History.record`."""
-        r = self.evaluate_probes(states.params, states.batch_stats, self.x_mi, self.y_mi)
+        r = self.evaluate_mi(states.params, states.batch_stats, self.x_mi, self.y_mi)
+        x_adv = r.pop("adv_inputs")
         parts = [r] + ([self.evaluate(states.params, states.batch_stats, *self.rest)] if self.rest else [])
-        host = [jax.device_get({k: v for k, v in p.items() if not k.endswith("_probes")}) for p in parts]
+        host = [jax.device_get(p) for p in parts]
         cat = {k: np.concatenate([p[k] for p in host], axis=1) for k in host[0]}  # [K, N]
         if train_means is None:  # epoch 0: evaluate the initial weights on training images
             t = jax.device_get(self.evaluate(states.params, states.batch_stats, *self.train0))
@@ -227,10 +280,8 @@ class _Measurer:
             for inputs in INPUTS:
                 metrics[f"test_{inputs}_acc"] = float(cat[f"{inputs}_correct"][k].mean())
                 metrics[f"test_{inputs}_loss"] = float(cat[f"{inputs}_loss"][k].mean())
-            probes = {inputs: {p: r[f"{inputs}_probes"][p][k] for p in self.layers} for inputs in INPUTS}
-            mi = {inputs: _mi_lists(estimators.estimate(probes[inputs], self.y_mi_host, **self.options),
-                                    self.config.mi.estimators) for inputs in INPUTS}
-            sweep = {inputs: self._sweep(probes[inputs]) for inputs in INPUTS} if epoch in self.sweep_epochs else None
+            params, batch_stats = jax.tree.map(lambda a, k=k: a[k], (states.params, states.batch_stats))
+            mi, sweep = self._information(params, batch_stats, x_adv[k], epoch in self.sweep_epochs)
             out.append((metrics, mi, sweep))
         return out
 
@@ -238,6 +289,7 @@ class _Measurer:
 def _run(config: Config, *, measure: bool, workdir, log, show_progress: bool, mesh) -> tuple[_Setup, Any, dict]:
     """The one training loop of NT and AT (with per-epoch measurements when ``measure``)."""
     progress.enabled(show_progress)
+    backend.enable_compile_cache(config.exec.compile_cache)
     s = _setup(config, mesh, log)
     epoch_fns = _epoch_fns(config, s, show_progress)
     measurer = _Measurer(config, s) if measure else None
@@ -410,7 +462,7 @@ def load_trained(workdir: str | os.PathLike) -> tuple[Config, Any, Trained]:
       jaxmi.checkpoint.CheckpointError: ``workdir`` holds no finished run (no trained
         models), or they are unreadable.
     """
-    workdir = Path(workdir)
+    workdir = as_path(workdir)
     if not workdir.is_dir():
         raise CheckpointError(f"{workdir} is not a run directory (it does not exist); pass the --out of a "
                               "finished experiment run.")

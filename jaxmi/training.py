@@ -100,11 +100,15 @@ def num_stacked(tree: Any) -> int:
     return int(jax.tree.leaves(tree)[0].shape[0])
 
 
-def over_seeds(fn: Callable, in_axes: tuple, seed_loop: str = "auto") -> Callable:
+def over_seeds(fn: Callable, in_axes: tuple, seed_loop: str = "auto",
+               mesh: jax.sharding.Mesh | None = None) -> Callable:
     """``fn`` over K stacked runs: arguments with ``in_axes`` 0 carry the seed axis, ``None`` ones
     are shared. K = 1 calls ``fn`` once, unbatched; K > 1 ``vmap``s it or runs a ``lax.map``
-    over the seeds (:func:`jaxmi.backend.resolve_seed_loop`). Outputs gain the leading K axis."""
+    over the seeds (:func:`jaxmi.backend.resolve_seed_loop`). On a mesh with a ``"seeds"`` axis
+    the seeds are always ``vmap``ped, with ``spmd_axis_name="seeds"``, so each device group
+    computes its share of them. Outputs gain the leading K axis."""
     seed_loop = backend.resolve_seed_loop(seed_loop)
+    spmd = parallel.SEEDS_AXIS if mesh is not None and parallel.SEEDS_AXIS in mesh.axis_names else None
 
     def mapped(*args):
         stacked = tuple(a for a, ax in zip(args, in_axes) if ax == 0)
@@ -113,10 +117,10 @@ def over_seeds(fn: Callable, in_axes: tuple, seed_loop: str = "auto") -> Callabl
             it = iter(per_seed)
             return fn(*(next(it) if ax == 0 else a for a, ax in zip(args, in_axes)))
 
-        if num_stacked(stacked) == 1:
+        if num_stacked(stacked) == 1 and spmd is None:
             return jax.tree.map(lambda o: o[None], one(jax.tree.map(lambda a: a[0], stacked)))
-        if seed_loop == "vmap":
-            return jax.vmap(fn, in_axes=in_axes)(*args)
+        if seed_loop == "vmap" or spmd is not None:
+            return jax.vmap(fn, in_axes=in_axes, spmd_axis_name=spmd)(*args)
         return jax.lax.map(one, stacked)
 
     return mapped
@@ -128,7 +132,8 @@ def cross_entropy(logits: Array, y: Array) -> Array:
 
 
 def make_train_step(module: nn.Module, tx: optax.GradientTransformation, *, attack: PGDConfig | None = None,
-                    augment: bool = False, mesh: jax.sharding.Mesh | None = None) -> Callable:
+                    augment: bool = False, mesh: jax.sharding.Mesh | None = None,
+                    attack_loop: str = "auto") -> Callable:
     """Builds one run's ``train_step(state, x, y, key) -> (state, {"loss", "accuracy"})``.
 
     Args:
@@ -139,10 +144,13 @@ def make_train_step(module: nn.Module, tx: optax.GradientTransformation, *, atta
         training mode, with batch statistics but without updating the running ones).
       augment: 4-px zero-padded random crop + horizontal flip on the device.
       mesh: keeps the state replicated over a ``("data",)`` mesh.
+      attack_loop: how the PGD iterations run (:func:`jaxmi.backend.resolve_attack_unroll`).
 
     Returns:
       A pure function of one run's state, a float batch x [B, H, W, C], labels [B] and a key.
     """
+
+    unroll = backend.resolve_attack_unroll(attack_loop)
 
     def loss_fn(params, batch_stats, x, y):
         logits, _, new_stats = apply_model(module, params, batch_stats, x, train=True)
@@ -157,7 +165,7 @@ def make_train_step(module: nn.Module, tx: optax.GradientTransformation, *, atta
 
             x = jax.lax.stop_gradient(pgd(logits_fn, x, y, eps=attack.eps, step_size=attack.step_size,
                                           steps=attack.steps, key=jax.random.fold_in(key, 2),
-                                          random_start=attack.random_start))
+                                          random_start=attack.random_start, unroll=unroll))
         (loss, (new_stats, acc)), grads = jax.value_and_grad(loss_fn, has_aux=True)(
             state.params, state.batch_stats, x, y)
         updates, opt_state = tx.update(grads, state.opt_state, state.params)
@@ -171,19 +179,22 @@ def make_train_step(module: nn.Module, tx: optax.GradientTransformation, *, atta
 def make_train_epoch(module: nn.Module, tx: optax.GradientTransformation, *, num_examples: int,
                      batch_size: int, attack: PGDConfig | None = None, augment: bool = False,
                      show_progress: bool = True, loop: str = "auto", chunk: int = 2,
-                     mesh: jax.sharding.Mesh | None = None, seed_loop: str = "auto") -> Callable:
+                     mesh: jax.sharding.Mesh | None = None, seed_loop: str = "auto",
+                     attack_loop: str = "auto") -> Callable:
     """Builds ``epoch(states, images, labels, keys) -> (states, metrics)``, compiled, states donated.
 
     Args:
-      module, tx, attack, augment: as in :func:`make_train_step`.
+      module, tx, attack, augment, attack_loop: as in :func:`make_train_step`.
       num_examples: training-set size N (static; ``N // batch_size`` steps per epoch).
       batch_size: minibatch size.
-      show_progress: advance :mod:`jaxmi.progress`'s current bar from inside the compiled loop.
+      show_progress: advance :mod:`jaxmi.progress`'s current bar from inside the compiled loop
+        (at most :data:`jaxmi.progress.MAX_TICKS` host callbacks per epoch; none when False).
       loop: ``"scan"``, ``"unrolled"`` or ``"auto"`` (:func:`jaxmi.backend.resolve_loop`).
       chunk: steps per compiled call for the ``"unrolled"`` strategy.
       mesh: a ``("data",)`` mesh (:func:`jaxmi.parallel.make_mesh`): each batch is split over
-        its devices, the states stay replicated; ``batch_size`` must divide evenly. Only with
-        K = 1. ``None``: one device.
+        its devices, the states stay replicated (K = 1); or a ``("seeds", "data")`` mesh: the
+        K stacked states are split over ``"seeds"`` (:func:`jaxmi.parallel.place_states`) and
+        each seed's batch over ``"data"``. ``batch_size`` must divide evenly. ``None``: one device.
       seed_loop: how K > 1 stacked runs share the program (:func:`over_seeds`).
 
     Returns:
@@ -195,23 +206,28 @@ def make_train_epoch(module: nn.Module, tx: optax.GradientTransformation, *, num
     steps = num_examples // batch_size
     if steps < 1:
         raise ValueError(f"batch_size {batch_size} is larger than the training set ({num_examples} examples).")
-    if mesh is not None and batch_size % mesh.size:
-        raise ValueError(f"batch_size {batch_size} is not divisible by the {mesh.size} devices of the mesh; "
-                         "choose a multiple of the device count or fewer devices.")
+    if batch_size % parallel.data_size(mesh):
+        raise ValueError(f"batch_size {batch_size} is not divisible by the {parallel.data_size(mesh)} devices of "
+                         "the mesh's data axis; choose a multiple of the device count or fewer devices.")
     loop = backend.resolve_loop(loop)
-    train_step = make_train_step(module, tx, attack=attack, augment=augment, mesh=mesh)
+    train_step = make_train_step(module, tx, attack=attack, augment=augment, mesh=mesh, attack_loop=attack_loop)
 
     def one_step(st, images, labels, perm, key, i):
         idx = jax.lax.dynamic_slice_in_dim(perm, i * batch_size, batch_size)
         x, y = parallel.shard_batch((to_float(images[idx]), labels[idx]), mesh)
         return train_step(st, x, y, jax.random.fold_in(key, i + 1))
 
-    step_fn = over_seeds(one_step, (0, None, None, 0, 0, None), seed_loop)
+    step_fn = over_seeds(one_step, (0, None, None, 0, 0, None), seed_loop, mesh)
+    every = progress.ticks_every(steps)  # ≤ progress.MAX_TICKS host callbacks per epoch
 
     def check(states):
-        if mesh is not None and mesh.size > 1 and num_stacked(states) > 1:
-            raise ValueError(f"{num_stacked(states)} stacked seeds cannot be split over a mesh of {mesh.size} "
-                             "devices; train several seeds on one device, or one seed data-parallel.")
+        k, groups = num_stacked(states), parallel.seed_axis_size(mesh)
+        if k > 1 and parallel.data_size(mesh) > 1 and parallel.SEEDS_AXIS not in mesh.axis_names:
+            raise ValueError(f"{k} stacked seeds cannot be split over a ('data',) mesh of {mesh.size} devices; "
+                             "use a ('seeds', 'data') mesh: jaxmi.parallel.make_mesh(n, seeds=s).")
+        if k % groups:
+            raise ValueError(f"{k} stacked seeds cannot be split into the mesh's {groups} seed groups; choose a "
+                             "number of seeds that the seed axis divides.")
 
     def run_steps(states, images, labels, perm, keys, first, count: int, unroll: bool):
         check(states)
@@ -219,7 +235,7 @@ def make_train_epoch(module: nn.Module, tx: optax.GradientTransformation, *, num
         def body(st, i):
             st, m = step_fn(st, images, labels, perm, keys, i)
             if show_progress:
-                progress.tick_from_device(i)
+                progress.tick_from_device(i, every)
             return st, m
 
         states, metrics = jax.lax.scan(body, states, first + jnp.arange(count), unroll=unroll)

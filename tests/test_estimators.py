@@ -9,6 +9,7 @@ entropies recomputed on each class's own rows, and ``np.unique(axis=0)`` for bin
 import math
 import re
 
+import jax
 import numpy as np
 import pytest
 from scipy.special import logsumexp
@@ -499,7 +500,7 @@ def test_bad_parameters_raise_value_error():
 def test_unknown_option_and_bad_probe_give_the_documented_messages():
     # An option no chosen estimator takes names the accepted ones (catches typos).
     msg = "unknown option(s) ['alpah'] for estimator(s) ['binning', 'kde_upper']; they accept " \
-          "['bin_size', 'block_size', 'devices', 'noise_scale', 'noise_var']."
+          "['bin_size', 'block_size', 'devices', 'noise_scale', 'noise_var', 'precision', 'rows']."
     for x in (_GOOD_T, {"p": _GOOD_T}):
         with pytest.raises(ValueError, match=f"^{re.escape(msg)}$"):
             estimate(x, _GOOD_Y, methods=("binning", "kde_upper"), alpah=2.0)
@@ -579,3 +580,22 @@ def test_kde_does_not_recompile_for_same_shapes():
     assert est_kde._kde_sums._cache_size() == size
     assert est_binning._binning_core._cache_size() == bsize
     assert first != second
+
+
+def test_kde_exact_fallback_on_the_device(monkeypatch):
+    """Accelerators redo a layer whose float32 Gram distances could be too coarse on the device,
+    with direct differences (forced here on CPU): the float64 reference, and no host pass."""
+    from jaxmi import backend
+
+    monkeypatch.setattr(backend, "exact_kde_on_device", lambda: True)
+    monkeypatch.setattr(est_kde, "_kde_sums_float64", lambda *a, **k: pytest.fail("the host float64 path ran"))
+    rng = np.random.default_rng(2)
+    y = rng.integers(0, 3, 120)
+    far = (rng.standard_normal((120, 50)) * 0.05 + rng.standard_normal((3, 50))[y] * 500).astype(np.float32)
+    _assert_kde_close(kde_mi(far, y), ref_kde(far, y))
+    wide = (rng.standard_normal((60, 700)) * 0.02 + rng.standard_normal((3, 700))[y[:60]] * 300).astype(np.float32)
+    _assert_kde_close(kde_mi(wide, y[:60], block_size=16), ref_kde(wide, y[:60]))
+    d = est_kde._direct_distances(jax.numpy.asarray(wide[:16]), jax.numpy.asarray(wide[16:32]),
+                                  chunk_bytes=4 * 16 * 16 * 37)
+    ref = ((wide[:16, None].astype(np.float64) - wide[None, 16:32]) ** 2).sum(-1)
+    np.testing.assert_allclose(np.asarray(d), ref, rtol=1e-5)

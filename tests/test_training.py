@@ -149,9 +149,10 @@ def test_bad_optimizer_and_batch():
 AT_TOY = PGDConfig(0.2, 0.05, 2, True)
 
 
-@pytest.mark.parametrize("loop,seed_loop,attack", [("unrolled", "vmap", None), ("scan", "map", None),
-                                                   ("unrolled", "map", AT_TOY), ("scan", "vmap", AT_TOY)],
-                         ids=["nt-unrolled-vmap", "nt-scan-map", "at-unrolled-map", "at-scan-vmap"])
+# Each loop with each seed loop once: the CPU defaults (unrolled, map) with PGD-AT, the
+# accelerator defaults (scan, vmap) with NT.
+@pytest.mark.parametrize("loop,seed_loop,attack", [("unrolled", "map", AT_TOY), ("scan", "vmap", None)],
+                         ids=["at-unrolled-map", "nt-scan-vmap"])
 def test_vmapped_seeds_match_separate_runs(loop, seed_loop, attack):
     """K seeds in one program = K single runs with the same initial state and key."""
     x, y = _toy_data(n=96)
@@ -237,3 +238,30 @@ def test_bfloat16_lenet_trains_with_float32_parameters_and_outputs():
 def test_unknown_precision_is_rejected():
     with pytest.raises(ValueError, match="precision"):
         models.create_model("lenet", precision="float16")
+
+
+@pytest.mark.parametrize("show", [True, False])
+def test_progress_callbacks_per_epoch_are_bounded(monkeypatch, show):
+    """At most progress.MAX_TICKS host callbacks per epoch (here 250 steps), none without progress."""
+    from jaxmi import progress
+
+    calls = []
+    monkeypatch.setattr(progress, "_tick", lambda step, every: calls.append(int(every)))
+    rng = np.random.default_rng(0)
+    n, batch = 1000, 4
+    x = jnp.asarray(rng.integers(0, 256, (n, 28, 28, 1)).astype(np.uint8))
+    y = jnp.asarray(rng.integers(0, 10, n).astype(np.int32))
+    module = models.create_model("mlp")
+    tx = training.make_optimizer(OptimConfig(learning_rate=0.01, batch_size=batch), n // batch)
+    state = training.stack([training.create_train_state(module, jax.random.key(0), (28, 28, 1), tx)])
+    for loop in ("scan", "unrolled"):
+        epoch = training.make_train_epoch(module, tx, num_examples=n, batch_size=batch, loop=loop, chunk=10,
+                                          show_progress=show)
+        calls.clear()
+        state, m = epoch(state, x, y, _key(0))
+        jax.block_until_ready(m)
+        jax.effects_barrier()
+        if show:
+            assert 0 < len(calls) <= progress.MAX_TICKS and sum(calls) == 249, (loop, len(calls), sum(calls))
+        else:
+            assert calls == []

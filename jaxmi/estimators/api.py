@@ -94,6 +94,9 @@ def estimate(x, labels, *, methods: Sequence[str] = METHODS, num_classes: int | 
         units of each layer's median nearest-neighbour squared distance; a secondary
         analysis, not the paper's protocol), ``block_size`` (KDE rows per block; default from the free memory),
         ``devices`` (devices the KDE pass is split over; default all local devices),
+        ``rows`` (with several devices: ``"sharded"``, each device holds N/M rows of the layer,
+        ``"replicated"``, or ``"auto"``: sharded from 256 MiB), ``precision`` (KDE matrix
+        products, :func:`jaxmi.backend.resolve_kde_precision`),
         ``inputs`` ([N, ...] network inputs for the Rényi I(X;T)), ``bootstrap`` (R ≥ 2
         resamples for error bars; 0, the default, for none), ``key`` (JAX key of the
         resampling; default ``jax.random.key(0)``, so layers and models get paired

@@ -31,10 +31,14 @@ from jaxmi import backend, parallel
 from jaxmi.estimators.bootstrap import unit_weights
 from jaxmi.estimators.validation import all_finite, check_noise_var, raise_if_nonfinite, validate
 
-__all__ = ["kde_mi", "kde_compute", "kde_sweep", "choose_block_size", "MAX_KERNEL_ROUNDING", "SELF_DOMINATED"]
+__all__ = ["kde_mi", "kde_compute", "kde_sweep", "choose_block_size", "pass_block_size", "sweep_scales",
+           "MAX_KERNEL_ROUNDING", "SELF_DOMINATED"]
 
 _LOG2E = 1.0 / math.log(2.0)
 _F32_EPS = float(np.finfo(np.float32).eps)
+#: Relative rounding of one product term per matrix-product precision: float32; three
+#: bfloat16 passes (TPU ``"high"``); one bfloat16 pass or TF32 (``"default"``).
+_PRODUCT_EPS = {"highest": _F32_EPS, "high": 2.0 ** -16, "default": 2.0 ** -8}
 #: Largest relative float32 rounding error of a kernel row sum accepted before a layer is
 #: recomputed in float64 (ln 1.03 / ln 2 ≈ 0.043 bits in the largest-norm rows).
 MAX_KERNEL_ROUNDING = 3e-2
@@ -63,7 +67,7 @@ def choose_block_size(n: int, d: int, *, columns: int = 11, max_block: int | Non
       max_block: upper limit on B (default :func:`jaxmi.backend.kde_max_block` for this width
         and number of scales).
       memory_bytes: per-step budget in bytes (default: a quarter of
-        :func:`jaxmi.backend.available_memory_bytes` after the O(N·D + N·columns) buffers of
+        :func:`jaxmi.backend.available_memory_bytes` after the O(N·columns) accumulators of
         the whole pass, at least 64 MiB).
       device: the device whose memory counts (default: the first local device).
       scales: exponent scales per pass (2 for one σ², 2·S for a sweep of S values).
@@ -75,7 +79,7 @@ def choose_block_size(n: int, d: int, *, columns: int = 11, max_block: int | Non
     if max_block is None:
         max_block = backend.kde_max_block(d, device, scales)
     if memory_bytes is None:
-        fixed = 4 * (n * d + 3 * n * columns)  # the centred, padded copy + accumulators
+        fixed = 4 * 3 * n * columns  # the accumulators (rows are centred block by block: no [N, D] copy)
         memory_bytes = max(64 << 20, (backend.available_memory_bytes(device) - fixed) // 4)
     budget = int(memory_bytes)
     b = max(8, min(int(max_block), n))
@@ -84,6 +88,26 @@ def choose_block_size(n: int, d: int, *, columns: int = 11, max_block: int | Non
     num_blocks = -(-n // b)
     b = -(-n // num_blocks)
     return max(8, -(-b // 8) * 8)
+
+
+def pass_block_size(n: int, d: int, *, num_classes: int, resamples: int = 1, scales: int = 2) -> int:
+    """The block size one KDE pass uses by default (:func:`choose_block_size` with its row-sum
+    columns, classes × resamples × scales / 2): a run fixes it once per probe so that no
+    epoch recompiles when the free memory changes.
+
+    Args:
+      n, d: samples and width of the layer.
+      num_classes: C.
+      resamples: 1 + bootstrap resamples.
+      scales: exponent scales per pass: 2 for one σ², the distinct ones of a sweep.
+    """
+    return choose_block_size(n, d, columns=resamples * num_classes * scales // 2, scales=scales)
+
+
+def sweep_scales(noise_vars) -> int:
+    """The number of distinct exponent scales (2σ², 8σ²) a sweep over ``noise_vars`` computes."""
+    nv = np.asarray(noise_vars, np.float64)
+    return int(np.unique(np.concatenate([2.0 * nv, 8.0 * nv])).size)
 
 
 def _kde_mesh(devices):
@@ -102,9 +126,10 @@ def _kde_columns(labels, weights, num_classes: int):
     return jnp.moveaxis(h, 0, 1).reshape(labels.shape[0], -1)
 
 
-@functools.partial(jax.jit, static_argnames=("num_classes", "block_size", "mesh", "paired", "chain", "with_nn"))
+@functools.partial(jax.jit, static_argnames=("num_classes", "block_size", "mesh", "paired", "chain", "with_nn",
+                                             "precision", "exact"))
 def _kde_sums(t, labels, weights, scale, *, num_classes: int, block_size: int, mesh=None, paired: bool = True,
-              chain: int = 0, with_nn: bool = True):
+              chain: int = 0, with_nn: bool = True, precision: str = "highest", exact: bool = False):
     """Weighted kernel row sums S_isk = Σ_j H_jk exp(−D_ij / s) at several scales s, blockwise,
     and every row's nearest-neighbour squared distance.
 
@@ -123,6 +148,10 @@ def _kde_sums(t, labels, weights, scale, *, num_classes: int, block_size: int, m
         next larger scale's (exp(−D/s) = exp(−D/4s)⁴), which underflows gracefully and adds at
         most a few float32 ulps of relative error per step.
       with_nn: also find every row's nearest neighbour (else ``nn`` is all ``inf``).
+      precision: the matrix-product precision (:func:`jaxmi.backend.resolve_kde_precision`).
+      exact: distances as sums of squared coordinate differences, in chunks of columns (no
+        cancellation between large norms: the fallback when the Gram identity's float32
+        rounding could matter), instead of |a|² + |b|² − 2 a·b.
 
     Returns:
       ``(sums [N, S, R·C], finite, max_sq, nn [N])``: the sums with the columns H of
@@ -136,20 +165,25 @@ def _kde_sums(t, labels, weights, scale, *, num_classes: int, block_size: int, m
     b = block_size
     nb = -(-n // b)
     pad = nb * b - n
-    # Distances are shift-invariant; centring limits float32 rounding. The centred rows are
-    # written into a zero-padded buffer, which XLA keeps as one [N, D] copy (a jnp.where mask
-    # of the padded rows needed several; benchmarks/README.md, estimator_scale). Padded rows
-    # are zeros, like the centred data's mean, and carry zero weight.
-    t = jnp.zeros((n + pad, d), jnp.float32).at[:n].set(t - jnp.mean(t, axis=0, keepdims=True))
-    h = jnp.pad(h, ((0, pad), (0, 0)))  # padded rows carry zero weight in every column
-    sq = jnp.sum(t * t, axis=1)
+    # Distances are shift-invariant; centring limits float32 rounding. Rows are centred block
+    # by block as the pass reads them, so beside the layer itself the pass holds O(B·D), not
+    # a second [N, D] copy; rows past N (the last block's padding) are zeros with zero weight.
+    mean = jnp.mean(t, axis=0)
+    sq = jnp.pad(jnp.sum(jnp.square(t - mean), axis=1), (0, pad))  # fused: no [N, D] temporary
     # NaN/±Inf anywhere reach the mean, hence every row's norm; a non-finite sum that is a
     # mere overflow is told apart on the host (all_finite).
-    finite = jnp.isfinite(jnp.sum(sq[:n]))
-    tb = t.reshape(nb, b, d)
+    finite = jnp.isfinite(jnp.sum(sq))
+    h = jnp.pad(h, ((0, pad), (0, 0)))  # padded rows carry zero weight in every column
     hb = h.reshape(nb, b, k)
     sqb = sq.reshape(nb, b)
     realb = (jnp.arange(nb * b) < n).reshape(nb, b)  # not a padded row
+
+    def block(t, i):
+        """Rows i·B … i·B + B − 1, centred, zeros past N."""
+        rows = jax.lax.dynamic_slice_in_dim(jnp.arange(nb * b), i * b, b)
+        x = jnp.take(t, jnp.minimum(rows, n - 1), axis=0) - mean
+        return jnp.where((rows < n)[:, None], x, 0.0)
+
     ndev = 1 if mesh is None else mesh.size
     ii, jj = np.triu_indices(nb)
     num_pairs = len(ii)
@@ -157,29 +191,21 @@ def _kde_sums(t, labels, weights, scale, *, num_classes: int, block_size: int, m
     pairs = np.zeros((per_dev * ndev, 3), np.int32)  # (row block, column block, real pair?)
     pairs[:num_pairs] = np.stack([ii, jj, np.ones_like(ii)], axis=1)
     num_scales = 2 if paired else scale.shape[0]
-    hi = jax.lax.Precision.HIGHEST
+    hi = jax.lax.Precision[precision.upper()]
 
-    def kernels(dist):
-        if paired:
-            k_lower = jnp.exp(-dist * (1.0 / (8.0 * scale)))  # exp(−D / 8σ²)
-            return jnp.stack([jnp.square(jnp.square(k_lower)), k_lower], axis=1)  # exp(−D / 2σ²) = k_lower⁴
-        if not chain:
-            return jnp.exp(dist[:, None, :] * (-1.0 / scale)[None, :, None])  # [B, S, B]
-        out = [None] * num_scales
-        for top in range(num_scales - 1, -1, -chain):
-            out[top] = jnp.exp(dist * (-1.0 / scale[top]))
-            for lower in range(top - 1, max(top - chain, -1), -1):
-                out[lower] = jnp.square(jnp.square(out[lower + 1]))
-        return jnp.stack(out, axis=1)
+    kernels = _kernel_fn(scale, paired=paired, chain=chain, num_scales=num_scales)
 
-    def run(tb, sqb, hb, pairs):
+    def run(t, sqb, hb, pairs):
         eye = jnp.eye(b, dtype=bool)
 
         def step(carry, pair):
             acc, nn = carry
             i, j, real = pair[0], pair[1], pair[2].astype(jnp.float32)
-            g = jnp.dot(tb[i], tb[j].T, precision=hi)
-            dist = jnp.maximum(sqb[i][:, None] + sqb[j][None, :] - 2.0 * g, 0.0)
+            if exact:
+                dist = _direct_distances(block(t, i), block(t, j))
+            else:
+                g = jnp.dot(block(t, i), block(t, j).T, precision=hi)
+                dist = jnp.maximum(sqb[i][:, None] + sqb[j][None, :] - 2.0 * g, 0.0)
             self_pair = eye & (i == j)
             dist = jnp.where(self_pair, 0.0, dist)  # exact zeros on the diagonal
             kern = kernels(dist)  # [B, S, B]: a row of block i, a scale, a row of block j
@@ -200,17 +226,17 @@ def _kde_sums(t, labels, weights, scale, *, num_classes: int, block_size: int, m
         return jax.lax.scan(step, init, pairs)[0]
 
     if ndev == 1:
-        acc, nn = run(tb, sqb, hb, jnp.asarray(pairs))
+        acc, nn = run(t, sqb, hb, jnp.asarray(pairs))
     else:
-        def local(tb, sqb, hb, pairs):  # each device: its share of the block pairs, then a reduction
-            acc, nn = run(tb, sqb, hb, pairs)
+        def local(t, sqb, hb, pairs):  # each device: its share of the block pairs, then a reduction
+            acc, nn = run(t, sqb, hb, pairs)
             return jax.lax.psum(acc, parallel.DATA_AXIS), jax.lax.pmin(nn, parallel.DATA_AXIS)
 
         rep = PartitionSpec()
         acc, nn = jax.shard_map(local, mesh=mesh, in_specs=(rep, rep, rep, PartitionSpec(parallel.DATA_AXIS)),
-                                out_specs=(rep, rep), check_vma=False)(tb, sqb, hb, jnp.asarray(pairs))
+                                out_specs=(rep, rep), check_vma=False)(t, sqb, hb, jnp.asarray(pairs))
     acc = jnp.moveaxis(acc, 1, 2).reshape(nb * b, num_scales, k)[:n]  # [N, S, K]
-    return acc, finite, jnp.max(sq[:n]), nn.reshape(-1)[:n]
+    return acc, finite, jnp.max(sq), nn.reshape(-1)[:n]
 
 
 def full_sample_totals(sums, num_classes: int):
@@ -218,7 +244,128 @@ def full_sample_totals(sums, num_classes: int):
     return jnp.sum(sums[:, :, :num_classes], axis=-1)
 
 
-def _float32_rounding_bound(sums, max_sq, scales, num_classes: int) -> float:
+@functools.partial(jax.jit, static_argnames=("num_classes", "block_size", "mesh", "paired", "chain", "with_nn",
+                                             "precision", "exact"))
+def _kde_sums_ring(t, labels, weights, scale, *, num_classes: int, block_size: int, mesh, paired: bool = True,
+                   chain: int = 0, with_nn: bool = True, precision: str = "highest", exact: bool = False):
+    """:func:`_kde_sums` with the rows sharded over the mesh's devices instead of replicated.
+
+    Each of the M devices holds N/M rows (and a visiting shard of N/M more); the shards travel
+    round a ring (``ppermute``), and at step s each device sums its own rows' kernels against
+    the shard of its s-th neighbour. Per device the layer takes about 4·N·D/M floats (its own
+    rows, the visiting shard, the one arriving, and the pass's double buffer) instead of N·D,
+    plus the O(B·D) blocks of the pass; every device computes its rows against all N columns, so the
+    pass does the full N² kernel rather than the upper triangle (twice the products of the
+    replicated pass, spread over M devices). Same arguments and outputs as :func:`_kde_sums`.
+    """
+    n, d = t.shape
+    ndev = mesh.size
+    axis = parallel.DATA_AXIS
+    t = t.astype(jnp.float32)
+    h = _kde_columns(labels, weights, num_classes)
+    k = h.shape[1]
+    mean = jnp.mean(t, axis=0)
+    sq = jnp.sum(jnp.square(t - mean), axis=1)
+    finite, max_sq = jnp.isfinite(jnp.sum(sq)), jnp.max(sq)
+    m = -(-n // ndev)  # rows per device; rows past N are zeros with zero weight
+    pad = m * ndev - n
+    if pad:
+        t, sq, h = jnp.pad(t, ((0, pad), (0, 0))), jnp.pad(sq, (0, pad)), jnp.pad(h, ((0, pad), (0, 0)))
+    real = jnp.arange(m * ndev) < n
+    rows_spec, rep = PartitionSpec(axis), PartitionSpec()
+    t = jax.lax.with_sharding_constraint(t, jax.sharding.NamedSharding(mesh, rows_spec))
+    b = min(block_size, m)
+    nb = -(-m // b)
+    lpad = nb * b - m
+    num_scales = 2 if paired else scale.shape[0]
+    hi = jax.lax.Precision[precision.upper()]
+    ii, jj = np.meshgrid(np.arange(nb), np.arange(nb), indexing="ij")
+    pairs = jnp.asarray(np.stack([ii.ravel(), jj.ravel()], axis=1), jnp.int32)
+    perm = [(r, (r + 1) % ndev) for r in range(ndev)]
+
+    def local(t, sq, h, real, mean, scale):
+        kernels = _kernel_fn(scale, paired=paired, chain=chain, num_scales=num_scales)
+        blocked = lambda a: jnp.pad(a, ((0, lpad),) + ((0, 0),) * (a.ndim - 1)).reshape((nb, b) + a.shape[1:])
+        sqb, hb, realb = blocked(sq), blocked(h), blocked(real)
+        eye = jnp.eye(b, dtype=bool)
+
+        def block(x, i):
+            rows = i * b + jnp.arange(b)
+            x = jnp.take(x, jnp.minimum(rows, m - 1), axis=0) - mean
+            return jnp.where((rows < m)[:, None], x, 0.0)
+
+        def ring_step(carry, step):
+            acc, nn, vt, vsqb, vhb, vrealb = carry
+
+            def pair_step(c, pair):
+                acc, nn = c
+                i, j = pair[0], pair[1]
+                if exact:
+                    dist = _direct_distances(block(t, i), block(vt, j))
+                else:
+                    g = jnp.dot(block(t, i), block(vt, j).T, precision=hi)
+                    dist = jnp.maximum(sqb[i][:, None] + vsqb[j][None, :] - 2.0 * g, 0.0)
+                self_pair = eye & (i == j) & (step == 0)  # step 0: the visiting shard is our own
+                dist = jnp.where(self_pair, 0.0, dist)
+                kern = kernels(dist)  # [B, S, B]
+                rows = jnp.dot(kern.reshape(b * num_scales, b), vhb[j], precision=hi).reshape(b, num_scales, k)
+                acc = acc.at[i].add(jnp.swapaxes(rows, 0, 1))
+                if with_nn:
+                    other = jnp.where(self_pair | ~vrealb[j][None, :] | ~realb[i][:, None], jnp.inf, dist)
+                    nn = nn.at[i].min(jnp.min(other, axis=1))
+                return (acc, nn), None
+
+            acc, nn = jax.lax.scan(pair_step, (acc, nn), pairs)[0]
+            vt, vsqb, vhb, vrealb = jax.lax.ppermute((vt, vsqb, vhb, vrealb), axis, perm)
+            return (acc, nn, vt, vsqb, vhb, vrealb), None
+
+        init = (jnp.zeros((nb, num_scales, b, k), jnp.float32), jnp.full((nb, b), jnp.inf, jnp.float32),
+                t, sqb, hb, realb)
+        acc, nn = jax.lax.scan(ring_step, init, jnp.arange(ndev))[0][:2]
+        return jnp.moveaxis(acc, 1, 2).reshape(nb * b, num_scales, k)[:m], nn.reshape(-1)[:m]
+
+    acc, nn = jax.shard_map(local, mesh=mesh, in_specs=(rows_spec, rows_spec, rows_spec, rows_spec, rep, rep),
+                            out_specs=(rows_spec, rows_spec), check_vma=False)(t, sq, h, real, mean, scale)
+    return acc[:n], finite, max_sq, nn[:n]
+
+
+def _kernel_fn(scale, *, paired: bool, chain: int, num_scales: int):
+    """dist [B, B] → kernels [B, S, B] at the pass's exponent scales (see :func:`_kde_sums`)."""
+
+    def kernels(dist):
+        if paired:
+            k_lower = jnp.exp(-dist * (1.0 / (8.0 * scale)))  # exp(−D / 8σ²)
+            return jnp.stack([jnp.square(jnp.square(k_lower)), k_lower], axis=1)  # exp(−D / 2σ²) = k_lower⁴
+        if not chain:
+            return jnp.exp(dist[:, None, :] * (-1.0 / scale)[None, :, None])  # [B, S, B]
+        out = [None] * num_scales
+        for top in range(num_scales - 1, -1, -chain):
+            out[top] = jnp.exp(dist * (-1.0 / scale[top]))
+            for lower in range(top - 1, max(top - chain, -1), -1):
+                out[lower] = jnp.square(jnp.square(out[lower + 1]))
+        return jnp.stack(out, axis=1)
+
+    return kernels
+
+
+def _direct_distances(a, b, chunk_bytes: int = 1 << 26):
+    """‖a_i − b_j‖² for rows a [B, D], b [B, D] as sums of squared differences over column chunks
+    ([B, B, C] temporaries of at most ``chunk_bytes``): float32 without the cancellation of the
+    Gram identity, at the cost of elementwise work."""
+    rows, d = a.shape
+    c = max(1, min(d, chunk_bytes // (4 * rows * rows)))
+    pad = -d % c
+    a, b = jnp.pad(a, ((0, 0), (0, pad))), jnp.pad(b, ((0, 0), (0, pad)))
+
+    def add(k, acc):
+        x = jax.lax.dynamic_slice_in_dim(a, k * c, c, axis=1)
+        y = jax.lax.dynamic_slice_in_dim(b, k * c, c, axis=1)
+        return acc + jnp.sum(jnp.square(x[:, None, :] - y[None, :, :]), axis=-1)
+
+    return jax.lax.fori_loop(0, (d + pad) // c, add, jnp.zeros((rows, rows), jnp.float32))
+
+
+def _float32_rounding_bound(sums, max_sq, scales, num_classes: int, precision: str = "highest") -> float:
     """Bound on the relative rounding error of any float32 row sum (hence on |Δ ln S_i|).
 
     Distances from the Gram identity D = |a|² + |b|² − 2 a·b (data centred) are off by about
@@ -233,13 +380,14 @@ def _float32_rounding_bound(sums, max_sq, scales, num_classes: int) -> float:
       max_sq: max ‖t_i − mean‖².
       scales: the S exponent scales s.
       num_classes: C.
+      precision: the products' precision (its rounding replaces float32's in δ).
 
     Returns:
       The bound (``inf`` when the norms exceed float32's range).
     """
     if not math.isfinite(float(max_sq)):  # norms beyond float32's range: float32 distances are meaningless
         return math.inf
-    delta = 2.0 * _F32_EPS * float(max_sq)
+    delta = 2.0 * _PRODUCT_EPS[precision] * float(max_sq)
     if delta / min(scales) <= MAX_KERNEL_ROUNDING:  # cheap check first, no extra pass
         return delta / min(scales)
     off = np.asarray(jnp.max(1.0 - 1.0 / full_sample_totals(sums, num_classes), axis=0), np.float64)  # [S]
@@ -290,23 +438,37 @@ def _kde_from_sums(sums, labels, weights, *, num_classes: int):
 
 
 def _gram_pass(t, y, c, weights, scales, *, paired: bool, block_size, devices, chain: int = 0,
-               with_nn: bool = True):
-    """One checked blockwise pass: ``(sums [N, S, K], nn [N])``, in float64 on the host when
-    float32 rounding could exceed :data:`MAX_KERNEL_ROUNDING`. ``paired``: ``scales`` is
-    (2σ², 8σ²), computed with one exponential."""
+               with_nn: bool = True, precision: str = "highest", rows: str = "auto"):
+    """One checked blockwise pass: ``(sums [N, S, K], nn [N])``, redone exactly when float32
+    rounding could exceed :data:`MAX_KERNEL_ROUNDING`. ``paired``: ``scales`` is (2σ², 8σ²),
+    computed with one exponential. ``rows``: :func:`jaxmi.backend.resolve_kde_rows`."""
     mesh = _kde_mesh(devices)
-    cols = weights.shape[0] * c * len(scales) // 2
-    b = int(block_size or choose_block_size(t.shape[0], t.shape[1], columns=cols, scales=len(scales)))
+    sums_fn = _kde_sums
+    if mesh is not None and backend.resolve_kde_rows(rows, 4 * t.shape[0] * t.shape[1]) == "sharded":
+        sums_fn = _kde_sums_ring  # rows split over the devices
+        if t.shape[0] % mesh.size == 0:  # move the shards now (else the pass pads, then splits)
+            t = jax.device_put(t, jax.sharding.NamedSharding(mesh, PartitionSpec(parallel.DATA_AXIS)))
+        y = jax.device_put(y, parallel.replicated(mesh))
+    elif mesh is not None:  # the layer may live on another mesh (a run's): replicate it on this one
+        t, y = jax.device_put((t, y), parallel.replicated(mesh))
+    b = int(block_size or pass_block_size(t.shape[0], t.shape[1], num_classes=c, resamples=weights.shape[0],
+                                          scales=len(scales)))
     w = jnp.asarray(weights, jnp.float32)
     arg = jnp.float32(scales[1] / 8.0) if paired else jnp.asarray(scales, jnp.float32)
-    sums, finite, max_sq, nn = _kde_sums(t, y, w, arg, num_classes=c, block_size=b, mesh=mesh, paired=paired,
-                                         chain=chain, with_nn=with_nn)
+    sums, finite, max_sq, nn = sums_fn(t, y, w, arg, num_classes=c, block_size=b, mesh=mesh, paired=paired,
+                                         chain=chain, with_nn=with_nn, precision=precision)
     raise_if_nonfinite(finite or all_finite(t), "activations")
-    if _float32_rounding_bound(sums, max_sq, scales, c) > MAX_KERNEL_ROUNDING:
-        # float32 distances could move the row sums by more than MAX_KERNEL_ROUNDING: redo
-        # this layer in float64 on the host (exact, slower).
-        s64, nn64 = _kde_sums_float64(np.asarray(t), np.asarray(y), np.asarray(weights), scales, c, b)
-        sums, nn = jnp.asarray(s64, jnp.float32), jnp.asarray(nn64, jnp.float32)
+    if _float32_rounding_bound(sums, max_sq, scales, c, precision) > MAX_KERNEL_ROUNDING:
+        # The Gram identity's float32 rounding could move the row sums by more than
+        # MAX_KERNEL_ROUNDING: redo this layer exactly, where the platform does that best
+        # (jaxmi.backend.exact_kde_on_device): direct float32 differences on the device, or
+        # float64 on the host (fast BLAS on CPU; also for norms beyond float32's range).
+        if backend.exact_kde_on_device() and math.isfinite(float(max_sq)):
+            sums, _, _, nn = sums_fn(t, y, w, arg, num_classes=c, block_size=b, mesh=mesh, paired=paired,
+                                       chain=chain, with_nn=with_nn, precision=precision, exact=True)
+        else:
+            s64, nn64 = _kde_sums_float64(np.asarray(t), np.asarray(y), np.asarray(weights), scales, c, b)
+            sums, nn = jnp.asarray(s64, jnp.float32), jnp.asarray(nn64, jnp.float32)
     return sums, nn
 
 
@@ -320,7 +482,7 @@ def _relative(noise_var: float, nn) -> float:
 
 
 def kde_compute(t, y, c, weights, *, noise_var: float = 0.1, block_size: int | None = None, devices=None,
-                noise_scale: str = "absolute", **_) -> dict[str, tuple]:
+                noise_scale: str = "absolute", precision: str = "auto", rows: str = "auto", **_) -> dict[str, tuple]:
     """Both KDE bounds for the full sample and every resample, from one Gram pass.
 
     Args:
@@ -333,6 +495,10 @@ def kde_compute(t, y, c, weights, *, noise_var: float = 0.1, block_size: int | N
       block_size: rows per block (default :func:`choose_block_size`).
       devices: devices to split the pass over (default: all local devices).
       noise_scale: ``"absolute"`` (the paper's protocol) or ``"relative"``.
+      precision: matrix-product precision (:func:`jaxmi.backend.resolve_kde_precision`).
+      rows: with several devices, ``"sharded"`` (each device holds N/M rows; a ring pass),
+        ``"replicated"`` (every device holds the layer; half the products) or ``"auto"``
+        (:func:`jaxmi.backend.resolve_kde_rows`).
 
     Returns:
       ``{"kde_upper": (I_XT [R], I_TY [R], diagnostics), "kde_lower": (...)}`` in bits. The
@@ -341,12 +507,13 @@ def kde_compute(t, y, c, weights, *, noise_var: float = 0.1, block_size: int | N
       (the share of rows whose kernel sum is below 1 + :data:`SELF_DOMINATED`, i.e. nearly
       only their own term) and ``noise_var``, the σ² used.
     """
+    precision = backend.resolve_kde_precision(precision)
     sums, nn = _gram_pass(t, y, c, weights, (2.0 * noise_var, 8.0 * noise_var), paired=True,
-                          block_size=block_size, devices=devices)
+                          block_size=block_size, devices=devices, precision=precision, rows=rows)
     if noise_scale == "relative":
         noise_var = _relative(noise_var, nn)
         sums, nn = _gram_pass(t, y, c, weights, (2.0 * noise_var, 8.0 * noise_var), paired=True,
-                              block_size=block_size, devices=devices)
+                              block_size=block_size, devices=devices, precision=precision, rows=rows)
     i_xt, i_ty = jax.device_get(_kde_from_sums(sums, y, jnp.asarray(weights, jnp.float32), num_classes=c))
     med = float(np.median(np.asarray(nn)))
     self_share = np.asarray(jnp.mean(full_sample_totals(sums, c) < 1.0 + SELF_DOMINATED, axis=0))
@@ -359,7 +526,7 @@ def kde_compute(t, y, c, weights, *, noise_var: float = 0.1, block_size: int | N
 
 
 def kde_sweep(t, y, c, noise_vars, *, block_size: int | None = None, devices=None,
-              noise_scale: str = "absolute") -> dict[str, np.ndarray]:
+              noise_scale: str = "absolute", precision: str = "auto", rows: str = "auto") -> dict[str, np.ndarray]:
     """Both KDE bounds at every σ² of ``noise_vars`` from one Gram pass (the full sample).
 
     Every σ² gets exactly the computation of :func:`kde_compute` at that σ² (two exponent
@@ -372,14 +539,16 @@ def kde_sweep(t, y, c, noise_vars, *, block_size: int | None = None, devices=Non
     nv = np.asarray(noise_vars, np.float64)
     w = unit_weights(t.shape[0])
     if noise_scale == "relative":
-        _, nn = _gram_pass(t, y, c, w, (2.0, 8.0), paired=True, block_size=block_size, devices=devices)
+        _, nn = _gram_pass(t, y, c, w, (2.0, 8.0), paired=True, block_size=block_size, devices=devices,
+                           precision=backend.resolve_kde_precision(precision), rows=rows)
         nv = nv * _relative(1.0, nn)
     # The exponent scales 2σ² (upper) and 8σ² (lower) of all σ², each computed once: on a grid
     # of ratio 4 (the default), the lower bound at σ² shares its kernel with the upper at 4σ².
     scales, index = np.unique(np.concatenate([2.0 * nv, 8.0 * nv]), return_inverse=True)
     chain = CHAIN_STRIDE if len(scales) > 1 and np.all(scales[1:] == 4.0 * scales[:-1]) else 0
     sums, _ = _gram_pass(t, y, c, w, tuple(float(v) for v in scales), paired=False, block_size=block_size,
-                         devices=devices, chain=chain, with_nn=False)
+                         devices=devices, chain=chain, with_nn=False,
+                         precision=backend.resolve_kde_precision(precision), rows=rows)
     i_xt, i_ty = jax.device_get(_kde_from_sums(sums, y, jnp.asarray(w), num_classes=c))
     i_xt, i_ty = np.asarray(i_xt)[index, 0], np.asarray(i_ty)[index, 0]
     s = len(nv)

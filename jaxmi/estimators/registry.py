@@ -17,6 +17,7 @@ from typing import Any
 import jax.numpy as jnp
 import numpy as np
 
+from jaxmi import backend
 from jaxmi.estimators.binning import binning_compute
 from jaxmi.estimators.kde import kde_compute
 from jaxmi.estimators.renyi import renyi_compute
@@ -61,6 +62,8 @@ def _add(name, group, compute, options, check=None):
 def _check_kde(opts):
     check_noise_var(opts.get("noise_var", 0.1))
     check_noise_scale(opts.get("noise_scale", "absolute"))
+    backend.resolve_kde_precision(opts.get("precision", "auto"))
+    backend.resolve_kde_rows(opts.get("rows", "auto"), 0)
 
 
 def _check_binning(opts):
@@ -72,8 +75,9 @@ def _check_renyi(opts):
         check_alpha(opts["alpha"])
 
 
-_add("kde_upper", "kde", kde_compute, ("noise_var", "block_size", "devices", "noise_scale"), _check_kde)
-_add("kde_lower", "kde", kde_compute, ("noise_var", "block_size", "devices", "noise_scale"), _check_kde)
+_KDE_OPTIONS = ("noise_var", "block_size", "devices", "noise_scale", "precision", "rows")
+_add("kde_upper", "kde", kde_compute, _KDE_OPTIONS, _check_kde)
+_add("kde_lower", "kde", kde_compute, _KDE_OPTIONS, _check_kde)
 _add("binning", "binning", binning_compute, ("bin_size",), _check_binning)
 _add("renyi", "renyi", renyi_compute, ("alpha", "kernel_width", "k_neighbors", "inputs", "input_kernel_width"),
      _check_renyi)

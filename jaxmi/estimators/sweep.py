@@ -42,7 +42,7 @@ def _values(values: Sequence[float], check, what: str) -> np.ndarray:
 
 def sweep_kde_bounds(activations, labels, noise_vars: Sequence[float] = DEFAULT_NOISE_VARS, *,
                      num_classes: int | None = None, noise_scale: str = "absolute", block_size: int | None = None,
-                     devices=None) -> dict:
+                     devices=None, precision: str = "auto", rows: str = "auto") -> dict:
     """Both KDE bounds at every σ² of ``noise_vars``, from one distance pass.
 
     Returns:
@@ -53,7 +53,8 @@ def sweep_kde_bounds(activations, labels, noise_vars: Sequence[float] = DEFAULT_
     check_noise_scale(noise_scale)
     nv = _values(noise_vars, check_noise_var, "noise_vars")
     t, y, c = validate(activations, labels, num_classes)
-    res = kde_sweep(t, y, c, nv, block_size=block_size, devices=devices, noise_scale=noise_scale)
+    res = kde_sweep(t, y, c, nv, block_size=block_size, devices=devices, noise_scale=noise_scale,
+                    precision=precision, rows=rows)
     out = {"noise_var": nv.tolist(),
            **{m: {q: [float(v) for v in res[f"{m}_{q}"]] for q in ("I_XT", "I_TY")} for m in ("kde_upper", "kde_lower")}}
     if noise_scale == "relative":

@@ -13,7 +13,6 @@ from __future__ import annotations
 import dataclasses
 import os
 from collections.abc import Callable, Mapping, Sequence
-from pathlib import Path
 from typing import Any, NamedTuple
 
 import jax.numpy as jnp
@@ -21,14 +20,16 @@ import numpy as np
 
 from jaxmi.config import Config, normalize_identity
 from jaxmi.data import load_dataset, to_float
-from jaxmi.evaluation import make_adversary, make_forward
+from jaxmi.estimators import estimate
+from jaxmi.evaluation import make_adversary, make_forward, probe_groups
 from jaxmi.history import RunResult
-from jaxmi.results import prepare_run_dir, read_json, write_json
+from jaxmi.models import probe_widths
+from jaxmi.results import as_path, prepare_run_dir, read_json, write_json
 from jaxmi.run import Trained, load_trained, log_line, mi_indices, train_pair
 from jaxmi.stats import numbers_mean_sd
 
 __all__ = ["Finding", "parse_options", "run_summary", "load_run_summary", "trained_models", "verdict_lines", "across_seeds", "per_verdict",
-           "seed_table", "run_per_seed", "config_record", "Draw", "measurement_draw", "model_passes"]
+           "seed_table", "run_per_seed", "config_record", "Draw", "measurement_draw", "Passes", "model_passes"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -79,7 +80,7 @@ def load_run_summary(run_dir: str | os.PathLike) -> dict[str, Any]:
       ValueError: no such directory or file, unreadable JSON, or a summary without the
         per-epoch MI of both regimes.
     """
-    path = Path(run_dir) / "summary.json"
+    path = as_path(run_dir) / "summary.json"
     if not path.is_file():
         raise ValueError(f"--from-run {run_dir}: no summary.json there; give the --out directory of a finished "
                          "finding-2 (or finding-1) run.")
@@ -134,12 +135,36 @@ def measurement_draw(config: Config) -> Draw:
     return Draw(x, test.labels[idx].astype(np.int32), test.num_classes, test.source)
 
 
-def model_passes(module: Any, config: Config, n: int, *, with_probs: bool = True) -> tuple[Callable, Callable]:
-    """``(adversary, forward)`` of :mod:`jaxmi.evaluation` for ``n`` images under ``config``'s
-    evaluation attack, batch and loop."""
-    batching = dict(batch_size=min(config.exec.eval_batch_size, n), loop=config.exec.loop)
-    return (make_adversary(module, config.pgd(), **batching),
-            make_forward(module, with_probs=with_probs, **batching))
+class Passes(NamedTuple):
+    """The batched passes findings 3 and 4 run on one trained model (unstacked variables)."""
+
+    adversary: Callable  # (params, batch_stats, x, y) -> PGD examples [N, H, W, C]
+    forward: Callable  # (params, batch_stats, x, y) -> {"loss", "correct", "probs"} [N, ...]
+    probes: dict[tuple[str, ...], Callable]  # per probe group: (...) -> {"probes": {name: [N, D]}}
+    kde_precision: str = "auto"  # the KDE estimators' matrix-product precision
+
+    def information(self, params, batch_stats, x, y, y_host, **estimate_options) -> dict[str, Any]:
+        """``{probe: {method: {...}}}`` of :func:`jaxmi.estimators.estimate` (KDE at the run's
+        precision), holding one probe group's activations at a time."""
+        if any(m.startswith("kde") for m in estimate_options.get("methods", ("kde_upper",))):
+            estimate_options = {"precision": self.kde_precision, **estimate_options}
+        out: dict[str, Any] = {}
+        for fn in self.probes.values():
+            probes = fn(params, batch_stats, x, y)["probes"]
+            out.update(estimate(probes, y_host, **estimate_options))
+            del probes
+        return out
+
+
+def model_passes(module: Any, config: Config, n: int, input_shape: tuple[int, ...]) -> Passes:
+    """The :class:`Passes` of ``module`` for ``n`` images under ``config``'s evaluation attack,
+    batch and loop; probes come a group at a time (:func:`jaxmi.evaluation.probe_groups`)."""
+    batching = dict(batch_size=min(config.exec.eval_batch_size, n), loop=config.exec.loop, stacked=False)
+    groups = probe_groups(probe_widths(module, input_shape))
+    return Passes(make_adversary(module, config.pgd(), attack_loop=config.exec.attack_loop, **batching),
+                  make_forward(module, with_probes=False, **batching),
+                  {g: make_forward(module, with_probes=g, with_probs=False, **batching) for g in groups},
+                  config.exec.kde_precision)
 
 
 def verdict_lines(rows: Sequence[tuple[str, bool, str]], summary: Mapping[str, Any] | None = None) -> str:

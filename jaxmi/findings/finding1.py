@@ -36,6 +36,7 @@ Script: ``experiments/finding1_mi_trends.py`` (:func:`jaxmi.cli.main` with this 
 from __future__ import annotations
 
 import dataclasses
+import os
 import time
 from pathlib import Path
 from typing import Any
@@ -46,7 +47,7 @@ from jaxmi import plots
 from jaxmi.config import Config, normalize_identity, setting
 from jaxmi.findings.common import Finding, across_seeds, load_run_summary, parse_options, run_summary, verdict_lines
 from jaxmi.history import QUANTITIES, REGIMES
-from jaxmi.results import prepare_run_dir, write_json
+from jaxmi.results import is_local, prepare_run_dir, write_json
 from jaxmi.run import log_line, train_and_measure
 from jaxmi.stats import pearson, rank
 
@@ -206,7 +207,8 @@ def run(config: Config, workdir: str | Path, *, options: dict[str, Any] | None =
     if opts.from_run:
         src = load_run_summary(opts.from_run)
         run_cfg = {k: v for k, v in src["config"].items() if k != "attack"}
-        workdir = prepare_run_dir(workdir, {"from_run": str(Path(opts.from_run).resolve()), **rule},
+        source = os.path.abspath(opts.from_run) if is_local(opts.from_run) else str(opts.from_run)
+        workdir = prepare_run_dir(workdir, {"from_run": source, **rule},
                                   overwrite=overwrite)
         log(f"finding 1 from the measurements in {opts.from_run} ({run_cfg.get('dataset')}, {run_cfg.get('model')}, "
             f"{len(src['epochs_measured'])} measurements)")

@@ -40,7 +40,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxmi import attribution, distortions, estimators, plots
+from jaxmi import attribution, distortions, plots
 from jaxmi.config import Config, check_minimums, normalize_identity, setting
 from jaxmi.data import DATASETS, class_names
 from jaxmi.evaluation import confusion
@@ -49,7 +49,6 @@ from jaxmi.findings.common import (Finding, config_record, measurement_draw, mod
 from jaxmi.history import INPUTS, REGIMES
 from jaxmi.results import prepare_run_dir, write_json
 from jaxmi.run import log_line
-from jaxmi.training import stack
 
 __all__ = ["Options", "PRESETS", "decide", "verdict_table", "run", "TITLE", "FINDING", "ESTIMATOR"]
 
@@ -98,18 +97,16 @@ PRESETS: dict[str, dict[str, Any]] = {
 }
 
 
-def _evaluate(fns, params, batch_stats, x, y, *, conditions, key, num_classes: int, noise_var: float, layers,
+def _evaluate(passes, params, batch_stats, x, y, *, conditions, key, num_classes: int, noise_var: float, layers,
               log, regime: str) -> dict:
     """Accuracy, loss, probabilities and KDE-lower MI per (distortion, level, inputs) for one model.
 
     The adversarial inputs are PGD examples of the undistorted images, distorted afterwards;
     the shuffle key of level k is ``fold_in(key, k)``.
     """
-    adversary, forward = fns
-    params, batch_stats = stack([params]), stack([batch_stats])
     y_dev = jnp.asarray(y)
     x = jnp.asarray(x)
-    sources = {"clean": x, "adv": adversary(params, batch_stats, x, y_dev)[0]}
+    sources = {"clean": x, "adv": passes.adversary(params, batch_stats, x, y_dev)}
     cache: dict = {}
     results: dict = {}
     for kind, level in conditions:
@@ -119,9 +116,9 @@ def _evaluate(fns, params, batch_stats, x, y, *, conditions, key, num_classes: i
             if ck not in cache:
                 k_level = jax.random.fold_in(key, int(level) if kind == "shuffle" else 0)
                 xd = sources[inputs] if ident else distortions.distort(sources[inputs], kind, level, k_level)
-                out = jax.tree.map(lambda a: a[0], forward(params, batch_stats, xd, y_dev))
-                mi = estimators.estimate({p: out["probes"][p] for p in layers}, y, methods=(ESTIMATOR,),
-                                         num_classes=num_classes, noise_var=noise_var)
+                out = passes.forward(params, batch_stats, xd, y_dev)
+                mi = passes.information(params, batch_stats, xd, y_dev, y, methods=(ESTIMATOR,),
+                                        num_classes=num_classes, noise_var=noise_var)
                 probs = np.asarray(out["probs"])
                 cache[ck] = {"accuracy": float(np.mean(probs.argmax(-1) == y)), "loss": float(np.mean(out["loss"])),
                              "I_XT": [float(mi[p][ESTIMATOR]["I_XT"]) for p in layers],
@@ -224,7 +221,7 @@ def run(config: Config, workdir: str | Path, *, options: dict[str, Any] | None =
     x, y, num_classes, test_source = measurement_draw(config)
     conditions = [(kind, lv) for kind, lvs in level_grid(x.shape[1:]).items() for lv in lvs]
     key = jax.random.fold_in(jax.random.key(config.seed), 3)
-    fns = model_passes(module, config, len(y))
+    fns = model_passes(module, config, len(y), x.shape[1:])
     layers = list(module.probe_names)
     per_regime = {r: _evaluate(fns, *trained[r], x, y, conditions=conditions, key=key, num_classes=num_classes,
                                noise_var=config.mi.noise_var, layers=layers, log=log, regime=r) for r in REGIMES}

@@ -60,7 +60,6 @@ from jaxmi.history import INPUTS, REGIMES
 from jaxmi.results import prepare_run_dir, write_json
 from jaxmi.run import log_line
 from jaxmi.stats import spearman
-from jaxmi.training import stack
 
 __all__ = ["Options", "PRESETS", "decide", "verdict_table", "run", "measure_layer", "TITLE", "FINDING"]
 
@@ -194,17 +193,22 @@ def run(config: Config, workdir: str | Path, *, options: dict[str, Any] | None =
                                                        workdir=workdir)
         models_info = {k: v for k, v in info.items() if k != "history"}
         x_host, y, num_classes, _ = measurement_draw(config)
-        adversary, forward = model_passes(module, config, len(y), with_probs=False)
+        passes = model_passes(module, config, len(y), x_host.shape[1:])
         x, y_dev = jnp.asarray(x_host), jnp.asarray(y)
+        names = list(module.probe_names)
         for regime in REGIMES:
-            params, stats = (stack([v]) for v in trained[regime])
-            sources = {"clean": x, "adv": adversary(params, stats, x, y_dev)[0]}
+            params, stats = trained[regime]
+            sources = {"clean": x, "adv": passes.adversary(params, stats, x, y_dev)}
             for inputs in INPUTS:
-                probes = forward(params, stats, sources[inputs], y_dev)["probes"]
-                for j, name in enumerate(module.probe_names):
-                    res = measure_layer(np.asarray(probes[name][0]), y, num_classes, mi_cfg.noise_var,
-                                        mi_cfg.bin_size, jax.random.fold_in(key, 1000 + j), opts.pairs)
-                    layers.append({"source": "trained", "mode": regime, "inputs": inputs, "probe": name, **res})
+                measured = {}
+                for fn in passes.probes.values():  # one probe group's activations at a time
+                    for name, a in fn(params, stats, sources[inputs], y_dev)["probes"].items():
+                        j = names.index(name)
+                        measured[name] = measure_layer(np.asarray(a), y, num_classes, mi_cfg.noise_var,
+                                                       mi_cfg.bin_size, jax.random.fold_in(key, 1000 + j), opts.pairs)
+                for name in names:
+                    layers.append({"source": "trained", "mode": regime, "inputs": inputs, "probe": name,
+                                   **measured[name]})
                 log(f"[{regime.upper()}] measured the {inputs} probes")
 
     verdicts, evidence = decide(layers, min_corr=opts.min_corr)

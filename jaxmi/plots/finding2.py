@@ -8,7 +8,7 @@ summary (:func:`jaxmi.history.validate_summary`) before drawing anything.
 from __future__ import annotations
 
 import math
-from pathlib import Path
+from etils.epath import Path
 
 import numpy as np
 from matplotlib import colormaps

@@ -4,7 +4,7 @@ confusion matrices, attribution maps and example images."""
 from __future__ import annotations
 
 from collections.abc import Mapping
-from pathlib import Path
+from etils.epath import Path
 
 import numpy as np
 from matplotlib.figure import Figure

@@ -7,12 +7,10 @@ in :mod:`jaxmi.history`; missing values (``None``/NaN) come back as NaN.
 
 from __future__ import annotations
 
+import io
 import math
-import os
 import re
-import tempfile
 from collections.abc import Mapping
-from pathlib import Path
 
 import matplotlib
 
@@ -24,6 +22,7 @@ from matplotlib.lines import Line2D  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 from jaxmi.history import INPUTS, QUANTITIES, REGIMES  # noqa: E402
+from jaxmi.results import as_path, atomic_write_bytes  # noqa: E402
 
 __all__ = ["DPI", "REGIME_COLORS", "REGIME_LABELS", "REGIME_SHORT", "INPUT_LABELS", "INPUT_MARKERS",
            "INPUT_LINESTYLES", "QUANTITY_TEX", "ESTIMATOR_LABELS", "EPOCH_CMAP", "save_figure", "regimes_present",
@@ -52,30 +51,18 @@ ESTIMATOR_LABELS = {
 EPOCH_CMAP = "viridis"
 
 
-def save_figure(fig: Figure, path, *, dpi: int = DPI) -> Path:
+def save_figure(fig: Figure, path, *, dpi: int = DPI):
     """Saves ``fig`` to ``path`` atomically and returns the final path.
 
-    The figure is rendered into a temporary file in the same directory (created if needed)
-    and moved onto ``path`` with :func:`os.replace`; on any error the temporary file is
-    removed and the exception propagates, leaving a previous file at ``path`` untouched.
-    The format follows the suffix of ``path`` (PNG when there is none). The figure is not
-    closed.
+    The figure is rendered in memory and written through :func:`jaxmi.results.atomic_write_bytes`
+    (a temporary file beside ``path``, then a rename), so a previous file at ``path`` stays
+    untouched on any error; ``path`` may be local or remote (``gs://``). The format follows the
+    suffix of ``path`` (PNG when there is none). The figure is not closed.
     """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fmt = path.suffix[1:].lower() or "png"
-    fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    tmp = Path(tmp_name)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fig.savefig(fh, format=fmt, dpi=dpi)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    return path
+    path = as_path(path)
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format=path.suffix[1:].lower() or "png", dpi=dpi)
+    return atomic_write_bytes(path, buffer.getvalue())
 
 
 # --------------------------------------------------------------------------------------

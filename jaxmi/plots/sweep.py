@@ -8,11 +8,12 @@ separate, and the NT − AT difference per probe directly.
 
 from __future__ import annotations
 
-from pathlib import Path
+from etils.epath import Path
 
 import numpy as np
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
+from matplotlib.ticker import NullLocator
 
 from jaxmi.history import INPUTS, validate_summary
 from jaxmi.plots.style import (INPUT_LABELS, INPUT_LINESTYLES, INPUT_MARKERS, QUANTITY_TEX, REGIME_COLORS,
@@ -62,6 +63,7 @@ def plot_noise_sweep(summary: dict, out_dir, *, quantity: str = "I_XT") -> list[
                 if ceiling is not None:
                     ax.axhline(ceiling, color="0.5", lw=0.8, ls=(0, (1, 2)))
                 ax.set_xscale("log")
+                ax.xaxis.set_minor_locator(NullLocator())  # decades only (minor ticks cost 60 % of the drawing)
                 ax.grid(True, lw=0.3, alpha=0.5)
                 if row == 0:
                     ax.set_title(REGIME_SHORT[r], color=REGIME_COLORS[r])
@@ -74,7 +76,7 @@ def plot_noise_sweep(summary: dict, out_dir, *, quantity: str = "I_XT") -> list[
         handles += [Line2D([], [], color="0.3", alpha=a, lw=2, label=f"epoch {ep}")
                     for a, ep in zip((0.35 + 0.65 / n_epochs, 1.0), (sweep["epochs"][0], sweep["epochs"][-1]))]
         handles.append(Line2D([], [], color="0.3", ls=":", label="the paper's value"))
-        fig.legend(handles=handles, loc="outside lower center", ncols=len(handles), frameon=False)
+        fig.legend(handles=handles, loc="outside lower center", ncols=3, frameon=False)
         fig.suptitle(figure_title(f"{estimator_label(est)} against its scale", summary))
         written.append(save_figure(fig, out_dir / f"sweep_{safe_name(est)}.png"))
     return written
