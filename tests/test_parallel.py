@@ -148,6 +148,15 @@ SCRIPT = textwrap.dedent(r'''
     for m in bounds:
         np.testing.assert_allclose(sb[m]["I_XT"], sa[m]["I_XT"], rtol=1e-5, atol=1e-5)
         np.testing.assert_allclose(sb[m]["I_TY"], sa[m]["I_TY"], rtol=1e-5, atol=1e-5)
+    # a layer whose float32 Gram distances are too coarse (clusters of norm ~500, spread 0.05):
+    # redone in float64 on the host from the unpadded layer, the same with sharded rows
+    yf = rng.integers(0, 3, 123)
+    far = (rng.standard_normal((123, 50)) * 0.05 + rng.standard_normal((3, 50))[yf] * 500).astype(np.float32)
+    fa = estimators.estimate(far, yf, methods=bounds, devices=one_dev)
+    fb = estimators.estimate(far, yf, methods=bounds, rows="sharded", block_size=8)
+    for m in bounds:
+        for q in ("I_XT", "I_TY", "nn_sq_dist_over_width"):
+            np.testing.assert_allclose(fb[m][q], fa[m][q], rtol=1e-5, atol=1e-5, err_msg=f"float64 path {m} {q}")
     args = (jnp.asarray(t), jnp.asarray(yk, jnp.int32), jnp.ones((1, n), jnp.float32), jnp.float32(0.1))
     ref = kde._kde_sums(*args, num_classes=4, block_size=16, exact=True)
     ring = kde._kde_sums_ring(*args, num_classes=4, block_size=8, mesh=parallel.make_mesh(8), exact=True)

@@ -245,9 +245,10 @@ def full_sample_totals(sums, num_classes: int):
 
 
 @functools.partial(jax.jit, static_argnames=("num_classes", "block_size", "mesh", "paired", "chain", "with_nn",
-                                             "precision", "exact"))
+                                             "precision", "exact", "num_rows"))
 def _kde_sums_ring(t, labels, weights, scale, *, num_classes: int, block_size: int, mesh, paired: bool = True,
-                   chain: int = 0, with_nn: bool = True, precision: str = "highest", exact: bool = False):
+                   chain: int = 0, with_nn: bool = True, precision: str = "highest", exact: bool = False,
+                   num_rows: int | None = None):
     """:func:`_kde_sums` with the rows sharded over the mesh's devices instead of replicated.
 
     Each of the M devices holds N/M rows (and a visiting shard of N/M more); the shards travel
@@ -256,22 +257,25 @@ def _kde_sums_ring(t, labels, weights, scale, *, num_classes: int, block_size: i
     rows, the visiting shard, the one arriving, and the pass's double buffer) instead of N·D,
     plus the O(B·D) blocks of the pass; every device computes its rows against all N columns, so the
     pass does the full N² kernel rather than the upper triangle (twice the products of the
-    replicated pass, spread over M devices). Same arguments and outputs as :func:`_kde_sums`.
+    replicated pass, spread over M devices). Same arguments and outputs as :func:`_kde_sums`;
+    ``num_rows``: the real rows N when ``t`` (and ``labels``, ``weights``) arrive already padded
+    with zero rows (zero weights) to a multiple of M (default: all rows are real).
     """
-    n, d = t.shape
+    rows_in, d = t.shape
+    n = rows_in if num_rows is None else num_rows
     ndev = mesh.size
     axis = parallel.DATA_AXIS
     t = t.astype(jnp.float32)
     h = _kde_columns(labels, weights, num_classes)
     k = h.shape[1]
-    mean = jnp.mean(t, axis=0)
-    sq = jnp.sum(jnp.square(t - mean), axis=1)
-    finite, max_sq = jnp.isfinite(jnp.sum(sq)), jnp.max(sq)
-    m = -(-n // ndev)  # rows per device; rows past N are zeros with zero weight
-    pad = m * ndev - n
+    mean = jnp.sum(t, axis=0) / n  # padded rows are zeros
+    m = -(-rows_in // ndev)  # rows per device; rows past N are zeros with zero weight
+    pad = m * ndev - rows_in
     if pad:
-        t, sq, h = jnp.pad(t, ((0, pad), (0, 0))), jnp.pad(sq, (0, pad)), jnp.pad(h, ((0, pad), (0, 0)))
+        t, h = jnp.pad(t, ((0, pad), (0, 0))), jnp.pad(h, ((0, pad), (0, 0)))
     real = jnp.arange(m * ndev) < n
+    sq = jnp.where(real, jnp.sum(jnp.square(t - mean), axis=1), 0.0)
+    finite, max_sq = jnp.isfinite(jnp.sum(sq)), jnp.max(sq)
     rows_spec, rep = PartitionSpec(axis), PartitionSpec()
     t = jax.lax.with_sharding_constraint(t, jax.sharding.NamedSharding(mesh, rows_spec))
     b = min(block_size, m)
@@ -444,11 +448,17 @@ def _gram_pass(t, y, c, weights, scales, *, paired: bool, block_size, devices, c
     computed with one exponential. ``rows``: :func:`jaxmi.backend.resolve_kde_rows`."""
     mesh = _kde_mesh(devices)
     sums_fn = _kde_sums
+    original = (t, y, weights)  # the float64 fallback takes the unpadded layer
     if mesh is not None and backend.resolve_kde_rows(rows, 4 * t.shape[0] * t.shape[1]) == "sharded":
-        sums_fn = _kde_sums_ring  # rows split over the devices
-        if t.shape[0] % mesh.size == 0:  # move the shards now (else the pass pads, then splits)
-            t = jax.device_put(t, jax.sharding.NamedSharding(mesh, PartitionSpec(parallel.DATA_AXIS)))
+        # Rows split over the devices: pad N to a multiple of M with zero rows of zero weight
+        # where the layer is, then move the shards, so no device of the mesh gets it whole.
+        n, pad = t.shape[0], -t.shape[0] % mesh.size
+        if pad:
+            t, y = jnp.pad(t, ((0, pad), (0, 0))), jnp.pad(y, (0, pad))
+            weights = np.pad(np.asarray(weights), ((0, 0), (0, pad)))
+        t = jax.device_put(t, jax.sharding.NamedSharding(mesh, PartitionSpec(parallel.DATA_AXIS)))
         y = jax.device_put(y, parallel.replicated(mesh))
+        sums_fn = functools.partial(_kde_sums_ring, num_rows=n)
     elif mesh is not None:  # the layer may live on another mesh (a run's): replicate it on this one
         t, y = jax.device_put((t, y), parallel.replicated(mesh))
     b = int(block_size or pass_block_size(t.shape[0], t.shape[1], num_classes=c, resamples=weights.shape[0],
@@ -467,7 +477,8 @@ def _gram_pass(t, y, c, weights, scales, *, paired: bool, block_size, devices, c
             sums, _, _, nn = sums_fn(t, y, w, arg, num_classes=c, block_size=b, mesh=mesh, paired=paired,
                                        chain=chain, with_nn=with_nn, precision=precision, exact=True)
         else:
-            s64, nn64 = _kde_sums_float64(np.asarray(t), np.asarray(y), np.asarray(weights), scales, c, b)
+            t0, y0, w0 = original
+            s64, nn64 = _kde_sums_float64(np.asarray(t0), np.asarray(y0), np.asarray(w0), scales, c, b)
             sums, nn = jnp.asarray(s64, jnp.float32), jnp.asarray(nn64, jnp.float32)
     return sums, nn
 
