@@ -178,11 +178,7 @@ def _kde_sums(t, labels, weights, scale, *, num_classes: int, block_size: int, m
     sqb = sq.reshape(nb, b)
     realb = (jnp.arange(nb * b) < n).reshape(nb, b)  # not a padded row
 
-    def block(t, i):
-        """Rows i·B … i·B + B − 1, centred, zeros past N."""
-        rows = jax.lax.dynamic_slice_in_dim(jnp.arange(nb * b), i * b, b)
-        x = jnp.take(t, jnp.minimum(rows, n - 1), axis=0) - mean
-        return jnp.where((rows < n)[:, None], x, 0.0)
+    block = functools.partial(_centred_block, size=b, rows=n, mean=mean)
 
     ndev = 1 if mesh is None else mesh.size
     ii, jj = np.triu_indices(nb)
@@ -201,11 +197,7 @@ def _kde_sums(t, labels, weights, scale, *, num_classes: int, block_size: int, m
         def step(carry, pair):
             acc, nn = carry
             i, j, real = pair[0], pair[1], pair[2].astype(jnp.float32)
-            if exact:
-                dist = _direct_distances(block(t, i), block(t, j))
-            else:
-                g = jnp.dot(block(t, i), block(t, j).T, precision=hi)
-                dist = jnp.maximum(sqb[i][:, None] + sqb[j][None, :] - 2.0 * g, 0.0)
+            dist = _block_distances(block(t, i), block(t, j), sqb[i], sqb[j], exact=exact, precision=hi)
             self_pair = eye & (i == j)
             dist = jnp.where(self_pair, 0.0, dist)  # exact zeros on the diagonal
             kern = kernels(dist)  # [B, S, B]: a row of block i, a scale, a row of block j
@@ -293,10 +285,7 @@ def _kde_sums_ring(t, labels, weights, scale, *, num_classes: int, block_size: i
         sqb, hb, realb = blocked(sq), blocked(h), blocked(real)
         eye = jnp.eye(b, dtype=bool)
 
-        def block(x, i):
-            rows = i * b + jnp.arange(b)
-            x = jnp.take(x, jnp.minimum(rows, m - 1), axis=0) - mean
-            return jnp.where((rows < m)[:, None], x, 0.0)
+        block = functools.partial(_centred_block, size=b, rows=m, mean=mean)
 
         def ring_step(carry, step):
             acc, nn, vt, vsqb, vhb, vrealb = carry
@@ -304,11 +293,7 @@ def _kde_sums_ring(t, labels, weights, scale, *, num_classes: int, block_size: i
             def pair_step(c, pair):
                 acc, nn = c
                 i, j = pair[0], pair[1]
-                if exact:
-                    dist = _direct_distances(block(t, i), block(vt, j))
-                else:
-                    g = jnp.dot(block(t, i), block(vt, j).T, precision=hi)
-                    dist = jnp.maximum(sqb[i][:, None] + vsqb[j][None, :] - 2.0 * g, 0.0)
+                dist = _block_distances(block(t, i), block(vt, j), sqb[i], vsqb[j], exact=exact, precision=hi)
                 self_pair = eye & (i == j) & (step == 0)  # step 0: the visiting shard is our own
                 dist = jnp.where(self_pair, 0.0, dist)
                 kern = kernels(dist)  # [B, S, B]
@@ -350,6 +335,22 @@ def _kernel_fn(scale, *, paired: bool, chain: int, num_scales: int):
         return jnp.stack(out, axis=1)
 
     return kernels
+
+
+def _centred_block(t, i, *, size: int, rows: int, mean):
+    """Rows i·B … i·B + B − 1 of ``t`` (B = ``size``), centred, zeros past ``rows``."""
+    idx = i * size + jnp.arange(size)
+    x = jnp.take(t, jnp.minimum(idx, rows - 1), axis=0) - mean
+    return jnp.where((idx < rows)[:, None], x, 0.0)
+
+
+def _block_distances(a, c, sq_a, sq_c, *, exact: bool, precision):
+    """Squared distances between the rows of two centred blocks: from the Gram identity with
+    the rows' squared norms, or (``exact``) as direct differences."""
+    if exact:
+        return _direct_distances(a, c)
+    g = jnp.dot(a, c.T, precision=precision)
+    return jnp.maximum(sq_a[:, None] + sq_c[None, :] - 2.0 * g, 0.0)
 
 
 def _direct_distances(a, b, chunk_bytes: int = 1 << 26):
