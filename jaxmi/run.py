@@ -45,6 +45,7 @@ from jaxmi.results import as_path
 from jaxmi.data import to_float
 from jaxmi.evaluation import make_evaluator, make_forward, probe_groups
 from jaxmi.history import INPUTS, REGIMES, History, RunResult, regime_line
+from jaxmi.live import LiveLog, history_line
 from jaxmi.models import create_model, probe_widths
 from jaxmi.training import create_train_states, epoch_means, make_optimizer, make_train_epoch, unstack
 
@@ -313,6 +314,7 @@ def _run(config: Config, *, measure: bool, workdir, log, show_progress: bool, me
             histories = [{r: (History.from_dict(h[r]) if measure else h[r]) for r in REGIMES} for h in stored]
             timing = resumed.record["timing"]
             log(f"resuming from the checkpoint after {resumed.regime.upper()} epoch {resumed.epoch} in {ckpt.path}")
+        live = LiveLog(workdir, REGIMES, resume=None if resumed is None else (resumed.regime, resumed.epoch))
 
     def record(regime: str, states, train_means, epoch: int) -> None:
         if measure:
@@ -322,6 +324,14 @@ def _run(config: Config, *, measure: bool, workdir, log, show_progress: bool, me
             for h, tm in zip(histories, train_means):
                 h[regime]["train_acc"].append(tm["accuracy"])
                 h[regime]["train_loss"].append(tm["loss"])
+
+    def publish(regime: str, epoch: int, **seconds: float) -> None:
+        """The measurement just recorded, as live metrics (metrics.jsonl, TensorBoard)."""
+        if ckpt is None:
+            return
+        for k, h in enumerate(histories):
+            metrics, mi = history_line(h[regime], layers, measure)
+            live.write(regime, epoch, k, metrics, mi, **seconds)
 
     def line(regime: str) -> str:
         def one(h):
@@ -357,6 +367,7 @@ def _run(config: Config, *, measure: bool, workdir, log, show_progress: bool, me
                 if measure:
                     t0 = time.perf_counter()
                     record(regime, states, None, 0)
+                    publish(regime, 0, measure_seconds=time.perf_counter() - t0)
                     save(regime, 0, states)
                     log(f"[{regime.upper()}] epoch 0: {line(regime)} ({time.perf_counter() - t0:.1f} s)")
             for epoch in range(start, config.optim.epochs + 1):
@@ -374,6 +385,7 @@ def _run(config: Config, *, measure: bool, workdir, log, show_progress: bool, me
                 measure_s = time.perf_counter() - t0 - train_s
                 timing[regime]["epoch_seconds"].append(train_s)
                 timing[regime]["measure_seconds"].append(measure_s)
+                publish(regime, epoch, epoch_seconds=train_s, measure_seconds=measure_s)
                 save(regime, epoch, states)
                 tail = f"train {train_s:.1f} s, measure {measure_s:.1f} s" if measure else f"{train_s:.1f} s"
                 log(f"[{regime.upper()}] epoch {epoch}: {line(regime)} ({tail})")
@@ -381,6 +393,7 @@ def _run(config: Config, *, measure: bool, workdir, log, show_progress: bool, me
     finally:
         if ckpt is not None:
             ckpt.close()
+            live.close()
     timing.update(devices=s.mesh.size, backend=backend.platform(), seeds=config.seeds,
                   resumed_from=None if resumed is None else {"regime": resumed.regime, "epoch": resumed.epoch})
     return s, final, {"histories": histories, "timing": timing, "measurer": measurer}
@@ -401,7 +414,8 @@ def train_and_measure(config: Config, *, log: Callable[[str], None] = log_line, 
       workdir: the run directory for checkpoints (``workdir/checkpoints``, after every
         measurement) and the final NT and AT models (``workdir/models``); a run whose
         checkpoints are there resumes from the last completed epoch with identical results.
-        ``None``: nothing is saved.
+        Live metrics go to ``workdir/metrics.jsonl`` and ``workdir/tensorboard``
+        (:mod:`jaxmi.live`) after every measurement. ``None``: nothing is saved.
       mesh: the device mesh; ``None``: :func:`make_run_mesh`.
 
     Returns:

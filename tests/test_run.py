@@ -14,6 +14,8 @@ import pytest
 
 from jaxmi import checkpoint, models, results
 from jaxmi.config import make_config, normalize_identity
+from jaxmi.live import read_metrics
+from test_live import read_events as _read_events
 from jaxmi.data import load_dataset, to_float
 from jaxmi.run import load_trained, make_run_mesh, train_and_measure
 
@@ -429,3 +431,30 @@ def test_outputs_go_through_epath_local_and_object_store_writes(tmp_path):
     assert path.read_bytes()[:4] == b"\x89PNG"
     assert not results.is_local("gs://bucket/run") and results.is_local(str(tmp_path))
     assert str(results.as_path("gs://bucket/run") / "summary.json") == "gs://bucket/run/summary.json"
+
+
+def _live(workdir):
+    """metrics.jsonl without the wall-clock fields."""
+    drop = {"time", "epoch_seconds", "measure_seconds"}
+    return [{k: v for k, v in r.items() if k not in drop} for r in read_metrics(workdir)]
+
+
+def test_live_metrics_match_the_summary_and_survive_a_resume(first_run, tmp_path):
+    config, workdir, out, _ = first_run
+    lines = _live(workdir)
+    assert [(r["regime"], r["epoch"]) for r in lines] == [(m, e) for m in ("nt", "at") for e in range(4)]
+    for r in lines:
+        h = out[r["regime"]]
+        assert r["metrics"]["test_adv_acc"] == h["test_adv_acc"][r["epoch"]]
+        assert r["metrics"]["train_loss"] == h["train_loss"][r["epoch"]]
+        i_xt = r["mi"]["kde_upper"]["adv"]["I_XT"]
+        assert [i_xt[p] for p in out["layers"]] == h["mi"]["kde_upper"]["adv"]["I_XT"][r["epoch"]]
+    tags = {tag for tag, *_ in _read_events(workdir / "tensorboard" / "at")}
+    assert {"metrics/test_clean_acc", f"I_XT/clean/kde_upper/{out['layers'][0]}"} <= tags
+    # killed during the last AT epoch, after its line was written: the resumed run rewrites it once
+    copy = tmp_path / "run"
+    shutil.copytree(workdir, copy)
+    shutil.rmtree(_latest_step_dir(copy))
+    shutil.rmtree(copy / "models" / "at")
+    _run(config, workdir=copy)
+    assert _live(copy) == lines
