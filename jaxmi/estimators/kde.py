@@ -168,7 +168,7 @@ def _kde_sums(t, labels, weights, scale, *, num_classes: int, block_size: int, m
     # Distances are shift-invariant; centring limits float32 rounding. Rows are centred block
     # by block as the pass reads them, so beside the layer itself the pass holds O(B·D), not
     # a second [N, D] copy; rows past N (the last block's padding) are zeros with zero weight.
-    mean = jnp.mean(t, axis=0)
+    mean = _column_mean(t, n)
     sq = jnp.pad(jnp.sum(jnp.square(t - mean), axis=1), (0, pad))  # fused: no [N, D] temporary
     # NaN/±Inf anywhere reach the mean, hence every row's norm; a non-finite sum that is a
     # mere overflow is told apart on the host (all_finite).
@@ -260,7 +260,7 @@ def _kde_sums_ring(t, labels, weights, scale, *, num_classes: int, block_size: i
     t = t.astype(jnp.float32)
     h = _kde_columns(labels, weights, num_classes)
     k = h.shape[1]
-    mean = jnp.sum(t, axis=0) / n  # padded rows are zeros
+    mean = _column_mean(t, n)  # padded rows are zeros
     m = -(-rows_in // ndev)  # rows per device; rows past N are zeros with zero weight
     pad = m * ndev - rows_in
     if pad:
@@ -335,6 +335,12 @@ def _kernel_fn(scale, *, paired: bool, chain: int, num_scales: int):
         return jnp.stack(out, axis=1)
 
     return kernels
+
+
+def _column_mean(t, n: int):
+    """The mean row, Σ_i t_i / n, as a vector-matrix product: a column reduction (``t.mean(0)``)
+    costs XLA:CPU a transposed copy of the whole layer, the product reads it in place."""
+    return jnp.dot(jnp.ones((t.shape[0],), t.dtype), t, precision=jax.lax.Precision.HIGHEST) / n
 
 
 def _centred_block(t, i, *, size: int, rows: int, mean):
