@@ -7,6 +7,8 @@ The data flows one way, and so do the modules:
 * :mod:`jaxmi.backend` — every platform choice (conv implementation, loops, memory, blocks);
 * :mod:`jaxmi.data` — datasets (bundled MNIST, IDX, CIFAR batches, image folders, TFDS), augmentation;
 * :mod:`jaxmi.ops`, :mod:`jaxmi.models` — primitives; MLP, LeNet, WideResNet-10-1 with named probes;
+* :mod:`jaxmi.probes` — probes from any Flax model, the adapter and ``package.module:factory`` specs
+  that put your own model into the pipeline;
 * :mod:`jaxmi.attacks` — FGSM and L∞ PGD;
 * :mod:`jaxmi.training`, :mod:`jaxmi.evaluation` — NT and PGD-AT epochs over stacked seeds; the
   batched forward/attack path;
@@ -26,6 +28,8 @@ from jaxmi.data import ArrayDataset, DataError, load_dataset
 from jaxmi.estimators import available_methods, estimate, estimate_mi, register_estimator
 from jaxmi.evaluation import make_evaluator
 from jaxmi.models import apply_model, create_model, init_variables, probe_widths
+from jaxmi.probes import ProbedModel, check_model
+from jaxmi.probes import capture as capture_probes
 from jaxmi.run import load_trained, train_and_measure
 from jaxmi.training import TrainState, create_train_state, create_train_states, make_optimizer, make_train_epoch
 
@@ -34,4 +38,5 @@ __version__ = "0.1.0"
 __all__ = ["PGDConfig", "fgsm", "pgd", "Config", "make_config", "ArrayDataset", "DataError", "load_dataset",
            "available_methods", "estimate", "estimate_mi", "register_estimator", "make_evaluator", "apply_model",
            "create_model", "init_variables", "probe_widths", "load_trained", "train_and_measure", "TrainState",
-           "create_train_state", "create_train_states", "make_optimizer", "make_train_epoch"]
+           "create_train_state", "create_train_states", "make_optimizer", "make_train_epoch", "ProbedModel",
+           "check_model", "capture_probes"]

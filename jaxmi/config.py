@@ -31,6 +31,7 @@ from jaxmi import backend
 from jaxmi.attacks import PGDConfig
 from jaxmi.estimators import DEFAULT_BIN_SIZES, DEFAULT_NOISE_VARS, METHODS
 from jaxmi.models import MODELS, PRECISIONS
+from jaxmi.probes import SPEC_FORM, build_model, is_model_spec
 
 __all__ = ["setting", "check_minimums", "DataConfig", "ModelConfig", "OptimConfig", "AttackConfig", "MIConfig", "ExecConfig",
            "Config", "PRESETS", "DEFAULT_ATTACKS", "SECTIONS", "make_config", "flat_fields",
@@ -93,15 +94,24 @@ class DataConfig:
 class ModelConfig:
     """The network."""
 
-    name: str = setting("lenet", f"model: one of {sorted(MODELS)}", flat="model")
+    name: str = setting("lenet", f"model: one of {sorted(MODELS)}, or your own Flax model as "
+                                 "'package.module:factory' (factory(num_classes) returns the model or "
+                                 "(flax_module, probe_names); docs/library.md)", flat="model")
     precision: str = setting("float32", "layer compute dtype (bfloat16 = mixed precision for GPUs/TPUs)",
                              choices=sorted(PRECISIONS))
 
     def __post_init__(self):
-        if self.name not in MODELS:
-            raise ValueError(f"unknown model {self.name!r}; choose one of {sorted(MODELS)}.")
+        if self.name not in MODELS and not is_model_spec(self.name):
+            raise ValueError(f"unknown model {self.name!r}; choose one of {sorted(MODELS)}, or give your own as "
+                             f"{SPEC_FORM}.")
         if self.precision not in PRECISIONS:
             raise ValueError(f"unknown precision {self.precision!r}; choose one of {sorted(PRECISIONS)}.")
+        if self.name in MODELS:
+            return
+        if self.precision != "float32":
+            raise ValueError(f"precision {self.precision!r} applies to the built-in models {sorted(MODELS)}; the "
+                             f"model {self.name!r} computes in the dtype its factory sets (use precision float32).")
+        build_model(self.name, 10)  # imports the factory and checks what it returns (ModelSpecError)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -30,6 +30,7 @@ from jaxmi import backend, parallel
 from jaxmi.attacks import PGDConfig, pgd
 from jaxmi.data import to_float
 from jaxmi.models import apply_model
+from jaxmi.probes import check_model
 from jaxmi.training import cross_entropy, over_seeds
 
 __all__ = ["batched", "make_adversary", "make_forward", "make_evaluator", "probe_groups", "confusion"]
@@ -144,6 +145,7 @@ def make_adversary(module: nn.Module, attack: PGDConfig, *, attack_loop: str = "
     """``adversary(params, batch_stats, x, y) -> x_adv`` [K, N, ...]: evaluation PGD examples of
     float images ``x`` [N, H, W, C] in [0, 1] (from the clean image; ``attack_loop`` as in
     :func:`jaxmi.backend.resolve_attack_unroll`, ``batching`` as in :func:`batched`)."""
+    check_model(module)
     if attack.random_start:
         raise ValueError("evaluation attacks start from the clean image: pass a PGDConfig with random_start=False.")
     unroll = backend.resolve_attack_unroll(attack_loop)
@@ -174,6 +176,7 @@ def make_forward(module: nn.Module, *, with_probes: bool | Sequence[str] = True,
     ``correct``, ``probs`` (softmax, with ``with_probs``) and ``probes`` (every probe with
     ``with_probes=True``; only the named ones for a sequence of names, so that a measurement
     can hold one layer at a time), each [K, N, ...] (``batching`` as in :func:`batched`)."""
+    check_model(module)
 
     def per_batch(params, batch_stats, x, y):
         return _forward(module, params, batch_stats, x, y, with_probes=with_probes, with_probs=with_probs)
@@ -217,7 +220,12 @@ def make_evaluator(module: nn.Module, attack: PGDConfig, *, with_probes: bool = 
       A function of stacked variables [K, ...] returning per-example arrays [K, N]:
       ``clean_loss``, ``clean_correct``, ``adv_loss``, ``adv_correct`` (and
       ``clean_probes``/``adv_probes``, dicts of [K, N, D] arrays, with ``with_probes``).
+
+    Raises:
+      jaxmi.probes.ModelProtocolError: ``module`` is not a jaxmi model (wrap a plain Flax module
+        with :class:`jaxmi.probes.ProbedModel`).
     """
+    check_model(module)
     if attack.random_start:
         raise ValueError("evaluation attacks start from the clean image: pass a PGDConfig with random_start=False.")
     unroll = backend.resolve_attack_unroll(attack_loop)

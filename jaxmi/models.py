@@ -9,11 +9,17 @@ returns the updated batch statistics in training mode.
 Initialisation: MLP and LeNet use PyTorch's default initialisation throughout
 (:mod:`jaxmi.ops`); the WideResNet uses He-normal (fan-out) convolutions without bias,
 BatchNorm scale 1 / bias 0, and a zero linear bias, as in the paper's WideResNet.
+
+Any module with a ``probe_names`` tuple whose ``__call__(x, train=False)`` returns
+``(logits, probes)`` works everywhere these models do (the *model protocol*); your own Flax
+model joins through :class:`jaxmi.probes.ProbedModel` and, by name, through a factory spec
+``"package.module:factory"`` (:func:`create_model`, :mod:`jaxmi.probes`).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import re
 from collections.abc import Callable
 from typing import Any
 
@@ -21,10 +27,11 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from jaxmi import probes as probes_lib
 from jaxmi.ops import conv2d_valid, max_pool_2x2, torch_default_bias_init, torch_default_kernel_init
 
 __all__ = ["MLP", "LeNet", "WideResNet", "Conv", "MODELS", "PRECISIONS", "create_model", "init_variables",
-           "apply_model", "probe_widths"]
+           "apply_model", "probe_widths", "model_label"]
 
 Array = jax.Array
 
@@ -209,23 +216,44 @@ PRECISIONS = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
 
 
 def create_model(name: str, num_classes: int = 10, *, precision: str = "float32") -> nn.Module:
-    """Builds a model by name (``"mlp"``, ``"lenet"``, ``"wrn"``).
+    """Builds a model by name (``"mlp"``, ``"lenet"``, ``"wrn"``) or from a factory spec.
 
     The input size is taken from the data at initialisation, so one name serves both
     LeNet-MNIST and LeNet-CIFAR, and WideResNet at 32 px and 96 px.
 
+    ``name`` may also be ``"package.module:factory"``: your own model, ``factory(num_classes)``
+    (:func:`jaxmi.probes.build_model`), which returns a model following the protocol, a
+    :class:`jaxmi.probes.ProbedModel`, or a pair ``(flax_module, probe_names)``.
+
     ``precision="bfloat16"`` computes layers in bfloat16 (mixed precision for GPUs/TPUs):
     parameters, BatchNorm statistics, gradients, logits and probe activations stay float32,
     so losses, attacks' input gradients and MI estimates are float32. CPUs have no fast
-    bfloat16 path; keep the default there.
+    bfloat16 path; keep the default there. A factory's model computes in the dtype its
+    factory sets, so only ``"float32"`` is accepted with a spec.
+
+    Raises:
+      ValueError: an unknown name or precision; :class:`jaxmi.probes.ModelSpecError` for a spec
+        that cannot be imported or whose factory returns no model.
     """
-    if name not in MODELS:
-        raise ValueError(f"unknown model {name!r}; choose one of {sorted(MODELS)}.")
     if num_classes < 2:
         raise ValueError(f"num_classes must be ≥ 2; got {num_classes}.")
     if precision not in PRECISIONS:
         raise ValueError(f"unknown precision {precision!r}; choose one of {sorted(PRECISIONS)}.")
-    return MODELS[name].build(num_classes, PRECISIONS[precision])
+    if name in MODELS:
+        return MODELS[name].build(num_classes, PRECISIONS[precision])
+    if not probes_lib.is_model_spec(name):
+        raise ValueError(f"unknown model {name!r}; choose one of {sorted(MODELS)}, or give your own as "
+                         f"{probes_lib.SPEC_FORM}.")
+    if precision != "float32":
+        raise ValueError(f"precision {precision!r} applies to the built-in models {sorted(MODELS)}; the model "
+                         f"{name!r} computes in the dtype its factory sets (use precision float32).")
+    return probes_lib.build_model(name, num_classes)
+
+
+def model_label(name: str) -> str:
+    """A configured model name as it may appear in a file name (a spec's ``:`` and other
+    characters unsafe in paths become ``_``): ``"lenet"``, ``"my_models_small_cnn"``."""
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", str(name)).strip("._") or "model"
 
 
 def init_variables(module: nn.Module, key: Array, input_shape: tuple[int, ...]) -> dict[str, Any]:
@@ -234,7 +262,12 @@ def init_variables(module: nn.Module, key: Array, input_shape: tuple[int, ...]) 
     Returns:
       ``{"params": ..., "batch_stats": ...}`` (``batch_stats`` is an empty dict for models
       without BatchNorm).
+
+    Raises:
+      jaxmi.probes.ModelProtocolError: ``module`` is not a jaxmi model (it has no
+        ``probe_names`` or its ``__call__`` takes no ``train``); the message says how to wrap it.
     """
+    probes_lib.check_model(module)
     variables = module.init(key, jnp.zeros((1, *input_shape), jnp.float32), train=False)
     variables = dict(variables)
     variables.setdefault("batch_stats", {})
@@ -255,19 +288,30 @@ def apply_model(module: nn.Module, params, batch_stats, x: Array, *, train: bool
     Returns:
       ``(logits, probes, new_batch_stats)``; ``new_batch_stats`` equals ``batch_stats`` in
       evaluation mode.
+
+    Raises:
+      jaxmi.probes.ModelProtocolError: ``module`` does not follow the model protocol (checked
+        in Python when the call is traced; nothing is added to the compiled computation).
     """
+    probes_lib.check_model(module)
     variables = {"params": params}
     if batch_stats:
         variables["batch_stats"] = batch_stats
     if train and batch_stats:
-        (logits, probes), updates = module.apply(variables, x, train=True, mutable=["batch_stats"])
+        out, updates = module.apply(variables, x, train=True, mutable=["batch_stats"])
+        probes_lib.check_outputs(module, out)
+        logits, probes = out
         return logits, probes, updates["batch_stats"]
-    logits, probes = module.apply(variables, x, train=train)
+    out = module.apply(variables, x, train=train)
+    probes_lib.check_outputs(module, out)
+    logits, probes = out
     return logits, probes, batch_stats
 
 
 def probe_widths(module: nn.Module, input_shape: tuple[int, ...]) -> dict[str, int]:
     """The flattened width of every probe for inputs of shape ``(H, W, C)`` (no compute)."""
+    probes_lib.check_model(module)
+
     def f(x):
         variables = module.init(jax.random.key(0), x, train=False)
         return module.apply(variables, x, train=False)[1]

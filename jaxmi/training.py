@@ -38,6 +38,7 @@ from jaxmi.attacks import PGDConfig, pgd
 from jaxmi.config import OptimConfig
 from jaxmi.data import augment_crop_flip, to_float
 from jaxmi.models import apply_model, init_variables
+from jaxmi.probes import check_model
 
 __all__ = ["TrainState", "make_optimizer", "create_train_state", "create_train_states", "stack", "unstack",
            "num_stacked", "over_seeds", "cross_entropy", "make_train_step", "make_train_epoch", "epoch_means"]
@@ -78,7 +79,13 @@ def create_train_state(module: nn.Module, key: Array, input_shape: tuple[int, ..
 def create_train_states(module: nn.Module, keys: Array, input_shape: tuple[int, ...],
                         tx: optax.GradientTransformation) -> TrainState:
     """K initial states stacked along a leading axis, one per key in ``keys`` [K]; state k equals
-    ``create_train_state(module, keys[k], ...)``."""
+    ``create_train_state(module, keys[k], ...)``.
+
+    Raises:
+      jaxmi.probes.ModelProtocolError: ``module`` is not a jaxmi model (wrap a plain Flax module
+        with :class:`jaxmi.probes.ProbedModel`).
+    """
+    check_model(module)
     if keys.ndim != 1:
         raise ValueError(f"keys must be a 1-D array of K PRNG keys (jax.random.split(key, K)); got shape {keys.shape}.")
     return jax.vmap(lambda k: create_train_state(module, k, input_shape, tx))(keys)
@@ -148,8 +155,12 @@ def make_train_step(module: nn.Module, tx: optax.GradientTransformation, *, atta
 
     Returns:
       A pure function of one run's state, a float batch x [B, H, W, C], labels [B] and a key.
-    """
 
+    Raises:
+      jaxmi.probes.ModelProtocolError: ``module`` is not a jaxmi model (wrap a plain Flax module
+        with :class:`jaxmi.probes.ProbedModel`).
+    """
+    check_model(module)
     unroll = backend.resolve_attack_unroll(attack_loop)
 
     def loss_fn(params, batch_stats, x, y):
