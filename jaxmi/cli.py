@@ -9,6 +9,9 @@ given. A finding declares itself with a :class:`jaxmi.findings.common.Finding` (
 
 Errors a user can fix (bad values, missing data, an occupied run directory, a diverged
 run) print as ``error: …`` with exit status 2; ``JAXMI_DEBUG=1`` shows the traceback.
+
+``--model package.module:factory`` trains your own model (:mod:`jaxmi.probes`); the module is
+imported from the current directory or anywhere on ``PYTHONPATH``.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ from typing import Any
 
 from jaxmi.config import PRESETS, flat_fields, make_config
 from jaxmi.findings.common import Finding, parse_options, run_per_seed
+from jaxmi.models import model_label
 
 __all__ = ["build_parser", "parse", "main"]
 
@@ -55,7 +59,8 @@ def build_parser(finding: Finding, description: str) -> tuple[argparse.ArgumentP
     presets = sorted(PRESETS)
     parser.add_argument("--preset", default="paper", help=f"one of {presets} (default: paper)")
     parser.add_argument("--out", default=None,
-                        help=f"output directory (default: runs/{finding.name}_<dataset>_<model>)")
+                        help=f"output directory (default: runs/{finding.name}_<dataset>_<model>, a model spec's "
+                             "':' as '_')")
     parser.add_argument("--overwrite", action="store_true",
                         help="start over in --out, replacing the run (and checkpoints) there; without it a "
                              "different run is refused and the same run resumes from its last checkpoint")
@@ -76,10 +81,19 @@ def build_parser(finding: Finding, description: str) -> tuple[argparse.ArgumentP
     return parser, config_names, option_names
 
 
+def _import_from_cwd() -> None:
+    """Makes modules in the current directory importable, as ``python -m`` would, so that
+    ``--model my_models:factory`` finds ``./my_models.py`` when a script in another directory runs."""
+    cwd = os.getcwd()
+    if "" not in sys.path and cwd not in sys.path:
+        sys.path.append(cwd)
+
+
 def parse(finding: Finding, argv: Sequence[str] | None, description: str = ""):
     """``(config, options, args)`` from the command line (exits with status 2 on bad values)."""
     parser, config_names, option_names = build_parser(finding, description)
     args = parser.parse_args(argv)
+    _import_from_cwd()
     try:
         if args.preset not in PRESETS:
             raise ValueError(f"unknown preset {args.preset!r}; choose one of {sorted(PRESETS)}.")
@@ -99,7 +113,7 @@ def parse(finding: Finding, argv: Sequence[str] | None, description: str = ""):
 def main(finding: Finding, argv: Sequence[str] | None = None, *, description: str = "") -> int:
     """Runs a finding from the command line; returns the exit status."""
     config, options, args = parse(finding, argv, description)
-    out = args.out or f"runs/{finding.name}_{config.data.dataset}_{config.model.name}"
+    out = args.out or f"runs/{finding.name}_{config.data.dataset}_{model_label(config.model.name)}"
     show = not args.no_progress
     try:
         if config.seeds > 1 and not finding.seeds_native:

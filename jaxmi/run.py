@@ -47,6 +47,7 @@ from jaxmi.evaluation import make_evaluator, make_forward, probe_groups
 from jaxmi.history import INPUTS, REGIMES, History, RunResult, regime_line
 from jaxmi.live import LiveLog, history_line
 from jaxmi.models import create_model, probe_widths
+from jaxmi.probes import ModelSpecError
 from jaxmi.training import create_train_states, epoch_means, make_optimizer, make_train_epoch, unstack
 
 __all__ = ["log_line", "run_keys", "load_data", "make_run_mesh", "mi_indices", "train_and_measure", "train_pair",
@@ -472,9 +473,12 @@ def load_trained(workdir: str | os.PathLike) -> tuple[Config, Any, Trained]:
       ``(config, module, {"nt": (params, batch_stats), "at": (params, batch_stats)})``; use
       them with :func:`jaxmi.models.apply_model`.
 
+    A run of your own model (``model="package.module:factory"``) rebuilds it by calling the
+    factory again, so the module must be importable here and build the same architecture.
+
     Raises:
       jaxmi.checkpoint.CheckpointError: ``workdir`` holds no finished run (no trained
-        models), or they are unreadable.
+        models), they are unreadable, or the model they were trained with cannot be built.
     """
     workdir = as_path(workdir)
     if not workdir.is_dir():
@@ -483,6 +487,9 @@ def load_trained(workdir: str | os.PathLike) -> tuple[Config, Any, Trained]:
     meta, variables = load_models(workdir, REGIMES)
     try:
         config = Config.from_dict(meta["config"])
+    except ModelSpecError as e:
+        raise CheckpointError(f"the models in {workdir} were trained with the model "
+                              f"{meta['config'].get('model')!r}, which cannot be rebuilt here: {e}") from None
     except (KeyError, TypeError, ValueError) as e:
         raise CheckpointError(f"the configuration stored with the models in {workdir} is unusable ({e}); "
                               "rerun the experiment with --overwrite.") from None
