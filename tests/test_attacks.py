@@ -111,3 +111,152 @@ def test_bad_attack_parameters(toy, kw, msg):
         attacks.pgd(_linear(w, b), x, y, **args)
     with pytest.raises(ValueError, match=msg):
         attacks.PGDConfig(args["eps"], args["step_size"], args["steps"])
+
+
+# ------------------------------------------------------------ composability, L2, targeted
+
+
+def test_validation_checks_concrete_values_and_skips_traced_ones(toy):
+    w, b, x, y = toy
+    f = _linear(w, b)
+    # traced eps/step under jit and vmap: no Python comparison on tracers
+    run = jax.jit(lambda e, s: attacks.pgd(f, x, y, eps=e, step_size=s, steps=3))
+    np.testing.assert_allclose(np.asarray(run(EPS, STEP)),
+                               np.asarray(attacks.pgd(f, x, y, eps=EPS, step_size=STEP, steps=3)), atol=1e-6)
+    with pytest.raises(ValueError, match="eps must be ≥ 0"):
+        attacks.pgd(f, x, y, eps=jnp.float32(-0.1), step_size=STEP, steps=3)  # concrete array: still checked
+    with pytest.raises(ValueError, match="steps must be a non-negative integer"):
+        attacks.pgd(f, x, y, eps=EPS, step_size=STEP, steps=2.5)
+
+
+@pytest.mark.parametrize("norm", ["linf", "l2"])
+def test_vmap_over_eps_equals_one_attack_per_eps(toy, norm):
+    w, b, x, y = toy
+    f = _linear(w, b)
+    eps = jnp.array([0.0, 0.05, 0.1, 0.3])
+    curve = jax.jit(jax.vmap(lambda e: attacks.pgd(f, x, y, eps=e, step_size=e / 2 + 1e-3, steps=4, norm=norm)))(eps)
+    for i, e in enumerate(np.asarray(eps)):
+        one = attacks.pgd(f, x, y, eps=float(e), step_size=float(e) / 2 + 1e-3, steps=4, norm=norm)
+        np.testing.assert_allclose(np.asarray(curve[i]), np.asarray(one), atol=1e-6)
+
+
+def _softmax64(z):
+    p = np.exp(z - z.max(1, keepdims=True))
+    return p / p.sum(1, keepdims=True)
+
+
+@pytest.mark.parametrize("norm", ["linf", "l2"])
+@pytest.mark.parametrize("targeted", [False, True])
+def test_one_pgd_step_matches_float64_numpy(toy, norm, targeted):
+    w, b, x, y = toy
+    t = (np.asarray(y) + 1) % 3
+    eps, alpha = 0.5, 0.2
+    x_adv = attacks.pgd(_linear(w, b), x, y, eps=eps, step_size=alpha, steps=1, norm=norm,
+                        target=jnp.asarray(t) if targeted else None)
+    xn = np.asarray(x, np.float64).reshape(16, -1)
+    wn = np.asarray(w, np.float64)
+    p = _softmax64(xn @ wn + np.asarray(b, np.float64))
+    g = (p - np.eye(3)[np.asarray(y)]) @ wn.T          # ∂CE(y)/∂x
+    if targeted:
+        g = -(p - np.eye(3)[t]) @ wn.T                 # ∂(−CE(t))/∂x
+    if norm == "linf":
+        ref = np.clip(xn + alpha * np.sign(g), np.maximum(xn - eps, 0), np.minimum(xn + eps, 1))
+    else:
+        d = alpha * g / np.linalg.norm(g, axis=1, keepdims=True)   # α ≤ ε: inside the ball, only the box clips
+        ref = np.clip(xn + d, 0, 1)
+    np.testing.assert_allclose(np.asarray(x_adv).reshape(16, -1), ref, atol=2e-6)
+
+
+def test_l2_projection_properties():
+    k = jax.random.split(jax.random.key(7), 3)
+    w = jax.random.normal(k[0], (48, 5))
+    x = jax.random.uniform(k[1], (32, 4, 4, 3))
+    y = jax.random.randint(k[2], (32,), 0, 5)
+    f = _linear(w, jnp.zeros(5))
+    eps = jnp.array([0.05, 0.5, 2.0])
+    x_adv = jax.jit(jax.vmap(lambda e: attacks.pgd(f, x, y, eps=e, step_size=e / 2, steps=6, norm="l2",
+                                                   key=jax.random.key(1), random_start=True)))(eps)
+    norms = np.linalg.norm(np.asarray(x_adv - x).reshape(3, 32, -1), axis=2)
+    assert np.all(norms <= np.asarray(eps)[:, None] * (1 + 1e-5))
+    assert norms[-1].max() > 1.0          # a large ball is used, not just its centre
+    assert float(x_adv.min()) >= 0 and float(x_adv.max()) <= 1
+    # Away from the box, a step longer than ε lands exactly on the sphere, along the gradient.
+    xc = jnp.full((4, 4, 4, 3), 0.5)
+    yc = jnp.zeros(4, jnp.int32)
+    out = attacks.pgd(f, xc, yc, eps=0.1, step_size=1.0, steps=1, norm="l2")
+    d = np.asarray(out - xc).reshape(4, -1)
+    np.testing.assert_allclose(np.linalg.norm(d, axis=1), 0.1, rtol=1e-5)
+    g = np.asarray(attacks._loss_grad(f, xc, yc)).reshape(4, -1)
+    np.testing.assert_allclose(d / 0.1, g / np.linalg.norm(g, axis=1, keepdims=True), atol=1e-5)
+
+
+def _binary_linear(seed, n=64, d=20):
+    rng = np.random.default_rng(seed)
+    w = rng.normal(size=(d, 2)).astype(np.float32)
+    b = rng.normal(size=2).astype(np.float32) * 0.1
+    x = rng.uniform(0.3, 0.7, size=(n, 4, 5, 1)).astype(np.float32)   # ≥ 0.3 from the box: ε ≤ 0.3 never clips
+    y = np.argmax(x.reshape(n, -1) @ w + b, 1).astype(np.int32)
+    return w, b, x, y
+
+
+@pytest.mark.parametrize("norm", ["linf", "l2"])
+def test_pgd_reaches_the_analytic_worst_case_of_a_linear_model(norm):
+    # Binary linear model: the margin m(x) = (w_y − w_o)·x + (b_y − b_o) is smallest over the ε-ball
+    # at x − ε·sign(Δw) (L∞: m − ε‖Δw‖₁) or x − ε·Δw/‖Δw‖₂ (L2: m − ε‖Δw‖₂), inside the box here.
+    w, b, x, y = _binary_linear(0)
+    eps = 0.1 if norm == "linf" else 0.5
+    x_adv = attacks.pgd(_linear(jnp.asarray(w), jnp.asarray(b)), jnp.asarray(x), jnp.asarray(y), eps=eps,
+                        step_size=eps / 3, steps=5, norm=norm)
+    w64, b64 = w.astype(np.float64), b.astype(np.float64)
+    dw = (w64[:, y] - w64[:, 1 - y]).T                           # [N, D]
+    db = b64[y] - b64[1 - y]
+
+    def margin(xx):
+        return np.sum(np.asarray(xx, np.float64).reshape(len(y), -1) * dw, 1) + db
+
+    worst = margin(x) - eps * (np.abs(dw).sum(1) if norm == "linf" else np.linalg.norm(dw, axis=1))
+    np.testing.assert_allclose(margin(x_adv), worst, atol=1e-4)
+
+
+@pytest.mark.parametrize("norm", ["linf", "l2"])
+def test_targeted_pgd_reaches_the_target(norm):
+    rng = np.random.default_rng(3)
+    w = jnp.asarray(rng.normal(size=(20, 5)).astype(np.float32))
+    x = jnp.asarray(rng.uniform(0.3, 0.7, size=(40, 4, 5, 1)).astype(np.float32))
+    f = _linear(w, jnp.zeros(5))
+    y = jnp.argmax(f(x), -1)
+    target = (y + 1 + jnp.arange(40) % 4) % 5                    # every other class, never y
+    eps = 0.3 if norm == "linf" else 1.5
+    attack = jax.jit(lambda t: attacks.pgd(f, x, y, eps=eps, step_size=eps / 5, steps=10, norm=norm, target=t,
+                                           unroll=False))
+    x_adv = attack(target)
+    assert float(jnp.mean(jnp.argmax(f(x_adv), -1) == target)) == 1.0
+    # the untargeted attack on the same inputs lands elsewhere for some examples
+    x_u = jax.jit(lambda: attacks.pgd(f, x, y, eps=eps, step_size=eps / 5, steps=10, norm=norm, unroll=False))()
+    assert float(jnp.mean(jnp.argmax(f(x_u), -1) == target)) < 1.0
+
+
+def test_pgd_restarts_pick_the_first_success_else_the_highest_loss(toy):
+    w, b, x, y = toy
+    f = _linear(w, b)
+    key = jax.random.key(0)
+    kw = dict(eps=0.05, step_size=0.02, steps=3, random_start=True)
+    many = np.asarray(attacks.pgd(f, x, y, key=key, restarts=4, **kw))
+    # reference: the four runs one by one (restart r starts from fold_in(key, r)) and the rule in NumPy
+    runs = [np.asarray(attacks.pgd(f, x, y, key=jax.random.fold_in(key, r), **kw)) for r in range(4)]
+    loss = np.stack([np.asarray(_ce(f, jnp.asarray(r), y)) for r in runs])          # [R, B]
+    fooled = np.stack([np.asarray(jnp.argmax(f(jnp.asarray(r)), -1) != y) for r in runs])
+    for i in range(16):
+        pick = int(np.argmax(fooled[:, i])) if fooled[:, i].any() else int(np.argmax(loss[:, i]))
+        np.testing.assert_array_equal(many[i], runs[pick][i])
+    assert np.abs(many - np.asarray(x)).max() <= 0.05 + 1e-6
+    with pytest.raises(ValueError, match="random_start=True"):
+        attacks.pgd(f, x, y, eps=0.05, step_size=0.02, steps=3, restarts=2)
+
+
+@pytest.mark.parametrize("kw,msg", [({"norm": "l1"}, "unknown attack norm"), ({"restarts": 0}, "restarts"),
+                                    ({"target": jnp.zeros(3, jnp.int32)}, "target must hold one")])
+def test_bad_pgd_options(toy, kw, msg):
+    w, b, x, y = toy
+    with pytest.raises(ValueError, match=msg):
+        attacks.pgd(_linear(w, b), x, y, eps=EPS, step_size=STEP, steps=2, **kw)
