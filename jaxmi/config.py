@@ -144,6 +144,14 @@ class AttackConfig:
     eps: float | None = setting(None, "PGD radius ε (None: the paper's per dataset)")
     step_size: float | None = setting(None, "PGD step size (None: the paper's per dataset)")
     steps: int | None = setting(None, "PGD iterations (None: the paper's 7)", flat="attack_steps")
+    robust_samples: int = setting(1000, "test images of the final robust evaluation (an AutoAttack-style ensemble: "
+                                        "FGSM, PGD-20, APGD-CE, APGD-T, at the PGD radius) of each trained model; "
+                                        "0: off", flat="robust_samples")
+    robust_steps: int = setting(100, "APGD iterations per run in the final robust evaluation", flat="apgd_steps")
+
+    def __post_init__(self):
+        _positive_int("robust_samples", self.robust_samples, minimum=0)
+        _positive_int("apgd_steps", self.robust_steps)
 
     def resolve(self, dataset: str, *, random_start: bool = False) -> PGDConfig:
         """The attack for ``dataset``: the paper's values (:data:`DEFAULT_ATTACKS`) unless set."""
@@ -314,7 +322,7 @@ PRESETS: dict[str, dict[str, Any]] = {
     # batch, so the rate is 0.025 after 60 iterations.
     "cpu": {"epochs": 20, "learning_rate": 0.025},
     "smoke": {"epochs": 1, "train_examples": 512, "batch_size": 64, "samples": 128, "eval_samples": 256,
-              "eval_batch_size": 128},
+              "eval_batch_size": 128, "robust_samples": 64, "apgd_steps": 10},
 }
 
 

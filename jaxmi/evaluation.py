@@ -12,7 +12,9 @@ On top of it:
   in evaluation mode);
 * :func:`make_forward` — per-example loss, correctness, softmax probabilities and probes;
 * :func:`make_evaluator` — both, on clean inputs and on their PGD examples, from uint8 images:
-  what a run measures after every epoch.
+  what a run measures after every epoch;
+* :func:`robust_report` — the AutoAttack-style robust accuracy of a trained model beside the
+  paper's PGD accuracy on the same images (a run's final evaluation).
 """
 
 from __future__ import annotations
@@ -27,13 +29,13 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxmi import backend, parallel
-from jaxmi.attacks import PGDConfig, pgd
+from jaxmi.attacks import PGDConfig, pgd, robust_accuracy
 from jaxmi.data import to_float
 from jaxmi.models import apply_model
 from jaxmi.probes import check_model
 from jaxmi.training import cross_entropy, over_seeds
 
-__all__ = ["batched", "make_adversary", "make_forward", "make_evaluator", "probe_groups", "confusion"]
+__all__ = ["batched", "make_adversary", "make_forward", "make_evaluator", "probe_groups", "confusion", "robust_report"]
 
 Array = jax.Array
 
@@ -273,3 +275,59 @@ def confusion(y_true: np.ndarray, probs: np.ndarray, num_classes: int) -> dict[s
             for t, p in sorted(((t, p) for t in range(num_classes) for p in range(num_classes) if t != p),
                                key=lambda tp: -counts[tp])[:5] if counts[t, p] > 0],
     }
+
+
+@functools.partial(jax.jit, static_argnames=("module", "attack", "steps", "n_targets"))
+def _robust_compiled(module, params, batch_stats, x, y, key, *, attack: PGDConfig, steps: int,
+                     n_targets: int | None):
+    """The paper's PGD accuracy and :func:`jaxmi.attacks.robust_accuracy`, compiled once per
+    model and shape: the parameters are arguments, so NT, AT and every seed share the program."""
+    logits_fn = _logits_fn(module, params, batch_stats)
+    x_pgd = pgd(logits_fn, x, y, eps=attack.eps, step_size=attack.step_size, steps=attack.steps)
+    pgd_acc = jnp.mean(jnp.argmax(logits_fn(x_pgd), -1) == y)
+    return pgd_acc, robust_accuracy(logits_fn, x, y, eps=attack.eps, key=key, steps=steps, n_targets=n_targets)
+
+
+def robust_report(module: nn.Module, params: Any, batch_stats: Any, x: Array, y: Array, *, attack: PGDConfig,
+                  key: Array, steps: int = 100, n_targets: int | None = None) -> dict[str, Any]:
+    """A trained model's robust accuracy under an AutoAttack-style ensemble, beside the paper's PGD.
+
+    On the same images: the paper's evaluation attack ``attack`` (PGD from the clean image),
+    and :func:`jaxmi.attacks.robust_accuracy` at the same ε (FGSM, PGD-20, APGD-CE and APGD-T
+    with ``steps`` iterations, worst case per example), with its gradient-masking flags.
+
+    Args:
+      module, params, batch_stats: one model (unstacked variables).
+      x: float images [N, H, W, C] in [0, 1]; all N are attacked in one batch.
+      y: int labels [N].
+      attack: the paper's evaluation PGD (``random_start=False``).
+      key: typed PRNG key of the APGD runs.
+      steps: APGD iterations per run.
+      n_targets: APGD-T target classes (None: min(9, classes − 1)).
+
+    Returns:
+      A JSON-ready dict: ``samples``, ``eps``, ``clean_acc``, ``pgd_paper_acc`` (and
+      ``pgd_paper_steps``), ``robust_acc`` (every attack of the ensemble fails),
+      ``attack_acc`` and ``cumulative_acc`` per attack, ``apgd_steps``, ``zero_grad_share``,
+      ``flags`` (``zero_gradients``, ``weaker_beats_stronger``, ``paper_pgd_beats_ensemble``: the
+      paper's PGD accuracy below the ensemble's robust accuracy by more than one percentage
+      point, which a sound ensemble never shows) and ``messages`` explaining raised flags.
+    """
+    check_model(module)
+    if attack.random_start:
+        raise ValueError("evaluation attacks start from the clean image: pass a PGDConfig with random_start=False.")
+    pgd_acc, r = _robust_compiled(module, params, batch_stats, jnp.asarray(x), jnp.asarray(y), key,
+                                  attack=attack, steps=int(steps), n_targets=n_targets)
+    pgd_acc, robust = float(pgd_acc), float(r.robust_accuracy)
+    flags = {"zero_gradients": bool(r.zero_gradients), "weaker_beats_stronger": bool(r.weaker_beats_stronger),
+             "paper_pgd_beats_ensemble": pgd_acc + 0.01 < robust}
+    messages = r.messages()
+    if flags["paper_pgd_beats_ensemble"]:
+        messages.append(f"the paper's {attack.steps}-step PGD left {pgd_acc:.2%} correct, fewer than the ensemble's "
+                        f"{robust:.2%}: the ensemble missed examples a weaker attack found; raise the APGD steps.")
+    return {"samples": int(y.shape[0]), "eps": float(attack.eps), "clean_acc": float(r.clean_accuracy),
+            "pgd_paper_acc": pgd_acc, "pgd_paper_steps": int(attack.steps), "robust_acc": robust,
+            "attack_acc": {k: float(v) for k, v in r.attack_accuracy.items()},
+            "cumulative_acc": {k: float(v) for k, v in r.cumulative_accuracy.items()},
+            "apgd_steps": int(steps), "zero_grad_share": float(r.zero_grad_share), "flags": flags,
+            "messages": messages}

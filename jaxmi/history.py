@@ -42,7 +42,7 @@ import numpy as np
 from jaxmi.estimators import SATURATION_GAP_BITS
 from jaxmi.stats import mean_sd
 
-__all__ = ["REGIMES", "INPUTS", "QUANTITIES", "METRICS", "DIAGNOSTICS", "History", "RunResult", "aggregate_seeds",
+__all__ = ["robust_summary", "REGIMES", "INPUTS", "QUANTITIES", "METRICS", "DIAGNOSTICS", "History", "RunResult", "aggregate_seeds",
            "saturation_report", "sweep_separation", "validate_summary", "regime_line"]
 
 REGIMES: tuple[str, ...] = ("nt", "at")
@@ -267,6 +267,8 @@ class RunResult:
       ceilings: ``{"I_XT": log₂ N, "I_TY": Ĥ(Y)}`` of the MI draw.
       sweep_grid: ``{"noise_var": [...], "bin_size": [...], "estimators": [...],
         "noise_scale": ...}`` when the run swept, else None.
+      robust: ``{regime: [one report per seed]}`` of the final models' robust evaluation
+        (:func:`jaxmi.evaluation.robust_report`), empty when it was off.
     """
 
     layers: list[str]
@@ -278,6 +280,7 @@ class RunResult:
     timing: dict[str, Any]
     ceilings: dict[str, float] = dataclasses.field(default_factory=dict)
     sweep_grid: dict[str, Any] | None = None
+    robust: dict[str, list[dict[str, Any]]] = dataclasses.field(default_factory=dict)
 
     def summary_fields(self) -> dict[str, Any]:
         """The run's part of ``summary.json``: layers, epochs, data, ``nt``/``at`` (seed means
@@ -299,11 +302,27 @@ class RunResult:
                      **{r: {k: v for k, v in sweeps[r].items() if k != "epochs"} for r in REGIMES}}
             sweep["separation"] = sweep_separation(sweep, self.layers)
             out["sweep"] = sweep
+        if self.robust:
+            out["robust"] = {r: robust_summary(v) for r, v in self.robust.items()}
         return out
 
     def to_dict(self) -> dict[str, Any]:
         """:meth:`summary_fields` plus ``num_classes`` and ``timing``."""
         return {**self.summary_fields(), "num_classes": self.num_classes, "timing": self.timing}
+
+
+def robust_summary(per_seed: list[dict[str, Any]]) -> dict[str, Any]:
+    """One regime's robust evaluation for ``summary.json``: the report of a single seed, or with
+    several seeds the mean (and ``_sd``) of the accuracies with every seed's report."""
+    if len(per_seed) == 1:
+        return per_seed[0]
+    out: dict[str, Any] = {"samples": per_seed[0]["samples"], "eps": per_seed[0]["eps"]}
+    for key in ("clean_acc", "pgd_paper_acc", "robust_acc"):
+        v = np.array([r[key] for r in per_seed])
+        out[key], out[f"{key}_sd"] = float(v.mean()), float(v.std(ddof=1))
+    out["flags"] = {f: any(r["flags"][f] for r in per_seed) for f in per_seed[0]["flags"]}
+    out["per_seed"] = per_seed
+    return out
 
 
 def regime_line(h: History) -> str:

@@ -43,7 +43,7 @@ from jaxmi.estimators.kde import pass_block_size, sweep_scales
 from jaxmi.config import Config, normalize_identity
 from jaxmi.results import as_path
 from jaxmi.data import to_float
-from jaxmi.evaluation import make_evaluator, make_forward, probe_groups
+from jaxmi.evaluation import make_evaluator, make_forward, probe_groups, robust_report
 from jaxmi.history import INPUTS, REGIMES, History, RunResult, regime_line
 from jaxmi.live import LiveLog, history_line
 from jaxmi.models import create_model, probe_widths
@@ -288,6 +288,33 @@ class _Measurer:
         return out
 
 
+def _robust_images(config: Config, s: _Setup) -> tuple[jax.Array, jax.Array]:
+    """The first ``robust_samples`` images of the run's evaluation draw (the MI draw first)."""
+    mi_idx, rest_idx = data_lib.eval_draw(s.draw_key, len(s.test.labels), config.mi.samples,
+                                          config.data.eval_samples)
+    idx = np.concatenate([mi_idx, rest_idx])[:config.attack.robust_samples]
+    return to_float(jnp.asarray(s.test.images[idx])), jnp.asarray(s.test.labels[idx], jnp.int32)
+
+
+def _robust_evaluation(config: Config, s: _Setup, regime: str, states, log) -> list[dict[str, Any]]:
+    """Every seed's final model under the AutoAttack-style ensemble (:func:`jaxmi.evaluation.robust_report`)."""
+    t0 = time.perf_counter()
+    x, y = _robust_images(config, s)  # the same images for every seed
+    reports = []
+    for k, st in enumerate(unstack(jax.device_get(states), config.seeds)):
+        r = robust_report(s.module, st.params, st.batch_stats, x, y, attack=config.pgd(),
+                          key=jax.random.fold_in(jax.random.fold_in(s.draw_key, 2), k),
+                          steps=config.attack.robust_steps)
+        reports.append(r)
+        who = f"[{regime.upper()}]" + ("" if config.seeds == 1 else f" seed {config.seed + k}")
+        log(f"{who} robust accuracy on {r['samples']} test images at eps {r['eps']:.4g}: clean {r['clean_acc']:.4f}, "
+            f"PGD-{r['pgd_paper_steps']} {r['pgd_paper_acc']:.4f}, AutoAttack-style ensemble {r['robust_acc']:.4f} "
+            f"(APGD-CE alone {r['attack_acc']['apgd-ce']:.4f}; {time.perf_counter() - t0:.1f} s)")
+        for m in r["messages"]:
+            log(f"warning: {m}")
+    return reports
+
+
 def _run(config: Config, *, measure: bool, workdir, log, show_progress: bool, mesh) -> tuple[_Setup, Any, dict]:
     """The one training loop of NT and AT (with per-epoch measurements when ``measure``)."""
     progress.enabled(show_progress)
@@ -304,6 +331,7 @@ def _run(config: Config, *, measure: bool, workdir, log, show_progress: bool, me
 
     histories = [{r: new_history() for r in REGIMES} for _ in range(config.seeds)]
     timing: dict[str, Any] = {r: {"epoch_seconds": [], "measure_seconds": []} for r in REGIMES}
+    robust: dict[str, list[dict[str, Any]]] = {}  # regime -> per-seed robust evaluation of its final model
     identity = {**config.identity(), **({} if measure else {"measure": False})}
     ckpt = resumed = None
     if workdir is not None:
@@ -314,6 +342,7 @@ def _run(config: Config, *, measure: bool, workdir, log, show_progress: bool, me
             stored = resumed.record["history"]
             histories = [{r: (History.from_dict(h[r]) if measure else h[r]) for r in REGIMES} for h in stored]
             timing = resumed.record["timing"]
+            robust = dict(resumed.record.get("robust") or {})
             log(f"resuming from the checkpoint after {resumed.regime.upper()} epoch {resumed.epoch} in {ckpt.path}")
         live = LiveLog(workdir, REGIMES, resume=None if resumed is None else (resumed.regime, resumed.epoch))
 
@@ -352,7 +381,7 @@ def _run(config: Config, *, measure: bool, workdir, log, show_progress: bool, me
             host = jax.device_get(states)  # sliced on the host: no compiled slices of every parameter
             for k, st in enumerate(unstack(host, config.seeds)):  # seed 0 as "nt"/"at", then "nt_seed1", ...
                 save_model(workdir, regime if k == 0 else f"{regime}_seed{k}", st.params, st.batch_stats, info)
-        ckpt.save(regime, epoch, states, {"seed": config.seed, "timing": timing,
+        ckpt.save(regime, epoch, states, {"seed": config.seed, "timing": timing, "robust": robust,
                                            "history": [{r: (h[r].to_dict() if measure else h[r]) for r in REGIMES}
                                                        for h in histories]})
 
@@ -387,9 +416,13 @@ def _run(config: Config, *, measure: bool, workdir, log, show_progress: bool, me
                 timing[regime]["epoch_seconds"].append(train_s)
                 timing[regime]["measure_seconds"].append(measure_s)
                 publish(regime, epoch, epoch_seconds=train_s, measure_seconds=measure_s)
-                save(regime, epoch, states)
                 tail = f"train {train_s:.1f} s, measure {measure_s:.1f} s" if measure else f"{train_s:.1f} s"
                 log(f"[{regime.upper()}] epoch {epoch}: {line(regime)} ({tail})")
+                if epoch == config.optim.epochs and config.attack.robust_samples:
+                    t0 = time.perf_counter()
+                    robust[regime] = _robust_evaluation(config, s, regime, states, log)
+                    timing[regime]["robust_seconds"] = time.perf_counter() - t0
+                save(regime, epoch, states)
             final[regime] = states
     finally:
         if ckpt is not None:
@@ -397,7 +430,7 @@ def _run(config: Config, *, measure: bool, workdir, log, show_progress: bool, me
             live.close()
     timing.update(devices=s.mesh.size, backend=backend.platform(), seeds=config.seeds,
                   resumed_from=None if resumed is None else {"regime": resumed.regime, "epoch": resumed.epoch})
-    return s, final, {"histories": histories, "timing": timing, "measurer": measurer}
+    return s, final, {"histories": histories, "timing": timing, "measurer": measurer, "robust": robust}
 
 
 def train_and_measure(config: Config, *, log: Callable[[str], None] = log_line, show_progress: bool = True,
@@ -433,7 +466,7 @@ def train_and_measure(config: Config, *, log: Callable[[str], None] = log_line, 
     result = RunResult(layers=list(s.module.probe_names), epochs_measured=list(range(config.optim.epochs + 1)),
                        num_classes=s.num_classes, data=data_info, seeds=[config.seed + k for k in range(config.seeds)],
                        histories=out["histories"], timing=out["timing"], ceilings=m.ceilings,
-                       sweep_grid=m.sweep_grid)
+                       sweep_grid=m.sweep_grid, robust=out["robust"])
     warning = result.summary_fields()["saturation"]["warning"]
     if warning:
         log(f"warning: {warning}")
@@ -450,7 +483,8 @@ def train_pair(config: Config, *, log: Callable[[str], None] = log_line, show_pr
 
     Returns:
       ``(module, {"nt": (params, batch_stats), "at": (...)}, history)`` with per-epoch training
-      accuracy and loss of each regime in ``history[regime]``.
+      accuracy and loss of each regime in ``history[regime]``, and its final model's robust
+      evaluation in ``history[regime]["robust"]`` (unless ``robust_samples`` is 0).
     """
     if config.seeds > 1:
         raise ValueError(f"seeds={config.seeds}: train_pair gives one NT/AT pair; run the finding per seed "
@@ -463,7 +497,10 @@ def train_pair(config: Config, *, log: Callable[[str], None] = log_line, show_pr
             trained[regime] = (st.params, st.batch_stats)
         else:  # finished before an interruption: saved
             trained[regime] = load_models(workdir, (regime,))[1][regime]
-    return s.module, trained, out["histories"][0]
+    history = {r: dict(h) for r, h in out["histories"][0].items()}
+    for regime, reports in out["robust"].items():
+        history[regime]["robust"] = reports[0]
+    return s.module, trained, history
 
 
 def load_trained(workdir: str | os.PathLike) -> tuple[Config, Any, Trained]:

@@ -15,6 +15,7 @@ import pytest
 from jaxmi import checkpoint, models, results
 from jaxmi.config import make_config, normalize_identity
 from jaxmi.live import read_metrics
+from jaxmi.attacks import pgd as jaxmi_pgd
 from test_live import read_events as _read_events
 from jaxmi.data import load_dataset, to_float
 from jaxmi.run import load_trained, make_run_mesh, train_and_measure
@@ -33,7 +34,7 @@ jax.monitoring.register_event_duration_secs_listener(_on_event)
 
 def tiny(**kw):
     base = dict(model="mlp", epochs=2, train_examples=128, batch_size=32, samples=32, eval_samples=32,
-                eval_batch_size=32, estimators=("kde_upper",), attack_steps=2)
+                eval_batch_size=32, estimators=("kde_upper",), attack_steps=2, robust_samples=0)
     base.update(kw)
     return make_config("smoke", **base)
 
@@ -42,7 +43,7 @@ def tiny(**kw):
 def first_run(tmp_path_factory):
     """Seed 0 with checkpoints; records the number of XLA compilations at every epoch's log line."""
     workdir = tmp_path_factory.mktemp("exp") / "run"
-    config = tiny(epochs=3)
+    config = tiny(epochs=3, robust_samples=24, apgd_steps=5)
     results.prepare_run_dir(workdir, config.identity())
     marks = []
 
@@ -58,7 +59,7 @@ def _run(config, **kw):
 
 
 def _results(out):
-    return {k: out[k] for k in ("layers", "epochs_measured", "nt", "at", "data")}
+    return {k: out[k] for k in ("layers", "epochs_measured", "nt", "at", "data", "robust") if k in out}
 
 
 def test_no_recompilation_after_the_first_epoch(first_run):
@@ -73,7 +74,7 @@ def test_same_seed_same_results_different_seed_different(first_run):
     config, _, out, _ = first_run
     again = _run(config)
     assert json.dumps(_results(again)) == json.dumps(_results(out))
-    other = _run(tiny(epochs=3, seed=1))
+    other = _run(tiny(epochs=3, seed=1, robust_samples=24, apgd_steps=5))
     assert other["nt"]["train_loss"] != out["nt"]["train_loss"]
     assert other["at"]["mi"]["kde_upper"]["clean"]["I_XT"] != out["at"]["mi"]["kde_upper"]["clean"]["I_XT"]
     assert "epoch_seconds" not in out["nt"] and len(out["timing"]["nt"]["epoch_seconds"]) == 3
@@ -113,7 +114,8 @@ def test_resume_after_an_interruption_equals_the_uninterrupted_run(first_run, tm
     logs = []
     resumed = train_and_measure(config, log=logs.append, show_progress=False, workdir=copy).to_dict()
     assert logs[0].startswith("resuming from the checkpoint after AT epoch 2")
-    assert [m.split(":")[0] for m in logs[1:]] == ["[AT] epoch 3"]
+    redone = [m.split(":")[0] for m in logs[1:] if not m.startswith("warning")]
+    assert redone == ["[AT] epoch 3", "[AT] robust accuracy on 24 test images at eps 0.1765"]  # then saved
     assert json.dumps(_results(resumed)) == json.dumps(_results(out))
     assert resumed["timing"]["resumed_from"] == {"regime": "at", "epoch": 2}
     _, _, variables = load_trained(copy)
@@ -458,3 +460,27 @@ def test_live_metrics_match_the_summary_and_survive_a_resume(first_run, tmp_path
     shutil.rmtree(copy / "models" / "at")
     _run(config, workdir=copy)
     assert _live(copy) == lines
+
+
+def test_final_robust_evaluation_matches_an_independent_attack(first_run):
+    """The final models' report: the paper's PGD accuracy recomputed here on the same images, the
+    ensemble's worst case no better than any single attack, and the resume test above covers
+    that a resumed run reproduces it."""
+    config, workdir, out, _ = first_run
+    _, module, variables = load_trained(workdir)
+    test = load_dataset("mnist", "test")
+    k_draw = jax.random.split(jax.random.key(config.seed), 3)[2]
+    idx = np.asarray(jax.random.permutation(k_draw, len(test)))[:24]  # the MI draw comes first
+    x, y = to_float(jnp.asarray(test.images[idx])), jnp.asarray(test.labels[idx])
+    attack = config.pgd()
+    for regime in ("nt", "at"):
+        r = out["robust"][regime]
+        assert r["samples"] == 24 and r["apgd_steps"] == 5 and r["eps"] == pytest.approx(attack.eps)
+        params, stats = variables[regime]
+        logits = lambda z: models.apply_model(module, params, stats, z)[0]  # noqa: E731
+        x_adv = jaxmi_pgd(logits, x, y, eps=attack.eps, step_size=attack.step_size, steps=attack.steps)
+        assert r["pgd_paper_acc"] == pytest.approx(float(np.mean(np.argmax(logits(x_adv), -1) == y)), abs=1e-6)
+        assert r["clean_acc"] == pytest.approx(float(np.mean(np.argmax(logits(x), -1) == y)), abs=1e-6)
+        assert r["robust_acc"] <= min(r["attack_acc"].values()) + 1e-9 <= r["clean_acc"] + 1e-9
+        assert r["cumulative_acc"]["apgd-t"] == pytest.approx(r["robust_acc"])
+    assert set(out["robust"]) == {"nt", "at"} and "robust_seconds" in out["timing"]["at"]

@@ -22,7 +22,7 @@ from jaxmi.config import Config, normalize_identity
 from jaxmi.data import load_dataset, to_float
 from jaxmi.estimators import estimate
 from jaxmi.evaluation import make_adversary, make_forward, probe_groups
-from jaxmi.history import RunResult
+from jaxmi.history import REGIMES, RunResult
 from jaxmi.models import probe_widths
 from jaxmi.results import as_path, prepare_run_dir, read_json, write_json
 from jaxmi.run import Trained, load_trained, log_line, mi_indices, train_pair
@@ -173,8 +173,36 @@ def verdict_lines(rows: Sequence[tuple[str, bool, str]], summary: Mapping[str, A
     w = max(len(r[0]) for r in rows)
     lines = [f"{'verdict':<{w}}  holds  evidence", "-" * (w + 70)]
     lines += [f"{name:<{w}}  {'yes' if ok else 'NO ':<5}  {text}" for name, ok, text in rows]
-    seeds = seed_table(summary) if summary is not None else ""
-    return "\n".join(lines + ([seeds] if seeds else []))
+    extra = [t for t in ((seed_table(summary), robust_table(summary)) if summary is not None else ()) if t]
+    return "\n".join(lines + extra)
+
+
+def robust_reports(summary: Mapping[str, Any]) -> dict[str, Mapping[str, Any]]:
+    """``{regime: report}`` of the final robust evaluation in a summary (a run's ``robust``, or
+    the ``training`` record of findings 3 and 4); ``{}`` when there is none."""
+    if summary.get("robust"):
+        return dict(summary["robust"])
+    training = summary.get("training") or {}
+    return {r: training[r]["robust"] for r in REGIMES if isinstance(training.get(r), Mapping)
+            and training[r].get("robust")}
+
+
+def robust_table(summary: Mapping[str, Any]) -> str:
+    """Plain-text lines: the final models' clean, paper-PGD and AutoAttack-style robust accuracy."""
+    reports = robust_reports(summary)
+    if not reports:
+        return ""
+    first = next(iter(reports.values()))
+    sd = lambda r, k: f" ± {r[k + '_sd']:.4f}" if f"{k}_sd" in r else ""  # noqa: E731
+    steps = first.get("pgd_paper_steps", (first.get("per_seed") or [{}])[0].get("pgd_paper_steps"))
+    lines = [f"final accuracy on {first['samples']} test images at eps {first['eps']:.4g}: clean, PGD-{steps} "
+             "(the paper's attack), AutoAttack-style ensemble (FGSM, PGD-20, APGD-CE, APGD-T; worst case per image)"]
+    for regime, r in reports.items():
+        lines.append(f"  {regime.upper()}: {r['clean_acc']:.4f}{sd(r, 'clean_acc')}, "
+                     f"{r['pgd_paper_acc']:.4f}{sd(r, 'pgd_paper_acc')}, {r['robust_acc']:.4f}{sd(r, 'robust_acc')}"
+                     + ("  [gradient masking suspected: " + ", ".join(f for f, on in r["flags"].items() if on) + "]"
+                        if any(r["flags"].values()) else ""))
+    return "\n".join(lines)
 
 
 def per_verdict(decided: list[tuple[Mapping, Mapping]]) -> dict[str, Any]:

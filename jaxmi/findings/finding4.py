@@ -187,11 +187,12 @@ def run(config: Config, workdir: str | Path, *, options: dict[str, Any] | None =
             bar.update(1)
     log(f"measured {len(cases)} controlled layers")
 
-    models_info = None
+    models_info, robust = None, {}
     if opts.trained:
         config, module, trained, info = trained_models(config, opts.from_run, log=log, show_progress=show_progress,
                                                        workdir=workdir)
         models_info = {k: v for k, v in info.items() if k != "history"}
+        robust = {r: h["robust"] for r, h in (info.get("history") or {}).items() if h.get("robust")}
         x_host, y, num_classes, _ = measurement_draw(config)
         passes = model_passes(module, config, len(y), x_host.shape[1:])
         x, y_dev = jnp.asarray(x_host), jnp.asarray(y)
@@ -222,6 +223,8 @@ def run(config: Config, workdir: str | Path, *, options: dict[str, Any] | None =
         "verdicts": verdicts,
         "evidence": evidence,
     }
+    if robust:  # the final robust evaluation of the models trained here
+        summary["robust"] = robust
     figures = plots.plot_estimator_geometry(summary, workdir)
     summary["figures"] = [p.name for p in figures]
     write_json(workdir / "summary.json", summary)
