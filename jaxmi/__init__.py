@@ -9,7 +9,7 @@ The data flows one way, and so do the modules:
 * :mod:`jaxmi.ops`, :mod:`jaxmi.models` — primitives; MLP, LeNet, WideResNet-10-1 with named probes;
 * :mod:`jaxmi.probes` — probes from any Flax model, the adapter and ``package.module:factory`` specs
   that put your own model into the pipeline;
-* :mod:`jaxmi.attacks` — FGSM and L∞ PGD;
+* :mod:`jaxmi.attacks` — FGSM, PGD (L∞/L2, targeted), APGD/APGD-T, AutoAttack-style robust accuracy;
 * :mod:`jaxmi.training`, :mod:`jaxmi.evaluation` — NT and PGD-AT epochs over stacked seeds; the
   batched forward/attack path;
 * :mod:`jaxmi.estimators` — KDE upper/lower bounds, binning and matrix-based Rényi MI, in bits;
@@ -22,7 +22,7 @@ The data flows one way, and so do the modules:
   their command line.
 """
 
-from jaxmi.attacks import PGDConfig, fgsm, pgd
+from jaxmi.attacks import PGDConfig, apgd, fgsm, pgd, robust_accuracy, robustness_curve
 from jaxmi.config import Config, make_config
 from jaxmi.data import ArrayDataset, DataError, load_dataset
 from jaxmi.estimators import available_methods, estimate, estimate_mi, register_estimator
@@ -35,7 +35,8 @@ from jaxmi.training import TrainState, create_train_state, create_train_states, 
 
 __version__ = "0.1.0"
 
-__all__ = ["PGDConfig", "fgsm", "pgd", "Config", "make_config", "ArrayDataset", "DataError", "load_dataset",
+__all__ = ["PGDConfig", "fgsm", "pgd", "apgd", "robust_accuracy", "robustness_curve",
+           "Config", "make_config", "ArrayDataset", "DataError", "load_dataset",
            "available_methods", "estimate", "estimate_mi", "register_estimator", "make_evaluator", "apply_model",
            "create_model", "init_variables", "probe_widths", "load_trained", "train_and_measure", "TrainState",
            "create_train_state", "create_train_states", "make_optimizer", "make_train_epoch", "ProbedModel",

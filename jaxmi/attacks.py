@@ -277,7 +277,8 @@ def pgd(logits_fn: LogitsFn, x: Array, y: Array, *, eps: float, step_size: float
 
     first = run(key=jax.random.fold_in(key, 0))
     loss0, ok0 = loss_and_success(first)
-    best, _, _ = jax.lax.fori_loop(1, int(restarts), restart, (first, loss0, ok0), unroll=bool(unroll))
+    # The restarts are a compiled loop even when each run's iterations are unrolled (compile time).
+    best, _, _ = jax.lax.fori_loop(1, int(restarts), restart, (first, loss0, ok0))
     return best
 
 
@@ -480,55 +481,66 @@ def _apgd(logits_fn, x, y, *, eps, steps, loss, key, norm, target, restarts, rho
 def _apgd_t(logits_fn, x, y, clean_logits, active, *, eps, key, n_targets, batch_size, **apgd_kw):
     """APGD-T over the top ``n_targets`` classes of ``clean_logits``, on the ``active`` examples only.
 
-    The active examples are gathered to the front and attacked in chunks of ``batch_size``; a
-    chunk without active examples, and the remaining targets of a chunk whose active examples
-    are all fooled, are skipped (``lax.cond``), so the cost follows the number of active
-    examples as in the reference (which attacks only the ones still robust) while the shapes
-    stay static. Returns ``(x_adv, fooled)``: per example the first target's point that
-    misclassifies, else the first target's highest-loss point; inactive examples: ``x``, False.
+    For each target the examples still to attack (active, not yet fooled) are gathered to the
+    front and attacked in chunks of ``batch_size``; chunks without such examples are skipped
+    (``lax.cond``), and so are the remaining targets once none is left. The cost per target
+    is the number of examples still to attack, rounded up to whole chunks, as in the reference
+    (which attacks only the examples still robust), while every shape stays static. Returns
+    ``(x_adv, fooled)``: per example the first target's point that misclassifies, else the
+    first target's highest-loss point; inactive examples: ``x`` and False.
     """
     n = x.shape[0]
     size = min(int(batch_size), n)
     chunks = -(-n // size)
     padded = chunks * size
-    order = jnp.argsort(~active, stable=True)  # active examples first
-    idx = jnp.concatenate([order, jnp.zeros((padded - n,), order.dtype)])
-    live = jnp.concatenate([active[order], jnp.zeros((padded - n,), bool)])
     ranks = jnp.argsort(clean_logits, axis=-1)  # the targets: classes ranked 2 … n_targets+1 on the clean input
     num_classes = clean_logits.shape[-1]
 
     def split(a):
         return a.reshape((chunks, size) + a.shape[1:])
 
-    def chunk(args):
-        c, ix, lv = args
-        xc, yc, rc = x[ix], y[ix], ranks[ix]
+    def one_target(i, carry):
+        def run(carry):
+            adv, fooled = carry
+            todo = active & ~fooled
+            target = jax.lax.dynamic_index_in_dim(ranks, num_classes - 2 - i, axis=1, keepdims=False)
+            order = jnp.argsort(~todo, stable=True)  # examples still to attack first
+            idx = jnp.concatenate([order, jnp.zeros((padded - n,), order.dtype)])
+            live = jnp.concatenate([todo[order], jnp.zeros((padded - n,), bool)])
 
-        def attack(_):
-            def one_target(i, carry):
-                adv, fooled = carry
+            def chunk(args):
+                c, ix, lv = args
 
-                def run(carry):
-                    adv, fooled = carry
-                    target = jax.lax.dynamic_index_in_dim(rc, num_classes - 2 - i, axis=1, keepdims=False)
-                    k = jax.random.fold_in(jax.random.fold_in(key, c), i)
-                    adv_i, fooled_i = _apgd(logits_fn, xc, yc, eps=eps, loss="dlr", key=k, target=target,
+                def attack(_):
+                    adv_c, fooled_c = _apgd(logits_fn, x[ix], y[ix], eps=eps, loss="dlr",
+                                            key=jax.random.fold_in(jax.random.fold_in(key, i), c), target=target[ix],
                                             clean_wrong=jnp.zeros_like(lv), **apgd_kw)
-                    take = lv & ~fooled & (fooled_i | (i == 0))
-                    return jnp.where(_per_example(take, xc), adv_i, adv), fooled | (lv & fooled_i)
+                    return adv_c, fooled_c & lv
 
-                # Skip the remaining targets once every active example of the chunk is fooled.
-                return jax.lax.cond(jnp.any(lv & ~fooled), run, lambda carry: carry, (adv, fooled))
+                return jax.lax.cond(jnp.any(lv), attack, lambda _: (x[ix], jnp.zeros_like(lv)), None)
 
-            return jax.lax.fori_loop(0, n_targets, one_target, (xc, jnp.zeros_like(lv)))
+            adv_s, fooled_s = jax.lax.map(chunk, (jnp.arange(chunks), split(idx), split(live)))
+            inverse = jnp.argsort(order)
+            adv_i = adv_s.reshape((padded,) + x.shape[1:])[:n][inverse]
+            fooled_i = fooled_s.reshape(padded)[:n][inverse]
+            take = todo & (fooled_i | (i == 0))
+            return jnp.where(_per_example(take, x), adv_i, adv), fooled | fooled_i
 
-        return jax.lax.cond(jnp.any(lv), attack, lambda _: (xc, jnp.zeros_like(lv)), None)
+        # Skip the remaining targets once every active example is fooled.
+        return jax.lax.cond(jnp.any(active & ~carry[1]), run, lambda carry: carry, carry)
 
-    adv, fooled = jax.lax.map(chunk, (jnp.arange(chunks), split(idx), split(live)))
-    inverse = jnp.argsort(order)
-    adv = adv.reshape((padded,) + x.shape[1:])[:n][inverse]
-    fooled = fooled.reshape(padded)[:n][inverse]
-    return adv, fooled
+    return jax.lax.fori_loop(0, n_targets, one_target, (x, jnp.zeros((n,), bool)))
+
+
+def _chunk_size(batch_size: int | None) -> int:
+    """APGD-T's chunk: small on CPU (an APGD step on LeNet cost about the same per example in
+    batches of 16 and of 512 there, and small chunks leave less unfooled padding), large
+    elsewhere (chunks run one after another)."""
+    if batch_size is None:
+        return 16 if backend.is_cpu() else 512
+    if int(batch_size) != batch_size or batch_size < 1:
+        raise ValueError(f"batch_size must be a positive integer; got {batch_size}.")
+    return int(batch_size)
 
 
 def _check_apgd(x, y, *, eps, steps, loss, key, norm, target, restarts, rho, momentum):
@@ -579,7 +591,8 @@ def apgd(logits_fn: LogitsFn, x: Array, y: Array, *, eps: float, key: Array, ste
       x: clean images in [0, 1], [B, ...].
       y: integer labels [B].
       eps: radius ε (may be traced).
-      key: typed PRNG key (``jax.random.key``) for the random starts.
+      key: typed PRNG key (``jax.random.key``) for the random starts (restart r draws its start
+        from ``jax.random.fold_in(key, r)``).
       steps: iterations N per restart (static), 100 in the paper.
       loss: ``"ce"`` or ``"dlr"`` (:func:`dlr_loss`; with ``target``, :func:`targeted_dlr_loss`,
         i.e. APGD-T; with ``target`` and ``"ce"``, −CE toward the target).
@@ -604,14 +617,16 @@ def apgd(logits_fn: LogitsFn, x: Array, y: Array, *, eps: float, key: Array, ste
 
 def apgd_targeted(logits_fn: LogitsFn, x: Array, y: Array, *, eps: float, key: Array, n_targets: int | None = None,
                   steps: int = 100, norm: str = "linf", restarts: int = 1, rho: float = 0.75,
-                  batch_size: int = 256) -> Array:
+                  batch_size: int | None = None) -> Array:
     """APGD-T (Croce & Hein 2020): :func:`apgd` with the targeted DLR loss toward each of the
     ``n_targets`` classes ranked 2, 3, … by the clean logits, one after the other.
 
     An example counts as fooled when any target run misclassifies it (as the reference's
     APGDT, whose success is a misclassification, not reaching the target). Examples
-    misclassified clean are returned unchanged; the others are attacked in chunks of
-    ``batch_size`` with the later targets of a chunk skipped once all of it is fooled.
+    misclassified clean are returned unchanged. For each target the examples not yet fooled
+    are gathered and attacked in chunks of ``batch_size``; chunks with nothing left to attack,
+    and targets after every example is fooled, are skipped, so the cost follows the number of
+    examples still robust.
 
     Args:
       logits_fn: batch of images -> logits [B, K], K ≥ 4.
@@ -624,7 +639,7 @@ def apgd_targeted(logits_fn: LogitsFn, x: Array, y: Array, *, eps: float, key: A
       norm: ``"linf"`` or ``"l2"``.
       restarts: restarts per target.
       rho: APGD's ρ.
-      batch_size: examples per chunk (memory and skipping granularity; static).
+      batch_size: examples per chunk (static); None: 16 on CPU, 512 elsewhere.
 
     Returns:
       Adversarial images [B, ...]: per example the first target's misclassified point, else
@@ -634,8 +649,7 @@ def apgd_targeted(logits_fn: LogitsFn, x: Array, y: Array, *, eps: float, key: A
                 rho=rho, momentum=0.75)
     num_classes = jax.eval_shape(logits_fn, jax.ShapeDtypeStruct(x.shape, x.dtype)).shape[-1]
     n_targets = _check_targets(n_targets, num_classes)
-    if int(batch_size) != batch_size or batch_size < 1:
-        raise ValueError(f"batch_size must be a positive integer; got {batch_size}.")
+    batch_size = _chunk_size(batch_size)
     logits = logits_fn(x)
     ok = jnp.argmax(logits, -1) == y
     if n_targets == 0:
@@ -788,8 +802,7 @@ def _check_robust(logits_fn, x, y, *, key, norm, steps, n_targets, restarts, pgd
         raise ValueError(f"robust_accuracy pgd_steps must be ≥ 1 (the PGD of the masking check); got {pgd_steps}.")
     num_classes = jax.eval_shape(logits_fn, jax.ShapeDtypeStruct(x.shape, x.dtype)).shape[-1]
     n_targets = _check_targets(n_targets, num_classes)
-    if int(batch_size) != batch_size or batch_size < 1:
-        raise ValueError(f"batch_size must be a positive integer; got {batch_size}.")
+    batch_size = _chunk_size(batch_size)
     if not 0 <= tol < 1:
         raise ValueError(f"tol (the masking flags' tolerance, in accuracy) must be in [0, 1); got {tol}.")
     return dict(norm=norm, steps=int(steps), n_targets=n_targets, restarts=int(restarts), pgd_steps=int(pgd_steps),
@@ -798,7 +811,7 @@ def _check_robust(logits_fn, x, y, *, key, norm, steps, n_targets, restarts, pgd
 
 def robust_accuracy(logits_fn: LogitsFn, x: Array, y: Array, *, eps: float, key: Array, norm: str = "linf",
                     steps: int = 100, n_targets: int | None = None, restarts: int = 1, pgd_steps: int = 20,
-                    rho: float = 0.75, batch_size: int = 256, tol: float = 0.01,
+                    rho: float = 0.75, batch_size: int | None = None, tol: float = 0.01,
                     unroll: bool | None = None) -> RobustResult:
     """AutoAttack-style robust accuracy: the worst case over FGSM, PGD, APGD-CE and APGD-T.
 
@@ -810,7 +823,7 @@ def robust_accuracy(logits_fn: LogitsFn, x: Array, y: Array, *, eps: float, key:
     2. APGD-CE (:func:`apgd`, ``steps`` iterations, ``restarts``), on every example;
     3. APGD-T (:func:`apgd_targeted`): the targeted DLR loss toward each of the ``n_targets``
        classes ranked 2, 3, … by the clean logits, ``steps`` iterations each, on the examples
-       still robust (in chunks of ``batch_size``; finished chunks skip the rest).
+       still robust (gathered into chunks of ``batch_size`` for each target).
 
     This is AutoAttack's standard version (APGD-CE, APGD-T, FAB-T, Square) without FAB-T and
     without Square, the gradient-free attack that catches masking no gradient attack can,
@@ -837,7 +850,7 @@ def robust_accuracy(logits_fn: LogitsFn, x: Array, y: Array, *, eps: float, key:
       restarts: APGD restarts (1 as AutoAttack's standard version).
       pgd_steps: iterations of the masking-check PGD.
       rho: APGD's ρ.
-      batch_size: APGD-T chunk size.
+      batch_size: APGD-T chunk size; None: 16 on CPU, 512 elsewhere.
       tol: the flags' tolerance, in accuracy (0.01 = one percentage point).
       unroll: the masking-check PGD's loop (as :func:`pgd`); APGD is always a compiled loop.
 
@@ -966,7 +979,7 @@ def robustness_curve(logits_fn: LogitsFn, x: Array, y: Array, eps_values, *, att
         rkw = _check_robust(logits_fn, x, y, key=key, norm=norm, steps=100 if steps is None else steps,
                             n_targets=robust_kw.pop("n_targets", None), restarts=restarts,
                             pgd_steps=robust_kw.pop("pgd_steps", 20), rho=robust_kw.pop("rho", 0.75),
-                            batch_size=robust_kw.pop("batch_size", 256), tol=tol, unroll=unroll)
+                            batch_size=robust_kw.pop("batch_size", None), tol=tol, unroll=unroll)
         if robust_kw:
             raise ValueError(f"unknown robust_accuracy options {sorted(robust_kw)}; use n_targets, pgd_steps, rho, "
                              "batch_size.")
