@@ -316,10 +316,9 @@ def robust_summary(per_seed: list[dict[str, Any]]) -> dict[str, Any]:
     several seeds the mean (and ``_sd``) of the accuracies with every seed's report."""
     if len(per_seed) == 1:
         return per_seed[0]
-    out: dict[str, Any] = {"samples": per_seed[0]["samples"], "eps": per_seed[0]["eps"]}
+    out: dict[str, Any] = {k: per_seed[0][k] for k in ("samples", "eps", "pgd_paper_steps", "apgd_steps")}
     for key in ("clean_acc", "pgd_paper_acc", "robust_acc"):
-        v = np.array([r[key] for r in per_seed])
-        out[key], out[f"{key}_sd"] = float(v.mean()), float(v.std(ddof=1))
+        out[key], out[f"{key}_sd"] = mean_sd([r[key] for r in per_seed])
     out["flags"] = {f: any(r["flags"][f] for r in per_seed) for f in per_seed[0]["flags"]}
     out["per_seed"] = per_seed
     return out

@@ -484,3 +484,20 @@ def test_final_robust_evaluation_matches_an_independent_attack(first_run):
         assert r["robust_acc"] <= min(r["attack_acc"].values()) + 1e-9 <= r["clean_acc"] + 1e-9
         assert r["cumulative_acc"]["apgd-t"] == pytest.approx(r["robust_acc"])
     assert set(out["robust"]) == {"nt", "at"} and "robust_seconds" in out["timing"]["at"]
+
+
+def test_robust_summary_over_seeds():
+    from jaxmi.history import robust_summary
+    from jaxmi.findings.common import robust_table
+
+    def report(acc, masked):
+        return {"samples": 10, "eps": 0.3, "pgd_paper_steps": 7, "apgd_steps": 100, "clean_acc": 0.9,
+                "pgd_paper_acc": acc + 0.1, "robust_acc": acc, "flags": {"zero_gradients": masked}}
+
+    one = report(0.5, False)
+    assert robust_summary([one]) is one
+    s = robust_summary([report(0.4, False), report(0.6, True)])
+    assert s["robust_acc"] == pytest.approx(0.5) and s["robust_acc_sd"] == pytest.approx(0.1414213562, rel=1e-6)
+    assert s["flags"] == {"zero_gradients": True} and len(s["per_seed"]) == 2
+    text = robust_table({"robust": {"nt": s}})
+    assert "PGD-7" in text and "0.5000 ± 0.1414" in text and "gradient masking suspected: zero_gradients" in text

@@ -194,8 +194,8 @@ def robust_table(summary: Mapping[str, Any]) -> str:
         return ""
     first = next(iter(reports.values()))
     sd = lambda r, k: f" ± {r[k + '_sd']:.4f}" if f"{k}_sd" in r else ""  # noqa: E731
-    steps = first.get("pgd_paper_steps", (first.get("per_seed") or [{}])[0].get("pgd_paper_steps"))
-    lines = [f"final accuracy on {first['samples']} test images at eps {first['eps']:.4g}: clean, PGD-{steps} "
+    lines = [f"final accuracy on {first['samples']} test images at eps {first['eps']:.4g}: clean, "
+             f"PGD-{first['pgd_paper_steps']} "
              "(the paper's attack), AutoAttack-style ensemble (FGSM, PGD-20, APGD-CE, APGD-T; worst case per image)"]
     for regime, r in reports.items():
         lines.append(f"  {regime.upper()}: {r['clean_acc']:.4f}{sd(r, 'clean_acc')}, "
