@@ -79,14 +79,26 @@ def test_purge_step_marks_the_restart(tmp_path):
     resumed.close()
     files = sorted((tmp_path / "tensorboard" / "nt").glob("events.out.tfevents.*"))
     assert len(files) == 2
-    data = files[-1].read_bytes()
-    starts = []
-    pos = 0
-    while pos < len(data):
-        (length,) = struct.unpack("<Q", data[pos:pos + 8])
-        event = event_pb2.Event.FromString(data[pos + 12:pos + 12 + length])
-        pos += 12 + length + 4
-        if event.HasField("session_log"):
-            starts.append((event.session_log.status, event.step))
-    assert (event_pb2.SessionLog.START, 1) in starts
+    # both attempts can open within the same second, so the file names (second + random
+    # suffix) do not order them: read every file and tell them apart by their scalars
+    starts, scalars = [], []
+    for path in files:
+        data = path.read_bytes()
+        file_starts, file_scalars = [], []
+        pos = 0
+        while pos < len(data):
+            (length,) = struct.unpack("<Q", data[pos:pos + 8])
+            event = event_pb2.Event.FromString(data[pos + 12:pos + 12 + length])
+            pos += 12 + length + 4
+            if event.HasField("session_log"):
+                file_starts.append((event.session_log.status, event.step))
+            if event.HasField("summary"):
+                file_scalars.extend((event.step, v.simple_value) for v in event.summary.value)
+        starts.append(file_starts)
+        scalars.append(file_scalars)
+    resumed_file = [i for i, s in enumerate(scalars) if any(v == 2.0 for _, v in s)]
+    assert len(resumed_file) == 1
+    (i,) = resumed_file
+    assert (event_pb2.SessionLog.START, 1) in starts[i]
+    assert all(step != 1 for _, step in starts[1 - i])  # the first attempt marks no restart at 1
     assert json.loads((tmp_path / "metrics.jsonl").read_text().splitlines()[-1])["metrics"] == {"a": 2.0}
