@@ -172,7 +172,10 @@ class MIConfig:
     noise_scale: str = setting("absolute", "σ² as given (absolute, the paper's protocol) or in units of each "
                                            "layer's median nearest-neighbour squared distance (relative)",
                                choices=("absolute", "relative"))
-    bootstrap: int = setting(0, "bootstrap resamples for standard errors of every MI estimate (0: off)")
+    bootstrap: int = setting(100, "paired bootstrap resamples of the test draw for every MI estimate: standard "
+                                  "errors, and the intervals of the verdicts (0: off)")
+    noise_control: bool = setting(True, "also measure every probe on the clean images plus random-sign noise of "
+                                        "the attack's size (finding 1's control)")
     sweep: bool = setting(True, "at the first and last measurement, also estimate over the σ² and bin-size grids")
     sweep_noise_vars: tuple[float, ...] = setting(DEFAULT_NOISE_VARS, "the σ² grid of the sweep", nargs="+",
                                                   type=float)
@@ -322,7 +325,7 @@ PRESETS: dict[str, dict[str, Any]] = {
     # batch, so the rate is 0.025 after 60 iterations.
     "cpu": {"epochs": 20, "learning_rate": 0.025},
     "smoke": {"epochs": 1, "train_examples": 512, "batch_size": 64, "samples": 128, "eval_samples": 256,
-              "eval_batch_size": 128, "robust_samples": 64, "apgd_steps": 10},
+              "eval_batch_size": 128, "robust_samples": 64, "apgd_steps": 10, "bootstrap": 20},
 }
 
 

@@ -7,7 +7,8 @@ For a layer T (N points [N, D], labels Y), :func:`geometry` gives, with s the ke
 * ``separation`` = mean between-class squared distance / (mean within-class squared distance
   + s), exact from class sums: ≫ 1 when classes are far apart relative to their own size
   and to the kernel;
-* ``occupied_bins``: the number of distinct bin vectors floor(t / bin_size).
+* ``occupied_bins``: the number of distinct bin vectors floor(t / bin_size);
+* ``spread_binning`` = median pairwise squared distance / bin_size².
 
 :func:`controlled_cases` builds layers whose geometry is varied one factor at a time.
 """
@@ -60,6 +61,7 @@ def geometry(t, labels, *, noise_var: float = 0.1, bin_size: float = 0.5, key=No
     out = {"mean_sq_dist": float(total / (n * (n - 1))), "median_sq_dist": med,
            "mean_within_sq_dist": float(mean_within), "mean_between_sq_dist": float(mean_between),
            "occupied_bins": occupied, "log2_occupied_bins": math.log2(occupied), "points": n, "width": t.shape[1]}
+    out["spread_binning"] = med / bin_size ** 2  # the spread in squared bin widths
     for est, s in (("kde_upper", 2 * noise_var), ("kde_lower", 8 * noise_var)):
         out[f"spread_{est}"] = med / s
         out[f"separation_{est}"] = float(mean_between / (mean_within + s))

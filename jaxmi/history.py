@@ -5,7 +5,9 @@ Vocabulary, used by the code, ``summary.json`` and the docs alike:
 * **regime** — how a network was trained: ``"nt"`` (normal training) or ``"at"`` (PGD
   adversarial training), :data:`REGIMES`;
 * **inputs** — what a measurement is taken on: ``"clean"`` test images or ``"adv"``
-  (their PGD adversarial examples), :data:`INPUTS`;
+  (their PGD adversarial examples), :data:`INPUTS`; runs also measure the control inputs
+  ``"noise"`` (the clean images plus random-sign noise of the attack's ε, clipped to the
+  pixel range), :data:`CONTROL_INPUTS`, which finding 1 compares with the adversarial ones;
 * **quantity** — ``"I_XT"`` = I(X;T) or ``"I_TY"`` = I(T;Y), in bits, :data:`QUANTITIES`;
 * **metric** — accuracy and loss per measurement, :data:`METRICS`;
 * **probe** — a named layer output; **estimator** — an MI estimator name.
@@ -20,6 +22,7 @@ summary needs around them. Their JSON layout (:meth:`History.to_dict`,
      "nt": {"train_acc": [...], ..., "mi": {est: {"clean": {"I_XT": [[P] * M], "I_TY": ...},
                                              "adv": {...}}},
             "mi_se": {...},                     # with bootstrap standard errors
+            "mi_boot": {est: {inputs: {q: [[[R] * P] * M]}}},  # with bootstrap: every resample's value
             "diagnostics": {est: {"clean": {"saturated": [[P] * M], "I_XT_gap": ..., ...}, "adv": ...}}},
      "at": {...},
      "saturation": {"threshold_bits": 0.01, "I_XT_ceiling": ..., "final_saturated": ..., "warning": ...},
@@ -42,11 +45,12 @@ import numpy as np
 from jaxmi.estimators import SATURATION_GAP_BITS
 from jaxmi.stats import mean_sd
 
-__all__ = ["robust_summary", "REGIMES", "INPUTS", "QUANTITIES", "METRICS", "DIAGNOSTICS", "History", "RunResult", "aggregate_seeds",
+__all__ = ["robust_summary", "REGIMES", "INPUTS", "CONTROL_INPUTS", "QUANTITIES", "METRICS", "DIAGNOSTICS", "History", "RunResult", "aggregate_seeds",
            "saturation_report", "sweep_separation", "validate_summary", "regime_line"]
 
 REGIMES: tuple[str, ...] = ("nt", "at")
 INPUTS: tuple[str, ...] = ("clean", "adv")
+CONTROL_INPUTS: tuple[str, ...] = ("noise",)  # random-sign perturbations of the attack's size
 QUANTITIES: tuple[str, ...] = ("I_XT", "I_TY")
 METRICS: tuple[str, ...] = ("train_acc", "train_loss", "test_clean_acc", "test_adv_acc", "test_clean_loss",
                             "test_adv_loss")
@@ -58,8 +62,8 @@ DIAGNOSTICS: tuple[str, ...] = ("saturated", "I_XT_gap", "I_TY_gap", "nn_sq_dist
 MIBlock = dict[str, dict[str, dict[str, list]]]  # [estimator][inputs][quantity] -> [measurement][probe]
 
 
-def _empty_mi(estimators: Sequence[str], keys: Sequence[str] = QUANTITIES) -> MIBlock:
-    return {m: {i: {q: [] for q in keys} for i in INPUTS} for m in estimators}
+def _empty_mi(estimators: Sequence[str], inputs: Sequence[str] = INPUTS) -> MIBlock:
+    return {m: {i: {q: [] for q in QUANTITIES} for i in inputs} for m in estimators}
 
 
 @dataclasses.dataclass
@@ -71,6 +75,9 @@ class History:
       mi: ``mi[estimator][inputs][quantity]``: one list of per-probe values (bits) per
         measurement.
       mi_se: the same layout for bootstrap standard errors, or ``None``.
+      mi_boot: with bootstrap, the same layout with every resample's value per probe
+        (``[measurement][probe][resample]``; every measurement, regime and inputs use the same
+        resamples of the draw, so differences and correlations are paired), or ``None``.
       diagnostics: ``diagnostics[estimator][inputs][key]`` for the keys of :data:`DIAGNOSTICS`
         the estimator reports, same layout.
       sweep: ``{"epochs": [...], inputs: {estimator: {quantity: [measurement][probe][value]}}}``:
@@ -82,11 +89,16 @@ class History:
     mi_se: MIBlock | None = None
     diagnostics: MIBlock = dataclasses.field(default_factory=dict)
     sweep: dict[str, Any] | None = None
+    mi_boot: MIBlock | None = None
 
     @classmethod
-    def empty(cls, estimators: Sequence[str], *, with_se: bool = False) -> "History":
-        return cls({k: [] for k in METRICS}, _empty_mi(estimators), _empty_mi(estimators) if with_se else None,
-                   {})
+    def empty(cls, estimators: Sequence[str], *, with_se: bool = False,
+              inputs: Sequence[str] = INPUTS) -> "History":
+        """An empty history measuring ``inputs``; ``with_se`` keeps the bootstrap standard
+        errors and resample values."""
+        return cls({k: [] for k in METRICS}, _empty_mi(estimators, inputs),
+                   _empty_mi(estimators, inputs) if with_se else None, {},
+                   mi_boot=_empty_mi(estimators, inputs) if with_se else None)
 
     def __len__(self) -> int:
         return len(self.metrics["train_acc"])
@@ -111,6 +123,9 @@ class History:
                     per_q[q].append([float(v) for v in res[q]])
                     if self.mi_se is not None:
                         self.mi_se[est][inputs][q].append([float(v) for v in res[f"{q}_se"]])
+                    if self.mi_boot is not None:
+                        self.mi_boot[est][inputs][q].append([[round(float(b), 5) for b in v]
+                                                             for v in res[f"{q}_resamples"]])
                 diag = self.diagnostics.setdefault(est, {}).setdefault(inputs, {})
                 for key in DIAGNOSTICS:
                     if key in res:
@@ -132,6 +147,8 @@ class History:
         out["mi"] = self.mi
         if self.mi_se is not None:
             out["mi_se"] = self.mi_se
+        if self.mi_boot is not None:
+            out["mi_boot"] = self.mi_boot
         out["diagnostics"] = self.diagnostics
         if self.sweep is not None:
             out["sweep"] = self.sweep
@@ -140,7 +157,7 @@ class History:
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> "History":
         return cls({k: list(d[k]) for k in METRICS}, d["mi"], d.get("mi_se"), d.get("diagnostics") or {},
-                   d.get("sweep"))
+                   d.get("sweep"), d.get("mi_boot"))
 
 
 def _mean_tree(trees: Sequence[Any]) -> Any:
@@ -204,12 +221,12 @@ def aggregate_seeds(histories: Sequence[Mapping[str, History]], ceilings: Mappin
 
 
 def saturation_report(summary: Mapping[str, Any], ceilings: Mapping[str, float]) -> dict[str, Any]:
-    """How many of the last measurement's I(X;T) estimates (estimator × inputs × probe × regime)
-    sit at the log₂ N ceiling, with a one-line warning when most do."""
+    """How many of the last measurement's I(X;T) estimates (estimator × inputs × probe × regime,
+    clean and adversarial inputs) sit at the log₂ N ceiling, with a one-line warning when most do."""
     by_est: dict[str, dict[str, int]] = {}
     for regime in REGIMES:
         for est, per_input in (summary[regime].get("diagnostics") or {}).items():
-            for d in per_input.values():
+            for d in (per_input[i] for i in INPUTS if i in per_input):  # not the noise control
                 last = d["saturated"][-1]
                 c = by_est.setdefault(est, {"saturated": 0, "estimates": 0})
                 c["saturated"] += int(sum(last))
@@ -287,7 +304,7 @@ class RunResult:
         with ``_sd`` entries when there are several seeds), every seed's own, the saturation
         report and the sweep (with where NT and AT separate)."""
         out: dict[str, Any] = {"layers": list(self.layers), "epochs_measured": list(self.epochs_measured),
-                               "data": dict(self.data)}
+                               "data": dict(self.data), "num_classes": int(self.num_classes)}
         if len(self.histories) == 1:
             out.update({r: self.histories[0][r].to_dict() for r in REGIMES})
         else:
@@ -307,8 +324,8 @@ class RunResult:
         return out
 
     def to_dict(self) -> dict[str, Any]:
-        """:meth:`summary_fields` plus ``num_classes`` and ``timing``."""
-        return {**self.summary_fields(), "num_classes": self.num_classes, "timing": self.timing}
+        """:meth:`summary_fields` plus ``timing``."""
+        return {**self.summary_fields(), "timing": self.timing}
 
 
 def robust_summary(per_seed: list[dict[str, Any]]) -> dict[str, Any]:

@@ -41,10 +41,10 @@ from jaxmi.checkpoint import CheckpointError, RunCheckpointer, load_models, save
 from jaxmi.estimators.diagnostics import ceilings
 from jaxmi.estimators.kde import pass_block_size, sweep_scales
 from jaxmi.config import Config, normalize_identity
-from jaxmi.results import as_path
+from jaxmi.results import as_path, read_json
 from jaxmi.data import to_float
 from jaxmi.evaluation import make_evaluator, make_forward, probe_groups, robust_report
-from jaxmi.history import INPUTS, REGIMES, History, RunResult, regime_line
+from jaxmi.history import CONTROL_INPUTS, INPUTS, REGIMES, History, RunResult, regime_line
 from jaxmi.live import LiveLog, history_line
 from jaxmi.models import create_model, probe_widths
 from jaxmi.probes import ModelSpecError
@@ -224,6 +224,7 @@ class _Measurer:
             "noise_var": list(mi.sweep_noise_vars), "bin_size": list(mi.sweep_bin_sizes), "estimators": swept,
             "noise_scale": mi.noise_scale}
         self.sweep_epochs = {0, config.optim.epochs} if self.sweep_grid else set()
+        self.inputs = INPUTS + (CONTROL_INPUTS if mi.noise_control else ())
 
     def _sweep(self, probe: str, a) -> dict[str, dict[str, list]]:
         """``{estimator: {quantity: [value]}}`` of one probe over the σ² and bin-size grids."""
@@ -241,18 +242,19 @@ class _Measurer:
 
     def _information(self, params, batch_stats, x_adv, swept: bool):
         """One model's estimates (and sweeps) on clean and adversarial inputs, a probe group at a time."""
-        res: dict[str, dict[str, Any]] = {i: {} for i in INPUTS}
+        res: dict[str, dict[str, Any]] = {i: {} for i in self.inputs}
         sweeps: dict[str, dict[str, Any]] = {i: {} for i in INPUTS}
+        sources = {"clean": self.x_mi_float, "adv": x_adv, "noise": self.x_mi_noise}
         for group, forward in self.forward.items():
-            for inputs, x in (("clean", self.x_mi_float), ("adv", x_adv)):
-                probes = forward(params, batch_stats, x, self.y_mi)["probes"]
+            for inputs in self.inputs:
+                probes = forward(params, batch_stats, sources[inputs], self.y_mi)["probes"]
                 for p in group:
                     a = probes[p].reshape(probes[p].shape[0], -1)
                     res[inputs][p] = estimators.estimate(a, self.y_mi_host, block_size=self.blocks[p], **self.options)
-                    if swept:
+                    if swept and inputs in INPUTS:
                         sweeps[inputs][p] = self._sweep(p, a)
                 del probes
-        mi = {i: _mi_lists({p: res[i][p] for p in self.layers}, self.config.mi.estimators) for i in INPUTS}
+        mi = {i: _mi_lists({p: res[i][p] for p in self.layers}, self.config.mi.estimators) for i in self.inputs}
         if not swept:
             return mi, None
         sweep = {i: {m: {q: [sweeps[i][p][m][q] for p in self.layers] for q in ("I_XT", "I_TY")}
@@ -262,6 +264,15 @@ class _Measurer:
     @functools.cached_property
     def x_mi_float(self):
         return to_float(self.x_mi)
+
+    @functools.cached_property
+    def x_mi_noise(self):
+        """The control inputs: the MI draw plus random-sign noise of the attack's ε (an L∞
+        perturbation as large as the adversarial one, in no particular direction), clipped to
+        [0, 1]; one fixed draw of signs for the whole run."""
+        x = self.x_mi_float
+        signs = jax.random.rademacher(jax.random.fold_in(self.s.draw_key, 3), x.shape, dtype=x.dtype)
+        return jnp.clip(x + self.config.pgd().eps * signs, 0.0, 1.0)
 
     def __call__(self, regime: str, states, train_means: list[dict[str, float]] | None, epoch: int
                  ) -> list[tuple[dict, dict, dict | None]]:
@@ -326,7 +337,7 @@ def _run(config: Config, *, measure: bool, workdir, log, show_progress: bool, me
 
     def new_history():
         if measure:
-            return History.empty(config.mi.estimators, with_se=bool(config.mi.bootstrap))
+            return History.empty(config.mi.estimators, with_se=bool(config.mi.bootstrap), inputs=measurer.inputs)
         return {"train_acc": [], "train_loss": []}
 
     histories = [{r: new_history() for r in REGIMES} for _ in range(config.seeds)]
@@ -503,8 +514,11 @@ def train_pair(config: Config, *, log: Callable[[str], None] = log_line, show_pr
     return s.module, trained, history
 
 
-def load_trained(workdir: str | os.PathLike) -> tuple[Config, Any, Trained]:
+def load_trained(workdir: str | os.PathLike, seed_index: int = 0) -> tuple[Config, Any, Trained]:
     """The configuration, model and trained NT/AT variables of a finished run directory.
+
+    ``seed_index`` k picks seed ``seed + k`` of a run with ``seeds`` > k (its models are saved as
+    ``nt_seed<k>``/``at_seed<k>``); the returned config is then that seed's (``seeds`` = 1).
 
     Returns:
       ``(config, module, {"nt": (params, batch_stats), "at": (params, batch_stats)})``; use
@@ -521,7 +535,14 @@ def load_trained(workdir: str | os.PathLike) -> tuple[Config, Any, Trained]:
     if not workdir.is_dir():
         raise CheckpointError(f"{workdir} is not a run directory (it does not exist); pass the --out of a "
                               "finished experiment run.")
-    meta, variables = load_models(workdir, REGIMES)
+    names = REGIMES if seed_index == 0 else tuple(f"{r}_seed{seed_index}" for r in REGIMES)
+    stored_seeds = int((read_json(workdir / "models" / "models.json").get("config") or {}).get("seeds") or 1) \
+        if seed_index and (workdir / "models" / "models.json").exists() else None
+    if stored_seeds is not None and seed_index >= stored_seeds:
+        raise CheckpointError(f"{workdir} holds the models of {stored_seeds} seed(s); there is no seed index "
+                              f"{seed_index}. Use --seeds {stored_seeds} or fewer with this --from-run.")
+    meta, variables = load_models(workdir, names)
+    variables = dict(zip(REGIMES, (variables[n] for n in names)))
     try:
         config = Config.from_dict(meta["config"])
     except ModelSpecError as e:
@@ -530,5 +551,7 @@ def load_trained(workdir: str | os.PathLike) -> tuple[Config, Any, Trained]:
     except (KeyError, TypeError, ValueError) as e:
         raise CheckpointError(f"the configuration stored with the models in {workdir} is unusable ({e}); "
                               "rerun the experiment with --overwrite.") from None
+    if seed_index:
+        config = config.replace(seed=config.seed + seed_index, seeds=1)
     module = create_model(config.model.name, int(meta["num_classes"]), precision=config.model.precision)
     return config, module, variables

@@ -202,7 +202,7 @@ def test_estimate_on_probes_structure_and_agreement():
         single = estimate(act.reshape(n, -1), y, methods=("binning", "kde_lower"), num_classes=10, bootstrap=4)
         assert got[p] == single  # same default key: the same resamples for every probe
     for m in ("binning", "kde_lower"):
-        errors = {f"I_{q}{s}" for q in ("XT", "TY") for s in ("", "_se", "_lo", "_hi")}
+        errors = {f"I_{q}{s}" for q in ("XT", "TY") for s in ("", "_se", "_lo", "_hi", "_resamples")}
         diagnostics = {"saturated", "I_XT_ceiling", "I_TY_ceiling", "I_XT_gap", "I_TY_gap"}
         kde = {"nn_sq_dist_over_width", "self_dominated_share", "noise_var"} if m.startswith("kde") else set()
         assert set(flat[m]) == errors | diagnostics | kde

@@ -135,8 +135,8 @@ def test_finding2_command_line_runs_the_model_given_as_a_spec(bn_run, tmp_path, 
     _check_mi(s, fx.BN_PROBES, 64)
     # the same configuration as train_and_measure's run: the same measurements
     assert json.dumps({r: s[r] for r in ("nt", "at")}) == json.dumps({r: out[r] for r in ("nt", "at")})
-    assert set(s["verdicts"]) == {"at_harder", "at_less_information"}
-    assert set(s["evidence"]["at_less_information"]["pairs"]["kde_upper"]) == set(fx.BN_PROBES)
+    assert set(s["verdicts"]) == {"at_harder", "at_less_information", "at_less_information_matched"}
+    assert {p["probe"] for p in s["evidence"]["at_less_information"]["pairs"]} == set(fx.BN_PROBES)
     assert s["figures"] and all((run_dir / f).is_file() for f in s["figures"])
     cfg, module, _ = load_trained(run_dir)
     assert cfg == config and module.probe_names == fx.BN_PROBES

@@ -112,7 +112,7 @@ def estimate(x, labels, *, methods: Sequence[str] = METHODS, num_classes: int | 
       ``"saturated"`` (I(X;T) within 0.01 bits of log₂ N), ``"I_XT_ceiling"``,
       ``"I_TY_ceiling"``, ``"I_XT_gap"``, ``"I_TY_gap"``, and for the KDE bounds
       ``"nn_sq_dist_over_width"``, ``"self_dominated_share"``, ``"noise_var"``. With
-      ``bootstrap``, each result also holds ``"I_XT_se"``, ``"I_XT_lo"``, ``"I_XT_hi"``
+      ``bootstrap``, each result also holds ``"I_XT_se"``, ``"I_XT_lo"``, ``"I_XT_hi"``, ``"I_XT_resamples"``
       (standard error over the resamples and the percentile interval) and the same for
       ``"I_TY"``.
 

@@ -75,7 +75,9 @@ def summarize(i_xt: np.ndarray, i_ty: np.ndarray, resamples: int, confidence: fl
 
     Returns:
       ``{"I_XT": float, "I_TY": float}`` plus, with R > 0, ``"I_XT_se"``, ``"I_XT_lo"``,
-      ``"I_XT_hi"`` and the same for ``"I_TY"``.
+      ``"I_XT_hi"``, ``"I_XT_resamples"`` (the R resample values, so that differences and
+      correlations of estimates that share the resamples get their own intervals) and the
+      same for ``"I_TY"``.
     """
     out = {"I_XT": float(i_xt[0]), "I_TY": float(i_ty[0])}
     if resamples:
@@ -85,4 +87,5 @@ def summarize(i_xt: np.ndarray, i_ty: np.ndarray, resamples: int, confidence: fl
             out[f"{k}_se"] = float(np.std(v, ddof=1))
             out[f"{k}_lo"] = float(lo)
             out[f"{k}_hi"] = float(hi)
+            out[f"{k}_resamples"] = [float(x) for x in v]
     return out

@@ -4,8 +4,10 @@
   :class:`~jaxmi.history.RunResult`; :func:`load_run_summary` reads one back (``--from-run``).
 * :func:`trained_models` — NT and AT models for findings 3 and 4: loaded from a run directory,
   or trained by :func:`jaxmi.run.train_pair`.
-* :func:`verdict_lines` — the plain-text verdict table every finding prints.
-* :func:`across_seeds`, :func:`run_per_seed`, :func:`seed_table` — verdicts over K seeds.
+* :func:`verdict_lines`, :func:`record_rows` — the plain-text verdict table every finding prints.
+* :func:`seed_histories`, :func:`learn_reason` — every seed's histories of a run, and whether
+  it is evidence at all.
+* :func:`run_per_seed`, :func:`seed_table` — verdicts over K seeds.
 """
 
 from __future__ import annotations
@@ -22,14 +24,15 @@ from jaxmi.config import Config, normalize_identity
 from jaxmi.data import load_dataset, to_float
 from jaxmi.estimators import estimate
 from jaxmi.evaluation import make_adversary, make_forward, probe_groups
-from jaxmi.history import REGIMES, RunResult
+from jaxmi.history import REGIMES, RunResult, robust_summary
+from jaxmi.plots.verdicts import plot_verdicts
 from jaxmi.models import probe_widths
 from jaxmi.results import as_path, prepare_run_dir, read_json, write_json
 from jaxmi.run import Trained, load_trained, log_line, mi_indices, train_pair
-from jaxmi.stats import numbers_mean_sd
+from jaxmi.verdicts import combine_seeds, did_not_learn, format_record
 
-__all__ = ["Finding", "parse_options", "run_summary", "load_run_summary", "trained_models", "verdict_lines", "across_seeds", "per_verdict",
-           "seed_table", "run_per_seed", "config_record", "Draw", "measurement_draw", "Passes", "model_passes"]
+__all__ = ["Finding", "parse_options", "run_summary", "load_run_summary", "trained_models", "verdict_lines",
+           "record_rows", "seed_histories", "learn_reason", "seed_table", "run_per_seed", "config_record", "Draw", "measurement_draw", "Passes", "model_passes"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -96,26 +99,56 @@ def load_run_summary(run_dir: str | os.PathLike) -> dict[str, Any]:
 
 
 def trained_models(config: Config, from_run: str | None, *, log: Callable[[str], None] = log_line,
-                   show_progress: bool = True, workdir: str | os.PathLike | None = None
+                   show_progress: bool = True, workdir: str | os.PathLike | None = None, from_seed: int = 0
                    ) -> tuple[Config, Any, Trained, dict[str, Any]]:
     """Trained NT and AT models: loaded from ``from_run`` when given, else trained here.
 
     Returns:
       ``(config, module, {"nt": (params, batch_stats), "at": ...}, info)``. Models trained here
       are saved into ``workdir`` when given (:func:`jaxmi.run.train_pair`). With ``from_run``
-      the returned config is the loaded run's (its dataset, model, attack and seed), with this
+      the returned config is the loaded run's (its dataset, model, attack and seed; seed index
+      ``from_seed`` of a run with several seeds), with this
       run's ``samples``, ``estimators`` and ``data_dir``; ``info`` says where the models came from.
     """
     if from_run is None:
         module, trained, history = train_pair(config, log=log, show_progress=show_progress, workdir=workdir)
-        return config, module, trained, {"source": "trained", "history": history}
-    run_config, module, trained = load_trained(from_run)
+        return config, module, trained, {"source": "trained", "history": history,
+                                         "final_train_acc": {r: history[r]["train_acc"][-1] for r in REGIMES}}
+    run_config, module, trained = load_trained(from_run, seed_index=from_seed)
+    final, robust = _source_records(from_run, from_seed)
     run_config = Config.from_dict({**run_config.flat(), "samples": config.mi.samples, "eval_samples": None,
                                    "estimators": config.mi.estimators,
                                    "data_dir": config.data.data_dir or run_config.data.data_dir})
     log(f"loaded trained NT and AT {run_config.model.name} ({run_config.data.dataset}, {run_config.optim.epochs} "
         f"epochs) from {from_run}")
-    return run_config, module, trained, {"source": str(from_run)}
+    return run_config, module, trained, {"source": str(from_run), **({"final_train_acc": final} if final else {}),
+                                         **({"robust": robust} if robust else {})}
+
+
+def _source_records(run_dir, seed_index: int = 0) -> tuple[dict[str, float] | None, dict[str, Any] | None]:
+    """From a run directory's summary.json: each regime's final training accuracy (a
+    finding-1/2 run's histories, seed ``seed_index``'s with several seeds, or the training
+    record of findings 3 and 4) and the final robust evaluation of that seed's models; None
+    where absent."""
+    try:
+        summary = read_json(as_path(run_dir) / "summary.json")
+    except (OSError, ValueError):
+        return None, None
+    robust = {}
+    for r, rep in robust_reports(summary).items():
+        per = rep.get("per_seed")
+        robust[r] = per[seed_index] if per and seed_index < len(per) else (rep if seed_index == 0 else None)
+    robust = {r: v for r, v in robust.items() if v} or None
+    if summary.get("seeds") and isinstance(summary["seeds"][0], Mapping) and "nt" in summary["seeds"][0]:
+        if seed_index >= len(summary["seeds"]):
+            return None, robust
+        summary = summary["seeds"][seed_index]
+    out = {}
+    for r in REGIMES:
+        h = summary.get(r) if isinstance(summary.get(r), Mapping) else (summary.get("training") or {}).get(r)
+        if isinstance(h, Mapping) and h.get("train_acc"):
+            out[r] = float(h["train_acc"][-1])
+    return (out if len(out) == len(REGIMES) else None), robust
 
 
 class Draw(NamedTuple):
@@ -167,14 +200,40 @@ def model_passes(module: Any, config: Config, n: int, input_shape: tuple[int, ..
                   config.exec.kde_precision)
 
 
-def verdict_lines(rows: Sequence[tuple[str, bool, str]], summary: Mapping[str, Any] | None = None) -> str:
-    """The plain-text verdict table: one ``(name, holds, evidence text)`` row per verdict, then
-    the across-seeds lines when ``summary`` has them."""
+def verdict_lines(rows: Sequence[tuple[str, bool | None, str]], summary: Mapping[str, Any] | None = None) -> str:
+    """The plain-text verdict table: one ``(name, holds, evidence text)`` row per verdict
+    (holds: yes, NO, or n/a for untestable), then the final accuracy table when ``summary``
+    has a robust evaluation."""
     w = max(len(r[0]) for r in rows)
-    lines = [f"{'verdict':<{w}}  holds  evidence", "-" * (w + 70)]
-    lines += [f"{name:<{w}}  {'yes' if ok else 'NO ':<5}  {text}" for name, ok, text in rows]
-    extra = [t for t in ((seed_table(summary), robust_table(summary)) if summary is not None else ()) if t]
+    lines = [f"{'verdict':<{w}}  holds  effect [95% interval]", "-" * (w + 70)]
+    lines += [f"{name:<{w}}  {('yes' if ok else 'NO ') if ok is not None else 'n/a':<5}  {text}"
+              for name, ok, text in rows]
+    extra = [t for t in ((robust_table(summary),) if summary is not None else ()) if t]
     return "\n".join(lines + extra)
+
+
+def record_rows(verdicts: Mapping[str, Mapping[str, Any]]) -> list[tuple[str, bool | None, str]]:
+    """``(name, holds, "effect [lo, hi] unit ...")`` rows of verdict records."""
+    return [(name, r["holds"], format_record(r)) for name, r in verdicts.items()]
+
+
+def seed_histories(summary: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """Every seed's ``{"nt": history, "at": history}`` of a finding-1/2 summary (the summary's
+    own ``nt``/``at`` for a single seed)."""
+    if summary.get("seeds"):
+        return [{r: s[r] for r in REGIMES} for s in summary["seeds"]]
+    return [{r: summary[r] for r in REGIMES}]
+
+
+def learn_reason(summary: Mapping[str, Any]) -> str | None:
+    """Why a finding-1/2 run is no evidence (a network in some seed ended near chance training
+    accuracy, :func:`jaxmi.verdicts.did_not_learn`), or None."""
+    k = summary.get("num_classes") or 10
+    for i, h in enumerate(seed_histories(summary)):
+        reason = did_not_learn({r: h[r]["train_acc"][-1] for r in REGIMES}, k)
+        if reason:
+            return (f"seed {i}: " if summary.get("seeds") else "") + reason
+    return None
 
 
 def robust_reports(summary: Mapping[str, Any]) -> dict[str, Mapping[str, Any]]:
@@ -205,43 +264,13 @@ def robust_table(summary: Mapping[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def per_verdict(decided: list[tuple[Mapping, Mapping]]) -> dict[str, Any]:
-    """Per verdict over seeds (one ``(verdicts, evidence)`` per seed): where it holds, and its
-    evidence numbers as mean ± sd."""
-    out = {}
-    for name in decided[0][0]:
-        holds = [bool(v[name]) for v, _ in decided]
-        out[name] = {"holds_in": int(sum(holds)), "seeds": len(holds), "fraction": sum(holds) / len(holds),
-                     "per_seed": holds, "numbers": numbers_mean_sd([e.get(name, {}) for _, e in decided]) or {}}
-    return out
-
-
-def across_seeds(summary: Mapping[str, Any], decide: Callable[[dict[str, Any]], tuple[dict, dict]]
-                 ) -> dict[str, Any] | None:
-    """Every verdict decided per seed, with its evidence numbers as mean ± sd across seeds.
-
-    ``summary["seeds"]`` (a run with ``seeds`` > 1) holds each seed's NT and AT histories;
-    ``decide(summary)`` is the finding's verdict function. Returns ``{verdict: {"holds_in",
-    "seeds", "fraction", "per_seed": [bool, ...], "numbers": {...}}}``, or ``None`` for a
-    single-seed summary.
-    """
-    seeds = summary.get("seeds")
-    if not seeds:
-        return None
-    base = {k: v for k, v in summary.items() if k not in ("seeds", "verdicts", "evidence")}
-    return per_verdict([decide({**base, "nt": s["nt"], "at": s["at"]}) for s in seeds])
-
-
-def seed_table(summary: Mapping[str, Any], *, max_numbers: int = 4) -> str:
-    """Plain-text lines: per verdict, in how many seeds it holds and its first numbers as mean ± sd."""
-    across = (summary.get("evidence") or {}).get("across_seeds")
-    if not across:
+def seed_table(summary: Mapping[str, Any]) -> str:
+    """Plain-text lines: per verdict, its effect in every seed (runs with several seeds)."""
+    rows = [(n, r) for n, r in (summary.get("verdicts") or {}).items() if len(r.get("per_seed") or []) > 1]
+    if not rows:
         return ""
-    lines = [f"across {next(iter(across.values()))['seeds']} seeds (mean ± sd):"]
-    for name, a in across.items():
-        nums = [(k, v) for k, v in a["numbers"].items() if isinstance(v, Mapping) and "mean" in v][:max_numbers]
-        text = "; ".join(f"{k} {v['mean']:.4g} ± {v['sd']:.2g}" for k, v in nums)
-        lines.append(f"  {name}: holds in {a['holds_in']}/{a['seeds']} seeds; {text}")
+    lines = ["per seed (effect):"]
+    lines += [f"  {n}: " + ", ".join(f"{v:+.4g}" for v in r["per_seed"]) for n, r in rows]
     return "\n".join(lines)
 
 
@@ -250,35 +279,43 @@ def run_per_seed(run: Callable[..., dict[str, Any]], config: Config, workdir: st
                  log: Callable[[str], None] = log_line) -> dict[str, Any]:
     """``--seeds K`` for findings that evaluate one trained NT/AT pair (findings 3 and 4).
 
-    Runs the finding once per seed (``seed``, ``seed+1``, …; each trains its own models) into
-    ``workdir/seed<s>``, then writes ``workdir/summary.json``: every verdict holds when it holds
-    in more than half of the seeds, and ``evidence["across_seeds"]`` gives, per verdict, the
-    seeds it holds in and every evidence number as mean ± sd (see :func:`across_seeds`).
+    Runs the finding once per seed (``seed``, ``seed+1``, …; each trains its own models, or with
+    ``--from-run`` loads seed k of a finding-1/2 run trained with ``--seeds`` ≥ K) into
+    ``workdir/seed<s>``, then writes ``workdir/summary.json`` whose verdict records combine the
+    seeds' effects and bootstrap resamples (:func:`jaxmi.verdicts.combine_seeds`), with every
+    seed's own records under ``seeds``.
     """
     options = dict(options or {})
-    if options.get("from_run"):
-        raise ValueError(f"--seeds {config.seeds} with --from-run: a run directory holds one trained NT/AT pair "
-                         "per seed for this finding; drop --from-run (each seed trains its own models) or run "
-                         "once per seed with --seeds 1.")
+    if options.get("from_run") and options.get("from_seed"):
+        raise ValueError("--seeds with --from-seed: --seeds K loads seeds 0 … K−1 of the --from-run directory; "
+                         "drop --from-seed.")
     workdir = prepare_run_dir(workdir, {**config.identity(), **options}, overwrite=overwrite,
                               normalize=normalize_identity)
     subs = []
     for k in range(config.seeds):
         seed = config.seed + k
         log(f"=== seed {seed} ({k + 1} of {config.seeds}) ===")
-        subs.append(run(config.replace(seed=seed, seeds=1), workdir / f"seed{seed}", options=options,
+        opts = {**options, "from_seed": k} if options.get("from_run") else options
+        subs.append(run(config.replace(seed=seed, seeds=1), workdir / f"seed{seed}", options=opts,
                         overwrite=overwrite, show_progress=show_progress, log=log))
-    across = per_verdict([(sm["verdicts"], sm["evidence"]) for sm in subs])
+    verdicts = combine_seeds([sm["verdicts"] for sm in subs])
     summary = {
         "finding": subs[0].get("finding"),
         "config": config_record(config),
         "options": dict(options),
-        "seeds": [{"seed": config.seed + k, "dir": f"seed{config.seed + k}", "verdicts": sm["verdicts"]}
+        "seeds": [{"seed": config.seed + k, "dir": f"seed{config.seed + k}",
+                   "verdicts": {n: {f: r.get(f) for f in ("holds", "effect", "ci95", "reason")}
+                                for n, r in sm["verdicts"].items()}}
                   for k, sm in enumerate(subs)],
-        "verdicts": {name: a["holds_in"] * 2 > a["seeds"] for name, a in across.items()},
-        "evidence": {"rule": "a verdict holds when it holds in more than half of the seeds", "across_seeds": across},
+        "verdicts": verdicts,
+        "evidence": {"rule": "each verdict's seed effects and bootstrap resamples combined (jaxmi.verdicts)"},
         "figures": [f"seed{config.seed + k}/{f}" for k, sm in enumerate(subs) for f in sm.get("figures", [])],
     }
+    robust = [robust_reports(sm) for sm in subs]
+    if all(robust):
+        summary["robust"] = {r: robust_summary([rb[r] for rb in robust]) for r in robust[0]}
+    summary["figures"] += [p.name for p in plot_verdicts(summary, workdir)]
     write_json(workdir / "summary.json", summary)
+    log(verdict_lines(record_rows(verdicts), summary))
     log(seed_table(summary))
     return summary

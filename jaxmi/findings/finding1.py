@@ -9,26 +9,39 @@ I(T;Y) of every probe with every estimator, on one fixed draw of test images, cl
 adversarial, paired), either computed here or read from a finding-2 run directory
 (``--from-run``).
 
-For every (estimator, regime, quantity, probe) *series* — the clean curve c_e and the
-adversarial curve a_e over the M measurements — the evidence records:
+A *series* is one (estimator, regime, quantity, probe): its clean curve c_e, adversarial
+curve a_e and control curve n_e (the clean images plus random-sign noise of the attack's ε)
+over the measurements from epoch 1 on (epoch 0, the untrained network, would dominate every
+correlation through the jump to epoch 1).
 
-* Pearson's r and Spearman's ρ between c and a over epochs;
-* the mean absolute gap (1/M) Σ_e |c_e − a_e| in bits (a level difference, not a trend one);
-* the direction agreement: the fraction of epoch-to-epoch steps where c and a move the same
-  way (steps where both move less than ``flat_bits`` count as agreeing);
-* ``flat``: both curves vary by less than ``flat_bits`` over training (e.g. I(X;T) pinned at
-  the log₂ N ceiling); a correlation is then undefined, and two flat curves trivially share
-  their (absent) trend.
+* **Informative series only**: a series counts when neither its clean nor its adversarial
+  curve comes within 0.01 bits of the estimator's ceiling (log₂ N for I(X;T), Ĥ(Y) for
+  I(T;Y)) at any of those measurements, and the clean curve's range exceeds ``noise_mult``
+  (4) times its median bootstrap standard error. Saturated or flat series carry no trend and
+  are never counted as agreeing.
+* **Agreement** of a series: Lin's concordance correlation (CCC) between the epoch-to-epoch
+  *changes* Δc and Δa, which is 1 only when the adversarial curve moves exactly as the clean
+  one does (Pearson's r over levels rewards any shared drift; CCC also penalises a different
+  scale of change). At least ``min_changes`` (3) changes are needed.
+* **Control**: the same CCC between Δc and the changes of the noise curve Δn. A random
+  perturbation of the same size says how much agreement any perturbation of that size keeps;
+  the claim about adversarial examples is that they are no *less* concordant with clean
+  inputs than that.
 
-A series *agrees* when it is flat, or when r ≥ ``min_corr`` and ρ ≥ ``min_corr``.
+Per regime and seed, the effect is the mean CCC over the informative series; on every
+bootstrap resample of the test draw (the same resamples for every epoch, regime and input
+kind) the same mean is recomputed, and seeds are combined by :mod:`jaxmi.verdicts`.
 
-Verdicts:
+Verdicts (records of :mod:`jaxmi.verdicts`):
 
-* ``trends_agree_nt`` / ``trends_agree_at``: at least ``min_fraction`` of that regime's series agree;
-* ``trends_agree``: both hold.
+* ``trends_agree_nt`` / ``trends_agree_at``: mean CCC(Δclean, Δadv) with its interval above
+  ``ccc_high`` (0.5);
+* ``adv_not_below_noise_nt`` / ``..._at``: mean [CCC(Δclean, Δadv) − CCC(Δclean, Δnoise)]
+  with its interval above −``margin`` (0.1, a non-inferiority margin);
+* ``trends_agree``: all four hold (untestable when any part is, false when any part fails).
 
-Correlations over few measurements are weak evidence (with M = 2 every r is ±1); the paper
-measures 200 epochs, the CPU preset 21 measurements.
+Untestable: no informative series, fewer than ``min_changes`` changes, no bootstrap and one
+seed, or a network that did not learn (:func:`jaxmi.verdicts.did_not_learn`).
 
 Script: ``experiments/finding1_mi_trends.py`` (:func:`jaxmi.cli.main` with this module).
 """
@@ -45,19 +58,22 @@ import numpy as np
 
 from jaxmi import plots
 from jaxmi.config import Config, normalize_identity, setting
-from jaxmi.findings.common import Finding, across_seeds, load_run_summary, parse_options, run_summary, verdict_lines
+from jaxmi.estimators import SATURATION_GAP_BITS
+from jaxmi.findings.common import (Finding, learn_reason, load_run_summary, parse_options, run_summary, seed_histories,
+                                   verdict_lines)
 from jaxmi.history import QUANTITIES, REGIMES
 from jaxmi.results import is_local, prepare_run_dir, write_json
 from jaxmi.run import log_line, train_and_measure
-from jaxmi.stats import pearson, rank
+from jaxmi.verdicts import all_of, ccc, format_record, record, untestable
 
-__all__ = ["series_agreement", "decide", "verdict_table", "run", "Options", "PRESETS", "FLAT_BITS", "MIN_CORR",
-           "MIN_FRACTION", "TITLE", "FINDING"]
+__all__ = ["series_changes", "decide", "verdict_table", "run", "Options", "PRESETS", "CCC_HIGH", "MARGIN",
+           "NOISE_MULT", "MIN_CHANGES", "TITLE", "FINDING"]
 
 TITLE = "1: MI trends on clean and on adversarial inputs agree"
-FLAT_BITS = 0.05  # a curve varying less than this over training (bits) has no trend to follow
-MIN_CORR = 0.7  # Pearson and Spearman both at least this: the adversarial curve follows the clean one
-MIN_FRACTION = 0.75  # share of a regime's series that must agree
+CCC_HIGH = 0.5  # mean concordance of the changes above this: the adversarial curve follows the clean one
+MARGIN = 0.1  # adversarial agreement may fall short of the noise control's by at most this
+NOISE_MULT = 4.0  # a clean curve must range over more than this many bootstrap standard errors
+MIN_CHANGES = 3  # epoch-to-epoch changes from epoch 1 on needed for a concordance
 
 
 @dataclasses.dataclass(frozen=True)
@@ -66,127 +82,143 @@ class Options:
 
     from_run: str | None = setting(None, "reuse the per-epoch MI of a finished finding-2 run directory instead of "
                                          "training", metavar="DIR")
-    min_corr: float | None = setting(None, f"Pearson and Spearman threshold for a series to agree (default "
-                                           f"{MIN_CORR})")
-    flat_bits: float | None = setting(None, f"curves varying less than this (bits) are flat (default {FLAT_BITS})")
-    min_fraction: float | None = setting(None, f"share of a regime's series that must agree (default "
-                                               f"{MIN_FRACTION})")
-
+    ccc_high: float | None = setting(None, f"concordance of the changes the interval must exceed (default "
+                                           f"{CCC_HIGH})")
+    margin: float | None = setting(None, f"non-inferiority margin of adversarial vs noise agreement (default "
+                                         f"{MARGIN})")
+    noise_mult: float | None = setting(None, f"a clean curve must range over more than this many bootstrap "
+                                             f"standard errors to be informative (default {NOISE_MULT})")
 
     def rule(self) -> dict[str, float]:
         """The verdict-rule overrides that were given."""
-        return {k: float(v) for k in ("flat_bits", "min_corr", "min_fraction") if (v := getattr(self, k)) is not None}
+        return {k: float(v) for k in ("ccc_high", "margin", "noise_mult") if (v := getattr(self, k)) is not None}
 
 
 # Finding-1 presets on top of jaxmi.config.PRESETS (same training presets as finding 2).
 PRESETS: dict[str, dict[str, Any]] = {"paper": {}, "cpu": {}, "smoke": {"epochs": 2}}
 
 
-def series_agreement(clean, adv, *, flat_bits: float = FLAT_BITS) -> dict[str, Any]:
-    """Trend agreement of one clean and one adversarial MI curve (see the module docstring)."""
-    c = np.asarray(clean, float)
-    a = np.asarray(adv, float)
-    ok = np.isfinite(c) & np.isfinite(a)
-    c, a = c[ok], a[ok]
-    out: dict[str, Any] = {"points": int(c.size)}
-    if c.size == 0:
-        return {**out, "pearson": None, "spearman": None, "mean_abs_gap_bits": None, "direction_agreement": None,
-                "flat": False, "range_clean_bits": None, "range_adv_bits": None}
-    out["mean_abs_gap_bits"] = float(np.mean(np.abs(c - a)))
-    out["range_clean_bits"] = float(np.ptp(c))
-    out["range_adv_bits"] = float(np.ptp(a))
-    out["flat"] = bool(max(out["range_clean_bits"], out["range_adv_bits"]) < flat_bits)
-    if c.size >= 2:
-        dc, da = np.diff(c), np.diff(a)
-        both_still = (np.abs(dc) < flat_bits) & (np.abs(da) < flat_bits)
-        out["direction_agreement"] = float(np.mean(both_still | (np.sign(dc) == np.sign(da))))
-        out["pearson"] = pearson(c, a)
-        out["spearman"] = pearson(rank(c), rank(a))
-    else:
-        out["direction_agreement"] = out["pearson"] = out["spearman"] = None
+def series_changes(history: dict[str, Any], est: str, q: str, j: int, idx: list[int], inputs: str
+                   ) -> tuple[np.ndarray, np.ndarray | None] | None:
+    """``(Δ point curve [M−1], Δ resample curves [R, M−1] or None)`` of one series and input
+    kind over the measurements ``idx``; None when the input kind was not measured."""
+    block = history["mi"][est].get(inputs)
+    if block is None:
+        return None
+    v = np.asarray(block[q], np.float64)[idx, j]
+    boot = (history.get("mi_boot") or {}).get(est, {}).get(inputs)
+    b = None
+    if boot is not None:
+        b = np.asarray(boot[q], np.float64)[idx, j, :].T  # [R, M]
+        b = np.diff(b, axis=1)
+    return np.diff(v), b
+
+
+def _ccc_rows(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """CCC of matching rows of [R, M] arrays (NaN where undefined)."""
+    ma, mb = a.mean(1, keepdims=True), b.mean(1, keepdims=True)
+    den = a.var(1) + b.var(1) + (ma - mb)[:, 0] ** 2
+    num = 2 * np.mean((a - ma) * (b - mb), axis=1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(den > 0, num / np.where(den > 0, den, 1), np.nan)
+
+
+def _seed_regime(history: dict[str, Any], layers: list[str], idx: list[int], ceilings: dict[str, float],
+                 noise_mult: float) -> dict[str, Any]:
+    """One seed and regime: every series' informativeness and concordances, and the pooled
+    effects with their resample values."""
+    series, ca, cn, ca_b, diff_b = [], [], [], [], []
+    se_block = history.get("mi_se") or {}
+    for est in history["mi"]:
+        for q in QUANTITIES:
+            clean = np.asarray(history["mi"][est]["clean"][q], np.float64)[idx]
+            adv = np.asarray(history["mi"][est]["adv"][q], np.float64)[idx]
+            for j, layer in enumerate(layers):
+                gap = ceilings[q] - np.concatenate([clean[:, j], adv[:, j]])
+                saturated = bool(np.any(gap < SATURATION_GAP_BITS))
+                rng = float(np.ptp(clean[:, j]))
+                se = None
+                if se_block.get(est, {}).get("clean"):
+                    se = float(np.median(np.asarray(se_block[est]["clean"][q], np.float64)[idx, j]))
+                above_noise = se is not None and rng > noise_mult * se
+                s = {"estimator": est, "quantity": q, "probe": layer, "saturated": saturated,
+                     "range_clean_bits": rng, "median_se_bits": se, "informative": bool(not saturated and above_noise)}
+                dc, bc = series_changes(history, est, q, j, idx, "clean")
+                da, ba = series_changes(history, est, q, j, idx, "adv")
+                s["ccc_clean_adv"] = ccc(dc, da)
+                noise = series_changes(history, est, q, j, idx, "noise")
+                s["ccc_clean_noise"] = None if noise is None else ccc(dc, noise[0])
+                series.append(s)
+                if not s["informative"] or s["ccc_clean_adv"] is None or bc is None or ba is None:
+                    continue
+                ca.append(s["ccc_clean_adv"])
+                ca_b.append(_ccc_rows(bc, ba))
+                if noise is not None and noise[1] is not None and s["ccc_clean_noise"] is not None:
+                    cn.append(s["ccc_clean_adv"] - s["ccc_clean_noise"])
+                    diff_b.append(_ccc_rows(bc, ba) - _ccc_rows(bc, noise[1]))
+    out = {"series": series, "counts": {"series": len(series), "informative": int(sum(s["informative"] for s in series)),
+                                        "saturated": int(sum(s["saturated"] for s in series))}}
+    out["agreement"] = (float(np.mean(ca)), np.nanmean(np.asarray(ca_b), axis=0).tolist()) if ca else None
+    out["control"] = (float(np.mean(cn)), np.nanmean(np.asarray(diff_b), axis=0).tolist()) if cn else None
     return out
 
 
-def _agrees(s: dict[str, Any], min_corr: float) -> bool:
-    if s["flat"]:
-        return True
-    return s["pearson"] is not None and s["spearman"] is not None and s["pearson"] >= min_corr \
-        and s["spearman"] >= min_corr
-
-
-def _median(values) -> float | None:
-    v = [x for x in values if x is not None]
-    return float(np.median(v)) if v else None
-
-
-def decide(summary: dict[str, Any], *, flat_bits: float = FLAT_BITS, min_corr: float = MIN_CORR,
-           min_fraction: float = MIN_FRACTION) -> tuple[dict[str, bool], dict[str, Any]]:
-    """Finding-1 verdicts and their evidence from an NT-vs-AT summary with per-epoch MI."""
+def decide(summary: dict[str, Any], *, ccc_high: float = CCC_HIGH, margin: float = MARGIN,
+           noise_mult: float = NOISE_MULT) -> tuple[dict[str, dict[str, Any]], dict[str, Any]]:
+    """Finding-1 verdict records and their evidence from an NT-vs-AT summary with per-epoch MI
+    (every seed's own histories when the run had several)."""
     layers = summary["layers"]
-    series: dict[str, Any] = {}
-    per_regime: dict[str, list[dict[str, Any]]] = {r: [] for r in REGIMES}
-    per_quantity: dict[str, list[dict[str, Any]]] = {q: [] for q in QUANTITIES}
+    epochs = list(summary["epochs_measured"])
+    idx = [i for i, e in enumerate(epochs) if e >= 1]
+    seeds = seed_histories(summary)
+    k = len(seeds)
+    sat = summary.get("saturation") or {}
+    ceilings = {"I_XT": sat.get("I_XT_ceiling", np.inf), "I_TY": sat.get("I_TY_ceiling", np.inf)}
+    rule_agree = (f"mean over informative series (never within {SATURATION_GAP_BITS} bits of the ceiling, clean "
+                  f"range > {noise_mult:g} bootstrap SE) of Lin's CCC between the epoch-to-epoch changes of the clean "
+                  f"and the adversarial MI from epoch 1 on; holds when its 95% interval lies above {ccc_high:g}")
+    rule_control = (f"mean over the same series of CCC(Δclean, Δadv) − CCC(Δclean, Δnoise), noise = random signs of "
+                    f"the attack's ε; holds when its 95% interval lies above −{margin:g} (adversarial agreement not "
+                    "below the noise control's)")
+    unit = "CCC"
+    reason = learn_reason(summary)
+    if reason is None and len(idx) - 1 < MIN_CHANGES:
+        reason = (f"{len(idx)} measurements from epoch 1 on give {max(len(idx) - 1, 0)} changes; at least "
+                  f"{MIN_CHANGES} are needed (train more epochs)")
+    verdicts: dict[str, dict[str, Any]] = {}
+    evidence: dict[str, Any] = {"measurements_used": [epochs[i] for i in idx], "ceilings": ceilings}
     for regime in REGIMES:
-        series[regime] = {}
-        for est, d in summary[regime]["mi"].items():
-            series[regime][est] = {}
-            for q in QUANTITIES:
-                clean = np.asarray(d["clean"][q], float)
-                adv = np.asarray(d["adv"][q], float)
-                series[regime][est][q] = {}
-                for j, layer in enumerate(layers):
-                    s = series_agreement(clean[:, j], adv[:, j], flat_bits=flat_bits)
-                    s["agrees"] = _agrees(s, min_corr)
-                    series[regime][est][q][layer] = s
-                    per_regime[regime].append(s)
-                    per_quantity[q].append(s)
-
-    def summarise(items):
-        informative = [s for s in items if not s["flat"]]
-        return {
-            "series": len(items), "flat_series": len(items) - len(informative),
-            "agreeing": int(sum(s["agrees"] for s in items)),
-            "fraction_agreeing": float(np.mean([s["agrees"] for s in items])) if items else None,
-            "median_pearson": _median(s["pearson"] for s in informative),
-            "median_spearman": _median(s["spearman"] for s in informative),
-            "min_pearson": min((s["pearson"] for s in informative if s["pearson"] is not None), default=None),
-            "mean_abs_gap_bits": _median(s["mean_abs_gap_bits"] for s in items) if items else None,
-            "median_direction_agreement": _median(s["direction_agreement"] for s in informative),
-        }
-
-    ev_regime = {r: summarise(per_regime[r]) for r in REGIMES}
-    verdicts = {f"trends_agree_{r}": bool(ev_regime[r]["fraction_agreeing"] is not None
-                                          and ev_regime[r]["fraction_agreeing"] >= min_fraction) for r in REGIMES}
-    verdicts["trends_agree"] = all(verdicts[f"trends_agree_{r}"] for r in REGIMES)
-    rule = {"flat_bits": flat_bits, "min_corr": min_corr, "min_fraction": min_fraction,
-            "measurements": len(summary["epochs_measured"]),
-            "rule": (f"a series (estimator, regime, quantity, probe) agrees when both curves vary < {flat_bits} bits "
-                     f"or Pearson and Spearman over epochs are both ≥ {min_corr}; a regime's trends agree when "
-                     f"≥ {min_fraction:.0%} of its series agree")}
-    evidence = {
-        "trends_agree": {**rule, "by_mode": ev_regime,
-                         "by_quantity": {q: summarise(v) for q, v in per_quantity.items()}},
-        **{f"trends_agree_{r}": ev_regime[r] for r in REGIMES},
-        "series": series,
-    }
+        per = [] if reason else [_seed_regime(h[regime], layers, idx, ceilings, noise_mult) for h in seeds]
+        evidence[regime] = {"per_seed": [p["counts"] for p in per], "series": per[0]["series"] if per else []}
+        for name, key, rule, null in ((f"trends_agree_{regime}", "agreement", rule_agree, ccc_high),
+                                      (f"adv_not_below_noise_{regime}", "control", rule_control, -margin)):
+            got = [p[key] for p in per]
+            if reason or not got or any(g is None for g in got):
+                why = reason or ("no informative series (all saturated, flat within their bootstrap noise, or "
+                                 "without resamples)" if key == "agreement" else
+                                 "no informative series with a noise control (run with --noise-control)")
+                verdicts[name] = untestable(why, unit=unit, rule=rule, seeds=k, null_value=null)
+            else:
+                verdicts[name] = record([g[0] for g in got], [g[1] for g in got], unit=unit, rule=rule,
+                                        null_value=null, bounds=(-1.0, 1.0) if key == "agreement" else (-2.0, 2.0))
+    verdicts["trends_agree"] = all_of({n: verdicts[n] for n in verdicts},
+                                      rule="both regimes' trends agree and neither falls below its noise control")
+    if reason:
+        evidence["warning"] = reason
     return verdicts, evidence
 
 
 def verdict_table(summary: dict[str, Any]) -> str:
     """A plain-text table of the verdicts and their key numbers."""
-    v, e = summary["verdicts"], summary["evidence"]
-
-    def fmt(x, spec="+.3f"):
-        return "n/a" if x is None else format(x, spec)
-
+    e = summary["evidence"]
     rows = []
-    for r in REGIMES:
-        s = e[f"trends_agree_{r}"]
-        rows.append((f"trends_agree_{r}", v[f"trends_agree_{r}"],
-                     f"{s['agreeing']}/{s['series']} series agree ({s['flat_series']} flat); median Pearson "
-                     f"{fmt(s['median_pearson'])}, Spearman {fmt(s['median_spearman'])}; median |clean−adv| "
-                     f"{fmt(s['mean_abs_gap_bits'], '.3f')} bits"))
-    rows.append(("trends_agree", v["trends_agree"], "both regimes"))
+    for name, r in summary["verdicts"].items():
+        text = format_record(r)
+        regime = name.rsplit("_", 1)[-1]
+        if regime in REGIMES and e.get(regime, {}).get("per_seed"):
+            c = e[regime]["per_seed"][0]
+            text += f"; {c['informative']}/{c['series']} series informative ({c['saturated']} saturated)"
+        rows.append((name, r["holds"], text))
     return verdict_lines(rows, summary)
 
 
@@ -198,7 +230,7 @@ def run(config: Config, workdir: str | Path, *, options: dict[str, Any] | None =
       config: the NT-vs-AT run to train and measure (ignored with ``options["from_run"]``).
       workdir: output directory.
       options: :class:`Options` as a dict: ``from_run`` reuses a finding-2 run's measurements
-        instead of training; ``flat_bits``, ``min_corr``, ``min_fraction`` override the rule.
+        instead of training; ``ccc_high``, ``margin``, ``noise_mult`` override the rule.
     """
     opts = parse_options(Options, options)
     rule = opts.rule()
@@ -214,8 +246,9 @@ def run(config: Config, workdir: str | Path, *, options: dict[str, Any] | None =
             f"{len(src['epochs_measured'])} measurements)")
         summary: dict[str, Any] = {"config": src["config"], "layers": src["layers"], "epochs_measured": src["epochs_measured"],
                    "data": src.get("data"), "nt": src["nt"], "at": src["at"], "source": {"from_run": str(opts.from_run)}}
-        if src.get("seeds"):
-            summary["seeds"] = src["seeds"]
+        for key in ("seeds", "num_classes", "saturation", "robust"):
+            if src.get(key):
+                summary[key] = src[key]
     else:
         workdir = prepare_run_dir(workdir, {**config.identity(), **rule}, overwrite=overwrite,
                                   normalize=normalize_identity)
@@ -228,13 +261,14 @@ def run(config: Config, workdir: str | Path, *, options: dict[str, Any] | None =
     verdicts, evidence = decide(summary, **rule)
     summary["verdicts"] = verdicts
     summary["evidence"] = evidence
-    if summary.get("seeds"):  # --seeds K: verdicts above on the seed means; here per seed, mean ± sd
-        evidence["across_seeds"] = across_seeds(summary, lambda s: decide(s, **rule))
+    if evidence.get("warning"):
+        log(f"warning: {evidence['warning']}")
     figures = plots.plot_trend_agreement(summary, workdir)
     figures += plots.plot_information_planes(summary, workdir)
     for q in QUANTITIES:
         figures += plots.plot_mi_trajectories(summary, workdir, quantity=q)
     figures += plots.plot_training_curves(summary, workdir)
+    figures += plots.plot_verdicts(summary, workdir)
     summary["figures"] = [p.name for p in figures]
     write_json(workdir / "summary.json", summary)
     write_json(workdir / "timing.json", {**(timing or {}), "finding1_runtime_seconds": time.perf_counter() - t0})

@@ -4,19 +4,27 @@ Claim (Zhang et al. 2022, arXiv:2207.05756): PGD adversarial training reaches a 
 training accuracy and a higher training loss than normal training, and an AT-CNN's layers
 carry less information about the input: I(X;T) is lower than for the NT-CNN.
 
-Verdicts (each stored with the numbers it rests on under ``summary["evidence"]``):
+Verdicts (records of :mod:`jaxmi.verdicts`: effect, 95 % interval over seeds and the paired
+bootstrap of the test draw, holds / fails / untestable):
 
-* ``at_harder``: at the last measurement the AT model's training accuracy is lower *and*
-  its training loss higher than the NT model's (training metrics of AT are on the PGD
-  examples it is trained on, as in the paper).
-* ``at_less_information``: over every (estimator, probe) pair, I(X;T) on clean test inputs
-  at the last measurement is lower for AT than for NT more often than it is higher (pairs
-  within ``tie_bits`` of each other, typically both at the log₂ N ceiling, count as ties),
-  and the mean difference NT − AT is positive.
+* ``at_harder``: final training accuracy NT − AT (AT's on the PGD examples it trains on, as
+  in the paper) above 0. Several seeds: the seed interval; one seed: the normal
+  approximation of the binomial error of the two epoch-mean accuracies over the training
+  examples. The final training losses are in the evidence.
+* ``at_less_information``: the primary endpoint ΔI = I_NT − I_AT of clean I(X;T) at the last
+  measurement, averaged over the *informative* (estimator, probe) pairs — those where
+  neither estimate is within 0.01 bits of log₂ N — above 0. NT and AT are measured on the
+  same draw and the same bootstrap resamples, so the difference is paired. Untestable when
+  every pair is saturated.
+* ``at_less_information_matched`` (control): the same ΔI with NT taken at the epoch whose clean
+  test accuracy is closest to AT's final one, so that a difference in how well the networks
+  fit cannot alone produce ΔI.
 
-With ``--seeds K`` the verdicts are decided on the seed-mean curves, and
-``evidence["across_seeds"]`` says in how many seeds each holds, with every evidence number as
-mean ± sd across seeds.
+The evidence also has ΔI per pair with its interval (``pairs``, drawn in
+``nt_minus_at_pairs.png``) and ΔI over the σ² / bin-size sweep at the last measurement
+(``across_sweep``, seed means over the pairs not saturated at that grid value): where ΔI
+changes sign along the sweep, it reports the kernel scale relative to the activations, not
+information.
 
 Script: ``experiments/finding2_information_amount.py`` (:func:`jaxmi.cli.main` with this module).
 """
@@ -31,74 +39,156 @@ import numpy as np
 
 from jaxmi import plots
 from jaxmi.config import Config, normalize_identity
-from jaxmi.findings.common import Finding, across_seeds, run_summary, verdict_lines
+from jaxmi.estimators import SATURATION_GAP_BITS
+from jaxmi.findings.common import Finding, learn_reason, record_rows, run_summary, seed_histories, verdict_lines
 from jaxmi.results import prepare_run_dir, write_json
 from jaxmi.run import log_line, train_and_measure
+from jaxmi.verdicts import record, untestable
 
-__all__ = ["decide", "run", "verdict_table", "TIE_BITS", "TITLE", "PRESETS", "FINDING"]
+__all__ = ["decide", "run", "verdict_table", "TITLE", "PRESETS", "FINDING"]
 
 TITLE = "2: adversarial training is harder and AT layers carry less information about the input"
 PRESETS: dict[str, dict[str, Any]] = {}  # the shared presets of jaxmi.config
-TIE_BITS = 0.01  # |NT − AT| below this (bits) is a tie: both estimates sit at the same ceiling
 
 
-def decide(summary: dict[str, Any], tie_bits: float = TIE_BITS) -> tuple[dict[str, bool], dict[str, Any]]:
-    """Finding-2 verdicts and their evidence from a summary (see the module docstring)."""
-    nt, at = summary["nt"], summary["at"]
-    ev_h = {
-        "nt_final_train_acc": nt["train_acc"][-1], "at_final_train_acc": at["train_acc"][-1],
-        "nt_final_train_loss": nt["train_loss"][-1], "at_final_train_loss": at["train_loss"][-1],
-        "train_acc_gap_nt_minus_at": nt["train_acc"][-1] - at["train_acc"][-1],
-        "train_loss_ratio_at_over_nt": at["train_loss"][-1] / max(nt["train_loss"][-1], 1e-12),
-        "mean_train_acc_gap_over_epochs": float(np.nanmean(np.subtract(nt["train_acc"][1:] or nt["train_acc"],
-                                                                      at["train_acc"][1:] or at["train_acc"]))),
-        "nt_final_test_clean_acc": nt["test_clean_acc"][-1], "at_final_test_clean_acc": at["test_clean_acc"][-1],
-        "nt_final_test_adv_acc": nt["test_adv_acc"][-1], "at_final_test_adv_acc": at["test_adv_acc"][-1],
-    }
-    at_harder = bool(ev_h["at_final_train_acc"] < ev_h["nt_final_train_acc"]
-                     and ev_h["at_final_train_loss"] > ev_h["nt_final_train_loss"])
+def _pooled(nt: dict[str, Any], at: dict[str, Any], e_nt: int, e_at: int, ceiling: float, layers: list[str]
+            ) -> tuple[list[dict[str, Any]], tuple[float, list[float] | None] | None]:
+    """ΔI = I_NT(e_nt) − I_AT(e_at) of clean I(X;T) per informative pair, and pooled over them
+    (with the pooled value on every shared bootstrap resample)."""
+    pairs, deltas, boots = [], [], []
+    for est in nt["mi"]:
+        v_nt = np.asarray(nt["mi"][est]["clean"]["I_XT"][e_nt], np.float64)
+        v_at = np.asarray(at["mi"][est]["clean"]["I_XT"][e_at], np.float64)
+        b_nt = ((nt.get("mi_boot") or {}).get(est) or {}).get("clean")
+        b_at = ((at.get("mi_boot") or {}).get(est) or {}).get("clean")
+        for j, layer in enumerate(layers):
+            saturated = bool(ceiling - v_nt[j] < SATURATION_GAP_BITS or ceiling - v_at[j] < SATURATION_GAP_BITS)
+            d = float(v_nt[j] - v_at[j])
+            b = None
+            if b_nt is not None and b_at is not None:
+                b = (np.asarray(b_nt["I_XT"][e_nt][j], np.float64) - np.asarray(b_at["I_XT"][e_at][j], np.float64))
+            pairs.append({"estimator": est, "probe": layer, "nt": float(v_nt[j]), "at": float(v_at[j]),
+                          "nt_minus_at": d, "saturated": saturated, "_boot": b})
+            if not saturated:
+                deltas.append(d)
+                boots.append(b)
+    if not deltas:
+        return pairs, None
+    boot = None if any(b is None for b in boots) else np.mean(np.asarray(boots), axis=0).tolist()
+    return pairs, (float(np.mean(deltas)), boot)
 
-    per_pair, diffs, traj_diffs = {}, [], []
-    for est, d in nt["mi"].items():
-        nt_final = np.asarray(d["clean"]["I_XT"][-1])
-        at_final = np.asarray(at["mi"][est]["clean"]["I_XT"][-1])
-        nt_traj = np.asarray(d["clean"]["I_XT"]).mean(axis=0)
-        at_traj = np.asarray(at["mi"][est]["clean"]["I_XT"]).mean(axis=0)
-        per_pair[est] = {}
-        for i, layer in enumerate(summary["layers"]):
-            diff = float(nt_final[i] - at_final[i])
-            per_pair[est][layer] = {"nt": float(nt_final[i]), "at": float(at_final[i]), "nt_minus_at": diff,
-                                    "mean_over_epochs_nt_minus_at": float(nt_traj[i] - at_traj[i])}
-            diffs.append(diff)
-            traj_diffs.append(float(nt_traj[i] - at_traj[i]))
-    diffs_a = np.asarray(diffs)
-    lower = int(np.sum(diffs_a > tie_bits))
-    higher = int(np.sum(diffs_a < -tie_bits))
-    ties = int(diffs_a.size - lower - higher)
-    ev_i = {
-        "quantity": "I(X;T) on clean test inputs at the last measurement, bits",
-        "pairs": per_pair,
-        "n_at_lower": lower, "n_at_higher": higher, "n_ties": ties, "tie_bits": tie_bits,
-        "mean_nt_minus_at_bits": float(diffs_a.mean()),
-        "mean_over_epochs_nt_minus_at_bits": float(np.mean(traj_diffs)),
-    }
-    at_less = bool(lower > higher and ev_i["mean_nt_minus_at_bits"] > 0)
-    return ({"at_harder": at_harder, "at_less_information": at_less},
-            {"at_harder": ev_h, "at_less_information": ev_i})
+
+def _sweep_delta(summary: dict[str, Any]) -> dict[str, Any] | None:
+    """Seed-mean ΔI of clean I(X;T) over the pairs not saturated at each grid value of the
+    last swept measurement."""
+    sweep = summary.get("sweep")
+    if not sweep:
+        return None
+    ceiling = (summary.get("saturation") or {}).get("I_XT_ceiling", np.inf)
+    out = {}
+    for est in sweep["estimators"]:
+        try:
+            nt = np.asarray(sweep["nt"]["clean"][est]["I_XT"][-1], np.float64)  # [P, S]
+            at = np.asarray(sweep["at"]["clean"][est]["I_XT"][-1], np.float64)
+        except (KeyError, IndexError):
+            continue
+        ok = (ceiling - nt >= SATURATION_GAP_BITS) & (ceiling - at >= SATURATION_GAP_BITS)
+        diff = np.where(ok, nt - at, np.nan)
+        with np.errstate(invalid="ignore"):
+            mean = [None if not ok[:, s].any() else float(np.nanmean(diff[:, s])) for s in range(diff.shape[1])]
+        out[est] = {"grid": sweep["bin_size" if est == "binning" else "noise_var"], "nt_minus_at_bits": mean,
+                    "informative_pairs": ok.sum(axis=0).tolist()}
+    return out
+
+
+def decide(summary: dict[str, Any]) -> tuple[dict[str, dict[str, Any]], dict[str, Any]]:
+    """Finding-2 verdict records and their evidence from a summary (see the module docstring)."""
+    layers = summary["layers"]
+    seeds = seed_histories(summary)
+    k = len(seeds)
+    ceiling = (summary.get("saturation") or {}).get("I_XT_ceiling", np.inf)
+    reason = learn_reason(summary)
+    n_train = (summary.get("data") or {}).get("train_examples")
+    verdicts: dict[str, dict[str, Any]] = {}
+    evidence: dict[str, Any] = {}
+
+    # at_harder
+    rule_h = ("final training accuracy NT − AT (AT on its PGD training examples) above 0; one seed: binomial "
+              "normal approximation over the training examples")
+    acc = [(h["nt"]["train_acc"][-1], h["at"]["train_acc"][-1]) for h in seeds]
+    evidence["at_harder"] = {
+        "nt_final_train_acc": [a for a, _ in acc], "at_final_train_acc": [b for _, b in acc],
+        "nt_final_train_loss": [h["nt"]["train_loss"][-1] for h in seeds],
+        "at_final_train_loss": [h["at"]["train_loss"][-1] for h in seeds],
+        "nt_final_test_clean_acc": [h["nt"]["test_clean_acc"][-1] for h in seeds],
+        "at_final_test_clean_acc": [h["at"]["test_clean_acc"][-1] for h in seeds],
+        "nt_final_test_adv_acc": [h["nt"]["test_adv_acc"][-1] for h in seeds],
+        "at_final_test_adv_acc": [h["at"]["test_adv_acc"][-1] for h in seeds]}
+    if reason:
+        verdicts["at_harder"] = untestable(reason, unit="accuracy", rule=rule_h, seeds=k)
+    else:
+        ci = None
+        if k == 1 and n_train:
+            (pn, pa), = acc
+            half = 1.96 * float(np.sqrt(pn * (1 - pn) / n_train + pa * (1 - pa) / n_train))
+            ci = (pn - pa - half, pn - pa + half)
+        verdicts["at_harder"] = record([a - b for a, b in acc], None, unit="accuracy", rule=rule_h, ci95=ci)
+
+    # at_less_information and its matched-accuracy control
+    rule_i = ("mean over informative (estimator, probe) pairs (neither within "
+              f"{SATURATION_GAP_BITS} bits of log2 N) of clean I(X;T) NT − AT at the last measurement; holds when "
+              "its 95% interval lies above 0")
+    rule_m = ("as at_less_information, with NT at the epoch whose clean test accuracy is closest to AT's final one "
+              "(a control for how well the networks fit)")
+    per_seed = {"at_less_information": [], "at_less_information_matched": []}
+    pair_rows: dict[tuple[str, str], list] = {}
+    matched_epochs = []
+    for h in seeds:
+        pairs, pooled = _pooled(h["nt"], h["at"], -1, -1, ceiling, layers)
+        for p in pairs:
+            pair_rows.setdefault((p["estimator"], p["probe"]), []).append(p)
+        per_seed["at_less_information"].append(pooled)
+        target = h["at"]["test_clean_acc"][-1]
+        e_star = int(np.argmin([abs(a - target) for a in h["nt"]["test_clean_acc"]]))
+        matched_epochs.append(summary["epochs_measured"][e_star])
+        per_seed["at_less_information_matched"].append(_pooled(h["nt"], h["at"], e_star, -1, ceiling, layers)[1])
+    for name, rule in (("at_less_information", rule_i), ("at_less_information_matched", rule_m)):
+        got = per_seed[name]
+        if reason or any(g is None for g in got):
+            verdicts[name] = untestable(reason or "every (estimator, probe) pair is saturated at log2 N in some seed: "
+                                        "the estimates report the activation scale (see the sweep)",
+                                        unit="bits", rule=rule, seeds=k)
+        else:
+            verdicts[name] = record([g[0] for g in got], [g[1] for g in got] if all(g[1] for g in got) else None,
+                                    unit="bits", rule=rule)
+    pairs_ev = []
+    for (est, probe), rows in pair_rows.items():
+        row = {"estimator": est, "probe": probe, "nt": float(np.mean([r["nt"] for r in rows])),
+               "at": float(np.mean([r["at"] for r in rows])), "saturated": any(r["saturated"] for r in rows)}
+        if not row["saturated"] and not reason:
+            boots = [r["_boot"] for r in rows]
+            row["record"] = record([r["nt_minus_at"] for r in rows],
+                                   None if any(b is None for b in boots) else [b.tolist() for b in boots],
+                                   unit="bits", rule="clean I(X;T) NT − AT of this pair")
+            row["record"].pop("resamples", None)
+        pairs_ev.append(row)
+    evidence["at_less_information"] = {
+        "quantity": "I(X;T) on clean test inputs at the last measurement, bits", "pairs": pairs_ev,
+        "informative_pairs": sum(not p["saturated"] for p in pairs_ev), "pairs_total": len(pairs_ev),
+        "across_sweep": _sweep_delta(summary)}
+    evidence["at_less_information_matched"] = {"nt_epochs": matched_epochs}
+    if reason:
+        evidence["warning"] = reason
+    return verdicts, evidence
 
 
 def verdict_table(summary: dict[str, Any]) -> str:
     """A short plain-text table of the verdicts and their key numbers."""
     v, e = summary["verdicts"], summary["evidence"]
-    h, i = e["at_harder"], e["at_less_information"]
-    rows = [
-        ("at_harder", v["at_harder"],
-         f"train acc NT {h['nt_final_train_acc']:.4f} vs AT {h['at_final_train_acc']:.4f}; "
-         f"train loss NT {h['nt_final_train_loss']:.4f} vs AT {h['at_final_train_loss']:.4f}"),
-        ("at_less_information", v["at_less_information"],
-         f"I(X;T) AT lower in {i['n_at_lower']}, higher in {i['n_at_higher']}, tied in {i['n_ties']} "
-         f"(estimator, probe) pairs; mean NT−AT {i['mean_nt_minus_at_bits']:+.3f} bits"),
-    ]
+    rows = record_rows(v)
+    i = e["at_less_information"]
+    rows[1] = (rows[1][0], rows[1][1], rows[1][2] + f"; {i['informative_pairs']}/{i['pairs_total']} pairs informative")
+    rows[2] = (rows[2][0], rows[2][1], rows[2][2] + f"; NT at epoch {e['at_less_information_matched']['nt_epochs']}")
     return verdict_lines(rows, summary)
 
 
@@ -119,12 +209,12 @@ def run(config: Config, workdir: str | Path, *, options: dict[str, Any] | None =
     t0 = time.perf_counter()
     result = train_and_measure(config, log=log, show_progress=show_progress, workdir=workdir)
     summary: dict[str, Any] = {"finding": TITLE, **run_summary(config, result)}
-    verdicts, evidence = decide(summary)  # on the seed means when there are several seeds
+    verdicts, evidence = decide(summary)  # every seed's effect, combined with the bootstrap resamples
     summary["verdicts"] = verdicts
     summary["evidence"] = evidence
-    if "seeds" in summary:
-        evidence["across_seeds"] = across_seeds(summary, decide)
-    summary["figures"] = [p.name for p in plots.plot_all(summary, workdir)]
+    if evidence.get("warning"):
+        log(f"warning: {evidence['warning']}")
+    summary["figures"] = [p.name for p in plots.plot_all(summary, workdir) + plots.plot_verdicts(summary, workdir)]
     write_json(workdir / "summary.json", summary)
     write_json(workdir / "timing.json", {**result.timing, "runtime_seconds": time.perf_counter() - t0})
     log(verdict_table(summary))

@@ -14,14 +14,27 @@ image against the model being measured, then distorted), it measures accuracy, c
 and the KDE-lower-bound I(X;T) and I(T;Y) of every probe. Shuffle permutations are keyed by
 level only, so NT and AT, clean and adversarial see the same shuffled tiles.
 
-Verdicts (clean inputs; retention = accuracy under the distortion / undistorted accuracy):
+Verdicts (records of :mod:`jaxmi.verdicts`; clean inputs). Retention is measured *above
+chance*, r = (acc − 1/K) / (acc₀ − 1/K), so a model that starts closer to the chance floor is
+not credited for having less to lose; a level enters only when both models stay at least
+``floor`` (0.05) above chance there (k = 8 shuffling drives LeNets to the floor, where no
+preference can show). With Δ_d = mean over the used levels of (r_AT − r_NT) under distortion d:
 
-* ``at_prefers_shape``: AT's mean retention over the strong saturation levels (p ≥
-  ``strong_saturation``, default 64) is higher than NT's.
-* ``nt_prefers_texture``: NT's mean retention over the shuffle levels k ≥ 2 is higher than AT's.
+* ``at_prefers_shape``: Δ_saturation (levels p ≥ ``strong_saturation``) above 0;
+* ``nt_prefers_texture``: −Δ_shuffle (levels k ≥ 2) above 0;
+* ``shape_texture_interaction`` (the primary endpoint): D = Δ_saturation − Δ_shuffle above 0.
+  A model that is merely more robust to every distortion raises both Δs alike and leaves D
+  near 0; only a preference for shape over texture makes it positive.
 
-Evidence also holds retention above chance ((acc − 1/K) / (acc₀ − 1/K)), the same numbers on
-adversarial inputs, the true → predicted class matrix on adversarial inputs with the mean
+Intervals: a paired bootstrap over the images (the same resampled images for NT and AT and
+for every level; per-image correctness is stored in the summary), and seeds with ``--seeds``.
+The evidence repeats D on the images both models classify correctly undistorted
+(``interaction_on_jointly_correct``), lists the accuracies per level on adversarial inputs,
+and says what saturation does to the images (``saturation_effect``: the mean absolute pixel
+change of the clean images, and the share of the adversarial perturbation's L1 norm that
+survives saturation). Untestable: no usable level on a side, or a network that did not learn.
+
+Evidence also holds the true → predicted class matrix on adversarial inputs with the mean
 confidence per cell, and, for the attribution maps (saliency, SmoothGrad, Integrated
 Gradients on the same images under NT and AT), their correlation with the image's edge map
 (Sobel magnitude) — a shape-alignment number, higher when a map follows object contours.
@@ -44,11 +57,13 @@ from jaxmi import attribution, distortions, plots
 from jaxmi.config import Config, check_minimums, normalize_identity, setting
 from jaxmi.data import DATASETS, class_names
 from jaxmi.evaluation import confusion
+from jaxmi import verdicts as verdict_lib
 from jaxmi.findings.common import (Finding, config_record, measurement_draw, model_passes, parse_options,
-                                   trained_models, verdict_lines)
+                                   record_rows, trained_models, verdict_lines)
 from jaxmi.history import INPUTS, REGIMES
 from jaxmi.results import prepare_run_dir, write_json
 from jaxmi.run import log_line
+from jaxmi.verdicts import format_record
 
 __all__ = ["Options", "PRESETS", "decide", "verdict_table", "run", "TITLE", "FINDING", "ESTIMATOR"]
 
@@ -62,6 +77,8 @@ class Options:
 
     from_run: str | None = setting(None, "load the trained NT and AT models of a finished run directory instead "
                                          "of training", metavar="DIR")
+    from_seed: int = setting(0, "with --from-run of a run with several seeds: which seed's models to load (0 = "
+                                "its first; --seeds K loads 0 … K−1)", minimum=0)
     saturation: tuple[float, ...] = setting(distortions.SATURATION_LEVELS, "saturation levels p (2 = undistorted)",
                                             nargs="+", type=float)
     shuffle: tuple[int, ...] | None = setting(None, "patch-shuffle grid sizes k (default 0 2 4 8, or the nearest "
@@ -120,73 +137,147 @@ def _evaluate(passes, params, batch_stats, x, y, *, conditions, key, num_classes
                 mi = passes.information(params, batch_stats, xd, y_dev, y, methods=(ESTIMATOR,),
                                         num_classes=num_classes, noise_var=noise_var)
                 probs = np.asarray(out["probs"])
-                cache[ck] = {"accuracy": float(np.mean(probs.argmax(-1) == y)), "loss": float(np.mean(out["loss"])),
+                correct = probs.argmax(-1) == y
+                cache[ck] = {"accuracy": float(np.mean(correct)), "loss": float(np.mean(out["loss"])),
+                             "correct_bits": np.packbits(correct).tobytes().hex(),
                              "I_XT": [float(mi[p][ESTIMATOR]["I_XT"]) for p in layers],
                              "I_TY": [float(mi[p][ESTIMATOR]["I_TY"]) for p in layers], "_probs": probs}
                 log(f"[{regime.upper()}] {kind} {level:g} {inputs}: acc {cache[ck]['accuracy']:.4f} "
                     f"loss {cache[ck]['loss']:.4f}")
             results[(kind, level, inputs)] = cache[ck]
+    # What saturation does: the mean absolute pixel change of the clean images, and the share of
+    # the adversarial perturbation's L1 norm that survives it.
+    pert = jnp.abs(sources["adv"] - x).sum()
+    results["saturation_effect"] = {
+        float(lv): {"mean_abs_pixel_change": float(jnp.mean(jnp.abs(distortions.saturate(x, lv) - x))),
+                    "adv_perturbation_kept": float(jnp.abs(distortions.saturate(sources["adv"], lv)
+                                                           - distortions.saturate(x, lv)).sum() / jnp.maximum(pert, 1e-12))}
+        for kind, lv in conditions if kind == "saturation"}
     return results
 
 
-def _mean(values) -> float | None:
-    v = [x for x in values if x is not None and np.isfinite(x)]
-    return float(np.mean(v)) if v else None
+FLOOR = 0.05  # a level enters only when both models' accuracy is at least this far above chance
+RESAMPLES = 1000  # paired image bootstrap
 
 
-def decide(summary: dict[str, Any], *, strong_saturation: float = 64) -> tuple[dict[str, bool], dict[str, Any]]:
-    """Finding-3 verdicts and evidence from the ``distortion`` block of a summary."""
+def _correct(bits: str, n: int) -> np.ndarray:
+    return np.unpackbits(np.frombuffer(bytes.fromhex(bits), np.uint8))[:n].astype(bool)
+
+
+def _side(dist, kind, select, chance, idx, subset=None):
+    """Δ = mean over the usable levels of (r_AT − r_NT) with its resample values, the levels used
+    and why others were not; retention above chance on the full draw or on ``subset``."""
+    levels = dist["nt"][kind]["levels"]
+    n = None
+    corr = {}
+    for regime in REGIMES:
+        bits = dist[regime][kind]["clean"].get("correct_bits")
+        if bits is None:
+            return None
+        n = n or len(idx[0])
+        corr[regime] = np.stack([_correct(b, n) for b in bits])  # [L, N]
+    ref = [i for i, lv in enumerate(levels) if distortions.is_identity(kind, lv)][0]
+    keep = np.ones(n, bool) if subset is None else subset
+    if not keep.any():
+        return None
+    used, skipped, diffs, boots = [], [], [], []
+    for i, lv in enumerate(levels):
+        if i == ref or not select(lv):
+            continue
+        acc = {r: corr[r][i][keep].mean() for r in REGIMES}
+        if min(acc.values()) < chance + FLOOR:
+            skipped.append(lv)
+            continue
+        used.append(lv)
+        d, b = 0.0, 0.0
+        for sign, r in ((1, "at"), (-1, "nt")):
+            c0, c = corr[r][ref], corr[r][i]
+            a0, a = c0[keep].mean(), c[keep].mean()
+            d += sign * (a - chance) / max(a0 - chance, 1e-9)
+            w = keep[idx]  # [R, N] resampled images that are in the subset
+            ab0 = (c0[idx] & w).sum(1) / np.maximum(w.sum(1), 1)
+            ab = (c[idx] & w).sum(1) / np.maximum(w.sum(1), 1)
+            b = b + sign * (ab - chance) / np.maximum(ab0 - chance, 1e-9)
+        diffs.append(d)
+        boots.append(b)
+    if not used:
+        return {"used": used, "skipped_at_floor": skipped}
+    return {"used": used, "skipped_at_floor": skipped, "delta": float(np.mean(diffs)),
+            "boot": np.mean(np.asarray(boots), axis=0)}
+
+
+def decide(summary: dict[str, Any], *, strong_saturation: float = 64) -> tuple[dict[str, dict], dict[str, Any]]:
+    """Finding-3 verdict records and evidence from the ``distortion`` block of a summary."""
     dist = summary["distortion"]
     chance = 1.0 / summary["num_classes"]
+    n = int(summary["data"]["images"])
+    idx = verdict_lib.point_bootstrap(n, RESAMPLES, seed=int((summary.get("config") or {}).get("seed") or 0))
+    sides = {"saturation": lambda lv: lv >= strong_saturation, "shuffle": lambda lv: lv >= 2}
+    final = (summary.get("models") or {}).get("final_train_acc") or {
+        r: dist[r]["saturation"]["clean"]["accuracy"][0] for r in REGIMES}  # else the undistorted test accuracy
+    reason = verdict_lib.did_not_learn(final, summary["num_classes"])
+    both = None
+    if all(dist[r]["saturation"]["clean"].get("correct_bits") for r in REGIMES):
+        ref = lambda r: [i for i, lv in enumerate(dist[r]["saturation"]["levels"])  # noqa: E731
+                         if distortions.is_identity("saturation", lv)][0]
+        both = np.logical_and(*[_correct(dist[r]["saturation"]["clean"]["correct_bits"][ref(r)], n) for r in REGIMES])
+    res = {k: _side(dist, k, f, chance, idx) for k, f in sides.items()}
+    sub = {k: _side(dist, k, f, chance, idx, subset=both) for k, f in sides.items()} if both is not None else None
+    unit = "retention above chance"
+    rules = {
+        "at_prefers_shape": f"mean over saturation levels p ≥ {strong_saturation:g} (both models ≥ {FLOOR} above "
+                            "chance) of above-chance retention AT − NT; holds when its 95% interval lies above 0",
+        "nt_prefers_texture": f"mean over patch-shuffle levels k ≥ 2 (both models ≥ {FLOOR} above chance) of "
+                              "above-chance retention NT − AT; holds when its 95% interval lies above 0",
+        "shape_texture_interaction": "D = (AT − NT retention)_saturation − (AT − NT retention)_shuffle; holds when "
+                                     "its 95% interval lies above 0 (general robustness cancels in D)"}
 
-    def retention(regime, kind, inp):
-        block = dist[regime][kind]
-        levels = block["levels"]
-        acc = block[inp]["accuracy"]
-        ref = acc[[i for i, lv in enumerate(levels) if distortions.is_identity(kind, lv)][0]]
-        rel = [a / ref if ref > 0 else None for a in acc]
-        above = [(a - chance) / (ref - chance) if ref - chance > 1e-9 else None for a in acc]
-        return levels, rel, above, ref
+    def make(r_sat, r_shuf, name):
+        if reason:
+            return verdict_lib.untestable(reason, unit=unit, rule=rules[name], seeds=1)
+        need = {"at_prefers_shape": (r_sat,), "nt_prefers_texture": (r_shuf,),
+                "shape_texture_interaction": (r_sat, r_shuf)}[name]
+        if any(x is None or "delta" not in x for x in need):
+            return verdict_lib.untestable("no distortion level where both models stay above the chance floor "
+                                          "(or no per-image results)", unit=unit, rule=rules[name], seeds=1)
+        if name == "at_prefers_shape":
+            e, b = r_sat["delta"], r_sat["boot"]
+        elif name == "nt_prefers_texture":
+            e, b = -r_shuf["delta"], -r_shuf["boot"]
+        else:
+            e, b = r_sat["delta"] - r_shuf["delta"], r_sat["boot"] - r_shuf["boot"]
+        return verdict_lib.record([e], [b.tolist()], unit=unit, rule=rules[name])
 
-    ev: dict[str, Any] = {}
-    verdicts: dict[str, bool] = {}
-    for name, kind, select, winner, loser in (
-            ("at_prefers_shape", "saturation", lambda lv: lv >= strong_saturation, "at", "nt"),
-            ("nt_prefers_texture", "shuffle", lambda lv: lv >= 2, "nt", "at")):
-        e: dict[str, Any] = {"distortion": kind, "chance_accuracy": chance}
-        for inp in ("clean", "adv"):
-            per = {}
-            for regime in REGIMES:
-                levels, rel, above, ref = retention(regime, kind, inp)
-                sel = [i for i, lv in enumerate(levels) if select(lv)]
-                per[regime] = {"levels": levels, "accuracy": dist[regime][kind][inp]["accuracy"],
-                             "undistorted_accuracy": ref, "retention": rel, "retention_above_chance": above,
-                             "levels_used": [levels[i] for i in sel],
-                             "mean_retention": _mean(rel[i] for i in sel),
-                             "mean_retention_above_chance": _mean(above[i] for i in sel),
-                             "mean_accuracy_drop": _mean(ref - dist[regime][kind][inp]["accuracy"][i] for i in sel)}
-            e[inp] = per
-        w, lo = e["clean"][winner]["mean_retention"], e["clean"][loser]["mean_retention"]
-        e["margin"] = None if w is None or lo is None else w - lo
-        e["rule"] = (f"clean inputs: mean retention (accuracy / undistorted accuracy) of {winner.upper()} over "
-                     f"{kind} levels {e['clean'][winner]['levels_used']} exceeds {loser.upper()}'s")
-        verdicts[name] = bool(e["margin"] is not None and e["margin"] > 0)
-        ev[name] = e
+    names = ("at_prefers_shape", "nt_prefers_texture", "shape_texture_interaction")
+    verdicts = {name: make(res["saturation"], res["shuffle"], name) for name in names}
+    ev: dict[str, Any] = {"chance_accuracy": chance, "floor": FLOOR, "resamples": RESAMPLES}
+    for kind in sides:
+        r = res[kind] or {}
+        ev[f"levels_{kind}"] = {"used": r.get("used"), "skipped_at_floor": r.get("skipped_at_floor")}
+    if sub is not None and not reason:
+        rec = make(sub["saturation"], sub["shuffle"], "shape_texture_interaction")
+        rec.pop("resamples", None)
+        ev["interaction_on_jointly_correct"] = {"images": int(both.sum()), **rec}
+    ev["accuracy"] = {r: {kind: {inp: dist[r][kind][inp]["accuracy"] for inp in INPUTS} | {"levels": dist[r][kind]["levels"]}
+                          for kind in sides} for r in REGIMES}
+    ev["saturation_effect"] = summary.get("saturation_effect")
     ev["adversarial_confusion"] = summary["adversarial_confusion"]
     ev["attribution_edge_alignment"] = summary.get("attribution_edge_alignment")
+    if reason:
+        ev["warning"] = reason
     return verdicts, ev
 
 
 def verdict_table(summary: dict[str, Any]) -> str:
     v, e = summary["verdicts"], summary["evidence"]
-    rows = []
-    for name in ("at_prefers_shape", "nt_prefers_texture"):
-        c = e[name]["clean"]
-        rows.append((name, v[name],
-                     f"{e[name]['distortion']} {c['nt']['levels_used']}: mean retention NT {c['nt']['mean_retention']:.3f} "
-                     f"vs AT {c['at']['mean_retention']:.3f} (undistorted acc NT {c['nt']['undistorted_accuracy']:.3f}, "
-                     f"AT {c['at']['undistorted_accuracy']:.3f})"))
-    lines = [verdict_lines(rows)]
+    rows = record_rows(v)
+    lines = [verdict_lines(rows, summary)]
+    for kind in ("saturation", "shuffle"):
+        lv = e.get(f"levels_{kind}") or {}
+        lines.append(f"{kind} levels used {lv.get('used')}, at the chance floor {lv.get('skipped_at_floor')}")
+    j = e.get("interaction_on_jointly_correct")
+    if j:
+        lines.append(f"D on the {j['images']} images both models classify correctly undistorted: {format_record(j)}")
     for regime in REGIMES:
         c = e["adversarial_confusion"][regime]
         mc = c["mean_confidence_wrong"]
@@ -217,7 +308,7 @@ def run(config: Config, workdir: str | Path, *, options: dict[str, Any] | None =
     workdir = prepare_run_dir(workdir, {**config.identity(), **dataclasses.asdict(opts)}, overwrite=overwrite,
                               normalize=normalize_identity)
     config, module, trained, source = trained_models(config, opts.from_run, log=log, show_progress=show_progress,
-                                                     workdir=workdir)
+                                                     workdir=workdir, from_seed=opts.from_seed)
     x, y, num_classes, test_source = measurement_draw(config)
     conditions = [(kind, lv) for kind, lvs in level_grid(x.shape[1:]).items() for lv in lvs]
     key = jax.random.fold_in(jax.random.key(config.seed), 3)
@@ -234,7 +325,8 @@ def run(config: Config, workdir: str | Path, *, options: dict[str, Any] | None =
             dist[regime][kind] = {"levels": levels}
             for inputs in INPUTS:
                 rs = [per_regime[regime][(kind, lv, inputs)] for lv in levels]
-                dist[regime][kind][inputs] = {q: [r[q] for r in rs] for q in ("accuracy", "loss", "I_XT", "I_TY")}
+                dist[regime][kind][inputs] = {q: [r[q] for r in rs] for q in ("accuracy", "loss", "I_XT", "I_TY",
+                                                                              "correct_bits")}
     conf = {r: confusion(y, per_regime[r][("saturation", 2.0, "adv")]["_probs"], num_classes) for r in REGIMES}
 
     # Attribution maps on the same clean images under NT and AT, for the true class.
@@ -252,7 +344,7 @@ def run(config: Config, workdir: str | Path, *, options: dict[str, Any] | None =
         "finding": TITLE,
         "config": config_record(config),
         "options": dataclasses.asdict(opts),
-        "models": {k: v for k, v in source.items() if k != "history"},
+        "models": {k: v for k, v in source.items() if k not in ("history", "robust")},
         "training": source.get("history"),
         "data": {"test": test_source, "images": int(len(y)),
                  "note": ("JPEG-recompressed CIFAR-10 copy (quality 75): results are close to, not identical with, "
@@ -262,12 +354,18 @@ def run(config: Config, workdir: str | Path, *, options: dict[str, Any] | None =
         "estimator": ESTIMATOR,
         "distortion": dist,
         "adversarial_confusion": conf,
+        "saturation_effect": {r: {f"{lv:g}": v for lv, v in per_regime[r]["saturation_effect"].items()}
+                              for r in REGIMES},
         "attribution_images": pick.tolist(),
         "attribution_edge_alignment": alignment,
     }
+    if source.get("robust"):  # the loaded models' final robust evaluation, for the accuracy table
+        summary["robust"] = source["robust"]
     verdicts, evidence = decide(summary, strong_saturation=opts.strong_saturation)
     summary["verdicts"] = verdicts
     summary["evidence"] = evidence
+    if evidence.get("warning"):
+        log(f"warning: {evidence['warning']}")
 
     names = class_names(config.data.dataset)
     dataset, model = config.data.dataset, config.model.name
@@ -284,6 +382,7 @@ def run(config: Config, workdir: str | Path, *, options: dict[str, Any] | None =
                  for lv in dist["nt"]["shuffle"]["levels"]})
     figures += plots.plot_image_grid(grid, workdir / "distortion_examples.png",
                                      title=f"Distortions ({dataset})")
+    figures += plots.plot_verdicts(summary, workdir)
     summary["figures"] = [p.name for p in figures]
     write_json(workdir / "summary.json", summary)
     write_json(workdir / "timing.json", {"finding3_runtime_seconds": time.perf_counter() - t0})

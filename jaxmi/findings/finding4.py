@@ -23,13 +23,26 @@ bits) and geometry statistics, with s the kernel scale (2σ² upper, 8σ² lower
   the kernel;
 * ``occupied_bins``: the number of distinct bin vectors floor(t / bin_size).
 
-Verdicts (Spearman rank correlations over all layers, controlled and trained; MI rounded to
-1e-3 bits so values pinned at a ceiling tie):
+Verdicts (records of :mod:`jaxmi.verdicts`; MI rounded to 1e-3 bits so that values pinned at
+a ceiling tie; intervals from a bootstrap over the layers or sweep points, and seeds):
 
-* ``kde_ixt_tracks_spread``: ρ(KDE I(X;T), spread) ≥ ``min_corr`` for both bounds;
-* ``kde_ity_tracks_separation``: ρ(KDE I(T;Y), separation) ≥ ``min_corr`` for both bounds;
-* ``binning_tracks_occupied_bins``: ρ(binning I(X;T), log₂ occupied bins) ≥ ``min_corr``;
-* ``estimators_trace_geometry``: all three.
+* ``scale_identity`` (a check of the implementation): the KDE of c·T at σ²c² equals the KDE of
+  T at σ² (c = 0.1, 10); holds when the largest difference is below 1e-3 bits.
+* ``sweeps_monotone``: within each controlled sweep, Kendall's τ between the varied factor and
+  the estimate has the predicted sign — I(X;T) rises with ``scale``, ``compactness`` (s_w)
+  and ``width`` for all three estimators, the KDE I(T;Y) rises with ``separation`` — with
+  its interval above 0 (and a one-sided permutation p-value in the evidence); untestable
+  when a sweep's estimates are all tied (saturated).
+* ``kde_ixt_tracks_spread``: Spearman ρ(KDE I(X;T), spread) over all layers, averaged over the
+  two bounds, with its interval above 0.5;
+* ``kde_ity_tracks_separation``: the same for KDE I(T;Y) and separation;
+* ``binning_tracks_spread``: ρ(binning I(X;T), median squared distance / bin_size²) above 0.5.
+  (The former comparison with log₂ of the occupied bins was a tautology: the binning
+  entropy is bounded by it and equals it for uniform occupancy.)
+* ``geometry_explains_trained``: on the trained probes, how much more of the KDE I(X;T)
+  variance (R², averaged over the bounds) log spread and log separation explain beyond the
+  NT/AT and clean/adversarial indicators; interval above 0.
+* ``estimators_trace_geometry``: the three correlation verdicts and ``sweeps_monotone`` hold.
 
 The evidence also has the correlation within each controlled sweep. One limit shows there:
 when the points spread far beyond the kernel scale, every point is its own kernel "cluster"
@@ -53,15 +66,18 @@ import numpy as np
 
 from jaxmi import estimators, plots, progress
 from jaxmi.config import Config, check_minimums, normalize_identity, setting
+from jaxmi import verdicts as verdict_lib
 from jaxmi.findings.common import (Finding, config_record, measurement_draw, model_passes, parse_options,
-                                   trained_models, verdict_lines)
-from jaxmi.geometry import SWEEPS, controlled_cases, geometry
+                                   record_rows, trained_models, verdict_lines)
+from jaxmi.geometry import controlled_cases, geometry
 from jaxmi.history import INPUTS, REGIMES
 from jaxmi.results import prepare_run_dir, write_json
 from jaxmi.run import log_line
 from jaxmi.stats import spearman
+from jaxmi.verdicts import kendall_tau, permutation_p, spearman_boot
 
-__all__ = ["Options", "PRESETS", "decide", "verdict_table", "run", "measure_layer", "TITLE", "FINDING"]
+__all__ = ["Options", "PRESETS", "decide", "verdict_table", "run", "measure_layer", "scale_identity", "PREDICTIONS",
+           "TITLE", "FINDING"]
 
 TITLE = "4: the KDE and binning estimators trace the geometry of a layer's output"
 KDE = ("kde_upper", "kde_lower")
@@ -73,6 +89,8 @@ class Options:
 
     from_run: str | None = setting(None, "load the trained NT and AT models of a finished run directory instead "
                                          "of training", metavar="DIR")
+    from_seed: int = setting(0, "with --from-run of a run with several seeds: which seed's models to load (0 = "
+                                "its first; --seeds K loads 0 … K−1)", minimum=0)
     trained: bool = setting(True, "controlled cases only (no trained models)", flag="no-trained",
                             action="store_const", const=False)
     points: int = setting(2000, "N of every controlled case", minimum=2)
@@ -82,7 +100,6 @@ class Options:
     between_std: float = setting(0.17, "s_b: class centres ≈ 3 s_w apart per coordinate")
     steps: int = setting(9, "values per controlled sweep", minimum=2)
     pairs: int = setting(200_000, "sampled pairs for the median distance", minimum=2)
-    min_corr: float = setting(0.8, "Spearman threshold of the verdicts")
 
     def __post_init__(self):
         check_minimums(self)
@@ -106,64 +123,156 @@ def measure_layer(t, labels, num_classes, noise_var, bin_size, key, pairs) -> di
                                            num_classes=num_classes)}
 
 
-def decide(layers: list[dict[str, Any]], *, min_corr: float = 0.8) -> tuple[dict[str, bool], dict[str, Any]]:
-    """Finding-4 verdicts from measured layers (each with ``mi``, ``geometry`` and ``source``)."""
+SCALE_TOLERANCE = 1e-3  # bits: the KDE scale identity must hold to this
+RHO_NULL = 0.5  # a statistic "tracks" an estimate when Spearman's ρ is above this
+RESAMPLES = 1000
+# (sweep, estimator, quantity, predicted sign of Kendall's τ between the factor and the estimate)
+PREDICTIONS = tuple([(sw, est, "I_XT", 1) for sw in ("scale", "compactness", "width")
+                     for est in ("kde_upper", "kde_lower", "binning")]
+                    + [("separation", est, "I_TY", 1) for est in KDE])
+
+
+def scale_identity(t, labels, num_classes: int, noise_var: float, factors=(0.1, 10.0)) -> dict[str, Any]:
+    """KDE of c·T at σ²c² against the KDE of T at σ² (both bounds, both quantities)."""
+    base = estimators.estimate(t, labels, methods=KDE, num_classes=num_classes, noise_var=noise_var)
+    diffs = []
+    for c in factors:
+        got = estimators.estimate(np.asarray(t) * c, labels, methods=KDE, num_classes=num_classes,
+                                  noise_var=noise_var * c * c)
+        diffs += [abs(float(got[m][q]) - float(base[m][q])) for m in KDE for q in ("I_XT", "I_TY")]
+    return {"factors": list(factors), "max_abs_diff_bits": float(max(diffs))}
+
+
+def _tau_record(x, y, sign, rule, idx):
+    tau = kendall_tau(x, y)
+    if tau is None:
+        return verdict_lib.untestable("the estimates are all tied along the sweep (saturated)", unit="Kendall tau",
+                                      rule=rule, seeds=1)
+    boots = [t for ii in idx if (t := kendall_tau(np.asarray(x)[ii], np.asarray(y)[ii])) is not None]
+    p = permutation_p(x, y, direction="greater" if sign > 0 else "less", permutations=2000)
+    return verdict_lib.record([sign * tau], [[sign * b for b in boots]], unit="Kendall tau (predicted sign)",
+                              rule=rule, bounds=(-1.0, 1.0), permutation_p=p, points=len(x))
+
+
+def _rho_record(pairs, idx, rule):
+    """Mean Spearman ρ over (x, y) pairs of equal length, with the mean on every resample."""
+    rhos, boots = [], []
+    for x, y in pairs:
+        rho, b = spearman_boot(x, y, idx)
+        if rho is None or len(b) < 2:
+            return verdict_lib.untestable("a constant series (every estimate tied at a ceiling) or too few layers",
+                                          unit="Spearman rho", rule=rule, seeds=1, null_value=RHO_NULL)
+        rhos.append(rho)
+        boots.append(b)
+    n = min(len(b) for b in boots)  # resamples where ρ was undefined are dropped
+    return verdict_lib.record([float(np.mean(rhos))], [np.mean([b[:n] for b in boots], axis=0).tolist()],
+                              unit="Spearman rho", rule=rule, null_value=RHO_NULL, bounds=(-1.0, 1.0),
+                              per_statistic=rhos)
+
+
+def _r2(y, x):
+    beta, *_ = np.linalg.lstsq(x, y, rcond=None)
+    res = y - x @ beta
+    tot = ((y - y.mean()) ** 2).sum()
+    return 1.0 - (res ** 2).sum() / tot if tot > 0 else np.nan
+
+
+def _delta_r2(layers, idx_fn):
+    trained = [lay for lay in layers if lay["source"] == "trained"]
+    if len(trained) < 8:
+        return None
+    effects, boots = [], []
+    for est in KDE:
+        y = np.array([lay["mi"][est]["I_XT"] for lay in trained])
+        base = np.column_stack([np.ones(len(trained)), [lay["mode"] == "at" for lay in trained],
+                                [lay["inputs"] == "adv" for lay in trained]]).astype(float)
+        geo = np.array([[np.log(max(lay["geometry"][f"spread_{est}"], 1e-12)),
+                         np.log1p(max(lay["geometry"][f"separation_{est}"], 0.0))] for lay in trained])
+        full = np.column_stack([base, geo])
+        effects.append(_r2(y, full) - _r2(y, base))
+        boots.append([_r2(y[ii], full[ii]) - _r2(y[ii], base[ii]) for ii in idx_fn(len(trained))])
+    if not np.all(np.isfinite(effects)):
+        return None
+    boots = np.asarray(boots)
+    ok = np.all(np.isfinite(boots), axis=0)
+    return float(np.mean(effects)), np.mean(boots[:, ok], axis=0).tolist(), len(trained)
+
+
+def decide(layers: list[dict[str, Any]], *, scale_check: dict[str, Any] | None = None, seed: int = 0,
+           trained_reason: str | None = None) -> tuple[dict[str, dict], dict[str, Any]]:
+    """Finding-4 verdict records from measured layers (each with ``mi``, ``geometry``,
+    ``source``) and the scale check of :func:`scale_identity`; ``trained_reason`` says why the
+    trained probes were left out (models that did not learn)."""
 
     def r3(v):
-        return round(v, 3)
+        return round(float(v), 3)
 
-    def corr(est, q, stat, subset):
-        items = [lay for lay in layers if subset(lay)]
-        return spearman([r3(lay["mi"][est][q]) for lay in items], [lay["geometry"][stat] for lay in items],
-                        min_points=3)
-
-    subsets = {"all": lambda lay: True, "controlled": lambda lay: lay["source"] == "controlled",
-               "trained": lambda lay: lay["source"] == "trained"}
-    for sweep in SWEEPS:  # within one sweep: does the statistic move with the estimate when one factor changes?
-        subsets[f"sweep_{sweep}"] = lambda lay, sweep=sweep: lay.get("sweep") == sweep
+    verdicts: dict[str, dict[str, Any]] = {}
+    evidence: dict[str, Any] = {}
+    if scale_check is not None:
+        x = scale_check["max_abs_diff_bits"]
+        verdicts["scale_identity"] = verdict_lib.record(
+            [x], None, ci95=(x, x), unit="bits", null_value=SCALE_TOLERANCE, direction="less",
+            rule=f"largest |KDE(c·T, σ²c²) − KDE(T, σ²)| over c ∈ {scale_check['factors']}, both bounds and "
+                 f"quantities, below {SCALE_TOLERANCE} bits (exact, no sampling error)")
+    sweep_recs = {}
+    for sw, est, q, sign in PREDICTIONS:
+        items = sorted([lay for lay in layers if lay.get("sweep") == sw], key=lambda lay: lay["value"])
+        if len(items) < 3:
+            continue
+        xs = [lay["value"] for lay in items]
+        ys = [r3(lay["mi"][est][q]) for lay in items]
+        idx = verdict_lib.point_bootstrap(len(items), RESAMPLES, seed)
+        sweep_recs[f"{sw}:{est}:{q}"] = _tau_record(xs, ys, sign, f"{q} of {est} rises with {sw}", idx)
+    if sweep_recs:
+        verdicts["sweeps_monotone"] = verdict_lib.all_of(
+            sweep_recs, rule="in every controlled sweep Kendall's τ between the factor and the estimate has the "
+                             "predicted sign with its 95% interval beyond 0 (I(X;T) rises with scale, compactness "
+                             "and width; KDE I(T;Y) with separation)")
+        evidence["sweeps"] = {k: {f: r.get(f) for f in ("holds", "effect", "ci95", "permutation_p", "reason")}
+                              for k, r in sweep_recs.items()}
+    idx_all = verdict_lib.point_bootstrap(len(layers), RESAMPLES, seed)
     checks = {
         "kde_ixt_tracks_spread": [(est, "I_XT", f"spread_{est}") for est in KDE],
         "kde_ity_tracks_separation": [(est, "I_TY", f"separation_{est}") for est in KDE],
-        "binning_tracks_occupied_bins": [("binning", "I_XT", "log2_occupied_bins")],
+        "binning_tracks_spread": [("binning", "I_XT", "spread_binning")],
     }
-    verdicts, evidence = {}, {}
     for name, items in checks.items():
-        e = {"rule": f"Spearman ρ ≥ {min_corr} over all layers for " + ", ".join(f"{q} of {est} vs {stat}"
-                                                                                    for est, q, stat in items)}
-        ok = True
-        for est, q, stat in items:
-            vals = {s: corr(est, q, stat, f) for s, f in subsets.items()}
-            e[f"{est}_{q}_vs_{stat}"] = {"spearman": vals,
-                                         "layers": {s: sum(1 for lay in layers if f(lay)) for s, f in subsets.items()}}
-            ok = ok and vals["all"] is not None and vals["all"] >= min_corr
-        verdicts[name] = bool(ok)
-        evidence[name] = e
-    # Binning can never exceed log2 of the occupied bins (and equals it for uniform occupancy).
+        rule = (f"Spearman ρ over all {len(layers)} layers (controlled and trained) of " +
+                ", ".join(f"{q} of {est} vs {stat}" for est, q, stat in items) +
+                f" (mean over them) with its 95% interval above {RHO_NULL}")
+        pairs = [([r3(lay["mi"][est][q]) for lay in layers], [lay["geometry"][stat] for lay in layers])
+                 for est, q, stat in items]
+        verdicts[name] = _rho_record(pairs, idx_all, rule)
+        evidence[name] = {"subsets": {
+            sub: {f"{est}_{q}_vs_{stat}": spearman([r3(lay["mi"][est][q]) for lay in layers if f(lay)],
+                                                   [lay["geometry"][stat] for lay in layers if f(lay)], min_points=3)
+                  for est, q, stat in items}
+            for sub, f in (("controlled", lambda lay: lay["source"] == "controlled"),
+                           ("trained", lambda lay: lay["source"] == "trained"))}}
+    rule_r2 = ("on the trained probes, R² of KDE I(X;T) on [NT/AT, clean/adversarial, log spread, log(1 + "
+               "separation)] minus R² on the indicators alone (mean over the bounds); holds when its 95% interval "
+               "lies above 0")
+    got = _delta_r2(layers, lambda n: verdict_lib.point_bootstrap(n, RESAMPLES, seed))
+    verdicts["geometry_explains_trained"] = (
+        verdict_lib.untestable(trained_reason or "fewer than 8 trained layers (run with trained models)", unit="R²",
+                               rule=rule_r2, seeds=1) if got is None else
+        verdict_lib.record([got[0]], [got[1]], unit="R²", rule=rule_r2, bounds=(-1.0, 1.0), layers=got[2]))
+    parts = {n: verdicts[n] for n in ("kde_ixt_tracks_spread", "kde_ity_tracks_separation", "binning_tracks_spread",
+                                      "sweeps_monotone") if n in verdicts}
+    verdicts["estimators_trace_geometry"] = verdict_lib.all_of(
+        parts, rule="the three correlation verdicts and sweeps_monotone hold")
     gaps = [lay["geometry"]["log2_occupied_bins"] - lay["mi"]["binning"]["I_XT"] for lay in layers]
-    evidence["binning_tracks_occupied_bins"]["max_bits_above_log2_bins"] = float(-min(gaps)) if gaps else None
-    evidence["binning_tracks_occupied_bins"]["mean_log2_bins_minus_I_XT"] = float(np.mean(gaps)) if gaps else None
-    verdicts["estimators_trace_geometry"] = all(verdicts.values())
-    evidence["estimators_trace_geometry"] = {"min_corr": min_corr, "layers": len(layers)}
+    evidence["binning_bound"] = {"max_bits_above_log2_bins": float(-min(gaps)) if gaps else None,
+                                 "note": "binning I(X;T) ≤ log2(occupied bins) always; a check, not a finding"}
+    evidence["layers"] = len(layers)
+    if trained_reason:
+        evidence["warning"] = "trained probes left out: " + trained_reason
     return verdicts, evidence
 
 
 def verdict_table(summary: dict[str, Any]) -> str:
-    v, e = summary["verdicts"], summary["evidence"]
-    rows = []
-    for name in ("kde_ixt_tracks_spread", "kde_ity_tracks_separation", "binning_tracks_occupied_bins"):
-        parts = []
-        for key, val in e[name].items():
-            if isinstance(val, dict) and "spearman" in val:
-                s = val["spearman"]
-                parts.append(f"{key.split('_vs_')[0]}: ρ all {_f(s['all'])} (controlled {_f(s['controlled'])}, "
-                             f"trained {_f(s['trained'])})")
-        rows.append((name, v[name], "; ".join(parts)))
-    rows.append(("estimators_trace_geometry", v["estimators_trace_geometry"], "all three"))
-    return verdict_lines(rows)
-
-
-def _f(x) -> str:
-    return "n/a" if x is None else f"{x:+.3f}"
+    return verdict_lines(record_rows(summary["verdicts"]), summary)
 
 
 def run(config: Config, workdir: str | Path, *, options: dict[str, Any] | None = None, overwrite: bool = False,
@@ -187,18 +296,21 @@ def run(config: Config, workdir: str | Path, *, options: dict[str, Any] | None =
             bar.update(1)
     log(f"measured {len(cases)} controlled layers")
 
-    models_info, robust = None, {}
+    models_info, robust, draw_acc, num_classes = None, {}, {}, opts.classes
     if opts.trained:
         config, module, trained, info = trained_models(config, opts.from_run, log=log, show_progress=show_progress,
-                                                       workdir=workdir)
-        models_info = {k: v for k, v in info.items() if k != "history"}
-        robust = {r: h["robust"] for r, h in (info.get("history") or {}).items() if h.get("robust")}
+                                                       workdir=workdir, from_seed=opts.from_seed)
+        models_info = {k: v for k, v in info.items() if k not in ("history", "robust")}
+        robust = info.get("robust") or {r: h["robust"] for r, h in (info.get("history") or {}).items()
+                                        if h.get("robust")}
         x_host, y, num_classes, _ = measurement_draw(config)
         passes = model_passes(module, config, len(y), x_host.shape[1:])
         x, y_dev = jnp.asarray(x_host), jnp.asarray(y)
         names = list(module.probe_names)
+        draw_acc = {}
         for regime in REGIMES:
             params, stats = trained[regime]
+            draw_acc[regime] = float(np.mean(np.asarray(passes.forward(params, stats, x, y_dev)["correct"])))
             sources = {"clean": x, "adv": passes.adversary(params, stats, x, y_dev)}
             for inputs in INPUTS:
                 measured = {}
@@ -212,20 +324,29 @@ def run(config: Config, workdir: str | Path, *, options: dict[str, Any] | None =
                                    **measured[name]})
                 log(f"[{regime.upper()}] measured the {inputs} probes")
 
-    verdicts, evidence = decide(layers, min_corr=opts.min_corr)
+    base = next(c for c in cases if c["sweep"] == "scale")
+    check = scale_identity(base["t"], base["labels"], opts.classes, mi_cfg.noise_var)
+    learn = None if not opts.trained else verdict_lib.did_not_learn(
+        models_info.get("final_train_acc") or draw_acc, num_classes)
+    if learn:  # trained probes of networks that did not learn are no evidence
+        log(f"warning: {learn}")
+    verdicts, evidence = decide([lay for lay in layers if not (learn and lay["source"] == "trained")],
+                                scale_check=check, seed=config.seed, trained_reason=learn)
     summary: dict[str, Any] = {
         "finding": TITLE,
         "config": config_record(config),
         "options": dataclasses.asdict(opts),
         "models": models_info,
+        "draw_accuracy": draw_acc if opts.trained else None,
         "noise_var": mi_cfg.noise_var, "bin_size": mi_cfg.bin_size,
         "layers_measured": layers,
+        "scale_identity": check,
         "verdicts": verdicts,
         "evidence": evidence,
     }
     if robust:  # the final robust evaluation of the models trained here
         summary["robust"] = robust
-    figures = plots.plot_estimator_geometry(summary, workdir)
+    figures = plots.plot_estimator_geometry(summary, workdir) + plots.plot_verdicts(summary, workdir)
     summary["figures"] = [p.name for p in figures]
     write_json(workdir / "summary.json", summary)
     write_json(workdir / "timing.json", {"finding4_runtime_seconds": time.perf_counter() - t0})

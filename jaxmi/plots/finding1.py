@@ -16,19 +16,19 @@ __all__ = ["plot_trend_agreement"]
 
 
 def _agreement_text(ax, s: Mapping) -> None:
-    """Pearson r, Spearman ρ (or "flat") and the mean gap of one series, in the panel's corner;
-    red when the series disagrees."""
-    if s.get("flat"):
-        text = "flat"
+    """The series' concordance of changes with the adversarial and the noise curve (or why it
+    is not informative), in the panel's corner; grey when the series does not count."""
+    if s.get("saturated"):
+        text = "saturated"
+    elif not s.get("informative"):
+        text = "within noise"
     else:
-        pr, sp = s.get("pearson"), s.get("spearman")
-        text = (f"r={'n/a' if pr is None else f'{pr:.2f}'} "
-                f"ρ={'n/a' if sp is None else f'{sp:.2f}'}")
-    gap = s.get("mean_abs_gap_bits")
-    if gap is not None:
-        text += f"\n|Δ|={gap:.2f} b"
+        ca, cn = s.get("ccc_clean_adv"), s.get("ccc_clean_noise")
+        text = f"CCC adv {'n/a' if ca is None else f'{ca:.2f}'}"
+        if cn is not None:
+            text += f"\nCCC noise {cn:.2f}"
     ax.text(0.03, 0.04, text, transform=ax.transAxes, fontsize=7, va="bottom", ha="left",
-            color="0.15" if s.get("agrees", True) else "#B00000",
+            color="0.15" if s.get("informative") else "0.55",
             bbox=dict(boxstyle="round,pad=0.2", fc="white", ec="none", alpha=0.7))
 
 
@@ -37,14 +37,17 @@ def plot_trend_agreement(summary: dict, out_dir) -> list[Path]:
 
     Rows: NT I(X;T), NT I(T;Y), AT I(X;T), AT I(T;Y); columns: probes. Each panel draws the
     clean (solid, ``o``) and adversarial (dashed, ``+``) curve and, when
-    ``summary["evidence"]["series"]`` holds finding 1's agreement numbers, Pearson r,
-    Spearman ρ and the mean absolute gap (or "flat") in the corner.
+    ``summary["evidence"][regime]["series"]`` holds finding 1's numbers, the concordance of
+    the epoch-to-epoch changes with the adversarial and the noise-control curve (or
+    "saturated" / "within noise" for a series that does not count) in the corner.
     """
     validate_summary(summary, require_mi=True)
     out_dir = Path(out_dir)
     layers = list(summary["layers"])
     epochs = epoch_axis(summary)
-    series = ((summary.get("evidence") or {}).get("series") or {})
+    evidence = summary.get("evidence") or {}
+    series = {(r, d["estimator"], d["quantity"], d["probe"]): d for r in regimes_present(summary)
+              for d in (evidence.get(r) or {}).get("series", [])}
     rows = [(r, q) for r in regimes_present(summary) for q in QUANTITIES]
     written = []
     for est in estimators_present(summary):
@@ -56,12 +59,12 @@ def plot_trend_agreement(summary: dict, out_dir) -> list[Path]:
                 ax = axes[i, j]
                 if not draw_clean_adv_curves(ax, summary, r, est, q, j, epochs, color, size=0.85):
                     mark_no_data(ax)
-                s = (((series.get(r) or {}).get(est) or {}).get(q) or {}).get(layer)
+                s = series.get((r, est, q, layer))
                 if s:
                     _agreement_text(ax, s)
                 label_epoch_panel(ax, i, j, len(rows), layer, f"{REGIME_SHORT[r]} {QUANTITY_TEX[q]}\n(bits)", color)
         fig.legend(handles=clean_adv_legend(1.3), loc="outside lower center", ncols=2, frameon=False)
         fig.suptitle(figure_title(f"Clean vs adversarial MI over training — {estimator_label(est)} "
-                                  "(r: Pearson, ρ: Spearman, |Δ|: mean gap)", summary))
+                                  "(CCC: concordance of epoch-to-epoch changes from epoch 1)", summary))
         written.append(save_figure(fig, out_dir / f"trend_agreement_{safe_name(est)}.png"))
     return written

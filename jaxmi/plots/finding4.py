@@ -22,7 +22,7 @@ _SCATTER_PANELS = (
     ("kde_lower", "I_XT", "spread_kde_lower", "median ‖tᵢ−tⱼ‖² / 8σ²", True, "kde_ixt_tracks_spread"),
     ("kde_upper", "I_TY", "separation_kde_upper", "between / (within + 2σ²)", True, "kde_ity_tracks_separation"),
     ("kde_lower", "I_TY", "separation_kde_lower", "between / (within + 8σ²)", True, "kde_ity_tracks_separation"),
-    ("binning", "I_XT", "log2_occupied_bins", "log₂ occupied bins", False, "binning_tracks_occupied_bins"),
+    ("binning", "I_XT", "spread_binning", "median ‖tᵢ−tⱼ‖² / bin²", True, "binning_tracks_spread"),
 )
 _EST_STYLES = {"kde_upper": ("-", "o"), "kde_lower": ("--", "s"), "binning": (":", "^")}
 
@@ -54,10 +54,10 @@ def _scatter_panel(ax, layers, evidence, est, q, stat, xlabel, logx, verdict) ->
                        facecolors=color if clean else "none", edgecolors=color, lw=1.2)
     if logx and pts and min(p[1] for p in pts) > 0:
         ax.set_xscale("log")
-    if stat == "log2_occupied_bins" and pts:
-        hi = max(max(p[1] for p in pts), max(p[2] for p in pts))
-        ax.plot([0, hi], [0, hi], color="0.4", ls="--", lw=0.9, label="I = log₂ bins")
-    rho = ((evidence.get(verdict) or {}).get(f"{est}_{q}_vs_{stat}") or {}).get("spearman", {}).get("all")
+    rec = (evidence.get("_verdicts") or {}).get(verdict) or {}
+    stats = rec.get("per_statistic") or []
+    names = [p[2] for p in _SCATTER_PANELS if p[5] == verdict]
+    rho = stats[names.index(stat)] if stat in names and len(stats) == len(names) else None
     rho_text = f"\nSpearman ρ = {rho:.3f}" if rho is not None else ""
     ax.set_title(f"{estimator_label(est)} {QUANTITY_TEX[q]}{rho_text}", fontsize=10)
     ax.set_xlabel(xlabel)
@@ -95,15 +95,15 @@ def plot_estimator_geometry(summary: dict, out_dir) -> list[Path]:
 
     * ``geometry_scatter.png``: estimator value against the geometry statistic it should track
       (columns: KDE-upper I(X;T) vs spread, KDE-lower I(X;T) vs spread, KDE-upper I(T;Y) vs
-      separation, KDE-lower I(T;Y) vs separation, binning I(X;T) vs log₂ occupied bins with the
-      bound y = x); controlled cases coloured by sweep, trained probes as NT/AT markers
+      separation, KDE-lower I(T;Y) vs separation, binning I(X;T) vs the spread in bin units);
+      controlled cases coloured by sweep, trained probes as NT/AT markers
       (filled clean, hollow adversarial). Spearman ρ in each title.
     * ``geometry_sweeps.png``: every estimator's I(X;T) and I(T;Y) against each controlled
       factor (one column per sweep).
     """
     layers = summary["layers_measured"]
     out_dir = Path(out_dir)
-    ev = summary.get("evidence", {})
+    ev = {**summary.get("evidence", {}), "_verdicts": summary.get("verdicts") or {}}
     fig = Figure(figsize=(4.0 * len(_SCATTER_PANELS), 4.3), layout="constrained")
     axes = fig.subplots(1, len(_SCATTER_PANELS), squeeze=False)[0]
     for ax, panel in zip(axes, _SCATTER_PANELS):
