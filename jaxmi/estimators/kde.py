@@ -6,8 +6,10 @@ With D_ij = ‖t_i − t_j‖² and s the exponent scale (2σ² for the pairwise
     I(X;T) = ln N − (1/N) Σ_i ln Σ_j exp(−D_ij / s)
     I(T;Y) = ln N − Σ_c p_c ln N_c − (1/N) Σ_i [ln Σ_j exp(−D_ij/s) − ln Σ_{j: y_j = y_i} exp(−D_ij/s)]
 
-Both bounds and every class term come from the same kernel row sums, which are computed
-blockwise (rows in blocks of B, only the blocks on and above the diagonal, O(N·B + B²)
+Both bounds and both terms come from the same kernel row sums (per row and bootstrap
+resample: over all points, and over the points of the row's own class, the kernel block
+masked by label equality, so a pass carries 2R sum columns whatever the number of classes),
+which are computed blockwise (rows in blocks of B, only the blocks on and above the diagonal, O(N·B + B²)
 memory), optionally split across devices, in float32 with a rounding bound that sends a
 layer to an exact float64 host pass when float32 could be off by more than
 :data:`MAX_KERNEL_ROUNDING`.
@@ -92,16 +94,16 @@ def choose_block_size(n: int, d: int, *, columns: int = 11, max_block: int | Non
 
 def pass_block_size(n: int, d: int, *, num_classes: int, resamples: int = 1, scales: int = 2) -> int:
     """The block size one KDE pass uses by default (:func:`choose_block_size` with its row-sum
-    columns, classes × resamples × scales / 2): a run fixes it once per probe so that no
+    columns, 2 × resamples × scales / 2): a run fixes it once per probe so that no
     epoch recompiles when the free memory changes.
 
     Args:
       n, d: samples and width of the layer.
-      num_classes: C.
+      num_classes: C (the sums no longer depend on it; kept for callers).
       resamples: 1 + bootstrap resamples.
       scales: exponent scales per pass: 2 for one σ², the distinct ones of a sweep.
     """
-    return choose_block_size(n, d, columns=resamples * num_classes * scales // 2, scales=scales)
+    return choose_block_size(n, d, columns=resamples * scales, scales=scales)
 
 
 def sweep_scales(noise_vars) -> int:
@@ -119,19 +121,35 @@ def _kde_mesh(devices):
 
 
 def _kde_columns(labels, weights, num_classes: int):
-    """The row-sum columns H [N, R·C]: for each resample r, w_r ⊙ one-hot. (A row's total over
-    all points is the sum of its class sums, so it needs no column of its own.)"""
-    onehot = jax.nn.one_hot(labels, num_classes, dtype=jnp.float32)  # [N, C]
-    h = weights.astype(jnp.float32)[:, :, None] * onehot[None]  # [R, N, C]
-    return jnp.moveaxis(h, 0, 1).reshape(labels.shape[0], -1)
+    """The row-sum columns H = Wᵀ [N, R]: each resample's point multiplicities. A pass sums
+    every row's kernels against them twice, over all points and over the points of the row's
+    own class (the kernel masked by label equality), so the sums have 2R columns whatever the
+    number of classes C (a per-class layout would need R·C)."""
+    del labels, num_classes
+    return jnp.transpose(weights.astype(jnp.float32))
+
+
+def _two_sums(kern, same, h, *, precision, rows: bool):
+    """The kernel sums of one block pair against columns h, over all points and over the same
+    class: rows (``rows``) [B, S, 2K] = Σ_j kern[i, s, j] h[j], or transposed [2K, S, B]."""
+    b, num_scales = kern.shape[0], kern.shape[1]
+    masked = kern * same[:, None, :].astype(kern.dtype)
+    k = h.shape[1]
+    if rows:
+        out = [jnp.dot(x.reshape(b * num_scales, -1), h, precision=precision).reshape(b, num_scales, k)
+               for x in (kern, masked)]
+        return jnp.concatenate(out, axis=-1)
+    out = [jnp.dot(h.T, x.reshape(b, -1), precision=precision).reshape(k, num_scales, -1) for x in (kern, masked)]
+    return jnp.concatenate(out, axis=0)
 
 
 @functools.partial(jax.jit, static_argnames=("num_classes", "block_size", "mesh", "paired", "chain", "with_nn",
                                              "precision", "exact"))
 def _kde_sums(t, labels, weights, scale, *, num_classes: int, block_size: int, mesh=None, paired: bool = True,
               chain: int = 0, with_nn: bool = True, precision: str = "highest", exact: bool = False):
-    """Weighted kernel row sums S_isk = Σ_j H_jk exp(−D_ij / s) at several scales s, blockwise,
-    and every row's nearest-neighbour squared distance.
+    """Weighted kernel row sums at several scales s, blockwise, and every row's
+    nearest-neighbour squared distance: S_isr = Σ_j w_rj exp(−D_ij / s) and, in columns R …
+    2R − 1, the same over the j with y_j = y_i.
 
     Args:
       t: [N, D] activations.
@@ -154,8 +172,8 @@ def _kde_sums(t, labels, weights, scale, *, num_classes: int, block_size: int, m
         rounding could matter), instead of |a|² + |b|² − 2 a·b.
 
     Returns:
-      ``(sums [N, S, R·C], finite, max_sq, nn [N])``: the sums with the columns H of
-      :func:`_kde_columns`; whether every activation was finite (or the check overflowed: see
+      ``(sums [N, S, 2R], finite, max_sq, nn [N])``: the sums over all points (columns < R)
+      and over the row's class (columns ≥ R); whether every activation was finite (or the check overflowed: see
       :func:`jaxmi.estimators.validation.all_finite`); max ‖t_i − mean‖²; min_{j≠i} D_ij.
     """
     n, d = t.shape
@@ -175,6 +193,7 @@ def _kde_sums(t, labels, weights, scale, *, num_classes: int, block_size: int, m
     finite = jnp.isfinite(jnp.sum(sq))
     h = jnp.pad(h, ((0, pad), (0, 0)))  # padded rows carry zero weight in every column
     hb = h.reshape(nb, b, k)
+    yb = jnp.pad(labels.astype(jnp.int32), (0, pad), constant_values=-1).reshape(nb, b)
     sqb = sq.reshape(nb, b)
     realb = (jnp.arange(nb * b) < n).reshape(nb, b)  # not a padded row
 
@@ -201,11 +220,12 @@ def _kde_sums(t, labels, weights, scale, *, num_classes: int, block_size: int, m
             self_pair = eye & (i == j)
             dist = jnp.where(self_pair, 0.0, dist)  # exact zeros on the diagonal
             kern = kernels(dist)  # [B, S, B]: a row of block i, a scale, a row of block j
-            # Two plain matrix products on the [B·S, B] / [B, S·B] views (no batch dimension):
-            # to the rows of block i, and (transposed) to the rows of block j.
-            rows = jnp.dot(kern.reshape(b * num_scales, b), hb[j], precision=hi).reshape(b, num_scales, k)
-            cols = jnp.dot(hb[i].T, kern.reshape(b, num_scales * b), precision=hi).reshape(k, num_scales, b)
-            rows, cols = jnp.swapaxes(rows, 0, 1), jnp.transpose(cols, (1, 2, 0))  # [S, B, K]
+            same = yb[i][:, None] == yb[j][None, :]
+            # Plain matrix products on the [B·S, B] / [B, S·B] views (no batch dimension): to
+            # the rows of block i, and (transposed) to the rows of block j; all and same-class.
+            rows = _two_sums(kern, same, hb[j], precision=hi, rows=True)  # [B, S, 2K]
+            cols = _two_sums(kern, same, hb[i], precision=hi, rows=False)  # [2K, S, B]
+            rows, cols = jnp.swapaxes(rows, 0, 1), jnp.transpose(cols, (1, 2, 0))  # [S, B, 2K]
             acc = acc.at[i].add(rows * real)
             acc = acc.at[j].add(cols * (real * (i != j).astype(jnp.float32)))
             if with_nn:  # nearest neighbours: the smallest distance to another real row
@@ -214,7 +234,7 @@ def _kde_sums(t, labels, weights, scale, *, num_classes: int, block_size: int, m
                 nn = nn.at[j].min(jnp.where((real > 0) & (i != j), jnp.min(other, axis=0), jnp.inf))
             return (acc, nn), None
 
-        init = (jnp.zeros((nb, num_scales, b, k), jnp.float32), jnp.full((nb, b), jnp.inf, jnp.float32))
+        init = (jnp.zeros((nb, num_scales, b, 2 * k), jnp.float32), jnp.full((nb, b), jnp.inf, jnp.float32))
         return jax.lax.scan(step, init, pairs)[0]
 
     if ndev == 1:
@@ -227,13 +247,14 @@ def _kde_sums(t, labels, weights, scale, *, num_classes: int, block_size: int, m
         rep = PartitionSpec()
         acc, nn = jax.shard_map(local, mesh=mesh, in_specs=(rep, rep, rep, PartitionSpec(parallel.DATA_AXIS)),
                                 out_specs=(rep, rep), check_vma=False)(t, sqb, hb, jnp.asarray(pairs))
-    acc = jnp.moveaxis(acc, 1, 2).reshape(nb * b, num_scales, k)[:n]  # [N, S, K]
+    acc = jnp.moveaxis(acc, 1, 2).reshape(nb * b, num_scales, 2 * k)[:n]  # [N, S, 2K]
     return acc, finite, jnp.max(sq), nn.reshape(-1)[:n]
 
 
 def full_sample_totals(sums, num_classes: int):
     """Every row's kernel sum over all points for the full sample (resample 0): [N, S]."""
-    return jnp.sum(sums[:, :, :num_classes], axis=-1)
+    del num_classes
+    return sums[:, :, 0]
 
 
 @functools.partial(jax.jit, static_argnames=("num_classes", "block_size", "mesh", "paired", "chain", "with_nn",
@@ -263,8 +284,10 @@ def _kde_sums_ring(t, labels, weights, scale, *, num_classes: int, block_size: i
     mean = _column_mean(t, n)  # padded rows are zeros
     m = -(-rows_in // ndev)  # rows per device; rows past N are zeros with zero weight
     pad = m * ndev - rows_in
+    yl = labels.astype(jnp.int32)
     if pad:
         t, h = jnp.pad(t, ((0, pad), (0, 0))), jnp.pad(h, ((0, pad), (0, 0)))
+        yl = jnp.pad(yl, (0, pad), constant_values=-1)
     real = jnp.arange(m * ndev) < n
     sq = jnp.where(real, jnp.sum(jnp.square(t - mean), axis=1), 0.0)
     finite, max_sq = jnp.isfinite(jnp.sum(sq)), jnp.max(sq)
@@ -279,16 +302,16 @@ def _kde_sums_ring(t, labels, weights, scale, *, num_classes: int, block_size: i
     pairs = jnp.asarray(np.stack([ii.ravel(), jj.ravel()], axis=1), jnp.int32)
     perm = [(r, (r + 1) % ndev) for r in range(ndev)]
 
-    def local(t, sq, h, real, mean, scale):
+    def local(t, sq, h, real, yl, mean, scale):
         kernels = _kernel_fn(scale, paired=paired, chain=chain, num_scales=num_scales)
         blocked = lambda a: jnp.pad(a, ((0, lpad),) + ((0, 0),) * (a.ndim - 1)).reshape((nb, b) + a.shape[1:])
-        sqb, hb, realb = blocked(sq), blocked(h), blocked(real)
+        sqb, hb, realb, yb = blocked(sq), blocked(h), blocked(real), blocked(yl)
         eye = jnp.eye(b, dtype=bool)
 
         block = functools.partial(_centred_block, size=b, rows=m, mean=mean)
 
         def ring_step(carry, step):
-            acc, nn, vt, vsqb, vhb, vrealb = carry
+            acc, nn, vt, vsqb, vhb, vrealb, vyb = carry
 
             def pair_step(c, pair):
                 acc, nn = c
@@ -297,7 +320,8 @@ def _kde_sums_ring(t, labels, weights, scale, *, num_classes: int, block_size: i
                 self_pair = eye & (i == j) & (step == 0)  # step 0: the visiting shard is our own
                 dist = jnp.where(self_pair, 0.0, dist)
                 kern = kernels(dist)  # [B, S, B]
-                rows = jnp.dot(kern.reshape(b * num_scales, b), vhb[j], precision=hi).reshape(b, num_scales, k)
+                same = yb[i][:, None] == vyb[j][None, :]
+                rows = _two_sums(kern, same, vhb[j], precision=hi, rows=True)  # [B, S, 2K]
                 acc = acc.at[i].add(jnp.swapaxes(rows, 0, 1))
                 if with_nn:
                     other = jnp.where(self_pair | ~vrealb[j][None, :] | ~realb[i][:, None], jnp.inf, dist)
@@ -305,16 +329,17 @@ def _kde_sums_ring(t, labels, weights, scale, *, num_classes: int, block_size: i
                 return (acc, nn), None
 
             acc, nn = jax.lax.scan(pair_step, (acc, nn), pairs)[0]
-            vt, vsqb, vhb, vrealb = jax.lax.ppermute((vt, vsqb, vhb, vrealb), axis, perm)
-            return (acc, nn, vt, vsqb, vhb, vrealb), None
+            vt, vsqb, vhb, vrealb, vyb = jax.lax.ppermute((vt, vsqb, vhb, vrealb, vyb), axis, perm)
+            return (acc, nn, vt, vsqb, vhb, vrealb, vyb), None
 
-        init = (jnp.zeros((nb, num_scales, b, k), jnp.float32), jnp.full((nb, b), jnp.inf, jnp.float32),
-                t, sqb, hb, realb)
+        init = (jnp.zeros((nb, num_scales, b, 2 * k), jnp.float32), jnp.full((nb, b), jnp.inf, jnp.float32),
+                t, sqb, hb, realb, yb)
         acc, nn = jax.lax.scan(ring_step, init, jnp.arange(ndev))[0][:2]
-        return jnp.moveaxis(acc, 1, 2).reshape(nb * b, num_scales, k)[:m], nn.reshape(-1)[:m]
+        return jnp.moveaxis(acc, 1, 2).reshape(nb * b, num_scales, 2 * k)[:m], nn.reshape(-1)[:m]
 
-    acc, nn = jax.shard_map(local, mesh=mesh, in_specs=(rows_spec, rows_spec, rows_spec, rows_spec, rep, rep),
-                            out_specs=(rows_spec, rows_spec), check_vma=False)(t, sq, h, real, mean, scale)
+    acc, nn = jax.shard_map(local, mesh=mesh,
+                            in_specs=(rows_spec, rows_spec, rows_spec, rows_spec, rows_spec, rep, rep),
+                            out_specs=(rows_spec, rows_spec), check_vma=False)(t, sq, h, real, yl, mean, scale)
     return acc[:n], finite, max_sq, nn[:n]
 
 
@@ -414,16 +439,19 @@ def _kde_sums_float64(t: np.ndarray, labels: np.ndarray, weights: np.ndarray, sc
     t = t - t.mean(axis=0, keepdims=True)
     n = t.shape[0]
     sq = np.einsum("nd,nd->n", t, t)
-    h = np.asarray(_kde_columns(jnp.asarray(labels), jnp.asarray(weights), num_classes), np.float64)
-    out = np.empty((n, len(scales), h.shape[1]))
+    h = np.asarray(weights, np.float64).T  # [N, R]
+    labels = np.asarray(labels)
+    out = np.empty((n, len(scales), 2 * h.shape[1]))
     nn = np.empty(n)
     for a in range(0, n, block_size):
         rows = slice(a, min(n, a + block_size))
         dist = np.maximum(sq[rows, None] + sq[None, :] - 2.0 * (t[rows] @ t.T), 0.0)
         diag = (np.arange(dist.shape[0]), np.arange(a, a + dist.shape[0]))
         dist[diag] = 0.0
+        same = labels[rows, None] == labels[None, :]
         for k, scale in enumerate(scales):
-            out[rows, k] = np.exp(-dist / scale) @ h
+            e = np.exp(-dist / scale)
+            out[rows, k] = np.concatenate([e @ h, (e * same) @ h], axis=1)
         dist[diag] = np.inf
         nn[rows] = dist.min(axis=1)
     return out, nn
@@ -432,12 +460,10 @@ def _kde_sums_float64(t: np.ndarray, labels: np.ndarray, weights: np.ndarray, sc
 @functools.partial(jax.jit, static_argnames=("num_classes",))
 def _kde_from_sums(sums, labels, weights, *, num_classes: int):
     """I(X;T), I(T;Y) in bits at every scale and for every resample: arrays [S, R]."""
-    n, num_scales = sums.shape[:2]
+    n = sums.shape[0]
     r = weights.shape[0]
-    s = sums.reshape(n, num_scales, r, num_classes)
     w = weights.T[:, None, :]  # [N, 1, R]
-    total = jnp.sum(s, axis=-1)  # [N, S, R]
-    same = jnp.take_along_axis(s, labels[:, None, None, None], axis=3)[..., 0]
+    total, same = sums[..., :r], sums[..., r:]  # [N, S, R] each: over all points, over the row's class
     # A point absent from a resample (w = 0) has no term; guard log 0 · 0.
     log_total = jnp.where(w > 0, jnp.log(jnp.where(w > 0, total, 1.0)), 0.0)
     log_same = jnp.where(w > 0, jnp.log(jnp.where(w > 0, same, 1.0)), 0.0)
