@@ -5,9 +5,11 @@ copy of one model from the same initial weights and, at epoch 0 and after every 
 measures on the test set:
 
 * clean and PGD accuracy and loss (the evaluation attack starts from the clean image);
-* for every probe, I(X;T) and I(T;Y) with every estimator, on clean inputs and on their PGD
-  examples, on one fixed draw of ``samples`` test images (the same draw for clean and
-  adversarial inputs and for every epoch, so the curves are paired).
+* for every probe, I(X;T) and I(T;Y) with every estimator, on clean inputs, on their PGD
+  examples and (``noise_control``) on the clean images plus random-sign noise of the attack's
+  ε, on one fixed draw of ``samples`` test images (the same draw for every input kind and
+  every epoch, so the curves are paired), with ``bootstrap`` resamples of the draw (the same
+  resamples throughout; every resample's value is kept).
 
 Training metrics are the epoch means over the examples trained on (PGD examples for AT); at
 epoch 0 they are evaluated on ``samples`` training images (AT: PGD examples).

@@ -52,7 +52,8 @@ def interval(per_seed: Sequence[float], resamples: Sequence[Sequence[float]] | N
 
     Args:
       per_seed: the effect of every seed (K ≥ 1).
-      resamples: per seed, R resample values of the effect (equal R), or None.
+      resamples: per seed, R resample values of the effect, or None (unequal R: the first
+        min R of each seed are paired).
       confidence: coverage of the interval.
 
     Returns:
@@ -63,8 +64,9 @@ def interval(per_seed: Sequence[float], resamples: Sequence[Sequence[float]] | N
     k = e.size
     effect = float(e.mean())
     boot = None
-    if resamples is not None and len(resamples) and len(resamples[0]):
-        boot = np.asarray(resamples, np.float64).reshape(k, -1).mean(axis=0)
+    if resamples is not None and len(resamples) and min(len(r) for r in resamples):
+        m = min(len(r) for r in resamples)  # resamples where a statistic was undefined may be missing
+        boot = np.stack([np.asarray(r, np.float64)[:m] for r in resamples]).mean(axis=0)
     if k == 1:
         if boot is None or boot.size < 2:
             return effect, None
@@ -105,7 +107,7 @@ def record(per_seed: Sequence[float], resamples: Sequence[Sequence[float]] | Non
         out["reason"] = "no interval: one seed and no bootstrap resamples"
     out["per_seed"] = [float(v) for v in per_seed]
     if resamples is not None:
-        out["resamples"] = np.round(np.asarray(resamples, np.float64).reshape(len(per_seed), -1), 6).tolist()
+        out["resamples"] = [np.round(np.asarray(r, np.float64), 6).tolist() for r in resamples]
     out.update(extra)
     return out
 

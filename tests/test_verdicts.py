@@ -139,6 +139,13 @@ def test_seed_interval_covers_a_known_effect_at_least_at_its_nominal_rate():
     assert 0.93 <= hits / trials <= 1.0
 
 
+def test_combine_seeds_with_unequal_resample_counts():
+    recs = [{"x": V.record([e], [list(e + np.linspace(-0.01, 0.01, r))], unit="u", rule="r")}
+            for e, r in ((0.5, 50), (0.52, 48), (0.51, 49))]
+    out = V.combine_seeds(recs)["x"]
+    assert out["holds"] is True and out["seeds"] == 3 and [len(r) for r in out["resamples"]] == [50, 48, 49]
+
+
 def test_did_not_learn():
     assert V.did_not_learn({"nt": 0.98, "at": 0.9}, 10) is None
     msg = V.did_not_learn({"nt": 0.095, "at": 0.9}, 10)
