@@ -301,7 +301,9 @@ def run_per_seed(run: Callable[..., dict[str, Any]], config: Config, workdir: st
     verdicts = combine_seeds([sm["verdicts"] for sm in subs])
     summary = {
         "finding": subs[0].get("finding"),
-        "config": config_record(config),
+        # with --from-run the seeds' configs are the loaded run's (dataset, model, attack)
+        "config": ({**subs[0]["config"], "seed": config.seed, "seeds": config.seeds}
+                   if options.get("from_run") and subs[0].get("config") else config_record(config)),
         "options": dict(options),
         "seeds": [{"seed": config.seed + k, "dir": f"seed{config.seed + k}",
                    "verdicts": {n: {f: r.get(f) for f in ("holds", "effect", "ci95", "reason")}
