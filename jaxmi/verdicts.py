@@ -119,7 +119,7 @@ def untestable(reason: str, *, unit: str, rule: str, seeds: int, null_value: flo
             "null_value": null_value, "direction": direction, "reason": reason, **extra}
 
 
-def all_of(records: Mapping[str, Mapping[str, Any]], *, rule: str) -> dict[str, Any]:
+def all_of(records: Mapping[str, Mapping[str, Any]], *, rule: str, keep_parts: bool = False) -> dict[str, Any]:
     """A composite verdict: holds when every part holds, fails when a part fails, untestable
     when no part fails and some part is untestable. Its effect and interval are those of the
     weakest part that decides it (a failing part when it fails, an untestable one when it is
@@ -141,6 +141,8 @@ def all_of(records: Mapping[str, Mapping[str, Any]], *, rule: str) -> dict[str, 
            "weakest": weakest_name}
     if holds is None:
         out["reason"] = "untestable part(s): " + ", ".join(n for n, r in parts.items() if r["holds"] is None)
+    if keep_parts:  # parts that are not verdicts of their own travel inside (combine_seeds needs them)
+        out["part_records"] = parts
     return out
 
 
@@ -149,7 +151,8 @@ def combine_seeds(per_seed: Sequence[Mapping[str, Mapping[str, Any]]]) -> dict[s
 
     Simple records are recombined from their ``per_seed`` effects and ``resamples``
     (:func:`interval`), over the seeds where they were testable; composites (``parts``) are
-    recomposed from the combined parts; a verdict untestable in every seed stays untestable.
+    recomposed from the combined parts (their own records, or the ``part_records`` a composite
+    carries); a verdict untestable in every seed stays untestable.
     """
     names = list(per_seed[0])
     out: dict[str, dict[str, Any]] = {}
@@ -175,8 +178,13 @@ def combine_seeds(per_seed: Sequence[Mapping[str, Mapping[str, Any]]]) -> dict[s
         if len(ok) < len(recs):
             out[name]["untestable_seeds"] = len(recs) - len(ok)
     for name in names:
-        if "parts" in per_seed[0][name]:
-            out[name] = all_of({p: out[p] for p in per_seed[0][name]["parts"]}, rule=per_seed[0][name]["rule"])
+        first = per_seed[0][name]
+        if "parts" in first:
+            if "part_records" in first:
+                parts = combine_seeds([s[name]["part_records"] for s in per_seed])
+                out[name] = all_of(parts, rule=first["rule"], keep_parts=True)
+            else:
+                out[name] = all_of({p: out[p] for p in first["parts"]}, rule=first["rule"])
     return {n: out[n] for n in names}
 
 

@@ -139,6 +139,17 @@ def test_seed_interval_covers_a_known_effect_at_least_at_its_nominal_rate():
     assert 0.93 <= hits / trials <= 1.0
 
 
+def test_combine_seeds_recombines_parts_carried_inside_a_composite():
+    seeds = []
+    for e in (0.8, 0.85, 0.9):
+        parts = {"s1": V.record([e], [list(e + np.linspace(-0.02, 0.02, 40))], unit="tau", rule="r"),
+                 "s2": V.record([e - 0.1], [list(e - 0.1 + np.linspace(-0.02, 0.02, 40))], unit="tau", rule="r")}
+        seeds.append({"sweeps": V.all_of(parts, rule="all", keep_parts=True)})
+    out = V.combine_seeds(seeds)["sweeps"]
+    assert out["holds"] is True and out["weakest"] == "s2"
+    assert out["effect"] == pytest.approx(np.mean([0.7, 0.75, 0.8])) and out["part_records"]["s1"]["seeds"] == 3
+
+
 def test_combine_seeds_with_unequal_resample_counts():
     recs = [{"x": V.record([e], [list(e + np.linspace(-0.01, 0.01, r))], unit="u", rule="r")}
             for e, r in ((0.5, 50), (0.52, 48), (0.51, 49))]

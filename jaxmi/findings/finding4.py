@@ -228,7 +228,7 @@ def decide(layers: list[dict[str, Any]], *, scale_check: dict[str, Any] | None =
         verdicts["sweeps_monotone"] = verdict_lib.all_of(
             sweep_recs, rule="in every controlled sweep Kendall's τ between the factor and the estimate has the "
                              "predicted sign with its 95% interval beyond 0 (I(X;T) rises with scale, compactness "
-                             "and width; KDE I(T;Y) with separation)")
+                             "and width; KDE I(T;Y) with separation)", keep_parts=True)
         evidence["sweeps"] = {k: {f: r.get(f) for f in ("holds", "effect", "ci95", "permutation_p", "reason")}
                               for k, r in sweep_recs.items()}
     idx_all = verdict_lib.point_bootstrap(len(layers), RESAMPLES, seed)
