@@ -53,7 +53,8 @@ def interval(per_seed: Sequence[float], resamples: Sequence[Sequence[float]] | N
     Args:
       per_seed: the effect of every seed (K ≥ 1).
       resamples: per seed, R resample values of the effect, or None (unequal R: the first
-        min R of each seed are paired).
+        min R of each seed are paired; NaN values, resamples where the effect is undefined,
+        are dropped).
       confidence: coverage of the interval.
 
     Returns:
@@ -67,6 +68,7 @@ def interval(per_seed: Sequence[float], resamples: Sequence[Sequence[float]] | N
     if resamples is not None and len(resamples) and min(len(r) for r in resamples):
         m = min(len(r) for r in resamples)  # resamples where a statistic was undefined may be missing
         boot = np.stack([np.asarray(r, np.float64)[:m] for r in resamples]).mean(axis=0)
+        boot = boot[np.isfinite(boot)]  # NaN: a resample on which the effect is undefined
     if k == 1:
         if boot is None or boot.size < 2:
             return effect, None

@@ -197,7 +197,9 @@ def _side(dist, kind, select, chance, idx, subset=None):
             w = keep[idx]  # [R, N] resampled images that are in the subset
             ab0 = (c0[idx] & w).sum(1) / np.maximum(w.sum(1), 1)
             ab = (c[idx] & w).sum(1) / np.maximum(w.sum(1), 1)
-            b = b + sign * (ab - chance) / np.maximum(ab0 - chance, 1e-9)
+            # a resample whose undistorted accuracy falls to chance has no retention: NaN, dropped
+            with np.errstate(divide="ignore", invalid="ignore"):
+                b = b + sign * np.where(ab0 - chance > 1e-3, (ab - chance) / (ab0 - chance), np.nan)
         diffs.append(d)
         boots.append(b)
     if not used:
