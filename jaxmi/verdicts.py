@@ -26,7 +26,8 @@ Every verdict a finding writes into ``summary["verdicts"]`` is one record::
 :func:`interval` computes the interval, :func:`record` and :func:`untestable` build records,
 :func:`all_of` composes verdicts, :func:`combine_seeds` merges the records of K separate runs
 (findings 3 and 4). The statistics the rules use (:func:`ccc`, :func:`kendall_tau`,
-:func:`permutation_p`, :func:`spearman_boot`) are here too, in float64 NumPy.
+:func:`permutation_p`, :func:`spearman_boot`) are here too, in float64 NumPy, row-wise over
+resamples and permutations.
 """
 
 from __future__ import annotations
@@ -39,7 +40,8 @@ from scipy import stats as sp_stats
 
 from jaxmi.stats import pearson, rank
 
-__all__ = ["CONFIDENCE", "interval", "record", "untestable", "all_of", "combine_seeds", "ccc", "kendall_tau",
+__all__ = ["CONFIDENCE", "interval", "record", "untestable", "all_of", "combine_seeds", "ccc", "ccc_rows",
+           "kendall_tau", "kendall_rows",
            "permutation_p", "spearman_boot", "point_bootstrap", "did_not_learn", "LEARN_MARGIN", "format_record"]
 
 CONFIDENCE = 0.95
@@ -207,44 +209,57 @@ def did_not_learn(final_train_acc: Mapping[str, float], num_classes: int, *,
 # Statistics
 
 
-def ccc(a: Sequence[float], b: Sequence[float]) -> float | None:
-    """Lin's concordance correlation 2·cov(a, b) / (var a + var b + (ā − b̄)²) (population
-    moments); 1 only when b = a, penalising scale and offset differences that Pearson's r
-    ignores. ``None`` for fewer than 2 points or when both are constant."""
+def ccc_rows(a, b) -> np.ndarray:
+    """Lin's concordance correlation of matching rows of [..., M] arrays (NaN where
+    undefined): 2·cov(a, b) / (var a + var b + (ā − b̄)²), population moments."""
     a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
-    if a.size < 2:
+    ma, mb = a.mean(-1, keepdims=True), b.mean(-1, keepdims=True)
+    den = a.var(-1) + b.var(-1) + (ma - mb)[..., 0] ** 2
+    num = 2 * np.mean((a - ma) * (b - mb), axis=-1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(den > 0, num / np.where(den > 0, den, 1.0), np.nan)
+
+
+def ccc(a: Sequence[float], b: Sequence[float]) -> float | None:
+    """Lin's concordance correlation (:func:`ccc_rows` of one pair); 1 only when b = a,
+    penalising scale and offset differences that Pearson's r ignores. ``None`` for fewer
+    than 2 points or when both are constant."""
+    if np.size(a) < 2:
         return None
-    ma, mb = a.mean(), b.mean()
-    den = a.var() + b.var() + (ma - mb) ** 2
-    return None if den <= 0 else float(2 * np.mean((a - ma) * (b - mb)) / den)
+    v = float(ccc_rows(a, b))
+    return None if np.isnan(v) else v
+
+
+def kendall_rows(x, y) -> np.ndarray:
+    """Kendall's τ_b (ties in either variable corrected) of matching rows of [..., n] arrays;
+    NaN where either row is constant."""
+    x, y = np.asarray(x, np.float64), np.asarray(y, np.float64)
+    i, j = np.triu_indices(x.shape[-1], 1)
+    sx, sy = np.sign(x[..., i] - x[..., j]), np.sign(y[..., i] - y[..., j])
+    den = np.sqrt((i.size - np.sum(sx == 0, -1)) * (i.size - np.sum(sy == 0, -1)))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(den > 0, np.sum(sx * sy, -1) / np.where(den > 0, den, 1.0), np.nan)
 
 
 def kendall_tau(x: Sequence[float], y: Sequence[float]) -> float | None:
-    """Kendall's τ_b (ties in either variable corrected); ``None`` when either is constant."""
-    x, y = np.asarray(x, np.float64), np.asarray(y, np.float64)
-    i, j = np.triu_indices(x.size, 1)
-    sx, sy = np.sign(x[i] - x[j]), np.sign(y[i] - y[j])
-    n0 = i.size
-    n1, n2 = np.sum(sx == 0), np.sum(sy == 0)
-    den = np.sqrt((n0 - n1) * (n0 - n2))
-    return None if den == 0 else float(np.sum(sx * sy) / den)
+    """Kendall's τ_b of two series (:func:`kendall_rows`); ``None`` when either is constant."""
+    v = float(kendall_rows(x, y))
+    return None if np.isnan(v) else v
 
 
 def permutation_p(x: Sequence[float], y: Sequence[float], *, direction: str = "greater", permutations: int = 10_000,
                   seed: int = 0) -> float | None:
     """One-sided permutation p-value of Kendall's τ in ``direction`` (Monte Carlo, with the
-    observed arrangement counted: (1 + #{τ_perm ≥ τ}) / (1 + permutations))."""
+    observed arrangement counted: (1 + #{τ_perm ≥ τ}) / (1 + permutations)); all
+    permutations in one array operation."""
     tau = kendall_tau(x, y)
     if tau is None:
         return None
-    rng = np.random.default_rng(seed)
     y = np.asarray(y, np.float64)
+    perms = np.random.default_rng(seed).permuted(np.broadcast_to(y, (int(permutations), y.size)), axis=1)
+    t = kendall_rows(np.asarray(x, np.float64)[None], perms)
     sign = 1.0 if direction == "greater" else -1.0
-    count = 0
-    for _ in range(int(permutations)):
-        t = kendall_tau(x, rng.permutation(y))
-        count += int(t is not None and sign * t >= sign * tau - 1e-12)
-    return (1 + count) / (1 + int(permutations))
+    return (1 + int(np.sum(sign * t >= sign * tau - 1e-12))) / (1 + int(permutations))
 
 
 def point_bootstrap(n: int, resamples: int, seed: int = 0) -> np.ndarray:
@@ -254,15 +269,14 @@ def point_bootstrap(n: int, resamples: int, seed: int = 0) -> np.ndarray:
 
 def spearman_boot(x: Sequence[float], y: Sequence[float], idx: np.ndarray) -> tuple[float | None, list[float]]:
     """Spearman's ρ of (x, y) and its value on every resample in ``idx`` ([R, n] point indices;
-    resamples where ρ is undefined are dropped)."""
+    resamples where ρ is undefined are dropped): Pearson's r of average ranks, row-wise."""
     x, y = np.asarray(x, np.float64), np.asarray(y, np.float64)
     rho = pearson(rank(x), rank(y)) if x.size >= 3 else None
-    boots = []
-    for ii in idx:
-        r = pearson(rank(x[ii]), rank(y[ii]))
-        if r is not None:
-            boots.append(r)
-    return rho, boots
+    rx, ry = (sp_stats.rankdata(v[idx], axis=1) for v in (x, y))
+    rx, ry = rx - rx.mean(1, keepdims=True), ry - ry.mean(1, keepdims=True)
+    den = np.sqrt((rx * rx).sum(1) * (ry * ry).sum(1))
+    ok = den > 0
+    return rho, ((rx * ry).sum(1)[ok] / den[ok]).tolist()
 
 
 def format_record(r: Mapping[str, Any], spec: str = "+.3f") -> str:

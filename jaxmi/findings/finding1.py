@@ -64,9 +64,9 @@ from jaxmi.findings.common import (Finding, learn_reason, load_run_summary, pars
 from jaxmi.history import QUANTITIES, REGIMES
 from jaxmi.results import is_local, prepare_run_dir, write_json
 from jaxmi.run import log_line, train_and_measure
-from jaxmi.verdicts import all_of, ccc, format_record, record, untestable
+from jaxmi.verdicts import all_of, ccc_rows, format_record, record, untestable
 
-__all__ = ["series_changes", "decide", "verdict_table", "run", "Options", "PRESETS", "CCC_HIGH", "MARGIN",
+__all__ = ["decide", "verdict_table", "run", "Options", "PRESETS", "CCC_HIGH", "MARGIN",
            "NOISE_MULT", "MIN_CHANGES", "TITLE", "FINDING"]
 
 TITLE = "1: MI trends on clean and on adversarial inputs agree"
@@ -98,29 +98,18 @@ class Options:
 PRESETS: dict[str, dict[str, Any]] = {"paper": {}, "cpu": {}, "smoke": {"epochs": 2}}
 
 
-def series_changes(history: dict[str, Any], est: str, q: str, j: int, idx: list[int], inputs: str
-                   ) -> tuple[np.ndarray, np.ndarray | None] | None:
-    """``(Δ point curve [M−1], Δ resample curves [R, M−1] or None)`` of one series and input
-    kind over the measurements ``idx``; None when the input kind was not measured."""
-    block = history["mi"][est].get(inputs)
-    if block is None:
-        return None
-    v = np.asarray(block[q], np.float64)[idx, j]
-    boot = (history.get("mi_boot") or {}).get(est, {}).get(inputs)
-    b = None
-    if boot is not None:
-        b = np.asarray(boot[q], np.float64)[idx, j, :].T  # [R, M]
-        b = np.diff(b, axis=1)
-    return np.diff(v), b
-
-
-def _ccc_rows(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """CCC of matching rows of [R, M] arrays (NaN where undefined)."""
-    ma, mb = a.mean(1, keepdims=True), b.mean(1, keepdims=True)
-    den = a.var(1) + b.var(1) + (ma - mb)[:, 0] ** 2
-    num = 2 * np.mean((a - ma) * (b - mb), axis=1)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return np.where(den > 0, num / np.where(den > 0, den, 1), np.nan)
+def _changes(history: dict[str, Any], est: str, q: str, idx: list[int]) -> dict[str, tuple]:
+    """Per measured input kind: the epoch-to-epoch changes over the measurements ``idx`` of
+    every probe's point curve [P, M−1] and of its resample curves [P, R, M−1] (or None)."""
+    out = {}
+    for inputs, block in history["mi"][est].items():
+        v = np.asarray(block[q], np.float64)[idx]  # [M, P]
+        boot = (history.get("mi_boot") or {}).get(est, {}).get(inputs)
+        b = None
+        if boot is not None:
+            b = np.diff(np.moveaxis(np.asarray(boot[q], np.float64)[idx], 0, -1), axis=-1)  # [P, R, M−1]
+        out[inputs] = (np.diff(v, axis=0).T, b)
+    return out
 
 
 def _seed_regime(history: dict[str, Any], layers: list[str], idx: list[int], ceilings: dict[str, float],
@@ -133,29 +122,34 @@ def _seed_regime(history: dict[str, Any], layers: list[str], idx: list[int], cei
         for q in QUANTITIES:
             clean = np.asarray(history["mi"][est]["clean"][q], np.float64)[idx]
             adv = np.asarray(history["mi"][est]["adv"][q], np.float64)[idx]
+            se = (np.median(np.asarray(se_block[est]["clean"][q], np.float64)[idx], axis=0)
+                  if se_block.get(est, {}).get("clean") else None)
+            d = _changes(history, est, q, idx)
+            dc, bc = d["clean"]
+            da, ba = d["adv"]
+            dn, bn = d.get("noise", (None, None))
+            c_adv = ccc_rows(dc, da)  # [P]
+            c_noise = None if dn is None else ccc_rows(dc, dn)
+            b_adv = None if bc is None or ba is None else ccc_rows(bc, ba)  # [P, R]
+            b_noise = None if bc is None or bn is None else ccc_rows(bc, bn)
             for j, layer in enumerate(layers):
                 gap = ceilings[q] - np.concatenate([clean[:, j], adv[:, j]])
                 saturated = bool(np.any(gap < SATURATION_GAP_BITS))
                 rng = float(np.ptp(clean[:, j]))
-                se = None
-                if se_block.get(est, {}).get("clean"):
-                    se = float(np.median(np.asarray(se_block[est]["clean"][q], np.float64)[idx, j]))
-                above_noise = se is not None and rng > noise_mult * se
+                above_noise = se is not None and rng > noise_mult * float(se[j])
                 s = {"estimator": est, "quantity": q, "probe": layer, "saturated": saturated,
-                     "range_clean_bits": rng, "median_se_bits": se, "informative": bool(not saturated and above_noise)}
-                dc, bc = series_changes(history, est, q, j, idx, "clean")
-                da, ba = series_changes(history, est, q, j, idx, "adv")
-                s["ccc_clean_adv"] = ccc(dc, da)
-                noise = series_changes(history, est, q, j, idx, "noise")
-                s["ccc_clean_noise"] = None if noise is None else ccc(dc, noise[0])
+                     "range_clean_bits": rng, "median_se_bits": None if se is None else float(se[j]),
+                     "informative": bool(not saturated and above_noise),
+                     "ccc_clean_adv": None if np.isnan(c_adv[j]) else float(c_adv[j]),
+                     "ccc_clean_noise": None if c_noise is None or np.isnan(c_noise[j]) else float(c_noise[j])}
                 series.append(s)
-                if not s["informative"] or s["ccc_clean_adv"] is None or bc is None or ba is None:
+                if not s["informative"] or s["ccc_clean_adv"] is None or b_adv is None:
                     continue
                 ca.append(s["ccc_clean_adv"])
-                ca_b.append(_ccc_rows(bc, ba))
-                if noise is not None and noise[1] is not None and s["ccc_clean_noise"] is not None:
+                ca_b.append(b_adv[j])
+                if b_noise is not None and s["ccc_clean_noise"] is not None:
                     cn.append(s["ccc_clean_adv"] - s["ccc_clean_noise"])
-                    diff_b.append(_ccc_rows(bc, ba) - _ccc_rows(bc, noise[1]))
+                    diff_b.append(b_adv[j] - b_noise[j])
     out = {"series": series, "counts": {"series": len(series), "informative": int(sum(s["informative"] for s in series)),
                                         "saturated": int(sum(s["saturated"] for s in series))}}
     out["agreement"] = (float(np.mean(ca)), np.nanmean(np.asarray(ca_b), axis=0).tolist()) if ca else None

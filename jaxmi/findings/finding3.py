@@ -168,13 +168,12 @@ def _side(dist, kind, select, chance, idx, subset=None):
     """Δ = mean over the usable levels of (r_AT − r_NT) with its resample values, the levels used
     and why others were not; retention above chance on the full draw or on ``subset``."""
     levels = dist["nt"][kind]["levels"]
-    n = None
+    n = idx.shape[1]
     corr = {}
     for regime in REGIMES:
         bits = dist[regime][kind]["clean"].get("correct_bits")
         if bits is None:
             return None
-        n = n or len(idx[0])
         corr[regime] = np.stack([_correct(b, n) for b in bits])  # [L, N]
     ref = [i for i, lv in enumerate(levels) if distortions.is_identity(kind, lv)][0]
     keep = np.ones(n, bool) if subset is None else subset

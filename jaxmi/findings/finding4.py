@@ -74,7 +74,7 @@ from jaxmi.history import INPUTS, REGIMES
 from jaxmi.results import prepare_run_dir, write_json
 from jaxmi.run import log_line
 from jaxmi.stats import spearman
-from jaxmi.verdicts import kendall_tau, permutation_p, spearman_boot
+from jaxmi.verdicts import kendall_rows, kendall_tau, permutation_p, spearman_boot
 
 __all__ = ["Options", "PRESETS", "decide", "verdict_table", "run", "measure_layer", "scale_identity", "PREDICTIONS",
            "TITLE", "FINDING"]
@@ -148,7 +148,8 @@ def _tau_record(x, y, sign, rule, idx):
     if tau is None:
         return verdict_lib.untestable("the estimates are all tied along the sweep (saturated)", unit="Kendall tau",
                                       rule=rule, seeds=1)
-    boots = [t for ii in idx if (t := kendall_tau(np.asarray(x)[ii], np.asarray(y)[ii])) is not None]
+    boots = kendall_rows(np.asarray(x, np.float64)[idx], np.asarray(y, np.float64)[idx])
+    boots = boots[np.isfinite(boots)].tolist()  # resamples that drew one value only are dropped
     p = permutation_p(x, y, direction="greater" if sign > 0 else "less", permutations=2000)
     return verdict_lib.record([sign * tau], [[sign * b for b in boots]], unit="Kendall tau (predicted sign)",
                               rule=rule, bounds=(-1.0, 1.0), permutation_p=p, points=len(x))
