@@ -58,3 +58,31 @@ def test_adversary_and_forward_match_direct_computation(loop):
     np.testing.assert_allclose(out["loss"][0], ref_loss, rtol=1e-5, atol=1e-6)
     with pytest.raises(ValueError, match="start from the clean image"):
         make_adversary(module, PGDConfig(0.2, 0.05, 2, True), batch_size=16)
+
+
+@pytest.mark.parametrize("seed_loop,seeds_mesh", [("map", True), ("map", False), ("vmap", True)])
+def test_stacked_models_match_each_model_alone(seed_loop, seeds_mesh):
+    """K = 3 stacked models (on the one-device ("seeds", "data") mesh a multi-seed run builds,
+    or without a mesh): the seeds taken by the host one after another ("map" with the unrolled
+    loop) or vmapped give each model's own results, in model order."""
+    from jaxmi import parallel
+    x = jax.random.uniform(jax.random.key(0), (21, 28, 28, 1))
+    y = jnp.arange(21) % 10
+    module = models.create_model("lenet")
+    vs = [models.init_variables(module, jax.random.key(k), (28, 28, 1)) for k in range(3)]
+    params = training.stack([v["params"] for v in vs])
+    mesh = parallel.make_mesh(1, seeds=1) if seeds_mesh else None
+    attack = PGDConfig(0.2, 0.05, 2)
+    kw = dict(batch_size=8, loop="unrolled", seed_loop=seed_loop, mesh=mesh)
+    x_adv = make_adversary(module, attack, **kw)(params, {}, x, y)
+    out = make_forward(module, **kw)(params, {}, x, y)
+    assert x_adv.shape == (3, *x.shape) and out["probes"]["conv1"].shape[:2] == (3, 21)
+    for k, v in enumerate(vs):
+        one = training.stack([v["params"]])
+        ref_adv = make_adversary(module, attack, batch_size=8, loop="unrolled")(one, {}, x, y)[0]
+        ref = make_forward(module, batch_size=8, loop="unrolled")(one, {}, x, y)
+        diff = np.abs(np.asarray(x_adv[k]) - np.asarray(ref_adv))
+        assert np.mean(diff > 1e-6) < 1e-3, np.mean(diff > 1e-6)
+        np.testing.assert_allclose(out["probs"][k], ref["probs"][0], rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(out["probes"]["fc1"][k], ref["probes"]["fc1"][0], rtol=1e-5, atol=1e-5)
+    assert not np.allclose(out["probs"][0], out["probs"][1])  # the models differ: order is checked
