@@ -17,9 +17,8 @@ defaults are in ``benchmarks/README.md``.
   (jax-ml/jax#12868), so on CPU the host dispatches compiled chunks of unrolled steps.
 * Seed loops (:func:`resolve_seed_loop`): ``vmap`` over stacked seeds on GPU/TPU; on CPU a
   ``lax.map`` over the seeds inside each training step (XLA:CPU's batched patch products were
-  slower than K unbatched ones), and in evaluation passes the host takes the seeds one after
-  another (the evaluation attack inside a ``lax.map`` body ran about 4x slower). A mesh whose
-  ``"seeds"`` axis has one device group leaves this choice alone.
+  slower than K unbatched ones). A mesh whose ``"seeds"`` axis has one device group leaves
+  this choice alone (only seeds split over several groups need the ``vmap``).
 * Collectives (:func:`dispatch_wait`): forced host devices run collectives on a shared
   thread pool; several multi-device calls in flight can stall there, so on a multi-device
   CPU mesh every call is waited for before the next.

@@ -93,7 +93,7 @@ def batched(per_batch: Callable, *, batch_size: int, loop: str = "auto", mesh: j
     """
     shards = parallel.data_size(mesh)
     batch_size = -(-batch_size // shards) * shards
-    ax = ax_out = 1 if stacked else 0  # the example axis of the outputs
+    ax = 1 if stacked else 0  # the example axis of the outputs
 
     def sharded(params, batch_stats, *arrays):
         return per_batch(params, batch_stats, *parallel.shard_batch(arrays, mesh))
@@ -120,28 +120,8 @@ def batched(per_batch: Callable, *, batch_size: int, loop: str = "auto", mesh: j
 
     batch_fn = jax.jit(one_batch)
     wait = backend.dispatch_wait(mesh)
-    # With a "map" seed loop the host also takes the K models one after another, each with the
-    # one-model program: XLA:CPU runs the evaluation attack inside a lax.map body about 4x
-    # slower than outside it (3 LeNet-MNIST seeds, PGD-7 on 2,000 images: 36 s in one program
-    # against 3 x 3.0 s), and compiles the mapped program far longer.
-    seeds_on_host = (stacked and backend.resolve_seed_loop(seed_loop) == "map"
-                     and parallel.seed_axis_size(mesh) == 1)
-    if seeds_on_host:
-        batch_fn = jax.jit(sharded)
 
     def host_loop(params, batch_stats, *arrays):
-        if seeds_on_host:
-            k = jax.tree.leaves(params)[0].shape[0]
-            if k > 1:  # one pass per model, outputs stacked [K, N, ...]
-                outs = [host_loop_one(*jax.tree.map(lambda a, i=i: a[i], (params, batch_stats)), *arrays)
-                        for i in range(k)]
-                return jax.tree.map(lambda *o: _stack_rows(o, mesh), *outs)
-            one = host_loop_one(*jax.tree.map(lambda a: a[0], (params, batch_stats)), *arrays)
-            return jax.tree.map(lambda o: o[None], one)
-        return host_loop_one(params, batch_stats, *arrays)
-
-    def host_loop_one(params, batch_stats, *arrays):
-        ax = 0 if seeds_on_host else ax_out
         n = arrays[0].shape[0]
         out = None
         for s in range(0, n, batch_size):
@@ -156,13 +136,6 @@ def batched(per_batch: Callable, *, batch_size: int, loop: str = "auto", mesh: j
 
     host_loop.batch_fn = batch_fn  # exposed for compile-cache checks
     return host_loop
-
-
-def _stack_rows(outs, mesh):
-    """K per-model outputs [N, ...] as one [K, N, ...], rows split like :func:`_zeros_rows`."""
-    out = jnp.stack(outs)
-    sharding = parallel.rows_sharding(mesh, out.ndim, 1, out.shape[1])
-    return out if sharding is None else jax.device_put(out, sharding)
 
 
 def _logits_fn(module: nn.Module, params: Any, batch_stats: Any) -> Callable[[Array], Array]:

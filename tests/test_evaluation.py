@@ -63,8 +63,8 @@ def test_adversary_and_forward_match_direct_computation(loop):
 @pytest.mark.parametrize("seed_loop,seeds_mesh", [("map", True), ("map", False), ("vmap", True)])
 def test_stacked_models_match_each_model_alone(seed_loop, seeds_mesh):
     """K = 3 stacked models (on the one-device ("seeds", "data") mesh a multi-seed run builds,
-    or without a mesh): the seeds taken by the host one after another ("map" with the unrolled
-    loop) or vmapped give each model's own results, in model order."""
+    or without a mesh), looped over with lax.map or vmapped, give each model's own results, in
+    model order."""
     from jaxmi import parallel
     x = jax.random.uniform(jax.random.key(0), (21, 28, 28, 1))
     y = jnp.arange(21) % 10
