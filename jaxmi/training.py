@@ -112,8 +112,8 @@ def over_seeds(fn: Callable, in_axes: tuple, seed_loop: str = "auto",
     """``fn`` over K stacked runs: arguments with ``in_axes`` 0 carry the seed axis, ``None`` ones
     are shared. K = 1 calls ``fn`` once, unbatched; K > 1 ``vmap``s it or runs a ``lax.map``
     over the seeds (:func:`jaxmi.backend.resolve_seed_loop`). On a mesh whose ``"seeds"`` axis
-    has several device groups the seeds are always ``vmap``ped, with ``spmd_axis_name="seeds"``, so each device group
-    computes its share of them. Outputs gain the leading K axis."""
+    has several device groups the seeds are always ``vmap``ped, with ``spmd_axis_name="seeds"``,
+    so each device group computes its share of them. Outputs gain the leading K axis."""
     seed_loop = backend.resolve_seed_loop(seed_loop)
     # Seeds split over device groups (a "seeds" axis of more than one group) need the vmap with
     # spmd_axis_name; a seeds axis of size 1 (one device) leaves the choice to ``seed_loop``.
