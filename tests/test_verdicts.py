@@ -221,6 +221,8 @@ def test_f1_is_untestable_on_saturated_flat_short_or_unlearned_runs():
         return {"clean": c, "adv": c, "noise": c}
     v, e = finding1.decide(_f1_summary(saturated))
     assert all(r["holds"] is None for r in v.values()) and e["nt"]["per_seed"][0]["saturated"] >= 6
+    # the noise control was run: the reason is the saturation, not a missing control
+    assert "no informative series (all saturated" in v["adv_not_below_noise_nt"]["reason"]
 
     def flat(rng, m):  # ranges of ~0.01 bits under a bootstrap SE of 0.05: within noise
         c = 3.0 + rng.normal(0, 0.003, (m, len(LAYERS)))

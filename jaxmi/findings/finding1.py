@@ -188,8 +188,9 @@ def decide(summary: dict[str, Any], *, ccc_high: float = CCC_HIGH, margin: float
                                       (f"adv_not_below_noise_{regime}", "control", rule_control, -margin)):
             got = [p[key] for p in per]
             if reason or not got or any(g is None for g in got):
+                no_series = key == "agreement" or any(p["agreement"] is None for p in per)
                 why = reason or ("no informative series (all saturated, flat within their bootstrap noise, or "
-                                 "without resamples)" if key == "agreement" else
+                                 "without resamples)" if no_series else
                                  "no informative series with a noise control (run with --noise-control)")
                 verdicts[name] = untestable(why, unit=unit, rule=rule, seeds=k, null_value=null)
             else:
