@@ -299,6 +299,31 @@ def test_f2_matched_control_takes_nt_at_ats_accuracy():
     assert v["at_less_information_matched"]["holds"] is False
 
 
+def test_f2_across_sweep_pools_unsaturated_pairs_with_the_seed_interval():
+    """Three seeds' sweeps (3 probes x 3 sigma^2 values): ΔI is the seed mean of the pair means
+    over the pairs saturated in no seed; its interval is SciPy's t interval over the seeds."""
+    top = CEIL_XT - 0.001
+    diffs = np.array([0.5, 0.7, 0.6])  # per-seed ΔI of every unsaturated pair
+    seeds = []
+    for d in diffs:
+        at = np.array([[top, 3.0, 2.0], [top, top, 1.0], [top, 4.0, 3.0]])  # [P, S]; grid value 0 saturated
+        nt = np.where(at >= top, top, at + d)
+        sweep = {"epochs": [0, 3], "clean": {}}
+        seeds.append({r: {"sweep": {**sweep, "clean": {est: {"I_XT": [v.tolist(), v.tolist()]} for est in ESTS}}}
+                      for r, v in (("nt", nt), ("at", at))})
+    s = _f2_summary([6.0, 5.0, 4.0], [5.5, 4.5, 3.5])
+    s["sweep"] = {"noise_var": [0.1, 1.0, 10.0], "bin_size": [0.5, 5.0, 50.0], "estimators": list(ESTS),
+                  "nt": seeds[0]["nt"]["sweep"], "at": seeds[0]["at"]["sweep"]}
+    s["seeds"] = [{"seed": i, "nt": {**s["nt"], **x["nt"]}, "at": {**s["at"], **x["at"]}} for i, x in enumerate(seeds)]
+    _, e = finding2.decide(s)
+    got = e["at_less_information"]["across_sweep"]["kde_upper"]
+    assert got["informative_pairs"] == [0, 2, 3] and got["nt_minus_at_bits"][0] is None and got["seeds"] == 3
+    lo, hi = stats.t.interval(0.95, 2, loc=diffs.mean(), scale=stats.sem(diffs))
+    for j in (1, 2):
+        assert got["nt_minus_at_bits"][j] == pytest.approx(diffs.mean())
+        assert got["ci95"][j] == pytest.approx([lo, hi])
+
+
 # ----------------------------------------------------------------------------- finding 3
 
 

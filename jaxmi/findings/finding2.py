@@ -22,7 +22,8 @@ bootstrap of the test draw, holds / fails / untestable):
 
 The evidence also has ΔI per pair with its interval (``pairs``, drawn in
 ``nt_minus_at_pairs.png``) and ΔI over the σ² / bin-size sweep at the last measurement
-(``across_sweep``, seed means over the pairs not saturated at that grid value): where ΔI
+(``across_sweep``, over the pairs saturated in no seed at that grid value, with the seed
+interval: the sweep has no bootstrap resamples): where ΔI
 changes sign along the sweep, it reports the kernel scale relative to the activations, not
 information.
 
@@ -43,7 +44,7 @@ from jaxmi.estimators import SATURATION_GAP_BITS
 from jaxmi.findings.common import Finding, learn_reason, record_rows, run_summary, seed_histories, verdict_lines
 from jaxmi.results import prepare_run_dir, write_json
 from jaxmi.run import log_line, train_and_measure
-from jaxmi.verdicts import record, untestable
+from jaxmi.verdicts import interval, record, untestable
 
 __all__ = ["decide", "run", "verdict_table", "TITLE", "PRESETS", "FINDING"]
 
@@ -79,25 +80,36 @@ def _pooled(nt: dict[str, Any], at: dict[str, Any], e_nt: int, e_at: int, ceilin
 
 
 def _sweep_delta(summary: dict[str, Any]) -> dict[str, Any] | None:
-    """Seed-mean ΔI of clean I(X;T) over the pairs not saturated at each grid value of the
-    last swept measurement."""
+    """ΔI of clean I(X;T) NT − AT at every grid value of the last swept measurement, pooled
+    over the (estimator, probe) pairs saturated in no seed at that value, with the seed
+    interval (:func:`jaxmi.verdicts.interval`; none with one seed: the sweep has no resamples)."""
     sweep = summary.get("sweep")
     if not sweep:
         return None
     ceiling = (summary.get("saturation") or {}).get("I_XT_ceiling", np.inf)
+    seeds = seed_histories(summary)
+    per_seed_sweeps = [(h["nt"].get("sweep"), h["at"].get("sweep")) for h in seeds]
+    if not all(a and b for a, b in per_seed_sweeps):  # older summaries: only the seed-mean sweep
+        per_seed_sweeps = [(sweep["nt"], sweep["at"])]
     out = {}
     for est in sweep["estimators"]:
         try:
-            nt = np.asarray(sweep["nt"]["clean"][est]["I_XT"][-1], np.float64)  # [P, S]
-            at = np.asarray(sweep["at"]["clean"][est]["I_XT"][-1], np.float64)
+            nt = np.stack([np.asarray(a["clean"][est]["I_XT"][-1], np.float64) for a, _ in per_seed_sweeps])
+            at = np.stack([np.asarray(b["clean"][est]["I_XT"][-1], np.float64) for _, b in per_seed_sweeps])
         except (KeyError, IndexError):
-            continue
-        ok = (ceiling - nt >= SATURATION_GAP_BITS) & (ceiling - at >= SATURATION_GAP_BITS)
-        diff = np.where(ok, nt - at, np.nan)
-        with np.errstate(invalid="ignore"):
-            mean = [None if not ok[:, s].any() else float(np.nanmean(diff[:, s])) for s in range(diff.shape[1])]
+            continue  # [K, P, S] each
+        ok = ((ceiling - nt >= SATURATION_GAP_BITS) & (ceiling - at >= SATURATION_GAP_BITS)).all(axis=0)  # [P, S]
+        mean, ci = [], []
+        for j in range(ok.shape[1]):
+            if not ok[:, j].any():
+                mean.append(None)
+                ci.append(None)
+                continue
+            effect, interval_j = interval((nt[:, ok[:, j], j] - at[:, ok[:, j], j]).mean(axis=1))
+            mean.append(effect)
+            ci.append(interval_j)
         out[est] = {"grid": sweep["bin_size" if est == "binning" else "noise_var"], "nt_minus_at_bits": mean,
-                    "informative_pairs": ok.sum(axis=0).tolist()}
+                    "ci95": ci, "seeds": len(per_seed_sweeps), "informative_pairs": ok.sum(axis=0).tolist()}
     return out
 
 
