@@ -177,13 +177,15 @@ def test_seeds_for_per_pair_findings_run_each_seed_and_aggregate(tmp_path, capsy
 
     def fake_run(config, out, *, options, overwrite, show_progress, log=print):
         calls.append((config.seed, config.seeds, Path(out).name, dict(options)))
-        Path(out).mkdir(parents=True)
+        Path(out).mkdir(parents=True, exist_ok=True)
         e = 0.3 + 0.01 * (config.seed - 10)
         boots = (e + np.random.default_rng(config.seed).normal(0, 0.01, 200)).tolist()
         a = V.record([e], [boots], unit="u", rule="a above 0")
         b = V.untestable("saturated", unit="u", rule="b", seeds=1)
-        return {"finding": "fake", "verdicts": {"a": a, "b": b, "ab": V.all_of({"a": a, "b": b}, rule="both")},
-                "evidence": {}, "figures": ["f.png"]}
+        summary = {"finding": "fake", "verdicts": {"a": a, "b": b, "ab": V.all_of({"a": a, "b": b}, rule="both")},
+                   "evidence": {}, "figures": ["f.png"]}
+        (Path(out) / "summary.json").write_text(json.dumps(summary))
+        return summary
 
     fake = Finding(name="fake", title="fake", run=fake_run, presets={}, options=finding3.Options)
     out = tmp_path / "run"
@@ -200,6 +202,16 @@ def test_seeds_for_per_pair_findings_run_each_seed_and_aggregate(tmp_path, capsy
     assert [x["verdicts"]["a"]["effect"] for x in s["seeds"]] == pytest.approx([0.3, 0.31, 0.32])
     assert s["figures"][:3] == ["seed10/f.png", "seed11/f.png", "seed12/f.png"] and "verdicts.png" in s["figures"]
     assert "per seed (effect)" in capsys.readouterr().out
+    # rerun on the same --out after an interruption in seed 11: seeds 10 and 12 are reused
+    (out / "seed11" / "summary.json").unlink()
+    calls.clear()
+    rc = cli.main(fake, ["--preset", "smoke", "--seeds", "3", "--seed", "10", "--out", str(out), "--no-progress"])
+    assert rc == 0 and [c[0] for c in calls] == [11] and "reusing" in capsys.readouterr().out
+    assert json.loads((out / "summary.json").read_text())["verdicts"]["a"]["ci95"] == pytest.approx(a["ci95"])
+    calls.clear()
+    rc = cli.main(fake, ["--preset", "smoke", "--seeds", "3", "--seed", "10", "--out", str(out), "--no-progress",
+                         "--overwrite"])
+    assert rc == 0 and [c[0] for c in calls] == [10, 11, 12]
     # --from-run with --seeds K loads seed k of that run in the k-th run
     calls.clear()
     rc = cli.main(fake, ["--preset", "smoke", "--seeds", "2", "--out", str(tmp_path / "r2"), "--from-run", "R"])

@@ -283,7 +283,9 @@ def run_per_seed(run: Callable[..., dict[str, Any]], config: Config, workdir: st
     ``--from-run`` loads seed k of a finding-1/2 run trained with ``--seeds`` ≥ K) into
     ``workdir/seed<s>``, then writes ``workdir/summary.json`` whose verdict records combine the
     seeds' effects and bootstrap resamples (:func:`jaxmi.verdicts.combine_seeds`), with every
-    seed's own records under ``seeds``.
+    seed's own records under ``seeds``. Rerun on the same ``workdir``, seeds whose
+    ``summary.json`` exists are reused, not recomputed (an interrupted run continues with the
+    seed it was in; ``overwrite`` recomputes every seed).
     """
     options = dict(options or {})
     if options.get("from_run") and options.get("from_seed"):
@@ -296,6 +298,11 @@ def run_per_seed(run: Callable[..., dict[str, Any]], config: Config, workdir: st
         seed = config.seed + k
         log(f"=== seed {seed} ({k + 1} of {config.seeds}) ===")
         opts = {**options, "from_seed": k} if options.get("from_run") else options
+        done = workdir / f"seed{seed}" / "summary.json"
+        if done.exists() and not overwrite:  # written last (temporary file, then rename): the seed finished
+            log(f"seed {seed} finished in an earlier run: reusing {done} (--overwrite recomputes it)")
+            subs.append(read_json(done))
+            continue
         subs.append(run(config.replace(seed=seed, seeds=1), workdir / f"seed{seed}", options=opts,
                         overwrite=overwrite, show_progress=show_progress, log=log))
     verdicts = combine_seeds([sm["verdicts"] for sm in subs])
