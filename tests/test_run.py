@@ -316,7 +316,7 @@ def test_verdicts_across_seeds_and_bands_in_the_figures(two_seed_run, tmp_path):
     config, _, out = two_seed_run
     summary = {"config": config.flat(), "layers": out["layers"], "epochs_measured": out["epochs_measured"],
                "num_classes": out["num_classes"], "data": out["data"], "saturation": out.get("saturation"),
-               "nt": out["nt"], "at": out["at"], "seeds": out["seeds"]}
+               "nt": out["nt"], "at": out["at"], "seeds": out["seeds"], "sweep": out["sweep"]}
     v, e = finding2.decide(summary)
     gaps = [s["nt"]["train_acc"][-1] - s["at"]["train_acc"][-1] for s in out["seeds"]]
     if v["at_harder"]["effect"] is not None:  # the tiny networks may not learn: then untestable
@@ -334,6 +334,8 @@ def test_verdicts_across_seeds_and_bands_in_the_figures(two_seed_run, tmp_path):
     summary["verdicts"], summary["evidence"] = v, e
     table = finding2.verdict_table(summary)
     assert "at_less_information_matched" in table
+    # ΔI over the σ² sweep, from both seeds' own sweeps
+    assert "across the sweep" in table and e["at_less_information"]["across_sweep"]["kde_upper"]["seeds"] == 2
     written = plots.plot_all(summary, tmp_path) + plots.plot_verdicts(summary, tmp_path)
     assert {p.name for p in written} >= {"training_curves.png", "verdicts.png"}
     assert all(os.path.getsize(p) > 0 for p in written)

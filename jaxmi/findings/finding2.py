@@ -201,7 +201,19 @@ def verdict_table(summary: dict[str, Any]) -> str:
     i = e["at_less_information"]
     rows[1] = (rows[1][0], rows[1][1], rows[1][2] + f"; {i['informative_pairs']}/{i['pairs_total']} pairs informative")
     rows[2] = (rows[2][0], rows[2][1], rows[2][2] + f"; NT at epoch {e['at_less_information_matched']['nt_epochs']}")
-    return verdict_lines(rows, summary)
+    lines = [verdict_lines(rows, summary)]
+    sweep = i.get("across_sweep") or {}
+    if sweep:
+        lines.append("clean I(X;T) NT − AT across the sweep (bits, pairs saturated in no seed) at "
+                     "σ² (KDE) / bin width (binning):")
+    for est, d in sweep.items():
+        cells = []
+        for g, m, ci, n in zip(d["grid"], d["nt_minus_at_bits"], d.get("ci95") or [None] * len(d["grid"]),
+                               d["informative_pairs"]):
+            if m is not None:
+                cells.append(f"{g:g}: {m:+.2f}" + (f" [{ci[0]:+.2f}, {ci[1]:+.2f}]" if ci else "") + f" ({n})")
+        lines.append(f"  {est}: " + ("; ".join(cells) if cells else "every pair saturated at every value"))
+    return "\n".join(lines)
 
 
 def run(config: Config, workdir: str | Path, *, options: dict[str, Any] | None = None, overwrite: bool = False,
