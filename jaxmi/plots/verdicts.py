@@ -32,9 +32,10 @@ def plot_effects(rows: Sequence[tuple[str, Mapping[str, Any]]], path, *, title: 
     for ax, (label, r) in zip(axes, rows):
         ax.set_yticks([])
         ax.set_ylabel(label, rotation=0, ha="right", va="center", fontsize=8)
-        ax.axvline(r.get("null_value", 0.0), color="0.3", ls="--", lw=0.9)
         color = _COLORS[r.get("holds")]
-        if r.get("effect") is None:
+        if r.get("effect") is not None:
+            ax.axvline(r.get("null_value", 0.0), color="0.3", ls="--", lw=0.9)
+        else:  # no null line through the reason
             ax.text(0.5, 0.5, f"untestable: {str(r.get('reason'))[:110]}", transform=ax.transAxes, ha="center",
                     va="center", fontsize=7, color=color)
             ax.set_xticks([])
