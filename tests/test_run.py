@@ -337,7 +337,7 @@ def test_verdicts_across_seeds_and_bands_in_the_figures(two_seed_run, tmp_path):
     # ΔI over the σ² sweep, from both seeds' own sweeps
     assert "across the sweep" in table and e["at_less_information"]["across_sweep"]["kde_upper"]["seeds"] == 2
     written = plots.plot_all(summary, tmp_path) + plots.plot_verdicts(summary, tmp_path)
-    assert {p.name for p in written} >= {"training_curves.png", "verdicts.png"}
+    assert {p.name for p in written} >= {"training_curves.png", "verdicts.png", "nt_minus_at_sweep.png"}
     assert all(os.path.getsize(p) > 0 for p in written)
     # the band source: _mi(se=True) falls back to the across-seed standard deviation
     band = plots.mi_values(summary, "nt", "kde_upper", "clean", "I_XT", band=True)
