@@ -148,10 +148,19 @@ class AttackConfig:
                                         "FGSM, PGD-20, APGD-CE, APGD-T, at the PGD radius) of each trained model; "
                                         "0: off", flat="robust_samples")
     robust_steps: int = setting(100, "APGD iterations per run in the final robust evaluation", flat="apgd_steps")
+    warmup_epochs: float = setting(0.0, "AT only: ramp the training attack's ε (and step) linearly from 0 over "
+                                        "this many epochs, per optimizer step (0: full ε from the first step, as "
+                                        "in the paper); evaluation always uses the full ε", flat="eps_warmup")
 
     def __post_init__(self):
         _positive_int("robust_samples", self.robust_samples, minimum=0)
         _positive_int("apgd_steps", self.robust_steps)
+        if isinstance(self.warmup_epochs, bool) or not 0 <= float(self.warmup_epochs) < float("inf"):
+            raise ValueError(f"eps_warmup must be a number of epochs ≥ 0 (0: no warm-up); got {self.warmup_epochs}.")
+
+    def warmup_steps(self, steps_per_epoch: int) -> int:
+        """The warm-up in optimizer steps (:func:`jaxmi.training.make_train_step`'s ``eps_warmup_steps``)."""
+        return int(round(float(self.warmup_epochs) * int(steps_per_epoch)))
 
     def resolve(self, dataset: str, *, random_start: bool = False) -> PGDConfig:
         """The attack for ``dataset``: the paper's values (:data:`DEFAULT_ATTACKS`) unless set."""

@@ -162,7 +162,8 @@ def _epoch_fns(config: Config, s: _Setup, show_progress: bool) -> dict[str, Call
     return {r: make_train_epoch(s.module, s.tx, num_examples=int(s.x_train.shape[0]),
                                 batch_size=config.optim.batch_size, attack=attacks[r], augment=s.augment,
                                 show_progress=show_progress, loop=config.exec.loop, mesh=s.mesh,
-                                seed_loop=config.exec.seed_loop, attack_loop=config.exec.attack_loop)
+                                seed_loop=config.exec.seed_loop, attack_loop=config.exec.attack_loop,
+                                eps_warmup_steps=config.attack.warmup_steps(s.steps_per_epoch) if r == "at" else 0)
             for r in REGIMES}
 
 

@@ -142,7 +142,7 @@ def cross_entropy(logits: Array, y: Array) -> Array:
 
 def make_train_step(module: nn.Module, tx: optax.GradientTransformation, *, attack: PGDConfig | None = None,
                     augment: bool = False, mesh: jax.sharding.Mesh | None = None,
-                    attack_loop: str = "auto") -> Callable:
+                    attack_loop: str = "auto", eps_warmup_steps: int = 0) -> Callable:
     """Builds one run's ``train_step(state, x, y, key) -> (state, {"loss", "accuracy"})``.
 
     Args:
@@ -154,6 +154,10 @@ def make_train_step(module: nn.Module, tx: optax.GradientTransformation, *, atta
       augment: 4-px zero-padded random crop + horizontal flip on the device.
       mesh: keeps the state replicated over a ``("data",)`` mesh.
       attack_loop: how the PGD iterations run (:func:`jaxmi.backend.resolve_attack_unroll`).
+      eps_warmup_steps: W > 0 ramps the training attack linearly over the first W optimizer
+        steps: the step that finds ``state.step = t`` attacks with radius and step size scaled
+        by ``min(1, (t + 1) / W)`` (full ε from step W − 1 on). 0: full ε from the first step,
+        as in the paper. The scale comes from the state, so a resumed run continues the ramp.
 
     Returns:
       A pure function of one run's state, a float batch x [B, H, W, C], labels [B] and a key.
@@ -164,6 +168,15 @@ def make_train_step(module: nn.Module, tx: optax.GradientTransformation, *, atta
     """
     check_model(module)
     unroll = backend.resolve_attack_unroll(attack_loop)
+    if isinstance(eps_warmup_steps, bool) or int(eps_warmup_steps) != eps_warmup_steps or eps_warmup_steps < 0:
+        raise ValueError(f"eps_warmup_steps must be a non-negative integer; got {eps_warmup_steps}.")
+    if eps_warmup_steps and attack is None:
+        raise ValueError("eps_warmup_steps ramps the training attack; normal training (attack=None) has none.")
+
+    def attack_scale(step: Array) -> Array | float:
+        if not eps_warmup_steps:
+            return 1.0
+        return jnp.minimum(1.0, (step.astype(jnp.float32) + 1.0) / eps_warmup_steps)
 
     def loss_fn(params, batch_stats, x, y):
         logits, _, new_stats = apply_model(module, params, batch_stats, x, train=True)
@@ -176,8 +189,10 @@ def make_train_step(module: nn.Module, tx: optax.GradientTransformation, *, atta
             def logits_fn(xx):
                 return apply_model(module, state.params, state.batch_stats, xx, train=True)[0]
 
-            x = jax.lax.stop_gradient(pgd(logits_fn, x, y, eps=attack.eps, step_size=attack.step_size,
-                                          steps=attack.steps, key=jax.random.fold_in(key, 2),
+            scale = attack_scale(state.step)
+            x = jax.lax.stop_gradient(pgd(logits_fn, x, y, eps=attack.eps * scale,
+                                          step_size=attack.step_size * scale, steps=attack.steps,
+                                          key=jax.random.fold_in(key, 2),
                                           random_start=attack.random_start, unroll=unroll))
         (loss, (new_stats, acc)), grads = jax.value_and_grad(loss_fn, has_aux=True)(
             state.params, state.batch_stats, x, y)
@@ -193,11 +208,11 @@ def make_train_epoch(module: nn.Module, tx: optax.GradientTransformation, *, num
                      batch_size: int, attack: PGDConfig | None = None, augment: bool = False,
                      show_progress: bool = True, loop: str = "auto", chunk: int = 2,
                      mesh: jax.sharding.Mesh | None = None, seed_loop: str = "auto",
-                     attack_loop: str = "auto") -> Callable:
+                     attack_loop: str = "auto", eps_warmup_steps: int = 0) -> Callable:
     """Builds ``epoch(states, images, labels, keys) -> (states, metrics)``, compiled, states donated.
 
     Args:
-      module, tx, attack, augment, attack_loop: as in :func:`make_train_step`.
+      module, tx, attack, augment, attack_loop, eps_warmup_steps: as in :func:`make_train_step`.
       num_examples: training-set size N (static; ``N // batch_size`` steps per epoch).
       batch_size: minibatch size.
       show_progress: advance :mod:`jaxmi.progress`'s current bar from inside the compiled loop
@@ -223,7 +238,8 @@ def make_train_epoch(module: nn.Module, tx: optax.GradientTransformation, *, num
         raise ValueError(f"batch_size {batch_size} is not divisible by the {parallel.data_size(mesh)} devices of "
                          "the mesh's data axis; choose a multiple of the device count or fewer devices.")
     loop = backend.resolve_loop(loop)
-    train_step = make_train_step(module, tx, attack=attack, augment=augment, mesh=mesh, attack_loop=attack_loop)
+    train_step = make_train_step(module, tx, attack=attack, augment=augment, mesh=mesh, attack_loop=attack_loop,
+                                 eps_warmup_steps=eps_warmup_steps)
 
     def one_step(st, images, labels, perm, key, i):
         idx = jax.lax.dynamic_slice_in_dim(perm, i * batch_size, batch_size)

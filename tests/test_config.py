@@ -95,3 +95,19 @@ def test_mi_flags_of_the_sweep_and_scale():
         make_config("paper", sweep_noise_vars=[0.1, 0.0])
     with pytest.raises(ValueError, match="noise_scale must be"):
         make_config("paper", noise_scale="log")
+
+
+def test_eps_warmup_flag_steps_and_errors(capsys):
+    config, _, _ = cli.parse(finding2.FINDING, ["--eps-warmup", "1.5"])
+    assert config.attack.warmup_epochs == 1.5 and config.attack.warmup_steps(390) == 585
+    assert make_config("paper").attack.warmup_steps(390) == 0  # the paper: full ε from the first step
+    # a run directory written before the field existed reads as "no warm-up", so it still resumes
+    old = {k: v for k, v in make_config("cpu").flat().items() if k != "eps_warmup"}
+    assert Config.from_dict(old) == make_config("cpu")
+    assert make_config("cpu", eps_warmup=2).identity() != make_config("cpu").identity()
+    for bad in (-1, float("nan"), float("inf")):
+        with pytest.raises(ValueError, match="eps_warmup must be a number of epochs ≥ 0"):
+            make_config("paper", eps_warmup=bad)
+    with pytest.raises(SystemExit):
+        cli.parse(finding2.FINDING, ["--eps-warmup", "-2"])
+    assert "eps_warmup must be" in capsys.readouterr().err

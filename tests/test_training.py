@@ -51,6 +51,33 @@ def test_training_lowers_the_loss():
     assert int(state.step[0]) == 12 * (192 // 32)
 
 
+def test_eps_warmup_attacks_with_a_linearly_growing_radius():
+    """Step t of a W-step warm-up equals a plain AT step whose attack is scaled by min(1, (t+1)/W)."""
+    x, y = _toy_data(n=32)
+    xf = x.astype(jnp.float32) / 255.0
+    module = models.create_model("lenet")
+    tx = training.make_optimizer(OptimConfig(learning_rate=0.03), 10)
+    state = training.create_train_state(module, jax.random.key(0), (28, 28, 1), tx)
+    attack = PGDConfig(eps=0.3, step_size=0.1, steps=3, random_start=True)
+    warm = jax.jit(training.make_train_step(module, tx, attack=attack, eps_warmup_steps=4))
+    key = jax.random.key(5)
+    params = {}
+    for t, scale in ((0, 0.25), (1, 0.5), (3, 1.0), (10, 1.0)):
+        st = state._replace(step=jnp.int32(t))
+        ref = training.make_train_step(module, tx, attack=PGDConfig(eps=0.3 * scale, step_size=0.1 * scale, steps=3,
+                                                                    random_start=True))
+        got, want = warm(st, xf, y, key), jax.jit(ref)(st, xf, y, key)
+        for a, b in zip(jax.tree.leaves(got[0].params), jax.tree.leaves(want[0].params)):
+            np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(got[1]["loss"], want[1]["loss"], rtol=1e-5)
+        params[t] = got[1]["loss"]
+    assert float(params[0]) < float(params[10])  # a smaller radius: a weaker attack, a lower loss
+    with pytest.raises(ValueError, match="eps_warmup_steps must be a non-negative integer"):
+        training.make_train_step(module, tx, attack=attack, eps_warmup_steps=-1)
+    with pytest.raises(ValueError, match="normal training"):
+        training.make_train_step(module, tx, eps_warmup_steps=4)
+
+
 def test_epoch_does_not_retrace_on_second_call():
     x, y = _toy_data()
     _, state, epoch = _setup(chunk=4)  # 6 steps: one chunk of 4 and one remainder of 2
