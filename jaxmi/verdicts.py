@@ -205,9 +205,11 @@ def did_not_learn(final_train_acc: Mapping[str, float], num_classes: int, *,
     bad = {r: a for r, a in final_train_acc.items() if a is None or not np.isfinite(a) or a < chance + margin}
     if not bad:
         return None
+    fix = "train longer or lower the learning rate"
+    if "at" in bad:  # PGD-AT from scratch can settle on the constant prediction; a radius warm-up avoids it
+        fix += ", and for AT ramp the training radius up over the first epochs (--eps-warmup 2)"
     return ("did not learn: final training accuracy " + ", ".join(f"{r.upper()} {a:.4f}" for r, a in bad.items())
-            + f" is within {margin} of chance ({chance:.3f}); every verdict is untestable (train longer or lower "
-              "the learning rate)")
+            + f" is within {margin} of chance ({chance:.3f}); every verdict is untestable ({fix})")
 
 
 # --------------------------------------------------------------------------------------

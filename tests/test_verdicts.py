@@ -181,7 +181,9 @@ def test_combine_seeds_with_unequal_resample_counts():
 def test_did_not_learn():
     assert V.did_not_learn({"nt": 0.98, "at": 0.9}, 10) is None
     msg = V.did_not_learn({"nt": 0.095, "at": 0.9}, 10)
-    assert "NT 0.0950" in msg and "untestable" in msg
+    assert "NT 0.0950" in msg and "untestable" in msg and "--eps-warmup" not in msg
+    msg = V.did_not_learn({"nt": 0.6, "at": 0.0977}, 10)  # PGD-AT stuck at the constant prediction
+    assert "AT 0.0977" in msg and "NT" not in msg.split(";")[0] and "--eps-warmup" in msg
 
 
 # ----------------------------------------------------------------------------- finding 1
