@@ -61,7 +61,7 @@ def test_eps_warmup_attacks_with_a_linearly_growing_radius():
     attack = PGDConfig(eps=0.3, step_size=0.1, steps=3, random_start=True)
     warm = jax.jit(training.make_train_step(module, tx, attack=attack, eps_warmup_steps=4))
     key = jax.random.key(5)
-    params = {}
+    losses = {}
     for t, scale in ((0, 0.25), (1, 0.5), (3, 1.0), (10, 1.0)):
         st = state._replace(step=jnp.int32(t))
         ref = training.make_train_step(module, tx, attack=PGDConfig(eps=0.3 * scale, step_size=0.1 * scale, steps=3,
@@ -70,8 +70,8 @@ def test_eps_warmup_attacks_with_a_linearly_growing_radius():
         for a, b in zip(jax.tree.leaves(got[0].params), jax.tree.leaves(want[0].params)):
             np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
         np.testing.assert_allclose(got[1]["loss"], want[1]["loss"], rtol=1e-5)
-        params[t] = got[1]["loss"]
-    assert float(params[0]) < float(params[10])  # a smaller radius: a weaker attack, a lower loss
+        losses[t] = got[1]["loss"]
+    assert float(losses[0]) < float(losses[10])  # a smaller radius: a weaker attack, a lower loss
     with pytest.raises(ValueError, match="eps_warmup_steps must be a non-negative integer"):
         training.make_train_step(module, tx, attack=attack, eps_warmup_steps=-1)
     with pytest.raises(ValueError, match="normal training"):
