@@ -48,6 +48,7 @@ from jaxmi.config import OptimConfig, make_config  # noqa: E402
 from jaxmi.estimators import estimate  # noqa: E402
 from jaxmi.evaluation import make_adversary  # noqa: E402
 from jaxmi.models import create_model, init_variables  # noqa: E402
+from jaxmi.plan import pgd_config  # noqa: E402
 from jaxmi.results import atomic_write_text, write_json  # noqa: E402
 
 LENET_WIDTHS = {"conv1": 3456, "conv2": 1024, "fc1": 120, "fc2": 84, "fc3": 10}
@@ -84,7 +85,7 @@ def training_rows(examples: int, batch: int) -> list[dict]:
             tx = training.make_optimizer(OptimConfig(batch_size=batch), examples // batch)
             state = training.stack([training.create_train_state(module, jax.random.key(0), tuple(x.shape[1:]), tx)])
             epoch = training.make_train_epoch(module, tx, num_examples=examples, batch_size=batch, show_progress=False,
-                                              attack=config.pgd(random_start=True) if regime == "at" else None,
+                                              attack=pgd_config(config, random_start=True) if regime == "at" else None,
                                               augment=dataset == "cifar10")
             holder = {"state": state}
 
@@ -108,7 +109,7 @@ def attack_rows(n: int) -> list[dict]:
         v = init_variables(module, jax.random.key(0), shape)
         x, y = _images(case, n)
         x, y = data.to_float(jnp.asarray(x)), jnp.asarray(y)
-        adversary = make_adversary(module, make_config("paper", dataset=dataset).pgd(), batch_size=min(n, 2500),
+        adversary = make_adversary(module, pgd_config(make_config("paper", dataset=dataset)), batch_size=min(n, 2500),
                                    stacked=False)
         seconds, _ = _timed(lambda: adversary(v["params"], v["batch_stats"], x, y))
         rows.append({"case": case, "images": n, "seconds": seconds, "images_per_s": n / seconds})

@@ -139,13 +139,14 @@ def main(argv=None) -> dict:
         raise SystemExit(f"--run-dir {run_dir} holds no trained models (no {run_dir / 'models'}): pass the --out of "
                          "a finished MNIST LeNet run, e.g. python experiments/finding2_information_amount.py "
                          "--preset cpu --out runs/f2cpu")
+    from jaxmi.plan import pgd_config
     from jaxmi.run import load_trained
 
     config, module, trained = load_trained(run_dir)
-    if config.model.name != "lenet" or config.data.dataset != "mnist":
-        raise SystemExit(f"the cross-check compares LeNet on MNIST; {run_dir} holds {config.model.name} on "
+    if config.model.model != "lenet" or config.data.dataset != "mnist":
+        raise SystemExit(f"the cross-check compares LeNet on MNIST; {run_dir} holds {config.model.model} on "
                          f"{config.data.dataset}.")
-    attack_cfg = config.pgd()
+    attack_cfg = pgd_config(config)
     eps = attack_cfg.eps if args.eps is None else args.eps
     step = attack_cfg.step_size if args.eps is None else eps / 4
     steps = attack_cfg.steps

@@ -20,6 +20,7 @@ import jax.numpy as jnp
 
 from jaxmi import data, models
 from jaxmi.attacks import pgd
+from jaxmi.plan import pgd_config
 from jaxmi.run import load_trained
 
 
@@ -34,7 +35,7 @@ def main(argv=None) -> dict:
     test = data.load_dataset(cfg.data.dataset, "test", data_dir=cfg.data.data_dir)
     x = data.to_float(jnp.asarray(test.images[:args.images]))
     y = jnp.asarray(test.labels[:args.images])
-    att = cfg.pgd()
+    att = pgd_config(cfg)
     variants = [(att.steps, att.step_size, False), (att.steps, att.step_size, True),
                 (args.long_steps, args.long_step_size, False), (args.long_steps, args.long_step_size, True)]
     out = {}

@@ -14,7 +14,7 @@ start), times one pass over ``--examples`` training images for
 Mode ``eval`` times what a multi-seed run does at every measurement instead: the clean and
 PGD-7 evaluation (``jaxmi.evaluation.make_evaluator``, from the clean image) of K stacked
 models on ``--examples`` images, on the mesh a K-seed run builds on this machine
-(``jaxmi.run.make_run_mesh``), against K single-model passes.
+(``jaxmi.plan.run_mesh``), against K single-model passes.
 
 Both are compiled and warmed up first; each timed repeat runs all K seeds, and the median of
 ``--repeats`` is reported as seconds for the K seeds and the sequential/vmapped ratio. Prints
@@ -45,7 +45,7 @@ from training_throughput import lenet_cases  # noqa: E402
 from jaxmi import backend, progress, training  # noqa: E402
 from jaxmi.config import OptimConfig, make_config  # noqa: E402
 from jaxmi.evaluation import make_evaluator  # noqa: E402
-from jaxmi.run import make_run_mesh  # noqa: E402
+from jaxmi.plan import pgd_config, run_mesh  # noqa: E402
 from jaxmi.models import create_model  # noqa: E402
 
 
@@ -103,9 +103,9 @@ def time_eval_case(images, labels, attack, *, seeds: int, batch_size: int, repea
     init_keys = jax.random.split(jax.random.key(0), seeds)
     stacked = training.create_train_states(module, init_keys, shape, tx)
     separate = [training.stack([training.create_train_state(module, k, shape, tx)]) for k in init_keys]
-    mesh = make_run_mesh(make_config("cpu", seeds=seeds))
+    mesh = run_mesh(make_config("cpu", seeds=seeds))
     multi = {sl: make_evaluator(module, attack, batch_size=batch_size, mesh=mesh, seed_loop=sl) for sl in seed_loops}
-    single = make_evaluator(module, attack, batch_size=batch_size, mesh=make_run_mesh(make_config("cpu")))
+    single = make_evaluator(module, attack, batch_size=batch_size, mesh=run_mesh(make_config("cpu")))
     x, y = jnp.asarray(images), jnp.asarray(labels)
     for sl in seed_loops:  # warm-up: compiles every program
         jax.block_until_ready(multi[sl](stacked.params, stacked.batch_stats, x, y))
@@ -155,7 +155,7 @@ def main(argv=None) -> dict:
         row = {"model": model, "mode": mode, "examples": len(labels), "data": source, "seeds": args.seeds}
         if mode == "eval":
             name = model.removeprefix("lenet-")
-            attack = make_config("cpu", dataset=name).pgd()
+            attack = pgd_config(make_config("cpu", dataset=name))
             row.update(time_eval_case(images, labels, attack, seeds=args.seeds, batch_size=args.eval_batch_size,
                                       repeats=args.repeats, seed_loops=tuple(args.seed_loops)))
         else:

@@ -36,14 +36,13 @@ from typing import Any
 
 import jax
 
+from jaxmi.config import KDE_PRECISIONS, LOOPS, SEED_LOOPS
+
 __all__ = ["platform", "is_cpu", "conv_impl", "resolve_loop", "resolve_seed_loop", "resolve_attack_unroll",
            "resolve_kde_precision", "dispatch_wait", "available_memory_bytes", "kde_max_block",
            "enable_compile_cache", "exact_kde_on_device", "LOOPS", "SEED_LOOPS", "CONV_IMPLS", "KDE_PRECISIONS"]
 
-LOOPS = ("auto", "scan", "unrolled")
-SEED_LOOPS = ("auto", "vmap", "map")
 CONV_IMPLS = ("auto", "xla", "im2col", "rows")
-KDE_PRECISIONS = ("auto", "highest", "high", "default")
 
 
 def platform() -> str:

@@ -26,6 +26,7 @@ from typing import Any
 from jaxmi.config import PRESETS, flat_fields, make_config
 from jaxmi.findings.common import Finding, parse_options, run_per_seed
 from jaxmi.models import model_label
+from jaxmi.plan import precheck
 
 __all__ = ["build_parser", "parse", "main"]
 
@@ -101,6 +102,7 @@ def parse(finding: Finding, argv: Sequence[str] | None, description: str = ""):
         fields = {"dataset": finding.default_dataset, **{k: v for k, v in preset.items() if k in config_names}}
         fields.update({k: getattr(args, k) for k in config_names if getattr(args, k) is not None})
         config = make_config("paper", **fields)
+        precheck(config)  # the model factory, before anything is written
         options = {k: v for k, v in preset.items() if k not in config_names}
         options.update({k: getattr(args, k) for k in option_names if getattr(args, k) is not None})
         if finding.options is not None:
@@ -113,7 +115,7 @@ def parse(finding: Finding, argv: Sequence[str] | None, description: str = ""):
 def main(finding: Finding, argv: Sequence[str] | None = None, *, description: str = "") -> int:
     """Runs a finding from the command line; returns the exit status."""
     config, options, args = parse(finding, argv, description)
-    out = args.out or f"runs/{finding.name}_{config.data.dataset}_{model_label(config.model.name)}"
+    out = args.out or f"runs/{finding.name}_{config.data.dataset}_{model_label(config.model.model)}"
     show = not args.no_progress
     try:
         if config.seeds > 1 and not finding.seeds_native:

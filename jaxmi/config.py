@@ -12,8 +12,13 @@ A :class:`Config` has six sections and two run-level fields::
 
 Every field name is unique across sections, so a config also has a flat form
 (:meth:`Config.flat`, :meth:`Config.from_dict`), used by the command line (one flag per
-field), presets, ``summary.json`` and run directories. ``attack_steps`` and ``model`` are
-the flat names of :attr:`AttackConfig.steps` and :attr:`ModelConfig.name`.
+field, ``--learning-rate`` also as ``--lr``), presets, ``summary.json`` and run directories;
+a field has that one name everywhere.
+
+This module is a leaf: it imports nothing from jaxmi and queries no device. Building a
+:class:`Config` checks ranges and vocabularies only; everything that needs the platform, the
+data or the model ("auto" loops, the mesh, a model factory, the draws) is decided once by
+:func:`jaxmi.plan.resolve`.
 
 :meth:`Config.identity` is what makes two runs the same run: every field except the
 ``exec`` section. A run therefore resumes on another device count, loop strategy or
@@ -27,15 +32,39 @@ import dataclasses
 from collections.abc import Mapping
 from typing import Any
 
-from jaxmi import backend
-from jaxmi.attacks import PGDConfig
-from jaxmi.estimators import DEFAULT_BIN_SIZES, DEFAULT_NOISE_VARS, METHODS
-from jaxmi.models import MODELS, PRECISIONS
-from jaxmi.probes import SPEC_FORM, build_model, is_model_spec
 
 __all__ = ["setting", "check_minimums", "DataConfig", "ModelConfig", "OptimConfig", "AttackConfig", "MIConfig", "ExecConfig",
            "Config", "PRESETS", "DEFAULT_ATTACKS", "SECTIONS", "make_config", "flat_fields",
-           "normalize_identity"]
+           "normalize_identity", "MODEL_NAMES", "PRECISIONS", "ESTIMATORS", "DEFAULT_NOISE_VARS", "DEFAULT_BIN_SIZES",
+           "LOOPS", "SEED_LOOPS", "KDE_PRECISIONS", "SPEC_FORM", "is_model_spec"]
+
+# The vocabularies the fields take. The modules that implement them check at import that they
+# agree (jaxmi.models: MODEL_NAMES, PRECISIONS; jaxmi.estimators: ESTIMATORS; jaxmi.backend:
+# LOOPS, SEED_LOOPS, KDE_PRECISIONS), so that this module needs none of them.
+MODEL_NAMES: tuple[str, ...] = ("lenet", "mlp", "wrn")
+PRECISIONS: tuple[str, ...] = ("bfloat16", "float32")
+ESTIMATORS: tuple[str, ...] = ("kde_upper", "kde_lower", "binning")
+#: The σ² grid of a sweep: 13 values, a factor 4 apart, around the paper's 0.1.
+DEFAULT_NOISE_VARS: tuple[float, ...] = tuple(0.1 * 4.0 ** k for k in range(-5, 8))
+#: The bin-width grid of a sweep: 13 values, a factor √10 apart, around the paper's 0.5.
+DEFAULT_BIN_SIZES: tuple[float, ...] = tuple(0.5 * 10.0 ** (k / 2) for k in range(-6, 7))
+LOOPS: tuple[str, ...] = ("auto", "scan", "unrolled")
+SEED_LOOPS: tuple[str, ...] = ("auto", "vmap", "map")
+KDE_PRECISIONS: tuple[str, ...] = ("auto", "highest", "high", "default")
+SPEC_FORM = ("'package.module:factory', where factory(num_classes) returns a jaxmi model, a "
+             "jaxmi.probes.ProbedModel, or a pair (flax_module, probe_names)")
+
+
+def is_model_spec(name: Any) -> bool:
+    """Whether a configured model name is a factory spec (``"package.module:factory"``) rather
+    than a built-in name."""
+    return isinstance(name, str) and ":" in name
+
+
+def _check_spec_form(spec: str) -> None:
+    module, _, factory = spec.partition(":")
+    if not module.strip() or not factory.strip():
+        raise ValueError(f"model {spec!r} is not a model spec; give your own model as {SPEC_FORM}.")
 
 
 def setting(default: Any, help: str, *, minimum: int | None = None, **cli: Any) -> Any:  # noqa: A002
@@ -94,24 +123,24 @@ class DataConfig:
 class ModelConfig:
     """The network."""
 
-    name: str = setting("lenet", f"model: one of {sorted(MODELS)}, or your own Flax model as "
-                                 "'package.module:factory' (factory(num_classes) returns the model or "
-                                 "(flax_module, probe_names); docs/library.md)", flat="model")
+    model: str = setting("lenet", f"model: one of {sorted(MODEL_NAMES)}, or your own Flax model as "
+                                  "'package.module:factory' (factory(num_classes) returns the model or "
+                                  "(flax_module, probe_names); docs/library.md)")
     precision: str = setting("float32", "layer compute dtype (bfloat16 = mixed precision for GPUs/TPUs)",
                              choices=sorted(PRECISIONS))
 
     def __post_init__(self):
-        if self.name not in MODELS and not is_model_spec(self.name):
-            raise ValueError(f"unknown model {self.name!r}; choose one of {sorted(MODELS)}, or give your own as "
-                             f"{SPEC_FORM}.")
+        if self.model not in MODEL_NAMES and not is_model_spec(self.model):
+            raise ValueError(f"unknown model {self.model!r}; choose one of {sorted(MODEL_NAMES)}, or give your own "
+                             f"as {SPEC_FORM}.")
         if self.precision not in PRECISIONS:
             raise ValueError(f"unknown precision {self.precision!r}; choose one of {sorted(PRECISIONS)}.")
-        if self.name in MODELS:
-            return
-        if self.precision != "float32":
-            raise ValueError(f"precision {self.precision!r} applies to the built-in models {sorted(MODELS)}; the "
-                             f"model {self.name!r} computes in the dtype its factory sets (use precision float32).")
-        build_model(self.name, 10)  # imports the factory and checks what it returns (ModelSpecError)
+        if self.model not in MODEL_NAMES:
+            _check_spec_form(self.model)  # importing and calling the factory is jaxmi.plan's
+        if self.model not in MODEL_NAMES and self.precision != "float32":
+            raise ValueError(f"precision {self.precision!r} applies to the built-in models {sorted(MODEL_NAMES)}; "
+                             f"the model {self.model!r} computes in the dtype its factory sets (use precision "
+                             "float32).")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -143,31 +172,40 @@ class AttackConfig:
 
     eps: float | None = setting(None, "PGD radius ε (None: the paper's per dataset)")
     step_size: float | None = setting(None, "PGD step size (None: the paper's per dataset)")
-    steps: int | None = setting(None, "PGD iterations (None: the paper's 7)", flat="attack_steps")
+    attack_steps: int | None = setting(None, "PGD iterations (None: the paper's 7)")
     robust_samples: int = setting(1000, "test images of the final robust evaluation (an AutoAttack-style ensemble: "
                                         "FGSM, PGD-20, APGD-CE, APGD-T, at the PGD radius) of each trained model; "
-                                        "0: off", flat="robust_samples")
-    robust_steps: int = setting(100, "APGD iterations per run in the final robust evaluation", flat="apgd_steps")
-    warmup_epochs: float = setting(0.0, "AT only: ramp the training attack's ε (and step) linearly from 0 over "
-                                        "this many epochs, per optimizer step (0: full ε from the first step, as "
-                                        "in the paper); evaluation always uses the full ε", flat="eps_warmup")
+                                        "0: off")
+    apgd_steps: int = setting(100, "APGD iterations per run in the final robust evaluation")
+    eps_warmup: float = setting(0.0, "AT only: ramp the training attack's ε (and step) linearly from 0 over "
+                                     "this many epochs, per optimizer step (0: full ε from the first step, as "
+                                     "in the paper); evaluation always uses the full ε")
 
     def __post_init__(self):
         _positive_int("robust_samples", self.robust_samples, minimum=0)
-        _positive_int("apgd_steps", self.robust_steps)
-        if isinstance(self.warmup_epochs, bool) or not 0 <= float(self.warmup_epochs) < float("inf"):
-            raise ValueError(f"eps_warmup must be a number of epochs ≥ 0 (0: no warm-up); got {self.warmup_epochs}.")
+        _positive_int("apgd_steps", self.apgd_steps)
+        if isinstance(self.eps_warmup, bool) or not 0 <= float(self.eps_warmup) < float("inf"):
+            raise ValueError(f"eps_warmup must be a number of epochs ≥ 0 (0: no warm-up); got {self.eps_warmup}.")
+        # ε, step and steps as jaxmi.attacks.PGDConfig checks them (that module is not imported here).
+        if self.eps is not None and not self.eps >= 0:
+            raise ValueError(f"attack eps must be ≥ 0 (an L∞ radius in [0, 1] pixel units); got {self.eps}.")
+        if self.step_size is not None and not self.step_size > 0:
+            raise ValueError(f"attack step size must be > 0; got {self.step_size}.")
+        if self.attack_steps is not None and (isinstance(self.attack_steps, bool) or
+                                              int(self.attack_steps) != self.attack_steps or self.attack_steps < 0):
+            raise ValueError(f"attack steps must be a non-negative integer (static, not traced); got "
+                             f"{self.attack_steps}.")
 
     def warmup_steps(self, steps_per_epoch: int) -> int:
         """The warm-up in optimizer steps (:func:`jaxmi.training.make_train_step`'s ``eps_warmup_steps``)."""
-        return int(round(float(self.warmup_epochs) * int(steps_per_epoch)))
+        return int(round(float(self.eps_warmup) * int(steps_per_epoch)))
 
-    def resolve(self, dataset: str, *, random_start: bool = False) -> PGDConfig:
-        """The attack for ``dataset``: the paper's values (:data:`DEFAULT_ATTACKS`) unless set."""
+    def resolve(self, dataset: str) -> tuple[float, float, int]:
+        """``(eps, step_size, steps)`` for ``dataset``: the paper's values (:data:`DEFAULT_ATTACKS`)
+        unless set (:func:`jaxmi.plan.pgd_config` makes the attack of them)."""
         eps, step, steps = DEFAULT_ATTACKS.get(dataset, DEFAULT_ATTACKS["cifar10"])
-        return PGDConfig(eps=eps if self.eps is None else self.eps,
-                         step_size=step if self.step_size is None else self.step_size,
-                         steps=steps if self.steps is None else self.steps, random_start=random_start)
+        return (eps if self.eps is None else self.eps, step if self.step_size is None else self.step_size,
+                steps if self.attack_steps is None else self.attack_steps)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -175,7 +213,7 @@ class MIConfig:
     """The mutual-information measurements."""
 
     samples: int = setting(5000, "test images per MI measurement (one fixed draw)")
-    estimators: tuple[str, ...] = setting(METHODS, f"MI estimators, a subset of {list(METHODS)}", nargs="+")
+    estimators: tuple[str, ...] = setting(ESTIMATORS, f"MI estimators, a subset of {list(ESTIMATORS)}", nargs="+")
     noise_var: float = setting(0.1, "KDE noise variance σ² (the paper's 0.1)")
     bin_size: float = setting(0.5, "binning width (the paper's 0.5)")
     noise_scale: str = setting("absolute", "σ² as given (absolute, the paper's protocol) or in units of each "
@@ -196,9 +234,9 @@ class MIConfig:
         if self.samples < 2:
             raise ValueError(f"samples must be ≥ 2 to estimate mutual information; got {self.samples}.")
         object.__setattr__(self, "estimators", tuple(self.estimators))
-        unknown = [m for m in self.estimators if m not in METHODS]
+        unknown = [m for m in self.estimators if m not in ESTIMATORS]
         if unknown or not self.estimators:
-            raise ValueError(f"unknown estimator(s) {unknown}; choose from {list(METHODS)}.")
+            raise ValueError(f"unknown estimator(s) {unknown}; choose from {list(ESTIMATORS)}.")
         if not self.noise_var > 0:
             raise ValueError(f"noise_var must be > 0; got {self.noise_var}.")
         if not self.bin_size > 0:
@@ -219,24 +257,25 @@ class ExecConfig:
     """How a run executes; changes speed and memory, not results, so not part of its identity."""
 
     devices: int | None = setting(None, "local devices to shard each batch over (None: all)")
-    loop: str = setting("auto", "epoch loop: scan, unrolled, or auto (by platform)", choices=backend.LOOPS)
+    loop: str = setting("auto", "epoch loop: scan, unrolled, or auto (by platform)", choices=LOOPS)
     seed_loop: str = setting("auto", "how stacked seeds share a program: vmap, map, or auto (by platform)",
-                             choices=backend.SEED_LOOPS)
+                             choices=SEED_LOOPS)
     eval_batch_size: int = setting(500, "images per compiled evaluation batch (memory only)")
     attack_loop: str = setting("auto", "PGD iterations: unrolled, scan (a compiled loop), or auto (unrolled on CPU)",
-                               choices=backend.LOOPS)
+                               choices=LOOPS)
     kde_precision: str = setting("auto", "KDE matrix-product precision: highest, high, default, or auto (high "
-                                         "on TPU, highest elsewhere)", choices=backend.KDE_PRECISIONS)
+                                         "on TPU, highest elsewhere)", choices=KDE_PRECISIONS)
     compile_cache: str | None = setting(None, "directory of JAX's persistent compilation cache (reruns and "
                                               "resumed runs skip compilation)", metavar="DIR")
 
     def __post_init__(self):
         if self.devices is not None:
             _positive_int("devices", self.devices)
-        backend.resolve_loop(self.loop)
-        backend.resolve_seed_loop(self.seed_loop)
-        backend.resolve_attack_unroll(self.attack_loop)
-        backend.resolve_kde_precision(self.kde_precision)
+        for name, value, known in (("loop", self.loop, LOOPS), ("seed_loop", self.seed_loop, SEED_LOOPS),
+                                   ("attack_loop", self.attack_loop, LOOPS),
+                                   ("kde_precision", self.kde_precision, KDE_PRECISIONS)):
+            if value not in known:
+                raise ValueError(f"unknown {name} {value!r}; choose one of {list(known)}.")
         _positive_int("eval_batch_size", self.eval_batch_size)
 
 
@@ -250,7 +289,7 @@ def flat_fields() -> dict[str, tuple[str | None, dataclasses.Field]]:
     out: dict[str, tuple[str | None, dataclasses.Field]] = {}
     for section, cls in SECTIONS.items():
         for f in dataclasses.fields(cls):
-            out[f.metadata.get("flat", f.name)] = (section, f)
+            out[f.name] = (section, f)
     for f in dataclasses.fields(Config):
         if f.name in _RUN_FIELDS:
             out[f.name] = (None, f)
@@ -276,11 +315,10 @@ class Config:
         if self.data.eval_samples is not None and self.data.eval_samples < self.mi.samples:
             raise ValueError(f"eval_samples ({self.data.eval_samples}) must be ≥ samples ({self.mi.samples}): the MI "
                              "draw is part of the evaluation set.")
-        self.pgd()  # validates ε, step, steps
 
-    def pgd(self, *, random_start: bool = False) -> PGDConfig:
-        """The PGD attack of this run (evaluation: ``random_start=False``; training: True)."""
-        return self.attack.resolve(self.data.dataset, random_start=random_start)
+    def attack_values(self) -> tuple[float, float, int]:
+        """``(eps, step_size, steps)`` of this run's PGD (the paper's per dataset unless set)."""
+        return self.attack.resolve(self.data.dataset)
 
     # ---- dict forms
 

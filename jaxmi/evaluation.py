@@ -35,7 +35,7 @@ from jaxmi.models import apply_model
 from jaxmi.probes import check_model
 from jaxmi.training import cross_entropy, over_seeds
 
-__all__ = ["batched", "make_adversary", "make_forward", "make_evaluator", "probe_groups", "confusion", "robust_report"]
+__all__ = ["batched", "make_adversary", "make_forward", "make_evaluator", "confusion", "robust_report"]
 
 Array = jax.Array
 
@@ -138,19 +138,23 @@ def batched(per_batch: Callable, *, batch_size: int, loop: str = "auto", mesh: j
     return host_loop
 
 
+def _unroll(attack_unroll: bool | None) -> bool:
+    return backend.resolve_attack_unroll("auto") if attack_unroll is None else bool(attack_unroll)
+
+
 def _logits_fn(module: nn.Module, params: Any, batch_stats: Any) -> Callable[[Array], Array]:
     return lambda xx: apply_model(module, params, batch_stats, xx, train=False)[0]
 
 
-def make_adversary(module: nn.Module, attack: PGDConfig, *, attack_loop: str = "auto", **batching: Any
+def make_adversary(module: nn.Module, attack: PGDConfig, *, attack_unroll: bool | None = None, **batching: Any
                    ) -> Callable:
     """``adversary(params, batch_stats, x, y) -> x_adv`` [K, N, ...]: evaluation PGD examples of
-    float images ``x`` [N, H, W, C] in [0, 1] (from the clean image; ``attack_loop`` as in
-    :func:`jaxmi.backend.resolve_attack_unroll`, ``batching`` as in :func:`batched`)."""
+    float images ``x`` [N, H, W, C] in [0, 1] (from the clean image; ``attack_unroll`` as in
+    :func:`jaxmi.training.make_train_step`, ``batching`` as in :func:`batched`)."""
     check_model(module)
     if attack.random_start:
         raise ValueError("evaluation attacks start from the clean image: pass a PGDConfig with random_start=False.")
-    unroll = backend.resolve_attack_unroll(attack_loop)
+    unroll = _unroll(attack_unroll)
 
     def per_batch(params, batch_stats, x, y):
         return pgd(_logits_fn(module, params, batch_stats), x, y, eps=attack.eps, step_size=attack.step_size,
@@ -186,27 +190,9 @@ def make_forward(module: nn.Module, *, with_probes: bool | Sequence[str] = True,
     return batched(per_batch, **batching)
 
 
-def probe_groups(widths: Mapping[str, int]) -> list[tuple[str, ...]]:
-    """Consecutive probes grouped so that no group is wider than the widest probe: a measurement
-    that computes one group at a time holds at most one widest layer's activations.
-
-    Args:
-      widths: ``{probe: flattened width}`` in model order (:func:`jaxmi.models.probe_widths`).
-    """
-    cap = max(widths.values())
-    groups: list[list[str]] = []
-    total = cap + 1
-    for name, w in widths.items():
-        if total + w > cap:
-            groups.append([])
-            total = 0
-        groups[-1].append(name)
-        total += w
-    return [tuple(g) for g in groups]
-
-
 def make_evaluator(module: nn.Module, attack: PGDConfig, *, with_probes: bool = False,
-                   with_adversarial: bool = False, attack_loop: str = "auto", **batching: Any) -> Callable:
+                   with_adversarial: bool = False, attack_unroll: bool | None = None, **batching: Any
+                   ) -> Callable:
     """``evaluate(params, batch_stats, images, labels)``: the model in evaluation mode on clean
     uint8 ``images`` [N, H, W, C] and on their PGD examples.
 
@@ -215,7 +201,8 @@ def make_evaluator(module: nn.Module, attack: PGDConfig, *, with_probes: bool = 
       attack: the evaluation attack (``random_start=False``).
       with_probes: also return the probe activations on clean and adversarial inputs.
       with_adversarial: also return the PGD examples, ``adv_inputs`` [K, N, H, W, C] float.
-      attack_loop: how the PGD iterations run (:func:`jaxmi.backend.resolve_attack_unroll`).
+      attack_unroll: unroll the PGD iterations (True) or loop (False); ``None``: the platform's
+        choice (:func:`jaxmi.backend.resolve_attack_unroll`).
       **batching: ``batch_size``, ``loop``, ``mesh``, ``seed_loop`` as in :func:`batched`.
 
     Returns:
@@ -230,7 +217,7 @@ def make_evaluator(module: nn.Module, attack: PGDConfig, *, with_probes: bool = 
     check_model(module)
     if attack.random_start:
         raise ValueError("evaluation attacks start from the clean image: pass a PGDConfig with random_start=False.")
-    unroll = backend.resolve_attack_unroll(attack_loop)
+    unroll = _unroll(attack_unroll)
 
     def per_batch(params, batch_stats, xb, yb):
         x = to_float(xb)

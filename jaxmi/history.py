@@ -45,7 +45,7 @@ import numpy as np
 from jaxmi.estimators import SATURATION_GAP_BITS
 from jaxmi.stats import mean_sd
 
-__all__ = ["robust_summary", "REGIMES", "INPUTS", "CONTROL_INPUTS", "QUANTITIES", "METRICS", "DIAGNOSTICS", "History", "RunResult", "aggregate_seeds",
+__all__ = ["robust_summary", "REGIMES", "INPUTS", "CONTROL_INPUTS", "QUANTITIES", "METRICS", "TRAIN_METRICS", "DIAGNOSTICS", "History", "RunResult", "aggregate_seeds",
            "saturation_report", "sweep_separation", "validate_summary", "regime_line"]
 
 REGIMES: tuple[str, ...] = ("nt", "at")
@@ -54,6 +54,8 @@ CONTROL_INPUTS: tuple[str, ...] = ("noise",)  # random-sign perturbations of the
 QUANTITIES: tuple[str, ...] = ("I_XT", "I_TY")
 METRICS: tuple[str, ...] = ("train_acc", "train_loss", "test_clean_acc", "test_adv_acc", "test_clean_loss",
                             "test_adv_loss")
+#: What a run without measurements records per epoch.
+TRAIN_METRICS: tuple[str, ...] = ("train_acc", "train_loss")
 
 #: Per-estimate diagnostics kept for every measurement (:mod:`jaxmi.estimators.diagnostics`);
 #: the last two exist for the KDE bounds only.
@@ -100,6 +102,16 @@ class History:
                    _empty_mi(estimators, inputs) if with_se else None, {},
                    mi_boot=_empty_mi(estimators, inputs) if with_se else None)
 
+    @classmethod
+    def training_only(cls) -> "History":
+        """A history of the training metrics alone (a run without measurements)."""
+        return cls({k: [] for k in TRAIN_METRICS}, {})
+
+    @property
+    def measured(self) -> bool:
+        """Whether this history holds measurements (test metrics and MI), not training alone."""
+        return bool(self.mi)
+
     def __len__(self) -> int:
         return len(self.metrics["train_acc"])
 
@@ -114,7 +126,7 @@ class History:
           sweep: ``{inputs: {estimator: {quantity: [probe][value]}}}`` when this measurement
             was swept (at ``epoch``).
         """
-        for k in METRICS:
+        for k in self.metrics:
             self.metrics[k].append(float(metrics[k]))
         for est, per_input in self.mi.items():
             for inputs, per_q in per_input.items():
@@ -144,6 +156,8 @@ class History:
     def to_dict(self) -> dict[str, Any]:
         """The JSON layout of one regime (``summary.json`` moves ``sweep`` to its top level)."""
         out: dict[str, Any] = {k: list(v) for k, v in self.metrics.items()}
+        if not self.measured:
+            return out
         out["mi"] = self.mi
         if self.mi_se is not None:
             out["mi_se"] = self.mi_se
@@ -156,6 +170,8 @@ class History:
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> "History":
+        if "mi" not in d:
+            return cls({k: list(d[k]) for k in TRAIN_METRICS}, {})
         return cls({k: list(d[k]) for k in METRICS}, d["mi"], d.get("mi_se"), d.get("diagnostics") or {},
                    d.get("sweep"), d.get("mi_boot"))
 
@@ -344,6 +360,8 @@ def robust_summary(per_seed: list[dict[str, Any]]) -> dict[str, Any]:
 def regime_line(h: History) -> str:
     """The last measurement of a history as one log line."""
     m = {k: v[-1] for k, v in h.metrics.items()}
+    if not h.measured:
+        return f"train acc {m['train_acc']:.4f} loss {m['train_loss']:.4f}"
     return (f"train acc {m['train_acc']:.4f} loss {m['train_loss']:.4f} | test clean "
             f"{m['test_clean_acc']:.4f} adv {m['test_adv_acc']:.4f}")
 

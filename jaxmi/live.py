@@ -153,18 +153,17 @@ class LiveLog:
         self._writers.clear()
 
 
-def history_line(history: Any, layers: Sequence[str], measured: bool) -> tuple[dict[str, float], dict | None]:
+def history_line(history: Any, layers: Sequence[str]) -> tuple[dict[str, float], dict | None]:
     """The last measurement of one regime's history as ``(metrics, mi)`` for :meth:`LiveLog.write`.
 
     Args:
-      history: a :class:`jaxmi.history.History` (``measured``) or the ``{"train_acc": [...],
-        "train_loss": [...]}`` dict of a run without measurements.
+      history: a :class:`jaxmi.history.History` (training metrics alone for a run without
+        measurements: ``mi`` is then None).
       layers: the probe names in model order.
-      measured: whether the run measures MI.
     """
-    if not measured:
-        return {k: v[-1] for k, v in history.items()}, None
     metrics = {k: v[-1] for k, v in history.metrics.items()}
+    if not history.measured:
+        return metrics, None
     mi = {est: {inputs: {q: dict(zip(layers, series[-1])) for q, series in per_q.items()}
                 for inputs, per_q in per_input.items()}
           for est, per_input in history.mi.items()}

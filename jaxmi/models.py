@@ -27,6 +27,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from jaxmi import config as config_lib
 from jaxmi import probes as probes_lib
 from jaxmi.ops import conv2d_valid, max_pool_2x2, torch_default_bias_init, torch_default_kernel_init
 
@@ -213,6 +214,8 @@ MODELS: dict[str, _ModelSpec] = {
 
 
 PRECISIONS = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
+# The configuration names the same models and precisions without importing this module.
+assert sorted(MODELS) == sorted(config_lib.MODEL_NAMES) and sorted(PRECISIONS) == sorted(config_lib.PRECISIONS)
 
 
 def create_model(name: str, num_classes: int = 10, *, precision: str = "float32") -> nn.Module:
@@ -241,9 +244,9 @@ def create_model(name: str, num_classes: int = 10, *, precision: str = "float32"
         raise ValueError(f"unknown precision {precision!r}; choose one of {sorted(PRECISIONS)}.")
     if name in MODELS:
         return MODELS[name].build(num_classes, PRECISIONS[precision])
-    if not probes_lib.is_model_spec(name):
+    if not config_lib.is_model_spec(name):
         raise ValueError(f"unknown model {name!r}; choose one of {sorted(MODELS)}, or give your own as "
-                         f"{probes_lib.SPEC_FORM}.")
+                         f"{config_lib.SPEC_FORM}.")
     if precision != "float32":
         raise ValueError(f"precision {precision!r} applies to the built-in models {sorted(MODELS)}; the model "
                          f"{name!r} computes in the dtype its factory sets (use precision float32).")

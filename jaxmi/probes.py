@@ -52,6 +52,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from jaxmi.config import SPEC_FORM, is_model_spec
+
 __all__ = ["capture", "available", "flatten", "ProbedModel", "check_model", "check_outputs", "build_model",
            "load_factory", "as_model", "is_model_spec", "ModelProtocolError", "ModelSpecError", "PROTOCOL"]
 
@@ -62,8 +64,7 @@ PROTOCOL = ("A jaxmi model is a Flax module with a `probe_names` tuple whose `__
             "jaxmi.probes.ProbedModel(module, probe_names) (jaxmi.probes.available(module, None, input_shape) lists "
             "the layers it can probe). See 'Your own model in the pipeline' in docs/library.md")
 
-SPEC_FORM = ("'package.module:factory', where factory(num_classes) returns a jaxmi model, a "
-             "jaxmi.probes.ProbedModel, or a pair (flax_module, probe_names)")
+
 
 
 class ModelProtocolError(TypeError, ValueError):
@@ -381,12 +382,6 @@ def check_model(module: Any, input_shape: Sequence[int] | None = None) -> None:
 
 
 # ---- model specs: "package.module:factory"
-
-def is_model_spec(name: Any) -> bool:
-    """Whether a configured model name is a factory spec (``"package.module:factory"``) rather
-    than a built-in name."""
-    return isinstance(name, str) and ":" in name
-
 
 def load_factory(spec: str) -> Callable[[int], Any]:
     """The factory a spec ``"package.module:factory"`` names (imported; ``factory`` may be a

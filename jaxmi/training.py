@@ -142,7 +142,7 @@ def cross_entropy(logits: Array, y: Array) -> Array:
 
 def make_train_step(module: nn.Module, tx: optax.GradientTransformation, *, attack: PGDConfig | None = None,
                     augment: bool = False, mesh: jax.sharding.Mesh | None = None,
-                    attack_loop: str = "auto", eps_warmup_steps: int = 0) -> Callable:
+                    attack_unroll: bool | None = None, eps_warmup_steps: int = 0) -> Callable:
     """Builds one run's ``train_step(state, x, y, key) -> (state, {"loss", "accuracy"})``.
 
     Args:
@@ -153,7 +153,9 @@ def make_train_step(module: nn.Module, tx: optax.GradientTransformation, *, atta
         training mode, with batch statistics but without updating the running ones).
       augment: 4-px zero-padded random crop + horizontal flip on the device.
       mesh: keeps the state replicated over a ``("data",)`` mesh.
-      attack_loop: how the PGD iterations run (:func:`jaxmi.backend.resolve_attack_unroll`).
+      attack_unroll: unroll the PGD iterations at compile time (True) or run them as a
+        compiled loop (False); ``None``: the platform's choice
+        (:func:`jaxmi.backend.resolve_attack_unroll`; a run's plan passes it resolved).
       eps_warmup_steps: W > 0 ramps the training attack linearly over the first W optimizer
         steps: the step that finds ``state.step = t`` attacks with radius and step size scaled
         by ``min(1, (t + 1) / W)`` (full ε from step W − 1 on). 0: full ε from the first step,
@@ -167,7 +169,7 @@ def make_train_step(module: nn.Module, tx: optax.GradientTransformation, *, atta
         with :class:`jaxmi.probes.ProbedModel`).
     """
     check_model(module)
-    unroll = backend.resolve_attack_unroll(attack_loop)
+    unroll = backend.resolve_attack_unroll("auto") if attack_unroll is None else bool(attack_unroll)
     if isinstance(eps_warmup_steps, bool) or int(eps_warmup_steps) != eps_warmup_steps or eps_warmup_steps < 0:
         raise ValueError(f"eps_warmup_steps must be a non-negative integer; got {eps_warmup_steps}.")
     if eps_warmup_steps and attack is None:
@@ -208,11 +210,11 @@ def make_train_epoch(module: nn.Module, tx: optax.GradientTransformation, *, num
                      batch_size: int, attack: PGDConfig | None = None, augment: bool = False,
                      show_progress: bool = True, loop: str = "auto", chunk: int = 2,
                      mesh: jax.sharding.Mesh | None = None, seed_loop: str = "auto",
-                     attack_loop: str = "auto", eps_warmup_steps: int = 0) -> Callable:
+                     attack_unroll: bool | None = None, eps_warmup_steps: int = 0) -> Callable:
     """Builds ``epoch(states, images, labels, keys) -> (states, metrics)``, compiled, states donated.
 
     Args:
-      module, tx, attack, augment, attack_loop, eps_warmup_steps: as in :func:`make_train_step`.
+      module, tx, attack, augment, attack_unroll, eps_warmup_steps: as in :func:`make_train_step`.
       num_examples: training-set size N (static; ``N // batch_size`` steps per epoch).
       batch_size: minibatch size.
       show_progress: advance :mod:`jaxmi.progress`'s current bar from inside the compiled loop
@@ -238,7 +240,7 @@ def make_train_epoch(module: nn.Module, tx: optax.GradientTransformation, *, num
         raise ValueError(f"batch_size {batch_size} is not divisible by the {parallel.data_size(mesh)} devices of "
                          "the mesh's data axis; choose a multiple of the device count or fewer devices.")
     loop = backend.resolve_loop(loop)
-    train_step = make_train_step(module, tx, attack=attack, augment=augment, mesh=mesh, attack_loop=attack_loop,
+    train_step = make_train_step(module, tx, attack=attack, augment=augment, mesh=mesh, attack_unroll=attack_unroll,
                                  eps_warmup_steps=eps_warmup_steps)
 
     def one_step(st, images, labels, perm, key, i):

@@ -8,6 +8,7 @@ import pytest
 from jaxmi import cli
 from jaxmi.config import PRESETS, SECTIONS, Config, flat_fields, make_config, normalize_identity
 from jaxmi.findings import finding1, finding2, finding3, finding4
+from jaxmi.plan import pgd_config
 
 
 def test_every_field_has_a_unique_flat_name_and_help():
@@ -31,7 +32,7 @@ def test_round_trips_nested_and_flat():
     assert Config.from_dict(json.loads(json.dumps(config.flat()))) == config
     assert config.optim.milestones == (3, 5) and config.mi.estimators == ("binning",)
     assert config.flat()["model"] == "wrn" and config.flat()["attack_steps"] is None
-    assert config.pgd().eps == 0.01 and config.pgd().steps == 7
+    assert pgd_config(config).eps == 0.01 and pgd_config(config).steps == 7
     with pytest.raises(ValueError, match="unknown configuration key"):
         Config.from_dict({"data": {"nosuch": 1}})
     with pytest.raises(ValueError, match=r"unknown configuration keys \['nosuch'\]"):
@@ -99,7 +100,7 @@ def test_mi_flags_of_the_sweep_and_scale():
 
 def test_eps_warmup_flag_steps_and_errors(capsys):
     config, _, _ = cli.parse(finding2.FINDING, ["--eps-warmup", "1.5"])
-    assert config.attack.warmup_epochs == 1.5 and config.attack.warmup_steps(390) == 585
+    assert config.attack.eps_warmup == 1.5 and config.attack.warmup_steps(390) == 585
     assert make_config("paper").attack.warmup_steps(390) == 0  # the paper: full ε from the first step
     # a run directory written before the field existed reads as "no warm-up", so it still resumes
     old = {k: v for k, v in make_config("cpu").flat().items() if k != "eps_warmup"}

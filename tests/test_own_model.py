@@ -21,7 +21,8 @@ from jaxmi import cli, estimators, models, probes
 from jaxmi.config import make_config
 from jaxmi.data import load_dataset, to_float
 from jaxmi.findings import finding2
-from jaxmi.run import load_trained, mi_indices, train_and_measure
+from jaxmi.plan import mi_indices
+from jaxmi.run import load_trained, train_and_measure
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent

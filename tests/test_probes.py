@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 import own_model_fixture as fx
-from jaxmi import PGDConfig, make_config, models, probes
+from jaxmi import PGDConfig, make_config, models, plan, probes
 from jaxmi.config import Config
 from jaxmi.evaluation import make_evaluator, make_forward
 from jaxmi.training import create_train_states, make_optimizer, make_train_epoch
@@ -292,9 +292,9 @@ def test_specs_build_the_factorys_model():
     own = models.create_model("own_model_fixture:protocol_cnn", 3)
     assert isinstance(own, fx.ProtocolCNN) and own.num_classes == 3
     c = make_config("smoke", model="own_model_fixture:bn_cnn")
-    assert c.model.name == "own_model_fixture:bn_cnn"
+    assert c.model.model == "own_model_fixture:bn_cnn"
     assert Config.from_dict(c.flat()) == c and Config.from_dict(c.to_dict()) == c
-    assert models.model_label(c.model.name) == "own_model_fixture_bn_cnn" and models.model_label("lenet") == "lenet"
+    assert models.model_label(c.model.model) == "own_model_fixture_bn_cnn" and models.model_label("lenet") == "lenet"
 
 
 @pytest.mark.parametrize("spec, pattern", [
@@ -309,9 +309,9 @@ def test_specs_build_the_factorys_model():
     ("own_model_fixture:not_a_model", r"returned str \(builtins\); a factory returns"),
     ("own_model_fixture:", "not a model spec"),
 ])
-def test_bad_specs_are_refused_by_the_config_with_the_fix(spec, pattern):
+def test_bad_specs_are_refused_before_any_work_with_the_fix(spec, pattern):
     with pytest.raises(ValueError, match=pattern):
-        make_config("smoke", model=spec)
+        plan.precheck(make_config("smoke", model=spec))  # what the command line runs before writing anything
     with pytest.raises(ValueError, match=pattern):
         models.create_model(spec)
 

@@ -18,7 +18,8 @@ from jaxmi.live import read_metrics
 from jaxmi.attacks import pgd as jaxmi_pgd
 from test_live import read_events as _read_events
 from jaxmi.data import load_dataset, to_float
-from jaxmi.run import load_trained, make_run_mesh, train_and_measure
+from jaxmi.plan import pgd_config, run_mesh
+from jaxmi.run import load_trained, train_and_measure
 
 COMPILE_EVENT = "/jax/core/compile/backend_compile_duration"
 _compiles = {"n": 0}
@@ -191,10 +192,10 @@ def test_unknown_preset():
 def test_more_devices_than_exist_or_indivisible_batch():
     n = len(jax.local_devices())
     with pytest.raises(ValueError, match=f"only {n} local"):
-        make_run_mesh(tiny(devices=n + 1))
+        run_mesh(tiny(devices=n + 1))
     if n > 1:
         with pytest.raises(ValueError, match="not divisible"):
-            make_run_mesh(tiny(batch_size=n + 1, devices=n))
+            run_mesh(tiny(batch_size=n + 1, devices=n))
 
 
 def test_run_dir_refusals(tmp_path):
@@ -479,7 +480,7 @@ def test_final_robust_evaluation_matches_an_independent_attack(first_run):
     k_draw = jax.random.split(jax.random.key(config.seed), 3)[2]
     idx = np.asarray(jax.random.permutation(k_draw, len(test)))[:24]  # the MI draw comes first
     x, y = to_float(jnp.asarray(test.images[idx])), jnp.asarray(test.labels[idx])
-    attack = config.pgd()
+    attack = pgd_config(config)
     for regime in ("nt", "at"):
         r = out["robust"][regime]
         assert r["samples"] == 24 and r["apgd_steps"] == 5 and r["eps"] == pytest.approx(attack.eps)

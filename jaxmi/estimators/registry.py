@@ -18,16 +18,19 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxmi import backend
+from jaxmi.config import ESTIMATORS
 from jaxmi.estimators.binning import binning_compute
 from jaxmi.estimators.kde import kde_compute
 from jaxmi.estimators.renyi import renyi_compute
 from jaxmi.estimators.validation import check_alpha, check_bin_size, check_noise_scale, check_noise_var
 
+
 __all__ = ["METHODS", "Estimator", "available_methods", "register_estimator", "unregister_estimator",
            "lookup", "check_methods", "check_options", "SHARED_OPTIONS"]
 
-#: The paper's three estimators, the default of every entry point.
-METHODS: tuple[str, ...] = ("kde_upper", "kde_lower", "binning")
+#: The paper's three estimators, the default of every entry point (the names a run's
+#: configuration accepts, :data:`jaxmi.config.ESTIMATORS`).
+METHODS: tuple[str, ...] = ESTIMATORS
 #: Options every estimator is handed (those it does not name are dropped for it).
 SHARED_OPTIONS = frozenset({"noise_var", "bin_size", "block_size", "devices", "inputs"})
 

@@ -17,6 +17,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from jaxmi.config import DEFAULT_BIN_SIZES, DEFAULT_NOISE_VARS
 from jaxmi.estimators.binning import binning_compute
 from jaxmi.estimators.bootstrap import unit_weights
 from jaxmi.estimators.kde import kde_sweep
@@ -24,11 +25,10 @@ from jaxmi.estimators.validation import check_bin_size, check_noise_scale, check
 
 __all__ = ["sweep_noise", "sweep_kde_bounds", "sweep_bins", "DEFAULT_NOISE_VARS", "DEFAULT_BIN_SIZES"]
 
-#: 13 σ² values 0.1·4^k, k = −5 … 7 (9.8e-5 to 1,638): log-spaced through the paper's 0.1, with
-#: ratio 4 so that the lower bound at σ² shares its kernel with the upper bound at 4σ².
-DEFAULT_NOISE_VARS: tuple[float, ...] = tuple(0.1 * 4.0 ** k for k in range(-5, 8))
-#: 13 bin sizes 0.5·10^(k/2), k = −6 … 6 (5e-4 to 500), log-spaced through the paper's 0.5.
-DEFAULT_BIN_SIZES: tuple[float, ...] = tuple(0.5 * 10.0 ** (k / 2) for k in range(-6, 7))
+# The default grids (jaxmi.config, where the run's settings are): 13 σ² values 0.1·4^k,
+# k = −5 … 7 (9.8e-5 to 1,638), log-spaced through the paper's 0.1 with ratio 4 so that the
+# lower bound at σ² shares its kernel with the upper bound at 4σ²; 13 bin sizes 0.5·10^(k/2),
+# k = −6 … 6 (5e-4 to 500), log-spaced through the paper's 0.5.
 
 
 def _values(values: Sequence[float], check, what: str) -> np.ndarray:

@@ -23,12 +23,13 @@ import numpy as np
 from jaxmi.config import Config, normalize_identity
 from jaxmi.data import load_dataset, to_float
 from jaxmi.estimators import estimate
-from jaxmi.evaluation import make_adversary, make_forward, probe_groups
+from jaxmi.evaluation import make_adversary, make_forward
 from jaxmi.history import REGIMES, RunResult, robust_summary
 from jaxmi.plots.verdicts import plot_verdicts
 from jaxmi.models import probe_widths
 from jaxmi.results import as_path, prepare_run_dir, read_json, write_json
-from jaxmi.run import Trained, load_trained, log_line, mi_indices, train_pair
+from jaxmi.plan import execution, mi_indices, pgd_config, probe_groups
+from jaxmi.run import Trained, load_trained, log_line, train_pair
 from jaxmi.verdicts import combine_seeds, did_not_learn, format_record
 
 __all__ = ["Finding", "parse_options", "run_summary", "load_run_summary", "trained_models", "verdict_lines",
@@ -68,7 +69,7 @@ def parse_options(cls: type, d: Mapping[str, Any] | None) -> Any:
 
 def config_record(config: Config) -> dict[str, Any]:
     """``summary["config"]``: every field by its flat name, plus the resolved evaluation attack."""
-    return {**config.flat(), "attack": vars(config.pgd())}
+    return {**config.flat(), "attack": vars(pgd_config(config))}
 
 
 def run_summary(config: Config, result: RunResult) -> dict[str, Any]:
@@ -119,7 +120,7 @@ def trained_models(config: Config, from_run: str | None, *, log: Callable[[str],
     run_config = Config.from_dict({**run_config.flat(), "samples": config.mi.samples, "eval_samples": None,
                                    "estimators": config.mi.estimators,
                                    "data_dir": config.data.data_dir or run_config.data.data_dir})
-    log(f"loaded trained NT and AT {run_config.model.name} ({run_config.data.dataset}, {run_config.optim.epochs} "
+    log(f"loaded trained NT and AT {run_config.model.model} ({run_config.data.dataset}, {run_config.optim.epochs} "
         f"epochs) from {from_run}")
     return run_config, module, trained, {"source": str(from_run), **({"final_train_acc": final} if final else {}),
                                          **({"robust": robust} if robust else {})}
@@ -161,7 +162,7 @@ class Draw(NamedTuple):
 
 
 def measurement_draw(config: Config) -> Draw:
-    """The ``samples`` test images of :func:`jaxmi.run.mi_indices`, as floats."""
+    """The ``samples`` test images of :func:`jaxmi.plan.mi_indices`, as floats."""
     test = load_dataset(config.data.dataset, "test", data_dir=config.data.data_dir)
     idx = mi_indices(config, len(test))
     x = np.asarray(to_float(jnp.asarray(test.images[idx])))
@@ -174,7 +175,7 @@ class Passes(NamedTuple):
     adversary: Callable  # (params, batch_stats, x, y) -> PGD examples [N, H, W, C]
     forward: Callable  # (params, batch_stats, x, y) -> {"loss", "correct", "probs"} [N, ...]
     probes: dict[tuple[str, ...], Callable]  # per probe group: (...) -> {"probes": {name: [N, D]}}
-    kde_precision: str = "auto"  # the KDE estimators' matrix-product precision
+    kde_precision: str = "highest"  # the KDE estimators' matrix-product precision (resolved)
 
     def information(self, params, batch_stats, x, y, y_host, **estimate_options) -> dict[str, Any]:
         """``{probe: {method: {...}}}`` of :func:`jaxmi.estimators.estimate` (KDE at the run's
@@ -192,12 +193,13 @@ class Passes(NamedTuple):
 def model_passes(module: Any, config: Config, n: int, input_shape: tuple[int, ...]) -> Passes:
     """The :class:`Passes` of ``module`` for ``n`` images under ``config``'s evaluation attack,
     batch and loop; probes come a group at a time (:func:`jaxmi.evaluation.probe_groups`)."""
-    batching = dict(batch_size=min(config.exec.eval_batch_size, n), loop=config.exec.loop, stacked=False)
+    exe = execution(config)
+    batching = dict(batch_size=min(exe.eval_batch_size, n), loop=exe.loop, stacked=False)
     groups = probe_groups(probe_widths(module, input_shape))
-    return Passes(make_adversary(module, config.pgd(), attack_loop=config.exec.attack_loop, **batching),
+    return Passes(make_adversary(module, pgd_config(config), attack_unroll=exe.attack_unroll, **batching),
                   make_forward(module, with_probes=False, **batching),
                   {g: make_forward(module, with_probes=g, with_probs=False, **batching) for g in groups},
-                  config.exec.kde_precision)
+                  exe.kde_precision)
 
 
 def verdict_lines(rows: Sequence[tuple[str, bool | None, str]], summary: Mapping[str, Any] | None = None) -> str:

@@ -369,7 +369,7 @@ def run(config: Config, workdir: str | Path, *, options: dict[str, Any] | None =
         log(f"warning: {evidence['warning']}")
 
     names = class_names(config.data.dataset)
-    dataset, model = config.data.dataset, config.model.name
+    dataset, model = config.data.dataset, config.model.model
     figures = plots.plot_distortion_accuracy(summary, workdir)
     figures += plots.plot_distortion_information(summary, workdir)
     figures += plots.plot_confusion(conf, workdir, class_names=names,

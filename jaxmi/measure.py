@@ -1,0 +1,156 @@
+"""One measurement of a run: test metrics and MI of every seed's model, from a plan.
+
+A :class:`Measurer` is built once per run from its :class:`~jaxmi.plan.RunPlan` (the compiled
+passes, the test draw on the device, the estimator options) and called after every epoch
+(and at epoch 0). Memory stays bounded by one probe layer: the metrics and the PGD examples
+of the MI draw come from one batched pass, then the probes are computed a group at a time
+(:attr:`jaxmi.plan.MIPlan.groups`), for one model and one kind of inputs at a time,
+estimated and released. :func:`robust_evaluation` is a run's final evaluation of each model
+under the AutoAttack-style ensemble.
+"""
+
+from __future__ import annotations
+
+import functools
+import time
+from collections.abc import Callable
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jaxmi import estimators, parallel
+from jaxmi import data as data_lib
+from jaxmi.data import to_float
+from jaxmi.evaluation import make_evaluator, make_forward, robust_report
+from jaxmi.history import INPUTS
+from jaxmi.plan import RunPlan
+from jaxmi.training import unstack
+
+__all__ = ["Measurer", "robust_evaluation"]
+
+
+def _mi_lists(per_probe: dict[str, dict[str, dict[str, float]]], methods) -> dict[str, dict[str, list[float]]]:
+    """``{probe: {method: {key: v}}}`` → ``{method: {key: [v per probe]}}``."""
+    first = next(iter(per_probe.values()))
+    return {m: {k: [per_probe[p][m][k] for p in per_probe] for k in first[m]} for m in methods}
+
+
+class Measurer:
+    """``measurer(regime, states, train_means, epoch) -> [(metrics, mi, sweep)]`` per seed."""
+
+    def __init__(self, plan: RunPlan, x_train: jax.Array, y_train: jax.Array):
+        self.plan = plan
+        exe, mi = plan.execution, plan.mi
+        x_test, y_test = data_lib.as_device_arrays(plan.test, parallel.replicated(exe.mesh))
+        self.x_mi, self.y_mi = x_test[plan.draws.mi], y_test[plan.draws.mi]
+        self.y_mi_host = np.asarray(self.y_mi)
+        self.rest = (x_test[plan.draws.rest], y_test[plan.draws.rest]) if len(plan.draws.rest) else None
+        samples = plan.config.mi.samples
+        self.train0 = (x_train[:samples], y_train[:samples])
+        self.n_eval = len(plan.draws.mi) + len(plan.draws.rest)
+        batching = exe.batching()
+        batching.pop("stacked")
+        self.evaluate_mi = make_evaluator(plan.module, plan.attack_eval, with_adversarial=True,
+                                          attack_unroll=exe.attack_unroll, **batching)
+        self.evaluate = make_evaluator(plan.module, plan.attack_eval, attack_unroll=exe.attack_unroll, **batching)
+        self.forward = {g: make_forward(plan.module, with_probes=g, with_probs=False, stacked=False, **batching)
+                        for g in mi.groups}
+
+    def _sweep(self, probe: str, a) -> dict[str, dict[str, list]]:
+        """``{estimator: {quantity: [value]}}`` of one probe over the σ² and bin-size grids."""
+        mi, grid, c = self.plan.mi, self.plan.mi.sweep_grid, self.plan.num_classes
+        out: dict[str, dict[str, list]] = {}
+        if any(m != "binning" for m in grid["estimators"]):
+            res = estimators.sweep_kde_bounds(a, self.y_mi_host, grid["noise_var"], num_classes=c,
+                                              noise_scale=grid["noise_scale"],
+                                              precision=self.plan.execution.kde_precision,
+                                              block_size=mi.sweep_blocks[probe])
+            out.update({m: res[m] for m in grid["estimators"] if m != "binning"})
+        if "binning" in grid["estimators"]:
+            res = estimators.sweep_bins(a, self.y_mi_host, grid["bin_size"], num_classes=c)
+            out["binning"] = {q: res[q] for q in ("I_XT", "I_TY")}
+        return out
+
+    def _information(self, params, batch_stats, x_adv, swept: bool):
+        """One model's estimates (and sweeps) on clean and adversarial inputs, a probe group at a time."""
+        mi = self.plan.mi
+        res: dict[str, dict[str, Any]] = {i: {} for i in mi.inputs}
+        sweeps: dict[str, dict[str, Any]] = {i: {} for i in INPUTS}
+        sources = {"clean": self.x_mi_float, "adv": x_adv, "noise": self.x_mi_noise}
+        for group, forward in self.forward.items():
+            for inputs in mi.inputs:
+                probes = forward(params, batch_stats, sources[inputs], self.y_mi)["probes"]
+                for p in group:
+                    a = probes[p].reshape(probes[p].shape[0], -1)
+                    res[inputs][p] = estimators.estimate(a, self.y_mi_host, block_size=mi.blocks[p], **mi.options)
+                    if swept and inputs in INPUTS:
+                        sweeps[inputs][p] = self._sweep(p, a)
+                del probes
+        layers = self.plan.layers
+        out = {i: _mi_lists({p: res[i][p] for p in layers}, mi.estimators) for i in mi.inputs}
+        if not swept:
+            return out, None
+        sweep = {i: {m: {q: [sweeps[i][p][m][q] for p in layers] for q in ("I_XT", "I_TY")}
+                     for m in mi.sweep_grid["estimators"]} for i in INPUTS}
+        return out, sweep
+
+    @functools.cached_property
+    def x_mi_float(self):
+        return to_float(self.x_mi)
+
+    @functools.cached_property
+    def x_mi_noise(self):
+        """The control inputs: the MI draw plus random-sign noise of the attack's ε (an L∞
+        perturbation as large as the adversarial one, in no particular direction), clipped to
+        [0, 1]; one fixed draw of signs for the whole run."""
+        x = self.x_mi_float
+        signs = jax.random.rademacher(jax.random.fold_in(self.plan.draw_key, 3), x.shape, dtype=x.dtype)
+        return jnp.clip(x + self.plan.attack_eval.eps * signs, 0.0, 1.0)
+
+    def __call__(self, regime: str, states, train_means: list[dict[str, float]] | None, epoch: int
+                 ) -> list[tuple[dict, dict, dict | None]]:
+        """``[(metrics, mi, sweep)]`` per seed, ready for :meth:`jaxmi.history.History.record`."""
+        r = self.evaluate_mi(states.params, states.batch_stats, self.x_mi, self.y_mi)
+        x_adv = r.pop("adv_inputs")
+        parts = [r] + ([self.evaluate(states.params, states.batch_stats, *self.rest)] if self.rest else [])
+        host = [jax.device_get(p) for p in parts]
+        cat = {k: np.concatenate([p[k] for p in host], axis=1) for k in host[0]}  # [K, N]
+        if train_means is None:  # epoch 0: evaluate the initial weights on training images
+            t = jax.device_get(self.evaluate(states.params, states.batch_stats, *self.train0))
+            key = "clean" if regime == "nt" else "adv"
+            train_means = [{"accuracy": float(c.mean()), "loss": float(loss.mean())}
+                           for c, loss in zip(t[f"{key}_correct"], t[f"{key}_loss"])]
+        out = []
+        for k, tm in enumerate(train_means):
+            metrics = {"train_acc": tm["accuracy"], "train_loss": tm["loss"]}
+            for inputs in INPUTS:
+                metrics[f"test_{inputs}_acc"] = float(cat[f"{inputs}_correct"][k].mean())
+                metrics[f"test_{inputs}_loss"] = float(cat[f"{inputs}_loss"][k].mean())
+            params, batch_stats = jax.tree.map(lambda a, k=k: a[k], (states.params, states.batch_stats))
+            mi, sweep = self._information(params, batch_stats, x_adv[k], epoch in self.plan.mi.sweep_epochs)
+            out.append((metrics, mi, sweep))
+        return out
+
+
+def robust_evaluation(plan: RunPlan, regime: str, states, log: Callable[[str], None]) -> list[dict[str, Any]]:
+    """Every seed's final model under the AutoAttack-style ensemble (:func:`jaxmi.evaluation.robust_report`),
+    on the first ``robust_samples`` images of the evaluation draw (the same images for every seed)."""
+    t0 = time.perf_counter()
+    idx = plan.draws.robust
+    x, y = to_float(jnp.asarray(plan.test.images[idx])), jnp.asarray(plan.test.labels[idx], jnp.int32)
+    config = plan.config
+    reports = []
+    for k, st in enumerate(unstack(jax.device_get(states), config.seeds)):
+        r = robust_report(plan.module, st.params, st.batch_stats, x, y, attack=plan.attack_eval,
+                          key=jax.random.fold_in(jax.random.fold_in(plan.draw_key, 2), k),
+                          steps=config.attack.apgd_steps)
+        reports.append(r)
+        who = f"[{regime.upper()}]" + ("" if config.seeds == 1 else f" seed {config.seed + k}")
+        log(f"{who} robust accuracy on {r['samples']} test images at eps {r['eps']:.4g}: clean {r['clean_acc']:.4f}, "
+            f"PGD-{r['pgd_paper_steps']} {r['pgd_paper_acc']:.4f}, AutoAttack-style ensemble {r['robust_acc']:.4f} "
+            f"(APGD-CE alone {r['attack_acc']['apgd-ce']:.4f}; {time.perf_counter() - t0:.1f} s)")
+        for m in r["messages"]:
+            log(f"warning: {m}")
+    return reports
