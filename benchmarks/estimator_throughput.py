@@ -60,7 +60,7 @@ import jax
 import jax.numpy as jnp
 
 from jaxmi import backend, estimators
-from jaxmi.estimators import kde as estimators_kde
+from jaxmi.estimators import kde_pass
 
 DEFAULT_OUT = Path(__file__).resolve().parent / "results" / "estimator_throughput.json"
 SHAPES = {  # probe widths of the paper's models (jaxmi.models.probe_widths)
@@ -132,17 +132,17 @@ class _CountFloat64Path:
     """Counts calls of jaxmi's float64 host fallback (see estimators.kde_mi) while active."""
 
     def __enter__(self):
-        self.calls, self._real = 0, estimators_kde._kde_sums_float64
+        self.calls, self._real = 0, kde_pass.kde_sums_float64
 
         def counted(*a, **k):
             self.calls += 1
             return self._real(*a, **k)
 
-        estimators_kde._kde_sums_float64 = counted
+        kde_pass.kde_sums_float64 = counted
         return self
 
     def __exit__(self, *exc):
-        estimators_kde._kde_sums_float64 = self._real
+        kde_pass.kde_sums_float64 = self._real
 
 
 def _merge(a: dict, b: dict) -> dict:

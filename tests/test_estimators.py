@@ -16,7 +16,7 @@ from scipy.special import logsumexp
 
 from jaxmi.estimators import METHODS, binning_mi, estimate, estimate_mi, kde_mi
 from jaxmi.estimators import binning as est_binning
-from jaxmi.estimators import kde as est_kde
+from jaxmi.estimators import kde_pass
 
 NOISE_VAR = 0.1
 BIN_SIZE = 0.5
@@ -413,13 +413,13 @@ def test_kde_tight_clusters_far_from_mean():
 
 def test_kde_float64_path_only_when_float32_would_lose_precision(monkeypatch):
     calls = []
-    real = est_kde._kde_sums_float64
+    real = kde_pass.kde_sums_float64
 
     def spy(*a, **k):
         calls.append(1)
         return real(*a, **k)
 
-    monkeypatch.setattr(est_kde, "_kde_sums_float64", spy)
+    monkeypatch.setattr(kde_pass, "kde_sums_float64", spy)
     rng = np.random.default_rng(2)
     y = rng.integers(0, 3, 120)
     typical = rng.standard_normal((120, 50)).astype(np.float32)  # |t|² ≈ 50: float32 is exact enough
@@ -571,13 +571,13 @@ def test_kde_does_not_recompile_for_same_shapes():
     t = rng.standard_normal((77, 9)).astype(np.float32)
     y = rng.integers(0, 3, 77)
     first = kde_mi(t, y)
-    size = est_kde._kde_sums._cache_size()
+    size = kde_pass.kde_sums._cache_size()
     # New values, new noise_var (a traced argument) and new bin_size: same compiled programs.
     second = kde_mi(t * 2 + 1, y[::-1].copy(), noise_var=0.3)
     binning_mi(t, y)
     bsize = est_binning._binning_core._cache_size()
     binning_mi(t * 3, y, bin_size=0.25)
-    assert est_kde._kde_sums._cache_size() == size
+    assert kde_pass.kde_sums._cache_size() == size
     assert est_binning._binning_core._cache_size() == bsize
     assert first != second
 
@@ -588,14 +588,14 @@ def test_kde_exact_fallback_on_the_device(monkeypatch):
     from jaxmi import backend
 
     monkeypatch.setattr(backend, "exact_kde_on_device", lambda: True)
-    monkeypatch.setattr(est_kde, "_kde_sums_float64", lambda *a, **k: pytest.fail("the host float64 path ran"))
+    monkeypatch.setattr(kde_pass, "kde_sums_float64", lambda *a, **k: pytest.fail("the host float64 path ran"))
     rng = np.random.default_rng(2)
     y = rng.integers(0, 3, 120)
     far = (rng.standard_normal((120, 50)) * 0.05 + rng.standard_normal((3, 50))[y] * 500).astype(np.float32)
     _assert_kde_close(kde_mi(far, y), ref_kde(far, y))
     wide = (rng.standard_normal((60, 700)) * 0.02 + rng.standard_normal((3, 700))[y[:60]] * 300).astype(np.float32)
     _assert_kde_close(kde_mi(wide, y[:60], block_size=16), ref_kde(wide, y[:60]))
-    d = est_kde._direct_distances(jax.numpy.asarray(wide[:16]), jax.numpy.asarray(wide[16:32]),
+    d = kde_pass.direct_distances(jax.numpy.asarray(wide[:16]), jax.numpy.asarray(wide[16:32]),
                                   chunk_bytes=4 * 16 * 16 * 37)
     ref = ((wide[:16, None].astype(np.float64) - wide[None, 16:32]) ** 2).sum(-1)
     np.testing.assert_allclose(np.asarray(d), ref, rtol=1e-5)

@@ -25,6 +25,7 @@ from jaxmi.estimators import (bootstrap_weights, estimate, estimate_mi, kde_mi, 
                               unregister_estimator)
 from jaxmi.estimators import binning as est_binning
 from jaxmi.estimators import kde as est_kde
+from jaxmi.estimators import kde_pass
 from jaxmi.estimators import renyi as est_renyi
 from jaxmi.estimators.validation import validate
 from test_estimators import BIN_ATOL, KDE_ATOL, KDE_RTOL, by_method, ref_binning, ref_kde
@@ -67,7 +68,7 @@ def test_blockwise_row_sums_equal_dense_float64(block):
     y = rng.integers(0, c, n)
     t = (rng.standard_normal((n, d)) * 0.25 + rng.standard_normal((c, d))[y] * 0.3).astype(np.float32)
     b = block or estimators.choose_block_size(n, d)
-    sums, finite, _, nn = est_kde._kde_sums(jax.numpy.asarray(t), jax.numpy.asarray(y, np.int32),
+    sums, finite, _, nn = kde_pass.kde_sums(jax.numpy.asarray(t), jax.numpy.asarray(y, np.int32),
                                                jax.numpy.ones((1, n)), np.float32(0.1), num_classes=c,
                                                block_size=b)
     sums = np.asarray(sums)  # [N, 2, 2]: over all points, over the row's class
@@ -81,7 +82,7 @@ def test_blockwise_row_sums_equal_dense_float64(block):
     d = ((t64[:, None] - t64[None]) ** 2).sum(-1) + np.diag(np.full(n, np.inf))
     np.testing.assert_allclose(np.asarray(nn), d.min(1), rtol=1e-4)
     # the same pass at several scales (a sweep) gives each scale's sums
-    swept, *_ = est_kde._kde_sums(jax.numpy.asarray(t), jax.numpy.asarray(y, np.int32), jax.numpy.ones((1, n)),
+    swept, *_ = kde_pass.kde_sums(jax.numpy.asarray(t), jax.numpy.asarray(y, np.int32), jax.numpy.ones((1, n)),
                                   np.asarray([0.2, 0.8], np.float32), num_classes=c, block_size=b, paired=False)
     np.testing.assert_allclose(np.asarray(swept), sums, rtol=1e-5)
 
@@ -219,9 +220,9 @@ _MULTI_DEVICE_SCRIPT = textwrap.dedent("""
     os.environ["JAX_PLATFORMS"] = "cpu"
     import jax, numpy as np
     from jaxmi import estimators
-    from jaxmi.estimators import kde as est_kde
+    from jaxmi.estimators import kde_pass
     assert jax.local_device_count() == 8, jax.local_devices()
-    assert est_kde._kde_mesh(None).size == 8
+    assert kde_pass.kde_mesh(None).size == 8
     rng = np.random.default_rng(0)
     n = 203
     y = rng.integers(0, 5, n)
@@ -230,9 +231,9 @@ _MULTI_DEVICE_SCRIPT = textwrap.dedent("""
     for name, devs in (("one", jax.local_devices()[:1]), ("eight", None), ("three", jax.local_devices()[:3])):
         out[name] = estimators.estimate(t, y, methods=("kde_upper", "kde_lower"), block_size=32,
                                         devices=devs, bootstrap=3)
-    size = est_kde._kde_sums._cache_size()
+    size = kde_pass.kde_sums._cache_size()
     estimators.estimate(t * 2, y, methods=("kde_upper",), block_size=32, bootstrap=3)  # a fresh Mesh
-    assert est_kde._kde_sums._cache_size() == size, "the sharded KDE pass recompiled"
+    assert kde_pass.kde_sums._cache_size() == size, "the sharded KDE pass recompiled"
     print(json.dumps(out))
 """)
 
@@ -413,8 +414,8 @@ def test_float64_path_skipped_when_large_norms_have_no_close_neighbours(monkeypa
     # ‖t‖² ≈ 5·10⁴: float32 distances are off by ~0.06 of 2σ², but every point is far from
     # every other, so all row sums are 1 + ~0 and the float32 result is exact enough.
     calls = []
-    real = est_kde._kde_sums_float64
-    monkeypatch.setattr(est_kde, "_kde_sums_float64", lambda *a, **k: calls.append(1) or real(*a, **k))
+    real = kde_pass.kde_sums_float64
+    monkeypatch.setattr(kde_pass, "kde_sums_float64", lambda *a, **k: calls.append(1) or real(*a, **k))
     rng = np.random.default_rng(17)
     n = 120
     y = rng.integers(0, 3, n)

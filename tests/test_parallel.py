@@ -20,7 +20,7 @@ SCRIPT = textwrap.dedent(r'''
     from jaxmi.attacks import PGDConfig
     from jaxmi.config import OptimConfig
     from jaxmi.evaluation import make_evaluator
-    from jaxmi.estimators import kde
+    from jaxmi.estimators import kde_pass, kde_ring
     assert len(jax.devices()) == 8, jax.devices()
 
 
@@ -158,8 +158,8 @@ SCRIPT = textwrap.dedent(r'''
         for q in ("I_XT", "I_TY", "nn_sq_dist_over_width"):
             np.testing.assert_allclose(fb[m][q], fa[m][q], rtol=1e-5, atol=1e-5, err_msg=f"float64 path {m} {q}")
     args = (jnp.asarray(t), jnp.asarray(yk, jnp.int32), jnp.ones((1, n), jnp.float32), jnp.float32(0.1))
-    ref = kde._kde_sums(*args, num_classes=4, block_size=16, exact=True)
-    ring = kde._kde_sums_ring(*args, num_classes=4, block_size=8, mesh=parallel.make_mesh(8), exact=True)
+    ref = kde_pass.kde_sums(*args, num_classes=4, block_size=16, exact=True)
+    ring = kde_ring.kde_sums_ring(*args, num_classes=4, block_size=8, mesh=parallel.make_mesh(8), exact=True)
     np.testing.assert_allclose(ring[0], ref[0], rtol=1e-4, atol=1e-12)
     np.testing.assert_allclose(ring[3], ref[3], rtol=1e-5)
 
@@ -183,7 +183,7 @@ SCRIPT = textwrap.dedent(r'''
                                  sharding=jax.sharding.NamedSharding(mesh8, jax.sharding.PartitionSpec("data"))),
             jax.ShapeDtypeStruct((big_n,), jnp.int32), jax.ShapeDtypeStruct((1, big_n), jnp.float32),
             jax.ShapeDtypeStruct((), jnp.float32))
-    mem = kde._kde_sums_ring.lower(*spec, num_classes=10, block_size=256, mesh=mesh8).compile().memory_analysis()
+    mem = kde_ring.kde_sums_ring.lower(*spec, num_classes=10, block_size=256, mesh=mesh8).compile().memory_analysis()
     per_device = mem.argument_size_in_bytes + mem.temp_size_in_bytes + mem.output_size_in_bytes
     assert per_device < 0.7 * 4 * big_n * big_d, mem  # replicated: the whole layer on every device
     print("ring pass per device", per_device / (4 * big_n * big_d), "of the layer")
