@@ -51,16 +51,17 @@ import numpy as np
 
 try:  # imported as benchmarks.estimator_throughput
     from . import _baselines
-    from .mi_measurement import _cpu_name, _write_json
+    from .mi_measurement import _cpu_name
 except ImportError:  # run as a script (benchmarks/ is on sys.path)
     import _baselines
-    from mi_measurement import _cpu_name, _write_json
+    from mi_measurement import _cpu_name
 
 import jax
 import jax.numpy as jnp
 
 from jaxmi import backend, estimators
 from jaxmi.estimators import kde_pass
+from jaxmi.results import write_json
 
 DEFAULT_OUT = Path(__file__).resolve().parent / "results" / "estimator_throughput.json"
 SHAPES = {  # probe widths of the paper's models (jaxmi.models.probe_widths)
@@ -309,11 +310,11 @@ def main(argv=None) -> dict:
             available = backend.available_memory_bytes(jax.devices("cpu")[0])
             res["cases"].append(run_case(model, n, args, rate, available))
             res["loadavg_after"] = list(os.getloadavg())
-            _write_json(args.out, res)
+            write_json(args.out, res)
             print(f"[done] {model} N={n}", flush=True)
     res["loadavg_after"] = list(os.getloadavg())
     print(format_table(res))
-    _write_json(args.out, res)
+    write_json(args.out, res)
     print(f"\nwrote {args.out}")
     return res
 

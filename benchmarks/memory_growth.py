@@ -10,11 +10,11 @@ the last NT epoch and from AT epoch 2 to the last AT epoch, per epoch.
 """
 
 import argparse
-import json
 import re
 import sys
 
 from jaxmi.config import make_config
+from jaxmi.results import write_json
 from jaxmi.run import train_and_measure
 
 
@@ -49,8 +49,7 @@ def main(argv=None) -> int:
             print(f"{mode.upper()}: RSS {s[2]:.1f} MiB after epoch 2 -> {s[-1]:.1f} MiB after epoch {len(s) - 1} "
                   f"({(s[-1] - s[2]) / (len(s) - 3):+.2f} MiB/epoch)")
     if a.json:
-        with open(a.json, "w") as f:
-            json.dump({"config": config.flat(), "rss_mib": series}, f, indent=2)
+        write_json(a.json, {"config": config.flat(), "rss_mib": series})
     return 0
 
 

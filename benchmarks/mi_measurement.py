@@ -23,11 +23,9 @@ from __future__ import annotations
 import argparse
 import datetime
 import gzip
-import json
 import os
 import platform
 import statistics
-import tempfile
 import time
 from pathlib import Path
 
@@ -44,6 +42,7 @@ import jax.numpy as jnp
 import jaxmi
 from jaxmi.estimators import METHODS, estimate
 from jaxmi.models import apply_model, create_model, init_variables
+from jaxmi.results import write_json
 
 DEFAULT_OUT = Path(__file__).resolve().parent / "results" / "mi_measurement.json"
 MNIST_DIR = Path(jaxmi.__file__).resolve().parent / "datasets" / "mnist"
@@ -113,19 +112,6 @@ def _cpu_name() -> str:
     except OSError:
         pass
     return platform.processor() or platform.machine()
-
-
-def _write_json(path: Path, data: dict) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(data, f, indent=2)
-            f.write("\n")
-        os.replace(tmp, path)
-    except BaseException:
-        os.unlink(tmp)
-        raise
 
 
 def format_table(res: dict) -> str:
@@ -201,7 +187,7 @@ def main(argv=None) -> dict:
     res["speedup_baseline_over_jaxmi"] = {p: res["median_s"]["baseline"][p] / res["median_s"]["jaxmi"][p]
                                           for p in PARTS}
     print(format_table(res))
-    _write_json(args.out, res)
+    write_json(args.out, res)
     print(f"\nwrote {args.out}")
     return res
 

@@ -60,10 +60,15 @@ def to_jsonable(x: Any, *, keep_nan: bool = False) -> Any:
     return x
 
 
-def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> epath.Path:
-    """Writes ``data`` to ``path`` via a temporary file beside it and a rename."""
+def atomic_write_bytes(path: str | os.PathLike, data: bytes, *, object_store: bool | None = None) -> epath.Path:
+    """Writes ``data`` to ``path`` via a temporary file beside it and a rename.
+
+    ``object_store``: write the way object stores need (a uniquely named temporary object,
+    then :meth:`epath.Path.replace`), which works on every filesystem epath knows; default:
+    for paths with a ``scheme://`` prefix, while local paths get ``os.replace`` after an fsync.
+    """
     path = as_path(path)
-    if not is_local(path):
+    if object_store or (object_store is None and not is_local(path)):
         return _write_via_rename(path, data)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=os.fspath(path.parent))
@@ -107,7 +112,9 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> epath.Path:
 
 
 def write_json(path: str | os.PathLike, obj: Any) -> epath.Path:
-    """Writes ``obj`` as indented JSON, atomically."""
+    """Writes ``obj`` as indented JSON (:func:`to_jsonable`: NaN and ±inf become ``null``), atomically.
+
+    The one JSON writer of the library, the finding scripts and the benchmarks."""
     return atomic_write_text(path, json.dumps(to_jsonable(obj), indent=2, sort_keys=False) + "\n")
 
 

@@ -435,7 +435,7 @@ def test_outputs_go_through_epath_local_and_object_store_writes(tmp_path):
     assert isinstance(run, epath.Path) and (run / "config.json").exists()
     results.write_json(run / "a.json", {"x": [1, 2]})
     assert results.read_json(run / "a.json") == {"x": [1, 2]}
-    results._write_via_rename(run / "b.txt", b"hello")  # the gs:// branch, on a local epath
+    results.atomic_write_bytes(run / "b.txt", b"hello", object_store=True)  # the gs:// branch, on a local epath
     assert (run / "b.txt").read_bytes() == b"hello" and not list(run.glob(".b.txt.*"))
     path = save_figure(Figure(), run / "f.png")
     assert path.read_bytes()[:4] == b"\x89PNG"
