@@ -5,6 +5,7 @@ import optax
 import pytest
 
 from jaxmi import attacks
+from jaxmi.attacks import checks
 
 EPS, STEP = 0.1, 0.03
 
@@ -260,3 +261,21 @@ def test_bad_pgd_options(toy, kw, msg):
     w, b, x, y = toy
     with pytest.raises(ValueError, match=msg):
         attacks.pgd(_linear(w, b), x, y, eps=EPS, step_size=STEP, steps=2, **kw)
+
+
+def test_arguments_are_checked_once_at_the_public_entry_point(toy, monkeypatch):
+    # The cores check nothing: a concrete eps or step size is looked at once per public call,
+    # also where robust_accuracy and robustness_curve run PGD, FGSM and APGD inside.
+    w, b, x, y = toy
+    f = _linear(w, b)
+    seen = []
+    concrete = checks.concrete
+    monkeypatch.setattr(checks, "concrete", lambda v: seen.append(v) or concrete(v))
+    attacks.pgd(f, x, y, eps=EPS, step_size=STEP, steps=2)
+    assert len(seen) == 2                                        # eps and step size
+    seen.clear()
+    attacks.robust_accuracy(f, x, y, eps=EPS, key=jax.random.key(0), steps=2, pgd_steps=1, n_targets=0)
+    assert len(seen) == 1                                        # eps
+    seen.clear()
+    attacks.robustness_curve(f, x, y, [0.05, 0.1], attack="pgd", steps=2)
+    assert len(seen) == 1                                        # the eps vector

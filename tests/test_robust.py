@@ -288,6 +288,12 @@ def test_apgd_rejects_bad_input():
             attacks.apgd(f, x, y, **{"eps": 0.1, "key": jax.random.key(0), **kw})
     with pytest.raises(ValueError, match="one integer label per example"):
         attacks.apgd(f, x, jnp.zeros(4, jnp.int32), eps=0.1, key=jax.random.key(0))
+    # the DLR losses' class counts, checked once at the entry point
+    with pytest.raises(ValueError, match="the DLR loss needs at least 3 classes"):
+        attacks.apgd(_linear(jnp.ones((4, 2)), jnp.zeros(2)), x, y, eps=0.1, key=jax.random.key(0), loss="dlr")
+    with pytest.raises(ValueError, match="the targeted DLR loss needs at least 4 classes"):
+        attacks.apgd(_linear(jnp.ones((4, 3)), jnp.zeros(3)), x, y, eps=0.1, key=jax.random.key(0), loss="dlr",
+                     target=jnp.ones(3, jnp.int32))
 
 
 # --------------------------------------------------------------------- robust accuracy, flags
@@ -448,6 +454,8 @@ def test_robustness_curve_rejects_bad_input():
         attacks.robustness_curve(f, x, y, [0.1], n_targets=3)
     with pytest.raises(ValueError, match="PRNG key"):
         attacks.robustness_curve(f, x, y, [0.1], attack="apgd")
+    with pytest.raises(ValueError, match="pgd restarts must be a positive integer"):
+        attacks.robustness_curve(f, x, y, [0.1], attack="pgd", restarts=0)
 
 
 # ------------------------------------------------------------------ the docs' quick start
