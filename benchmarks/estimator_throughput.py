@@ -51,10 +51,10 @@ import numpy as np
 
 try:  # imported as benchmarks.estimator_throughput
     from . import _baselines
-    from .mi_measurement import _cpu_name
+    from .mi_measurement import cpu_name
 except ImportError:  # run as a script (benchmarks/ is on sys.path)
     import _baselines
-    from mi_measurement import _cpu_name
+    from mi_measurement import cpu_name
 
 import jax
 import jax.numpy as jnp
@@ -294,7 +294,7 @@ def main(argv=None) -> dict:
         "device": getattr(dev, "device_kind", str(dev)),
         "platform": dev.platform,
         "device_count": jax.local_device_count(),
-        "host_cpu": _cpu_name(),
+        "host_cpu": cpu_name(),
         "host_cores": os.cpu_count(),
         "loadavg_before": list(os.getloadavg()),
         "versions": {"jax": jax.__version__, "numpy": np.__version__, "python": platform.python_version()},

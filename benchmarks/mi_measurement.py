@@ -103,7 +103,7 @@ def _max_abs_diff(a, b, methods) -> dict[str, float]:
             for m in methods}
 
 
-def _cpu_name() -> str:
+def cpu_name() -> str:
     try:
         with open("/proc/cpuinfo") as f:
             for line in f:
@@ -174,7 +174,7 @@ def main(argv=None) -> dict:
         "device": getattr(dev, "device_kind", str(dev)),
         "platform": dev.platform,
         "device_count": jax.device_count(),
-        "host_cpu": _cpu_name(),
+        "host_cpu": cpu_name(),
         "host_cores": os.cpu_count(),
         "loadavg_before": list(load_before),
         "loadavg_after": list(load_after),

@@ -16,7 +16,7 @@ from collections.abc import Iterator
 
 import jax
 
-__all__ = ["bar", "tick_from_device", "ticks_every", "enabled", "MAX_TICKS"]
+__all__ = ["bar", "tick_from_device", "tick_host", "ticks_every", "enabled", "MAX_TICKS"]
 
 #: Upper bound on the host callbacks of one compiled epoch.
 MAX_TICKS = 100
@@ -30,7 +30,8 @@ def enabled(flag: bool) -> None:
     _ENABLED[0] = bool(flag)
 
 
-def _tick(step, every) -> None:
+def tick_host(step, every) -> None:
+    """On the host: advance the current bar by ``every`` (what :func:`tick_from_device` calls back)."""
     if _CURRENT:
         _CURRENT[-1].update(int(every))
 
@@ -44,9 +45,9 @@ def tick_from_device(step, every: int = 1) -> None:
     """Inside traced code (a loop body at step ``step``): advance the current host bar by
     ``every`` on every ``every``-th step (no callback on the others)."""
     if every == 1:
-        jax.debug.callback(_tick, step, every)
+        jax.debug.callback(tick_host, step, every)
         return
-    jax.lax.cond(step % every == every - 1, lambda: jax.debug.callback(_tick, step, every), lambda: None)
+    jax.lax.cond(step % every == every - 1, lambda: jax.debug.callback(tick_host, step, every), lambda: None)
 
 
 @contextlib.contextmanager

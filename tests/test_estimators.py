@@ -253,13 +253,13 @@ def _binning_cases():
     cases["singletons_absent"] = (rng.standard_normal((100, 2)), y, 20)
     # Wide layer, low variance: mostly duplicates in the high dims.
     cases["wide"] = (rng.standard_normal((200, 300)) * 0.2, rng.integers(0, 10, 200), None)
-    # Wider than the ~256 columns that binning fingerprints first (est_binning._sampled_columns,
+    # Wider than the ~256 columns that binning fingerprints first (est_binning.sampled_columns,
     # runs of adjacent columns spread over the layer): rows distinct on those columns (the
     # early exit), and rows equal on them but not elsewhere, with exact duplicates too (the
     # whole-row path).
     cases["wide_sample_distinct"] = (rng.standard_normal((300, 600)) * 3.0, rng.integers(0, 10, 300), None)
     shared = rng.integers(0, 3, (240, 600)) * 0.5 + 0.1
-    sampled = est_binning._sampled_columns(600)
+    sampled = est_binning.sampled_columns(600)
     shared[:, sampled] = shared[0, sampled]
     shared[200:] = shared[:40]
     cases["wide_sample_shared"] = (shared, rng.integers(0, 6, 240), None)
@@ -292,10 +292,10 @@ def test_binning_bin_edges_are_floor():
 @pytest.fixture
 def fresh_binning_cache():
     """Clears the compiled binning cache around a test that monkeypatches its helpers."""
-    for f in (est_binning._binning_core, est_binning._binning_grouped_core):
+    for f in (est_binning.binning_core, est_binning.binning_grouped_core):
         f.clear_cache()
     yield
-    for f in (est_binning._binning_core, est_binning._binning_grouped_core):
+    for f in (est_binning.binning_core, est_binning.binning_grouped_core):
         f.clear_cache()
 
 
@@ -307,14 +307,14 @@ def test_hash_collision_falls_back_to_exact(monkeypatch, fresh_binning_cache):
         return [z, z]  # every row collides with every other row
 
     calls = []
-    real_fallback = est_binning._binning_numpy
+    real_fallback = est_binning.binning_numpy
 
     def spy(*args, **kwargs):
         calls.append(1)
         return real_fallback(*args, **kwargs)
 
-    monkeypatch.setattr(est_binning, "_row_hashes", constant_hashes)
-    monkeypatch.setattr(est_binning, "_binning_numpy", spy)
+    monkeypatch.setattr(est_binning, "row_hashes", constant_hashes)
+    monkeypatch.setattr(est_binning, "binning_numpy", spy)
     rng = np.random.default_rng(8)
     t = (rng.standard_normal((97, 6)) * 0.7).astype(np.float32)
     t[50:60] = t[0]  # some genuine duplicates too
@@ -338,13 +338,13 @@ def test_binning_first_hash_collisions_still_exact(monkeypatch, fresh_binning_ca
     duplicates present, through the grouped path."""
     import jax.numpy as jnp
 
-    real = est_binning._row_hashes
+    real = est_binning.row_hashes
 
     def coarse_first_hash(sym):
         h1, h2 = real(sym)
         return [h1 & jnp.uint32(3), h2]  # only 4 values: many ties in h1 alone
 
-    monkeypatch.setattr(est_binning, "_row_hashes", coarse_first_hash)
+    monkeypatch.setattr(est_binning, "row_hashes", coarse_first_hash)
     rng = np.random.default_rng(11)
     for width in (6, 400):  # whole-row hashes, and the sampled-columns early exit
         t = (rng.standard_normal((120, width)) * 2.0).astype(np.float32)
@@ -575,10 +575,10 @@ def test_kde_does_not_recompile_for_same_shapes():
     # New values, new noise_var (a traced argument) and new bin_size: same compiled programs.
     second = kde_mi(t * 2 + 1, y[::-1].copy(), noise_var=0.3)
     binning_mi(t, y)
-    bsize = est_binning._binning_core._cache_size()
+    bsize = est_binning.binning_core._cache_size()
     binning_mi(t * 3, y, bin_size=0.25)
     assert kde_pass.kde_sums._cache_size() == size
-    assert est_binning._binning_core._cache_size() == bsize
+    assert est_binning.binning_core._cache_size() == bsize
     assert first != second
 
 

@@ -273,7 +273,7 @@ def test_progress_callbacks_per_epoch_are_bounded(monkeypatch, show):
     from jaxmi import progress
 
     calls = []
-    monkeypatch.setattr(progress, "_tick", lambda step, every: calls.append(int(every)))
+    monkeypatch.setattr(progress, "tick_host", lambda step, every: calls.append(int(every)))
     rng = np.random.default_rng(0)
     n, batch = 1000, 4
     x = jnp.asarray(rng.integers(0, 256, (n, 28, 28, 1)).astype(np.uint8))

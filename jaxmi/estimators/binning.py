@@ -31,7 +31,8 @@ import numpy as np
 from jaxmi.estimators.bootstrap import unit_weights
 from jaxmi.estimators.validation import all_finite, check_bin_size, raise_if_nonfinite, validate
 
-__all__ = ["binning_mi", "binning_compute", "SAMPLE_COLUMNS", "SAMPLE_RUN", "GROUPED_SCATTER_LIMIT"]
+__all__ = ["binning_mi", "binning_compute", "SAMPLE_COLUMNS", "SAMPLE_RUN", "GROUPED_SCATTER_LIMIT",
+           "sampled_columns", "row_hashes", "binning_core", "binning_grouped_core", "binning_numpy"]
 
 _LOG2E = 1.0 / math.log(2.0)
 SAMPLE_COLUMNS = 256  # about this many bins, spread over the layer, are fingerprinted first
@@ -48,7 +49,7 @@ def _fmix32(x):
     return x ^ (x >> 16)
 
 
-def _sampled_columns(d: int) -> np.ndarray:
+def sampled_columns(d: int) -> np.ndarray:
     """The column indices binning fingerprints first (for d > SAMPLE_COLUMNS): SAMPLE_COLUMNS /
     SAMPLE_RUN runs of SAMPLE_RUN adjacent columns, their starts evenly spread from the first
     column to the last."""
@@ -58,9 +59,9 @@ def _sampled_columns(d: int) -> np.ndarray:
 
 
 def _sample_columns(t2):
-    """``t2[:, _sampled_columns(d)]`` as static slices, concatenated, so that only those runs
+    """``t2[:, sampled_columns(d)]`` as static slices, concatenated, so that only those runs
     are read and the copy fuses with the hashing (rather than a strided reshape or a gather)."""
-    starts = _sampled_columns(t2.shape[1])[::SAMPLE_RUN]
+    starts = sampled_columns(t2.shape[1])[::SAMPLE_RUN]
     return jnp.concatenate([t2[:, int(s):int(s) + SAMPLE_RUN] for s in starts], axis=1)
 
 
@@ -73,7 +74,7 @@ def _all_distinct(h1):
     return jnp.all(s[1:] != s[:-1])
 
 
-def _row_hashes(sym):
+def row_hashes(sym):
     """Two independent 32-bit hashes of each integer row (a 64-bit row fingerprint)."""
     n, d = sym.shape
     u = sym.astype(jnp.uint32)
@@ -122,13 +123,13 @@ def _binned_information(n_t, n_ty, n_c, n):
 
 
 @functools.partial(jax.jit, static_argnames=("num_classes",))
-def _binning_core(t, labels, weights, bin_size, *, num_classes: int):
+def binning_core(t, labels, weights, bin_size, *, num_classes: int):
     """Binning's fast path, valid when every row is its own symbol.
 
     If the 32-bit hashes of a few hundred bins spread over the layer (SAMPLE_COLUMNS, read in
     runs of SAMPLE_RUN adjacent columns; the whole row when narrower) differ between all
     rows, every row is its own symbol and H(T), H(T|Y) follow from the weights alone (one
-    single-key sort). Otherwise the caller runs :func:`_binning_grouped_core`; the two are
+    single-key sort). Otherwise the caller runs :func:`binning_grouped_core`; the two are
     separate programs so that this one never reads the rest of a wide layer (benchmarks/
     README.md). A finite sum implies finite entries (NaN and ±Inf propagate); only a
     non-finite one — possibly a mere overflow — needs the elementwise check.
@@ -140,7 +141,7 @@ def _binning_core(t, labels, weights, bin_size, *, num_classes: int):
     n = t.shape[0]
     t2 = t.reshape(n, -1)
     wide = t2.shape[1] > SAMPLE_COLUMNS
-    hashes = tuple(_row_hashes(_symbols(_sample_columns(t2) if wide else t2, bin_size)))
+    hashes = tuple(row_hashes(_symbols(_sample_columns(t2) if wide else t2, bin_size)))
     distinct = _all_distinct(hashes[0])
     hashes = None if wide else hashes  # whole-row fingerprints (narrow layers) serve the grouped path
     w = weights.astype(jnp.float32).T  # [N, R]
@@ -150,16 +151,16 @@ def _binning_core(t, labels, weights, bin_size, *, num_classes: int):
 
 
 @functools.partial(jax.jit, static_argnames=("num_classes", "rehash"))
-def _binning_grouped_core(t, labels, weights, bin_size, hashes, *, num_classes: int, rehash: bool):
+def binning_grouped_core(t, labels, weights, bin_size, hashes, *, num_classes: int, rehash: bool):
     """Binning when some rows may share a symbol: (I(X;T), I(T;Y), collision detected).
 
-    ``hashes``: the whole-row fingerprints from :func:`_binning_core` (narrow layers), or,
+    ``hashes``: the whole-row fingerprints from :func:`binning_core` (narrow layers), or,
     with ``rehash`` (wide layers, whose fast path hashed sampled columns only), ignored.
     """
     w = weights.astype(jnp.float32).T  # [N, R]
     n_c = jax.nn.one_hot(labels, num_classes, dtype=jnp.float32).T @ w  # [C, R]
     if rehash:
-        hashes = _row_hashes(_symbols(t, bin_size))
+        hashes = row_hashes(_symbols(t, bin_size))
     return _binning_grouped(t, labels, w, n_c, bin_size, *hashes)
 
 
@@ -191,7 +192,7 @@ def _binning_grouped(t, labels, w, n_c, bin_size, h1, h2):
     return _binned_information(n_t, n_ty, n_c, n) + (collision,)
 
 
-def _binning_numpy(t: np.ndarray, labels: np.ndarray, bin_size: float,
+def binning_numpy(t: np.ndarray, labels: np.ndarray, bin_size: float,
                    weights: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Exact host-side fallback (used only after a detected 64-bit hash collision): np.unique."""
     t = np.asarray(t)
@@ -233,15 +234,15 @@ def binning_compute(t, y, c, weights, *, bin_size: float = 0.5, **_) -> dict[str
       ``{"binning": (I_XT [R], I_TY [R])}`` in bits.
     """
     weights, bin_size_ = jnp.asarray(weights, jnp.float32), jnp.asarray(bin_size, t.dtype)
-    *head, hashes = _binning_core(t, y, weights, bin_size_, num_classes=c)
+    *head, hashes = binning_core(t, y, weights, bin_size_, num_classes=c)
     i_xt, i_ty, distinct, finite = jax.device_get(head)
     raise_if_nonfinite(finite or all_finite(t), "activations")
     collision = False
     if not distinct:
-        i_xt, i_ty, collision = jax.device_get(_binning_grouped_core(
+        i_xt, i_ty, collision = jax.device_get(binning_grouped_core(
             t, y, weights, bin_size_, hashes, num_classes=c, rehash=t.shape[1] > SAMPLE_COLUMNS))
     if collision:  # astronomically rare; never silently wrong
-        i_xt, i_ty = _binning_numpy(np.asarray(t), np.asarray(y), bin_size, np.asarray(weights))
+        i_xt, i_ty = binning_numpy(np.asarray(t), np.asarray(y), bin_size, np.asarray(weights))
     return {"binning": (np.asarray(i_xt), np.asarray(i_ty))}
 
 
