@@ -187,7 +187,7 @@ def precheck(config: Config) -> None:
 
     Raises:
       ValueError: a model that cannot be built
-        (:class:`jaxmi.probes.ModelSpecError`, naming the fix).
+        (:class:`jaxmi.models.ModelSpecError`, naming the fix).
     """
     info = data_lib.DATASETS.get(config.data.dataset)
     if info is not None:  # other datasets (TFDS, local folders) tell their classes when loaded

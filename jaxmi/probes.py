@@ -43,7 +43,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import importlib
 import inspect
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
@@ -52,10 +51,9 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from jaxmi.config import SPEC_FORM, is_model_spec
 
-__all__ = ["capture", "available", "flatten", "ProbedModel", "check_model", "check_outputs", "build_model",
-           "load_factory", "as_model", "is_model_spec", "ModelProtocolError", "ModelSpecError", "PROTOCOL"]
+__all__ = ["capture", "available", "flatten", "ProbedModel", "check_model", "check_outputs", "describe",
+           "ModelProtocolError", "PROTOCOL"]
 
 Array = jax.Array
 
@@ -71,10 +69,6 @@ class ModelProtocolError(TypeError, ValueError):
     """A model does not follow jaxmi's model protocol (:data:`PROTOCOL`)."""
 
 
-class ModelSpecError(ValueError):
-    """A model spec ``"package.module:factory"`` cannot be turned into a model."""
-
-
 def flatten(a: Array) -> Array:
     """One probe as ``[N, D]`` float32: every sample's values in row-major order.
 
@@ -87,12 +81,12 @@ def flatten(a: Array) -> Array:
     return a.reshape(a.shape[0], -1).astype(jnp.float32)
 
 
-def _describe(module: Any) -> str:
+def describe(module: Any) -> str:
     return f"{type(module).__name__} ({type(module).__module__})"
 
 
 def _protocol_error(module: Any, problem: str) -> ModelProtocolError:
-    return ModelProtocolError(f"{_describe(module)} does not follow jaxmi's model protocol: {problem}. {PROTOCOL}.")
+    return ModelProtocolError(f"{describe(module)} does not follow jaxmi's model protocol: {problem}. {PROTOCOL}.")
 
 
 def _accepts_train(module: nn.Module) -> bool:
@@ -155,7 +149,7 @@ def _collect(intermediates: Mapping[str, Any], n: int) -> dict[str, Array]:
 def _select(found: Mapping[str, Array], names: Sequence[str], module: Any) -> list[Array]:
     missing = [p for p in names if p not in found]
     if missing:
-        raise ValueError(f"{_describe(module)} has no probe(s) {missing}; available: {list(found)} (submodule "
+        raise ValueError(f"{describe(module)} has no probe(s) {missing}; available: {list(found)} (submodule "
                          "outputs by '/'-joined path and values sown into 'intermediates', see jaxmi.probes).")
     return [flatten(found[p]) for p in names]
 
@@ -171,7 +165,7 @@ def _inner(module: Any) -> nn.Module:
         return module.module
     if not isinstance(module, nn.Module):
         raise TypeError(f"expected a Flax module (flax.linen.Module) or a jaxmi.probes.ProbedModel; got "
-                        f"{_describe(module)}.")
+                        f"{describe(module)}.")
     return module
 
 
@@ -274,7 +268,7 @@ def _logits(out: Any, module: nn.Module) -> Array:
         got = (f"an array of shape {tuple(out.shape)} and dtype {out.dtype}" if hasattr(out, "shape")
                else f"a {type(out).__name__}")
         raise ModelProtocolError(f"ProbedModel wraps a module that must return logits [B, classes]; "
-                                 f"{_describe(module)} returned {got}. Return the logits (and nothing else) from "
+                                 f"{describe(module)} returned {got}. Return the logits (and nothing else) from "
                                  "its __call__; sow other values into 'intermediates' to probe them.")
     return out.astype(jnp.float32)
 
@@ -306,7 +300,7 @@ class ProbedModel:
     def __post_init__(self):
         if not isinstance(self.module, nn.Module):
             raise ModelProtocolError(f"ProbedModel wraps a Flax module (flax.linen.Module); got "
-                                     f"{_describe(self.module)}.")
+                                     f"{describe(self.module)}.")
         object.__setattr__(self, "probe_names", _check_names(self.probe_names, self.module))
 
     def init(self, rngs: Any, x: Array, train: bool = False, **kwargs: Any) -> dict[str, Any]:
@@ -379,81 +373,3 @@ def check_model(module: Any, input_shape: Sequence[int] | None = None) -> None:
             return module.apply(v, x, train=False)
 
         check_outputs(module, jax.eval_shape(f, jax.ShapeDtypeStruct((2, *input_shape), jnp.float32)))
-
-
-# ---- model specs: "package.module:factory"
-
-def load_factory(spec: str) -> Callable[[int], Any]:
-    """The factory a spec ``"package.module:factory"`` names (imported; ``factory`` may be a
-    dotted attribute path, e.g. ``"models:Zoo.small"``).
-
-    Raises:
-      ModelSpecError: the spec is malformed, the module cannot be imported, the attribute is
-        missing or not callable.
-    """
-    module_name, sep, attr = str(spec).partition(":")
-    if not sep or not module_name.strip() or not attr.strip() or ":" in attr:
-        raise ModelSpecError(f"model {spec!r} is not a model spec; give your own model as {SPEC_FORM}.")
-    try:
-        mod = importlib.import_module(module_name)
-    except Exception as e:  # noqa: BLE001 - ImportError, or whatever the module raises when imported
-        raise ModelSpecError(f"model {spec!r}: cannot import module {module_name!r} ({type(e).__name__}: {e}); "
-                             "make it importable: install it, run from the directory that holds it, or add that "
-                             "directory to PYTHONPATH.") from e
-    obj: Any = mod
-    for part in attr.split("."):
-        if not hasattr(obj, part):
-            where = getattr(mod, "__file__", None) or module_name
-            raise ModelSpecError(f"model {spec!r}: module {module_name!r} ({where}) has no attribute {attr!r}; "
-                                 f"name a factory defined there, as {SPEC_FORM}.")
-        obj = getattr(obj, part)
-    if not callable(obj):
-        raise ModelSpecError(f"model {spec!r}: {attr!r} is an object of type {type(obj).__name__}, not a callable factory; "
-                             f"give {SPEC_FORM}.")
-    return obj
-
-
-def as_model(obj: Any, *, where: str = "the model") -> Any:
-    """A jaxmi model from what a factory returned.
-
-    Args:
-      obj: a jaxmi model (a Flax module following the protocol), a :class:`ProbedModel`, or a
-        pair ``(flax_module, probe_names)`` (wrapped in a :class:`ProbedModel`).
-      where: what produced ``obj``, for error messages.
-
-    Raises:
-      ModelSpecError: ``obj`` is none of these (a plain module without probe names, say).
-      ModelProtocolError: a protocol module that lacks ``probe_names`` or ``train``.
-    """
-    if isinstance(obj, ProbedModel):
-        return obj
-    if isinstance(obj, tuple) and len(obj) == 2 and isinstance(obj[0], nn.Module):
-        return ProbedModel(obj[0], obj[1])
-    if isinstance(obj, nn.Module):
-        if not hasattr(obj, "probe_names"):
-            raise ModelSpecError(f"{where} returned a Flax module ({_describe(obj)}) without `probe_names`: return "
-                                 "(module, probe_names) to probe its layers through jaxmi.probes.ProbedModel (the "
-                                 "names come from jaxmi.probes.available(module, None, input_shape)), or a module "
-                                 f"that follows the protocol: {PROTOCOL}.")
-        check_model(obj)
-        return obj
-    raise ModelSpecError(f"{where} returned {_describe(obj)}; a factory returns a jaxmi model, a "
-                         "jaxmi.probes.ProbedModel, or a pair (flax_module, probe_names).")
-
-
-def build_model(spec: str, num_classes: int) -> Any:
-    """The model of a spec ``"package.module:factory"``: ``as_model(factory(num_classes))``.
-
-    Raises:
-      ModelSpecError: the spec cannot be imported or its factory does not take ``num_classes``
-        or returns no model (the message says which and how to fix it).
-    """
-    factory = load_factory(spec)
-    try:
-        inspect.signature(factory).bind(num_classes)
-    except TypeError:
-        raise ModelSpecError(f"model {spec!r}: the factory must take one argument, num_classes, and return the "
-                             f"model; its signature is {inspect.signature(factory)}.") from None
-    except ValueError:  # no signature to read (a builtin): call it and see
-        pass
-    return as_model(factory(num_classes), where=f"the factory of model {spec!r}")

@@ -46,7 +46,7 @@ from jaxmi.history import REGIMES, RunResult
 from jaxmi.measure import Measurer, robust_evaluation
 from jaxmi.models import create_model
 from jaxmi.plan import RunPlan, resolve
-from jaxmi.probes import ModelSpecError
+from jaxmi.models import ModelSpecError
 from jaxmi.results import as_path, read_json
 from jaxmi.runlog import RunLog
 from jaxmi.training import create_train_states, epoch_means, make_optimizer, make_train_epoch, unstack
