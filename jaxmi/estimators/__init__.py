@@ -65,6 +65,7 @@ from jaxmi.estimators.diagnostics import SATURATION_GAP_BITS
 from jaxmi.estimators.binning import binning_mi
 from jaxmi.estimators.bootstrap import bootstrap_weights
 from jaxmi.estimators.kde import choose_block_size, kde_mi
+from jaxmi.estimators.knn import ksg_mi
 from jaxmi.estimators.registry import METHODS, available_methods, register_estimator, unregister_estimator
 from jaxmi.estimators.renyi import renyi_mi
 from jaxmi.estimators.sweep import DEFAULT_BIN_SIZES, DEFAULT_NOISE_VARS, sweep_bins, sweep_kde_bounds, sweep_noise
@@ -80,6 +81,7 @@ __all__ = [
     "kde_mi",
     "binning_mi",
     "renyi_mi",
+    "ksg_mi",
     "choose_block_size",
     "sweep_noise",
     "sweep_kde_bounds",

@@ -1,0 +1,321 @@
+"""The Kraskov–Stögbauer–Grassberger (KSG) k-nearest-neighbour estimator of I(X;Y), in bits.
+
+Estimator 1 of Kraskov, Stögbauer & Grassberger (2004), "Estimating mutual information",
+Phys. Rev. E 69, 066138, eq. (8), for N paired samples (x_i, y_i) of two continuous
+variables::
+
+    I(X;Y) = ψ(k) + ψ(N) − (1/N) Σ_i [ψ(n_x(i) + 1) + ψ(n_y(i) + 1)]
+
+converted from nats to bits. ε_i is the distance from point i to its k-th nearest neighbour in
+the joint space, whose distance is the larger of the two per-space distances,
+max(‖x_i − x_j‖, ‖y_i − y_j‖); n_x(i) = #{j ≠ i : ‖x_i − x_j‖ < ε_i} and n_y(i) likewise. The
+per-space norm is ``metric``: ``"euclidean"`` (L2, the default, as in the ``bmi`` package's
+``KSGEnsembleFirstEstimator``) or ``"chebyshev"`` (L∞, the paper's choice). For integer
+arguments ψ(m) = −γ + H_{m−1} (H the harmonic numbers), so the estimate is computed exactly as
+H_{k−1} + H_{N−1} − (1/N) Σ_i (H_{n_x(i)} + H_{n_y(i)}) in float64.
+
+Ties and the strict inequality. ε_i is the k-th smallest of the N − 1 joint distances to the
+*other* points, counted with multiplicity (point i is excluded by index, never by its zero
+distance, so duplicates of point i are ordinary neighbours at distance 0). The counts are
+strict: a point at exactly ε_i in a space is not counted there, so the k-th neighbour itself
+is never counted in the space that sets ε_i (and is counted in the other space only when it
+is strictly closer there). With duplicate points ε_i can be 0, and then n_x(i) = n_y(i) = 0.
+These are the semantics of ``bmi``'s estimator as well, which subtracts point i's own
+(zero) distance from its counts. The estimate is not clipped at zero (``bmi`` returns
+max(0, I)): with little dependence it can come out slightly negative.
+
+Implementation. The data are standardised per column (zero mean, unit variance, as ``bmi``
+does by default; ``standardize=False`` only centres them) in float64 on the host, then cast
+to float32 and sent to the device. There one compiled program loops (``lax.map``) over blocks
+of B rows (the last block padded), computing for a block the [B, N] distances in the x and the
+y space (Euclidean: the Gram identity ‖a‖² + ‖b‖² − 2a·b with
+``precision=jax.lax.Precision.HIGHEST``, on squared distances; Chebyshev: max |a_k − b_k|),
+their maximum, ε² as the k-th largest of the negated joint distances (``jax.lax.top_k``, point
+i set to +∞), and the strict counts. Memory is O(B·N); no N × N matrix is formed.
+
+float32 rounding. Compared with exact arithmetic on the float64 standardised data, a float32
+squared distance is off by at most τ_ij = (2d + 8)·u·(‖a‖² + ‖b‖²) (Euclidean; u = 2⁻²⁴, d
+the space's width; the cast of the inputs and the Gram identity's cancellation) or
+3·u·(max|a_k| + max|b_k|) (Chebyshev). Each row gets the bound τ_i with the largest norm of
+the data in place of ‖b‖², and counts how many (point, space) pairs lie within
+τ_i(space) + max(τ_i(x), τ_i(y)) of ε_i. The k-th neighbour always lies there in the space
+that sets ε_i; if nothing else does, every other comparison has the same outcome in float32
+as in exact arithmetic, so the row's counts are exact. Every other row (near-ties, duplicate
+points, heavy tails whose largest norm widens the band) is recounted in float64 on the host
+(direct coordinate differences, in blocks of rows). The result therefore equals a float64
+brute-force count on the same standardised data, up to float64's own rounding (exact ties
+aside); :func:`ksg_counts` reports how many rows were recounted.
+
+The estimator needs continuous variables: it does not give I(X;T) for a deterministic network
+T = f(X) (infinite for continuous X), and labels (discrete, full of ties) make every row a
+float64 recount and the digamma formula inappropriate.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+__all__ = ["ksg_mi", "ksg_counts", "KSGCounts", "KSG_METRICS", "ksg_block_size"]
+
+#: The per-space distances :func:`ksg_mi` supports.
+KSG_METRICS = ("euclidean", "chebyshev")
+_U32 = 2.0 ** -24  # float32 unit roundoff
+_LOG2 = math.log(2.0)
+#: Largest k for which the CPU finds ε by k threshold passes rather than ``jax.lax.top_k``.
+MAX_THRESHOLD_K = 32
+
+
+class KSGCounts(NamedTuple):
+    """The neighbour counts of :func:`ksg_counts`.
+
+    Attributes:
+      n_x: [N] int64, #{j ≠ i : d_x(i, j) < ε_i}.
+      n_y: [N] int64, the same in the y space.
+      recounted: how many rows were recounted in float64 on the host (float32 could not
+        decide one of their comparisons).
+    """
+
+    n_x: np.ndarray
+    n_y: np.ndarray
+    recounted: int
+
+
+def ksg_block_size(n: int, *, max_block: int = 512, budget_elements: int = 1 << 24) -> int:
+    """Rows per block B: the largest power of two ≤ ``max_block`` with B·N ≤ ``budget_elements``
+    (a [B, N] float32 block is then ≤ 64 MiB; a step holds a few of them), at least 8."""
+    b = max_block
+    while b > 8 and b * n > budget_elements:
+        b //= 2
+    return b
+
+
+def _as_2d(a: Any, name: str) -> np.ndarray:
+    try:
+        arr = np.asarray(a)
+    except Exception as e:  # noqa: BLE001 (ragged input and the like)
+        raise ValueError(f"{name} must be an array of shape [N, d_{name}]; could not convert it ({e}).") from e
+    if arr.ndim == 1:
+        arr = arr[:, None]
+    if arr.ndim != 2:
+        raise ValueError(f"{name} must be a 2-D array [N, d_{name}] (one sample per row); got shape {arr.shape}. "
+                         f"Flatten each sample first, e.g. {name}.reshape(len({name}), -1).")
+    if arr.shape[0] < 1 or arr.shape[1] < 1:
+        raise ValueError(f"{name} is empty (shape {arr.shape}); pass at least one sample with at least one feature.")
+    if not (np.issubdtype(arr.dtype, np.floating) or np.issubdtype(arr.dtype, np.integer)
+            or arr.dtype == np.bool_):
+        raise ValueError(f"{name} must hold real numbers; got dtype {arr.dtype}. Convert it, e.g. "
+                         f"np.asarray({name}, np.float32).")
+    arr = arr.astype(np.float64)
+    if not np.all(np.isfinite(arr)):
+        bad = int(np.size(arr) - np.count_nonzero(np.isfinite(arr)))
+        raise ValueError(f"{name} contains {bad} NaN or Inf value(s); the estimator needs finite values. Drop or "
+                         f"impute those rows (in both x and y).")
+    return arr
+
+
+def _check(x, y, k, metric) -> tuple[np.ndarray, np.ndarray]:
+    if metric not in KSG_METRICS:
+        raise ValueError(f"metric must be one of {KSG_METRICS}; got {metric!r}.")
+    xs, ys = _as_2d(x, "x"), _as_2d(y, "y")
+    if xs.shape[0] != ys.shape[0]:
+        raise ValueError(f"x and y must have the same number of rows N (one paired sample per row); got "
+                         f"x with {xs.shape[0]} and y with {ys.shape[0]} rows.")
+    n = xs.shape[0]
+    if isinstance(k, (bool, np.bool_)) or not isinstance(k, (int, np.integer)):
+        raise ValueError(f"k must be an integer number of neighbours; got {k!r}. Pass e.g. k=3.")
+    if not 1 <= k < n:
+        raise ValueError(f"k must satisfy 1 ≤ k < N = {n} (the k-th neighbour among the other points); got k={k}. "
+                         f"Use a smaller k (3 is usual) or more samples.")
+    return xs, ys
+
+
+def _prepare(a: np.ndarray, standardize: bool) -> np.ndarray:
+    """Centred (and, with ``standardize``, unit-variance) columns in float64; a constant column
+    keeps scale 1 (as scikit-learn's StandardScaler, which ``bmi`` uses)."""
+    a = a - a.mean(axis=0, keepdims=True)
+    if standardize:
+        sd = a.std(axis=0, keepdims=True)
+        a = a / np.where(sd > 10 * np.finfo(np.float64).eps * np.abs(a).max(axis=0, keepdims=True), sd, 1.0)
+    return a
+
+
+def _distances(a, b, sq_a, sq_b, metric: str):
+    """Squared Euclidean (Gram identity) or Chebyshev distances between rows of a [B, d] and b [N, d]."""
+    if metric == "euclidean":  # sq_a, sq_b: the rows' squared norms
+        g = jnp.dot(a, b.T, precision=jax.lax.Precision.HIGHEST)
+        return jnp.maximum(sq_a[:, None] + sq_b[None, :] - 2.0 * g, 0.0)
+    return jnp.max(jnp.abs(a[:, None, :] - b[None, :, :]), axis=-1)
+
+
+def _row_stat(a, metric: str):
+    """Per-row size that the rounding bound scales with: ‖a‖² (Euclidean) or max |a_k| (Chebyshev)."""
+    return jnp.sum(jnp.square(a), axis=1) if metric == "euclidean" else jnp.max(jnp.abs(a), axis=1)
+
+
+def _tolerance(stat_rows, stat_max, d: int, metric: str):
+    """Bound on the error of one float32 distance (see the module docstring)."""
+    if metric == "euclidean":
+        return (2 * d + 8) * _U32 * (stat_rows + stat_max) * (1.0 + 1e-3)
+    return 3.0 * _U32 * (stat_rows + stat_max) * (1.0 + 1e-3)
+
+
+def _kth_smallest(a, k: int, selection: str):
+    """The k-th smallest entry of every row of a [B, N], counted with multiplicity.
+
+    ``"top_k"``: ``jax.lax.top_k`` of the negated rows. ``"threshold"``: v = min; then k − 1
+    times c = #(a ≤ v) and, where c < k, v = min{a > v} (the next distinct value): each step
+    is one pass over the block and nothing is written back.
+    """
+    if selection == "top_k":
+        return -jax.lax.top_k(-a, k)[0][:, k - 1]
+    v = jnp.min(a, axis=1)
+    for _ in range(k - 1):
+        below = jnp.sum(a <= v[:, None], axis=1, dtype=jnp.int32)
+        above = jnp.min(jnp.where(a > v[:, None], a, jnp.inf), axis=1)
+        v = jnp.where(below >= k, v, above)
+    return v
+
+
+def default_selection(k: int, device: jax.Device | None = None) -> str:
+    """``"threshold"`` on CPU for k ≤ :data:`MAX_THRESHOLD_K` (XLA:CPU's ``top_k`` sorts whole
+    rows), else ``"top_k"``."""
+    device = device if device is not None else jax.local_devices()[0]
+    return "threshold" if device.platform == "cpu" and k <= MAX_THRESHOLD_K else "top_k"
+
+
+@functools.partial(jax.jit, static_argnames=("k", "metric", "block_size", "selection"))
+def _device_counts(x, y, *, k: int, metric: str, block_size: int, selection: str = "top_k"):
+    """float32 counts and, per row, the number of (point, space) comparisons within the
+    rounding band of ε (1: the row's counts are exact). Returns (n_x, n_y, band), [N] int32."""
+    n = x.shape[0]
+    b = block_size
+    nb = -(-n // b)
+    x, y = x.astype(jnp.float32), y.astype(jnp.float32)
+    sx, sy = _row_stat(x, metric), _row_stat(y, metric)
+    tol_x = _tolerance(sx, jnp.max(sx), x.shape[1], metric)
+    tol_y = _tolerance(sy, jnp.max(sy), y.shape[1], metric)
+    cols = jnp.arange(n)
+
+    def block(i):
+        rows = jnp.minimum(i * b + jnp.arange(b), n - 1)  # the last block repeats row N − 1 (dropped)
+        other = rows[:, None] != cols[None, :]
+        # exact zeros for point i itself, in both spaces
+        dx = jnp.where(other, _distances(jnp.take(x, rows, axis=0), x, sx[rows], sx, metric), 0.0)
+        dy = jnp.where(other, _distances(jnp.take(y, rows, axis=0), y, sy[rows], sy, metric), 0.0)
+        eps = _kth_smallest(jnp.where(other, jnp.maximum(dx, dy), jnp.inf), k, selection)
+        e = eps[:, None]
+        self_in = (eps > 0).astype(jnp.int32)  # point i (distance 0) is below ε unless ε = 0
+        nx = jnp.sum(dx < e, axis=1, dtype=jnp.int32) - self_in
+        ny = jnp.sum(dy < e, axis=1, dtype=jnp.int32) - self_in
+        tx, ty = tol_x[rows], tol_y[rows]
+        t_eps = jnp.maximum(tx, ty)
+        # point i itself falls in the band only when ε is within rounding of 0: a recount
+        band = (jnp.sum(jnp.abs(dx - e) <= (tx + t_eps)[:, None], axis=1, dtype=jnp.int32)
+                + jnp.sum(jnp.abs(dy - e) <= (ty + t_eps)[:, None], axis=1, dtype=jnp.int32))
+        return nx, ny, band
+
+    nx, ny, band = jax.lax.map(block, jnp.arange(nb))
+    return nx.reshape(-1)[:n], ny.reshape(-1)[:n], band.reshape(-1)[:n]
+
+
+def _host_distances(a: np.ndarray, b: np.ndarray, metric: str) -> np.ndarray:
+    """float64 distances (squared for Euclidean) between rows of a [r, d] and b [N, d], from
+    coordinate differences (no cancellation: duplicate points are exactly 0 apart)."""
+    diff = a[:, None, :] - b[None, :, :]
+    if metric == "euclidean":
+        return np.einsum("rnd,rnd->rn", diff, diff)
+    return np.abs(diff).max(axis=-1)
+
+
+def _host_counts(xs: np.ndarray, ys: np.ndarray, rows: np.ndarray, k: int, metric: str,
+                 chunk_bytes: int = 1 << 26) -> tuple[np.ndarray, np.ndarray]:
+    """Exact float64 counts for the given rows (O(len(rows)·N·d) time, O(chunk_bytes) memory)."""
+    n = xs.shape[0]
+    per = max(1, chunk_bytes // (8 * n * max(xs.shape[1], ys.shape[1], 4)))  # [r, N, d] temporaries
+    nx = np.empty(len(rows), np.int64)
+    ny = np.empty(len(rows), np.int64)
+    for a in range(0, len(rows), per):
+        r = rows[a:a + per]
+        dx = _host_distances(xs[r], xs, metric)
+        dy = _host_distances(ys[r], ys, metric)
+        diag = (np.arange(len(r)), r)
+        dx[diag] = dy[diag] = 0.0  # point i itself: exactly 0
+        joint = np.maximum(dx, dy)
+        joint[diag] = np.inf  # excluded from the neighbours by index
+        eps = np.partition(joint, k - 1, axis=1)[:, k - 1:k]
+        self_in = (eps[:, 0] > 0).astype(np.int64)  # point i is below ε unless ε = 0
+        nx[a:a + len(r)] = np.sum(dx < eps, axis=1) - self_in
+        ny[a:a + len(r)] = np.sum(dy < eps, axis=1) - self_in
+    return nx, ny
+
+
+def ksg_counts(x: Any, y: Any, k: int = 3, metric: str = "euclidean", *, standardize: bool = True,
+               block_size: int | None = None) -> KSGCounts:
+    """The KSG neighbour counts n_x(i), n_y(i) of every point (see the module docstring).
+
+    Args and checks as :func:`ksg_mi`.
+
+    Returns:
+      :class:`KSGCounts`: n_x, n_y as [N] int64 arrays and the number of rows recounted in
+      float64.
+    """
+    xs, ys = _check(x, y, k, metric)
+    return _counts(xs, ys, int(k), metric, standardize, block_size)
+
+
+def _counts(xs, ys, k, metric, standardize, block_size) -> KSGCounts:
+    n = xs.shape[0]
+    xs, ys = _prepare(xs, standardize), _prepare(ys, standardize)
+    b = ksg_block_size(n) if block_size is None else int(block_size)
+    if b < 1:
+        raise ValueError(f"block_size must be ≥ 1 (rows per device block); got {block_size}. Leave it None for "
+                         f"the default.")
+    b = min(b, n)
+    nx, ny, band = jax.device_get(_device_counts(jnp.asarray(xs, jnp.float32), jnp.asarray(ys, jnp.float32),
+                                                 k=k, metric=metric, block_size=b,
+                                                 selection=default_selection(k)))
+    nx, ny = nx.astype(np.int64), ny.astype(np.int64)
+    redo = np.flatnonzero(band != 1)
+    if redo.size:
+        nx[redo], ny[redo] = _host_counts(xs, ys, redo, k, metric)
+    return KSGCounts(nx, ny, int(redo.size))
+
+
+def _harmonic(m: int) -> np.ndarray:
+    """H_0 … H_m in float64 (H_0 = 0)."""
+    return np.concatenate([[0.0], np.cumsum(1.0 / np.arange(1, m + 1, dtype=np.float64))])
+
+
+def ksg_mi(x: Any, y: Any, k: int = 3, metric: str = "euclidean", *, standardize: bool = True,
+           block_size: int | None = None) -> float:
+    """KSG estimator 1 of I(X;Y) between two continuous variables, in bits.
+
+    Args:
+      x: [N, d_x] samples of X, one per row (a 1-D [N] array is one column).
+      y: [N, d_y] samples of Y, paired with x row by row.
+      k: the neighbour order, 1 ≤ k < N (3 is usual; larger k: less variance, more bias).
+      metric: the per-space distance, ``"euclidean"`` or ``"chebyshev"``; the joint distance
+        is the larger of the two per-space distances.
+      standardize: scale every column to unit variance first (default, as ``bmi``), which
+        makes the estimate invariant to rescaling any coordinate; False only centres.
+      block_size: rows per device block (default :func:`ksg_block_size`).
+
+    Returns:
+      The estimate in bits (nats / ln 2), not clipped at 0.
+
+    Raises:
+      ValueError: naming the argument, the value and the fix, for shapes that are not [N, d]
+        with the same N, k outside 1 ≤ k < N, a metric not in :data:`KSG_METRICS`, or NaN/Inf.
+    """
+    xs, ys = _check(x, y, k, metric)
+    n = xs.shape[0]
+    c = _counts(xs, ys, int(k), metric, standardize, block_size)
+    h = _harmonic(n)
+    nats = h[int(k) - 1] + h[n - 1] - float(np.mean(h[c.n_x] + h[c.n_y]))
+    return nats / _LOG2
