@@ -42,7 +42,8 @@ from jaxmi import backend, parallel, progress
 from jaxmi import data as data_lib
 from jaxmi.checkpoint import CheckpointError, load_models
 from jaxmi.config import Config
-from jaxmi.history import REGIMES, RunResult
+from jaxmi.history import REGIMES
+from jaxmi.result import RunResult
 from jaxmi.measure import Measurer, robust_evaluation
 from jaxmi.models import create_model
 from jaxmi.plan import RunPlan, resolve
@@ -156,7 +157,7 @@ def train_and_measure(config: Config, *, log: Callable[[str], None] = log_line, 
       mesh: the device mesh; ``None``: :func:`jaxmi.plan.run_mesh`.
 
     Returns:
-      A :class:`~jaxmi.history.RunResult`; ``timing`` holds wall-clock seconds per epoch.
+      A :class:`~jaxmi.result.RunResult`; ``timing`` holds wall-clock seconds per epoch.
 
     Raises:
       jaxmi.checkpoint.CheckpointError: the checkpoint in ``workdir`` is unreadable or was
