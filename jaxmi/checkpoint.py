@@ -14,15 +14,23 @@ Orbax writes each checkpoint into a temporary directory and renames it when comp
 run killed at any point leaves either a whole checkpoint or none. The PRNG state needs no
 storing: every key is derived from the seed with ``fold_in(epoch)``.
 
-A checkpoint that cannot be read, or that was written by a different configuration or
-format, raises :class:`CheckpointError`; a run is never silently restarted from scratch.
-Format 1 checkpoints (runs before train states were always stacked) are read too.
+A corrupt newest checkpoint (files truncated or deleted after it was written) is skipped
+with a one-line warning and removed, and the run resumes from the newest intact one; when
+none is intact, or a checkpoint was written by a different configuration or format,
+:class:`CheckpointError` says so in a few lines. A run is never silently restarted from
+scratch. Format 1 checkpoints (runs before train states were always stacked) are read too.
 """
 
 from __future__ import annotations
 
+import contextlib
+import gc
+import inspect
 import json
-from collections.abc import Callable
+import logging
+import re
+import sys
+from collections.abc import Callable, Iterator
 from typing import Any, NamedTuple
 
 import jax
@@ -64,6 +72,77 @@ def _fix(run_dir) -> str:
             "or choose another --out")
 
 
+# What orbax-checkpoint (0.12) raises for a checkpoint whose files were truncated, deleted or
+# overwritten: a bare ``Exception`` wrapping TensorStore's error for an array file cut short or
+# missing, ``ValueError`` (TensorStore NOT_FOUND / OUT_OF_RANGE, JSON that does not parse),
+# ``KeyError`` (an item directory missing), ``FileNotFoundError``/``OSError``. A bare
+# ``Exception`` among them leaves nothing narrower to catch.
+_UNREADABLE = (Exception,)
+
+
+class _Unreadable(Exception):
+    """One checkpoint's files cannot be read (the reason in a few words)."""
+
+
+def _reason(e: BaseException, limit: int = 160) -> str:
+    """The innermost cause of an orbax/TensorStore error, on one short line (no spec dumps)."""
+    seen = []
+    while e is not None and e not in seen:
+        seen.append(e)
+        e = e.__cause__ or e.__context__
+    inner = seen[-1]
+    text = str(inner).strip().splitlines()[0] if str(inner).strip() else ""
+    text = re.split(r" \[tensorstore_spec| See full TensorStore details", text)[0]
+    text = re.sub(r' in OCDBT database at [^"]*"[^"]*"', "", text)  # the path: named by the caller
+    text = f"{type(inner).__name__}: {text}" if text else type(inner).__name__
+    return text if len(text) <= limit else text[:limit - 1] + "…"
+
+
+@contextlib.contextmanager
+def _quiet() -> Iterator[None]:
+    """Keeps orbax's own reports of a failed read off the terminal while a checkpoint is tried
+    (the failure is reported here in one line): its log records, and the tracebacks of the
+    coroutines and TensorStore callbacks a failed restore leaves behind, which Python would
+    print through ``sys.unraisablehook`` as "Exception ignored in …" with a spec dump each."""
+    loggers = [logging.getLogger(name) for name in ("absl", "orbax", "asyncio")]
+    levels = [lg.level for lg in loggers]
+    hook = sys.unraisablehook
+    for lg in loggers:
+        lg.setLevel(logging.CRITICAL + 1)
+    sys.unraisablehook = lambda unraisable: None
+    try:
+        yield
+    finally:
+        gc.collect()  # the failed read's leftovers are collected (and their reports dropped) now
+        sys.unraisablehook = hook
+        for lg, level in zip(loggers, levels):
+            lg.setLevel(level)
+
+
+def _orbax_leftover(unraisable: Any) -> bool:
+    """A report a failed orbax read leaves behind: a TensorStore read finishing after orbax closed
+    its event loop, or a coroutine of orbax's that raised and was never awaited."""
+    exc, obj = unraisable.exc_value, unraisable.object
+    if isinstance(exc, RuntimeError) and str(exc) == "Event loop is closed":
+        return True
+    return inspect.iscoroutine(obj) and "orbax" in obj.cr_code.co_filename
+
+
+def _drop_orbax_leftovers() -> None:
+    """After a failed read, reads still in flight may report "Event loop is closed" tracebacks at
+    any later time; drop those (only those) from then on."""
+    previous = sys.unraisablehook
+    if getattr(previous, "_jaxmi_orbax_filter", False):
+        return
+
+    def hook(unraisable):
+        if not _orbax_leftover(unraisable):
+            previous(unraisable)
+
+    hook._jaxmi_orbax_filter = True
+    sys.unraisablehook = hook
+
+
 class Restored(NamedTuple):
     regime: str  # the regime of the last completed epoch
     epoch: int  # its epoch (0: the initial measurement)
@@ -83,26 +162,30 @@ class RunCheckpointer:
       normalize: maps a stored identity to the current form before the comparison (older
         runs stored fields that have since moved or been added); default: unchanged.
       keep: how many of the newest checkpoints to keep.
+      log: where the one-line warning about a skipped corrupt checkpoint goes.
     """
 
     def __init__(self, run_dir, identity: dict[str, Any], *, regimes: tuple[str, ...], epochs: int,
-                 normalize: Callable[[dict[str, Any]], dict[str, Any]] | None = None, keep: int = 2):
+                 normalize: Callable[[dict[str, Any]], dict[str, Any]] | None = None, keep: int = 2,
+                 log: Callable[[str], None] = print):
         self.run_dir = as_path(run_dir)
         self.path = self.run_dir / CHECKPOINT_DIR
         self.identity = plain(identity)
         self.normalize = normalize or (lambda d: d)
         self.regimes = tuple(regimes)
         self.epochs = int(epochs)
+        self.log = log
         if self.path.exists() and not self.path.is_dir():
             raise CheckpointError(f"{self.path} is not a directory; {_fix(self.run_dir)}.")
         try:
-            self._manager = ocp.CheckpointManager(
-                _orbax_path(self.path),
-                options=ocp.CheckpointManagerOptions(max_to_keep=keep, enable_async_checkpointing=False,
-                                                     cleanup_tmp_directories=True, create=True))
+            with _quiet():
+                self._manager = ocp.CheckpointManager(
+                    _orbax_path(self.path),
+                    options=ocp.CheckpointManagerOptions(max_to_keep=keep, enable_async_checkpointing=False,
+                                                         cleanup_tmp_directories=True, create=True))
         except Exception as e:  # noqa: BLE001 - orbax raises many types for unreadable directories
-            raise CheckpointError(f"cannot open the checkpoints in {self.path} ({type(e).__name__}: {e}); "
-                                  f"{_fix(self.run_dir)}.") from e
+            raise CheckpointError(f"cannot open the checkpoints in {self.path} ({_reason(e)}); "
+                                  f"{_fix(self.run_dir)}.") from None
 
     def step_of(self, regime: str, epoch: int) -> int:
         return self.regimes.index(regime) * (self.epochs + 1) + int(epoch)
@@ -136,38 +219,67 @@ class RunCheckpointer:
         return regime, epoch
 
     def restore_latest(self, abstract_state: Any) -> Restored | None:
-        """The newest checkpoint, or ``None`` when no checkpoint was ever completed.
+        """The newest intact checkpoint, or ``None`` when no checkpoint was ever completed.
+
+        A newer checkpoint whose files cannot be read (truncated or deleted after it was
+        written) is skipped with a one-line warning to ``log`` and removed, so that the run
+        resumes from the newest intact one and writes its next checkpoints in its place.
 
         Args:
           abstract_state: stacked train states of the right structure, shapes, dtypes and
             shardings (e.g. the initial ones); arrays are restored onto their shardings.
 
         Raises:
-          CheckpointError: the checkpoint is unreadable, from another format or configuration,
-            or its arrays do not match ``abstract_state``.
+          CheckpointError: no checkpoint is intact, or the newest readable one is from another
+            format or configuration (then nothing is removed).
         """
-        step = self._manager.latest_step()
-        if step is None:
+        with _quiet():
+            steps = sorted(self._manager.all_steps(), reverse=True)
+        if not steps:
             return None
+        corrupt: list[tuple[int, str]] = []
+        for step in steps:
+            try:
+                restored = self._restore(step, abstract_state)
+            except _Unreadable as e:
+                corrupt.append((step, str(e)))
+                continue
+            for bad, reason in corrupt:
+                with _quiet():
+                    self._manager.delete(bad)
+                self.log(f"warning: skipped and removed the corrupt checkpoint {self.path / str(bad)} ({reason}); "
+                         f"resuming from checkpoint {step}, the newest intact one.")
+            return restored
+        newest, reason = corrupt[0]
+        others = [b for b, _ in corrupt[1:]]
+        raise CheckpointError(
+            f"no checkpoint in {self.path} is intact: the newest, {self.path / str(newest)}, is unreadable "
+            f"({reason})" + (f", and so are the older ones ({', '.join(map(str, others))})" if others else "")
+            + ".\nThe run cannot resume from them; rerun with --overwrite to start it over, or choose another --out.")
+
+    def _restore(self, step: int, abstract_state: Any) -> Restored:
+        """One checkpoint; :class:`_Unreadable` when its files cannot be read."""
         where = self.path / str(step)
-        try:
-            meta = self._manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore())).meta
-        except Exception as e:  # noqa: BLE001
-            raise CheckpointError(f"the checkpoint {where} is unreadable ({type(e).__name__}: {e}); "
-                                  f"{_fix(self.run_dir)}.") from e
+        meta = self._read(step, "its record", ocp.args.Composite(meta=ocp.args.JsonRestore())).meta
         regime, epoch = self._check_meta(meta, where, step)
         unstacked = meta["format"] == 1 and isinstance(meta.get("history"), dict)  # a format-1 single run
         target = jax.tree.map(lambda a: a[0], abstract_state) if unstacked else abstract_state
-        try:
-            state = self._manager.restore(
-                step, args=ocp.args.Composite(state=ocp.args.StandardRestore(_abstract(target)))).state
-        except Exception as e:  # noqa: BLE001
-            raise CheckpointError(f"the train state in {where} cannot be restored ({type(e).__name__}: "
-                                  f"{str(e)[:500]}); {_fix(self.run_dir)}.") from e
+        state = self._read(step, "its train state",
+                           ocp.args.Composite(state=ocp.args.StandardRestore(_abstract(target)))).state
         if unstacked:
             state = jax.tree.map(lambda a, ref: jax.device_put(a[None], ref.sharding), state, abstract_state)
             meta = {**meta, "history": [meta["history"]]}
         return Restored(regime, epoch, state, meta)
+
+    def _read(self, step: int, what: str, args: Any) -> Any:
+        reason = None
+        with _quiet():  # the error is handled inside, so that its leftovers are collected quietly
+            try:
+                return self._manager.restore(step, args=args)
+            except _UNREADABLE as e:
+                reason = f"{what}: {_reason(e)}"
+        _drop_orbax_leftovers()
+        raise _Unreadable(reason)
 
     def close(self) -> None:
         self._manager.close()

@@ -15,6 +15,11 @@ one line per seed to ``metrics.jsonl``::
 step. Watch a run with ``tail -f <out>/metrics.jsonl`` or
 ``tensorboard --logdir <out>/tensorboard``.
 
+A run killed while it appended a line leaves that last line cut short; reading the file drops
+it with a one-line warning (the checkpoints hold every result, and a resumed run measures that
+epoch again). Any other line that is not a JSON record is an error naming the file, the line
+and the fix.
+
 A resumed run first drops the lines after its checkpoint (they are measured again) and opens
 each TensorBoard writer with ``purge_step`` at the first epoch it writes, so TensorBoard hides
 the events of the interrupted attempt from that step on. Lines are appended and flushed to
@@ -32,7 +37,8 @@ import datetime
 import json
 import os
 import uuid
-from collections.abc import Mapping, Sequence
+import warnings
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from jaxmi.results import as_path, atomic_write_text, is_local, to_jsonable
@@ -43,12 +49,45 @@ METRICS_FILE = "metrics.jsonl"
 TENSORBOARD_DIR = "tensorboard"
 
 
-def read_metrics(workdir: str | os.PathLike) -> list[dict[str, Any]]:
-    """The lines of ``workdir/metrics.jsonl`` as dicts, in order (``[]`` if there is none)."""
+def read_metrics(workdir: str | os.PathLike, *,
+                 log: Callable[[str], None] | None = None) -> list[dict[str, Any]]:
+    """The lines of ``workdir/metrics.jsonl`` as dicts, in order (``[]`` if there is none).
+
+    A last line that is not a JSON record was cut short by a crash while it was written: it is
+    left out, with a one-line warning to ``log`` (default: :func:`warnings.warn`).
+
+    Raises:
+      ValueError: another line is not a JSON record; the message names the file, the line
+        and the fix.
+    """
     path = as_path(workdir) / METRICS_FILE
     if not path.exists():
         return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    lines = path.read_bytes().decode("utf-8", errors="replace").splitlines()
+    numbered = [(n, line) for n, line in enumerate(lines, 1) if line.strip()]
+    out = []
+    for i, (n, line) in enumerate(numbered):
+        try:
+            record = json.loads(line)
+            what = None if isinstance(record, dict) else f"a JSON {type(record).__name__}, not a record"
+        except json.JSONDecodeError as e:
+            what = f"{e.msg} at column {e.colno}"
+        if what is not None:
+            if i == len(numbered) - 1:
+                message = (f"warning: dropped the last line of {path} (line {n}: {what}), cut short by a crash "
+                           "while it was written; the run's results are in its checkpoints.")
+                if log is None:
+                    warnings.warn(message[len("warning: "):], stacklevel=2)
+                else:
+                    log(message)
+                break
+            raise ValueError(
+                f"{path}, line {n} of {len(lines)}, is not a JSON record ({what}).\n"
+                "Only a cut last line is dropped by itself. Delete or repair that line and rerun the same "
+                "command: the run resumes from its checkpoints, which hold every result (metrics.jsonl "
+                "is only the live log).")
+        out.append(record)
+    return out
 
 
 def scalars(record: Mapping[str, Any]) -> dict[str, float]:
@@ -79,10 +118,16 @@ class LiveLog:
       resume: ``(regime, epoch)`` of the checkpoint the run resumes from; lines after it
         are dropped. ``None``: a new run; an existing ``metrics.jsonl`` is replaced.
       tensorboard: also write TensorBoard event files (local run directories only).
+      log: where the warning about a cut last line goes (see :func:`read_metrics`).
+
+    Raises:
+      ValueError: resuming, a line of ``metrics.jsonl`` other than the last is not a JSON
+        record (the message names the line and the fix).
     """
 
     def __init__(self, workdir: str | os.PathLike, regimes: Sequence[str], *,
-                 resume: tuple[str, int] | None = None, tensorboard: bool = True):
+                 resume: tuple[str, int] | None = None, tensorboard: bool = True,
+                 log: Callable[[str], None] | None = None):
         self.dir = as_path(workdir)
         self.path = self.dir / METRICS_FILE
         self.regimes = tuple(regimes)
@@ -92,7 +137,7 @@ class LiveLog:
         kept = []
         if resume is not None:
             last = _key(resume[0], resume[1], self.regimes)
-            kept = [r for r in read_metrics(self.dir)
+            kept = [r for r in read_metrics(self.dir, log=log)
                     if r.get("regime") in self.regimes and _key(r["regime"], r["epoch"], self.regimes) <= last]
         self._lines = [json.dumps(r) for r in kept]
         self.dir.mkdir(parents=True, exist_ok=True)

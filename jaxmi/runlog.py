@@ -58,10 +58,14 @@ class RunLog:
         if workdir is not None:
             identity = {**config.identity(), **({} if measured else {"measure": False})}
             self._ckpt = RunCheckpointer(workdir, identity, regimes=REGIMES, epochs=config.optim.epochs,
-                                         normalize=normalize_identity)
+                                         normalize=normalize_identity, log=log)
 
     def resume(self, init_states) -> Any:
-        """Restores the newest checkpoint (None: none, a fresh run) and opens the live log."""
+        """Restores the newest intact checkpoint (None: none, a fresh run) and opens the live log.
+
+        A corrupt newer checkpoint and a cut last line of ``metrics.jsonl`` (a crash while either
+        was written) are dropped with a one-line warning to ``log``; the run then goes on from the
+        newest intact checkpoint to the results of an uninterrupted run."""
         if self._ckpt is None:
             return None
         resumed = self._ckpt.restore_latest(init_states)
@@ -72,7 +76,7 @@ class RunLog:
             self.log(f"resuming from the checkpoint after {resumed.regime.upper()} epoch {resumed.epoch} in "
                      f"{self._ckpt.path}")
         self.resumed = resumed
-        self._live = LiveLog(self.workdir, REGIMES,
+        self._live = LiveLog(self.workdir, REGIMES, log=self.log,
                              resume=None if resumed is None else (resumed.regime, resumed.epoch))
         return resumed
 
