@@ -271,11 +271,12 @@ def test_arguments_are_checked_once_at_the_public_entry_point(toy, monkeypatch):
     seen = []
     concrete = checks.concrete
     monkeypatch.setattr(checks, "concrete", lambda v: seen.append(v) or concrete(v))
+    # The images and labels cost one reduction and one host read per call (one stats vector).
     attacks.pgd(f, x, y, eps=EPS, step_size=STEP, steps=2)
-    assert len(seen) == 2                                        # eps and step size
+    assert len(seen) == 3                                        # eps, step size, the data's stats
     seen.clear()
     attacks.robust_accuracy(f, x, y, eps=EPS, key=jax.random.key(0), steps=2, pgd_steps=1, n_targets=0)
-    assert len(seen) == 1                                        # eps
+    assert len(seen) == 2                                        # eps, the data's stats
     seen.clear()
     attacks.robustness_curve(f, x, y, [0.05, 0.1], attack="pgd", steps=2)
-    assert len(seen) == 1                                        # the eps vector
+    assert len(seen) == 2                                        # the eps vector, the data's stats

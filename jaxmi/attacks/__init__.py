@@ -6,7 +6,16 @@ Pure functions of a logits function, inputs and labels. ``logits_fn`` maps a bat
 BatchNorm mode) you want to attack, e.g. ``lambda x: apply_model(module, params, stats, x)[0]``.
 Every attack jits and vmaps; ``eps`` and ``step_size`` may be traced (``jax.vmap`` over ε
 gives a whole robustness curve in one compiled call); iteration counts are static. Random
-starts take an explicit typed PRNG key (``jax.random.key``).
+starts take an explicit typed PRNG key (``jax.random.key``). Inputs live in a box, [0, 1] by
+default; an attack on inputs in another range takes it as ``clip=(low, high)`` (ART's
+``clip_values``), and ε is in the same units.
+
+Every public function checks its arguments once, eagerly (:mod:`~jaxmi.attacks.checks`:
+options, shapes, dtypes; and, on concrete values, finite pixels inside the box, labels in
+[0, K) with K from ``jax.eval_shape`` of ``logits_fn``, ε no wider than the box), then runs
+a compiled core: compiled once per ``logits_fn`` object and static settings, so define the
+logits function once (a new lambda per call compiles again). Under an outer ``jax.jit`` or
+``jax.vmap`` the core runs inline and the value checks are skipped.
 
 * :func:`fgsm` — Goodfellow et al. 2015: ``clip_[0,1](x + ε · sign ∇ₓ CE)``.
 * :func:`pgd` — Madry et al. 2018. One L∞ step::
@@ -33,10 +42,10 @@ checks, run once at each public entry point).
 """
 
 from jaxmi.attacks.apgd import apgd, apgd_checkpoints, apgd_targeted, dlr_loss, targeted_dlr_loss
-from jaxmi.attacks.checks import APGD_LOSSES, CURVE_ATTACKS, NORMS, validate_attack
+from jaxmi.attacks.checks import APGD_LOSSES, CURVE_ATTACKS, DEFAULT_CLIP, NORMS, validate_attack
 from jaxmi.attacks.pgd import PGDConfig, fgsm, pgd
 from jaxmi.attacks.robust import RobustnessCurve, RobustResult, masking_flags, robust_accuracy, robustness_curve
 
 __all__ = ["PGDConfig", "fgsm", "pgd", "apgd", "apgd_targeted", "apgd_checkpoints", "dlr_loss", "targeted_dlr_loss",
            "validate_attack", "robust_accuracy", "RobustResult", "robustness_curve", "RobustnessCurve",
-           "masking_flags", "NORMS", "APGD_LOSSES", "CURVE_ATTACKS"]
+           "masking_flags", "NORMS", "APGD_LOSSES", "CURVE_ATTACKS", "DEFAULT_CLIP"]

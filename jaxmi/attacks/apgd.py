@@ -18,7 +18,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxmi.attacks import checks
-from jaxmi.attacks.pgd import Array, LogitsFn, ce_loss, example_norm, per_example, project_l2, project_linf
+from jaxmi.attacks.pgd import (DEFAULT_CLIP, Array, LogitsFn, ce_loss, example_norm, per_example, project_l2,
+                               project_linf)
 
 __all__ = ["apgd", "apgd_targeted", "apgd_checkpoints", "dlr_loss", "targeted_dlr_loss", "apgd_core",
            "apgd_targets_core"]
@@ -109,7 +110,7 @@ def _apgd_loss_fn(loss: str, y: Array, target: Array | None) -> Callable[[Array]
     return (lambda z: _dlr(z, y)) if target is None else (lambda z: _targeted_dlr(z, y, target))
 
 
-def _apgd_run(logits_fn, x, y, *, eps, steps, loss_fn, key, norm, rho, momentum, unroll):
+def _apgd_run(logits_fn, x, y, *, eps, steps, loss_fn, key, norm, rho, momentum, unroll, clip):
     """One APGD run from a random start (``attack_single_run`` of the reference).
 
     Returns ``(x_best, fooled, loss_best, x_best_adv)``: the highest-loss point, whether any
@@ -120,10 +121,10 @@ def _apgd_run(logits_fn, x, y, *, eps, steps, loss_fn, key, norm, rho, momentum,
     if norm == "linf":
         t = 2.0 * jax.random.uniform(key, x.shape, x.dtype) - 1.0
         t_max = jnp.max(jnp.abs(t).reshape(b, -1), axis=1).reshape(shape1)
-        x_adv = jnp.clip(x + eps * t / t_max, 0.0, 1.0)
+        x_adv = jnp.clip(x + eps * t / t_max, *clip)
     else:
         t = jax.random.normal(key, x.shape, x.dtype)
-        x_adv = jnp.clip(x + eps * t / (example_norm(t) + 1e-12), 0.0, 1.0)
+        x_adv = jnp.clip(x + eps * t / (example_norm(t) + 1e-12), *clip)
 
     def value_grad(xa):
         def total(z):
@@ -146,11 +147,12 @@ def _apgd_run(logits_fn, x, y, *, eps, steps, loss_fn, key, norm, rho, momentum,
         a = jnp.where(i > 0, momentum, 1.0).astype(x.dtype)
         eta = step.reshape(shape1)
         if norm == "linf":
-            z = project_linf(x, x_adv + eta * jnp.sign(grad), eps)
-            x_new = project_linf(x, x_adv + (z - x_adv) * a + grad2 * (1 - a), eps)
+            z = project_linf(x, x_adv + eta * jnp.sign(grad), eps, clip)
+            x_new = project_linf(x, x_adv + (z - x_adv) * a + grad2 * (1 - a), eps, clip)
         else:
-            z = project_l2(x, x_adv + eta * grad / (example_norm(grad) + 1e-12), eps, rounding="apgd")
-            x_new = project_l2(x, x_adv + (z - x_adv) * a + grad2 * (1 - a), eps, rounding="apgd-momentum")
+            z = project_l2(x, x_adv + eta * grad / (example_norm(grad) + 1e-12), eps, rounding="apgd", clip=clip)
+            x_new = project_l2(x, x_adv + (z - x_adv) * a + grad2 * (1 - a), eps, rounding="apgd-momentum",
+                               clip=clip)
         loss_i, pred_ok, grad = value_grad(x_new)
         correct = correct & pred_ok
         x_best_adv = jnp.where(per_example(~pred_ok, x), x_new, x_best_adv)
@@ -187,7 +189,7 @@ def _apgd_run(logits_fn, x, y, *, eps, steps, loss_fn, key, norm, rho, momentum,
 
 def apgd_core(logits_fn: LogitsFn, x: Array, y: Array, *, eps, steps: int, loss: str, key: Array, norm: str,
               target: Array | None, restarts: int, rho: float, momentum: float, unroll,
-              clean_wrong: Array | None = None) -> tuple[Array, Array]:
+              clean_wrong: Array | None = None, clip: tuple[float, float] = DEFAULT_CLIP) -> tuple[Array, Array]:
     """:func:`apgd` without its argument checks, for callers that made them.
 
     Returns ``(x_adv, fooled [B])``; ``clean_wrong`` [B], when given, replaces the clean
@@ -195,7 +197,7 @@ def apgd_core(logits_fn: LogitsFn, x: Array, y: Array, *, eps, steps: int, loss:
     """
     loss_fn = _apgd_loss_fn(loss, y, target)
     run = functools.partial(_apgd_run, logits_fn, x, y, eps=eps, steps=steps, loss_fn=loss_fn, norm=norm,
-                            rho=rho, momentum=momentum, unroll=unroll)
+                            rho=rho, momentum=momentum, unroll=unroll, clip=clip)
 
     def merge(r, carry):
         adv, best_loss, fooled = carry
@@ -227,8 +229,8 @@ def apgd_targets_core(logits_fn: LogitsFn, x: Array, y: Array, clean_logits: Arr
     (which attacks only the examples still robust), while every shape stays static. Returns
     ``(x_adv, fooled)``: per example the first target's point that misclassifies, else the
     first target's highest-loss point; inactive examples: ``x`` and False. Unchecked, as
-    :func:`apgd_core`, whose ``steps``, ``norm``, ``restarts``, ``rho``, ``momentum`` and
-    ``unroll`` are ``apgd_kw``.
+    :func:`apgd_core`, whose ``steps``, ``norm``, ``restarts``, ``rho``, ``momentum``,
+    ``unroll`` and ``clip`` are ``apgd_kw``.
     """
     n = x.shape[0]
     size = min(int(batch_size), n)
@@ -274,9 +276,26 @@ def apgd_targets_core(logits_fn: LogitsFn, x: Array, y: Array, clean_logits: Arr
 
 
 
+_apgd_jit = jax.jit(apgd_core, static_argnames=("logits_fn", "steps", "loss", "norm", "restarts", "rho", "momentum",
+                                                "unroll", "clip"))
+
+
+def _apgd_targeted_core(logits_fn, x, y, *, eps, key, n_targets, batch_size, steps, norm, restarts, rho, clip):
+    logits = logits_fn(x)
+    ok = jnp.argmax(logits, -1) == y
+    adv, _ = apgd_targets_core(logits_fn, x, y, logits, ok, eps=eps, key=key, n_targets=n_targets,
+                               batch_size=batch_size, steps=steps, norm=norm, restarts=restarts, rho=rho,
+                               momentum=0.75, unroll=False, clip=clip)
+    return adv
+
+
+_apgd_targeted_jit = jax.jit(_apgd_targeted_core, static_argnames=("logits_fn", "n_targets", "batch_size", "steps",
+                                                                  "norm", "restarts", "rho", "clip"))
+
 def apgd(logits_fn: LogitsFn, x: Array, y: Array, *, eps: float, key: Array, steps: int = 100,
          loss: str = "ce", norm: str = "linf", target: Array | None = None, restarts: int = 1,
-         rho: float = 0.75, momentum: float = 0.75, unroll: bool | int = False) -> Array:
+         rho: float = 0.75, momentum: float = 0.75, unroll: bool | int = False,
+         clip: tuple[float, float] = DEFAULT_CLIP) -> Array:
     """Auto-PGD (Croce & Hein 2020, Algorithm 1), L∞ or L2, CE or DLR loss, targeted or not.
 
     From a random point of the ε-sphere (L∞: x + ε·t/‖t‖∞, t ~ U(−1, 1); L2: a Gaussian
@@ -285,7 +304,7 @@ def apgd(logits_fn: LogitsFn, x: Array, y: Array, *, eps: float, key: Array, ste
         z⁽ᵏ⁺¹⁾ = P( x⁽ᵏ⁾ + η⁽ᵏ⁾ · sign ∇L(x⁽ᵏ⁾) )          (L2: ∇L / ‖∇L‖₂)
         x⁽ᵏ⁺¹⁾ = P( x⁽ᵏ⁾ + α (z⁽ᵏ⁺¹⁾ − x⁽ᵏ⁾) + (1 − α)(x⁽ᵏ⁾ − x⁽ᵏ⁻¹⁾) ),   α = 0.75 (1 at k = 0)
 
-    with P the projection onto the ε-ball and [0, 1]. At each checkpoint w_j
+    with P the projection onto the ε-ball and the ``clip`` box. At each checkpoint w_j
     (:func:`apgd_checkpoints`) the step of an example halves, and it restarts from its
     highest-loss point, when (1) at most ρ·(w_j − w_{j−1}) of the steps since the last
     checkpoint raised its loss, or (2) its step was not halved at the last checkpoint and its
@@ -297,11 +316,18 @@ def apgd(logits_fn: LogitsFn, x: Array, y: Array, *, eps: float, key: Array, ste
     reference attacks only the ones still classified correctly, so restarts draw other
     random starts but find the same kind of points).
 
+    Checks its arguments once, then runs a compiled core, compiled once per ``logits_fn``
+    object, static setting and input shape (``eps``, ``key`` and ``target`` are traced); keep
+    one function object, a new lambda per call compiles again. Under an outer
+    ``jax.jit``/``jax.vmap`` (traced arguments) the core runs inline and the value checks
+    (finite pixels inside ``clip``, labels and targets in [0, K), ε no wider than the box,
+    as in :func:`~jaxmi.attacks.pgd`) are skipped.
+
     Args:
       logits_fn: batch of images -> logits [B, K].
-      x: clean images in [0, 1], [B, ...].
-      y: integer labels [B].
-      eps: radius ε (may be traced).
+      x: clean float images inside the ``clip`` box, [B, ...].
+      y: integer labels [B] in [0, K).
+      eps: radius ε (may be traced); at most the box width (L∞) or diameter (L2).
       key: typed PRNG key (``jax.random.key``) for the random starts (restart r draws its start
         from ``jax.random.fold_in(key, r)``).
       steps: iterations N per restart (static), 100 in the paper.
@@ -315,20 +341,25 @@ def apgd(logits_fn: LogitsFn, x: Array, y: Array, *, eps: float, key: Array, ste
       rho: ρ, the share of loss-raising steps below which the step halves (0.75).
       momentum: α (0.75).
       unroll: passed to the ``lax.fori_loop`` over iterations (False: a compiled loop).
+      clip: ``(low, high)``, the box of valid inputs ([0, 1] by default).
 
     Returns:
-      Adversarial images [B, ...] within the ε-ball and [0, 1].
+      Adversarial images [B, ...] within the ε-ball and the box.
+
+    Raises:
+      ValueError, TypeError: a bad argument, named in the message with the fix.
     """
-    checks.check_apgd(logits_fn, x, y, eps=eps, steps=steps, loss=loss, key=key, norm=norm, target=target,
-                      restarts=restarts, rho=rho, momentum=momentum)
-    adv, _ = apgd_core(logits_fn, x, y, eps=eps, steps=int(steps), loss=loss, key=key, norm=norm, target=target,
-                       restarts=int(restarts), rho=rho, momentum=momentum, unroll=unroll)
+    clip, traced = checks.check_apgd(logits_fn, x, y, eps=eps, steps=steps, loss=loss, key=key, norm=norm,
+                                     target=target, restarts=restarts, rho=rho, momentum=momentum, clip=clip)
+    adv, _ = (apgd_core if traced else _apgd_jit)(logits_fn, x, y, eps=eps, steps=int(steps), loss=loss, key=key,
+                                                  norm=norm, target=target, restarts=int(restarts), rho=float(rho),
+                                                  momentum=float(momentum), unroll=unroll, clip=clip)
     return adv
 
 
 def apgd_targeted(logits_fn: LogitsFn, x: Array, y: Array, *, eps: float, key: Array, n_targets: int | None = None,
                   steps: int = 100, norm: str = "linf", restarts: int = 1, rho: float = 0.75,
-                  batch_size: int | None = None) -> Array:
+                  batch_size: int | None = None, clip: tuple[float, float] = DEFAULT_CLIP) -> Array:
     """APGD-T (Croce & Hein 2020): :func:`apgd` with the targeted DLR loss toward each of the
     ``n_targets`` classes ranked 2, 3, … by the clean logits, one after the other.
 
@@ -337,12 +368,13 @@ def apgd_targeted(logits_fn: LogitsFn, x: Array, y: Array, *, eps: float, key: A
     misclassified clean are returned unchanged. For each target the examples not yet fooled
     are gathered and attacked in chunks of ``batch_size``; chunks with nothing left to attack,
     and targets after every example is fooled, are skipped, so the cost follows the number of
-    examples still robust.
+    examples still robust. Checked and compiled as :func:`apgd` (compiled once per
+    ``logits_fn`` object and static setting; value checks skipped under an outer transformation).
 
     Args:
       logits_fn: batch of images -> logits [B, K], K ≥ 4.
-      x: clean images in [0, 1], [B, ...].
-      y: integer labels [B].
+      x: clean float images inside the ``clip`` box, [B, ...].
+      y: integer labels [B] in [0, K).
       eps: radius ε (may be traced).
       key: typed PRNG key.
       n_targets: target classes; None: min(9, K − 1) (AutoAttack's 9 for 10 classes).
@@ -351,20 +383,21 @@ def apgd_targeted(logits_fn: LogitsFn, x: Array, y: Array, *, eps: float, key: A
       restarts: restarts per target.
       rho: APGD's ρ.
       batch_size: examples per chunk (static); None: 16 on CPU, 512 elsewhere.
+      clip: ``(low, high)``, the box of valid inputs ([0, 1] by default).
 
     Returns:
       Adversarial images [B, ...]: per example the first target's misclassified point, else
       the highest-loss point toward the first target.
+
+    Raises:
+      ValueError, TypeError: a bad argument, named in the message with the fix.
     """
-    n_targets, batch_size = checks.check_apgd_targeted(logits_fn, x, y, eps=eps, steps=steps, key=key, norm=norm,
-                                                       restarts=restarts, rho=rho, n_targets=n_targets,
-                                                       batch_size=batch_size)
+    n_targets, batch_size, clip, traced = checks.check_apgd_targeted(
+        logits_fn, x, y, eps=eps, steps=steps, key=key, norm=norm, restarts=restarts, rho=rho, n_targets=n_targets,
+        batch_size=batch_size, clip=clip)
     if n_targets == 0:
         return x
-    logits = logits_fn(x)
-    ok = jnp.argmax(logits, -1) == y
-    adv, _ = apgd_targets_core(logits_fn, x, y, logits, ok, eps=eps, key=key, n_targets=n_targets,
-                               batch_size=batch_size, steps=int(steps), norm=norm, restarts=int(restarts), rho=rho,
-                               momentum=0.75, unroll=False)
-    return adv
+    return (_apgd_targeted_core if traced else _apgd_targeted_jit)(
+        logits_fn, x, y, eps=eps, key=key, n_targets=n_targets, batch_size=batch_size, steps=int(steps), norm=norm,
+        restarts=int(restarts), rho=float(rho), clip=clip)
 

@@ -1,9 +1,12 @@
 """FGSM and PGD (L∞ and L2, targeted or not, restarts), and what the attacks share: the losses,
-their input gradients, per-example norms and the two projections onto the ε-ball and [0, 1].
+their input gradients, per-example norms and the two projections onto the ε-ball and the clip
+box ([0, 1] by default).
 
 The public attacks (:func:`fgsm`, :func:`pgd`) check their arguments once
-(:mod:`jaxmi.attacks.checks`) and call unchecked cores (:func:`fgsm_step`, :func:`pgd_core`),
-which the robust evaluation (:mod:`jaxmi.attacks.robust`) calls directly.
+(:mod:`jaxmi.attacks.checks`) and call unchecked cores (:func:`fgsm_core`, :func:`pgd_core`),
+compiled (``jax.jit``, the logits function and the static settings as static arguments) when
+called eagerly and inline under an outer transformation; the robust evaluation
+(:mod:`jaxmi.attacks.robust`) calls the cores directly.
 """
 
 from __future__ import annotations
@@ -20,12 +23,13 @@ from jaxmi import backend
 from jaxmi.attacks import checks
 
 __all__ = ["PGDConfig", "fgsm", "pgd", "Array", "LogitsFn", "ce_loss", "loss_grad", "example_norm", "per_example",
-           "project_linf", "project_l2", "L2_ROUNDINGS", "fgsm_step", "pgd_core"]
+           "project_linf", "project_l2", "L2_ROUNDINGS", "DEFAULT_CLIP", "fgsm_step", "fgsm_core", "pgd_core"]
 
 Array = jax.Array
 LogitsFn = Callable[[Array], Array]
 
 L2_ROUNDINGS = ("pgd", "apgd", "apgd-momentum")
+DEFAULT_CLIP = checks.DEFAULT_CLIP
 
 
 @dataclasses.dataclass(frozen=True)
@@ -78,14 +82,16 @@ def _targeted_loss_grad(logits_fn: LogitsFn, x: Array, target: Array) -> Array:
     return jax.grad(loss)(x)
 
 
-def project_linf(x0: Array, z: Array, eps) -> Array:
-    """Π onto {‖x − x₀‖∞ ≤ ε} per coordinate, then the [0, 1] box: one clip to the
-    intersection [max(x₀ − ε, 0), min(x₀ + ε, 1)]."""
-    return jnp.clip(z, jnp.clip(x0 - eps, 0.0, 1.0), jnp.clip(x0 + eps, 0.0, 1.0))
+def project_linf(x0: Array, z: Array, eps, clip: tuple[float, float] = DEFAULT_CLIP) -> Array:
+    """Π onto {‖x − x₀‖∞ ≤ ε} per coordinate, then the ``clip`` box [lo, hi] ([0, 1] by
+    default): one clip to the intersection [max(x₀ − ε, lo), min(x₀ + ε, hi)]."""
+    lo, hi = clip
+    return jnp.clip(z, jnp.clip(x0 - eps, lo, hi), jnp.clip(x0 + eps, lo, hi))
 
 
-def project_l2(x0: Array, z: Array, eps, *, rounding: str = "pgd") -> Array:
-    """Π onto {‖x − x₀‖₂ ≤ ε} per example, then the [0, 1] box.
+def project_l2(x0: Array, z: Array, eps, *, rounding: str = "pgd", clip: tuple[float, float] = DEFAULT_CLIP
+               ) -> Array:
+    """Π onto {‖x − x₀‖₂ ≤ ε} per example, then the ``clip`` box ([0, 1] by default).
 
     With δ = z − x₀ and n = ‖δ‖₂, the same projection in the floating-point form of each
     reference implementation (their results differ in the last bits):
@@ -105,37 +111,57 @@ def project_l2(x0: Array, z: Array, eps, *, rounding: str = "pgd") -> Array:
         out = x0 + d / (n + 1e-12) * jnp.minimum(eps, n + 1e-12)
     else:
         raise ValueError(f"unknown L2 projection rounding {rounding!r}; choose one of {L2_ROUNDINGS}.")
-    return jnp.clip(out, 0.0, 1.0)
+    return jnp.clip(out, *clip)
 
 
 # ---------------------------------------------------------------------------------- FGSM
 
 
-def fgsm_step(x: Array, grad: Array, eps) -> Array:
-    """``clip_[0,1](x + ε · sign grad)``, unchecked: :func:`fgsm` given the input gradient."""
-    return jnp.clip(x + eps * jnp.sign(grad), 0.0, 1.0).astype(x.dtype)
+def fgsm_step(x: Array, grad: Array, eps, clip: tuple[float, float] = DEFAULT_CLIP) -> Array:
+    """``clip_box(x + ε · sign grad)``, unchecked: :func:`fgsm` given the input gradient."""
+    return jnp.clip(x + eps * jnp.sign(grad), *clip).astype(x.dtype)
 
 
-def fgsm(logits_fn: LogitsFn, x: Array, y: Array, *, eps: float) -> Array:
-    """Fast gradient sign method: ``clip_[0,1](x + ε · sign ∇ₓ CE)`` (Goodfellow et al. 2015).
+def fgsm_core(logits_fn: LogitsFn, x: Array, y: Array, eps, clip: tuple[float, float] = DEFAULT_CLIP) -> Array:
+    """:func:`fgsm` without its argument checks."""
+    return fgsm_step(x, loss_grad(logits_fn, x, y), eps, clip)
+
+
+_fgsm_jit = jax.jit(fgsm_core, static_argnames=("logits_fn", "clip"))
+
+
+def fgsm(logits_fn: LogitsFn, x: Array, y: Array, *, eps: float, clip: tuple[float, float] = DEFAULT_CLIP) -> Array:
+    """Fast gradient sign method: ``clip_box(x + ε · sign ∇ₓ CE)`` (Goodfellow et al. 2015).
+
+    Checks its arguments (:mod:`jaxmi.attacks.checks`), then runs a compiled core, compiled
+    once per ``logits_fn`` object, ``clip`` and input shape: keep one function object (a new
+    lambda per call compiles again). Under an outer ``jax.jit``/``jax.vmap`` (traced
+    arguments) the core runs inline and the value checks (finite pixels inside ``clip``,
+    labels in [0, K), ε no wider than the box) are skipped; shapes, dtypes and options are
+    always checked.
 
     Args:
-      logits_fn: batch of images -> logits.
-      x: clean images in [0, 1], [B, ...].
-      y: integer labels [B].
-      eps: L∞ radius (may be traced).
+      logits_fn: batch of images -> logits [B, K].
+      x: clean float images inside the ``clip`` box, [B, ...].
+      y: integer labels [B] in [0, K).
+      eps: L∞ radius, at most the box width (may be traced).
+      clip: ``(low, high)``, the box of valid inputs ([0, 1] by default; e.g. ``(-1.0, 1.0)``
+        for images in [-1, 1]); ε is in the same units.
 
     Returns:
       Adversarial images, same shape and dtype as ``x``.
+
+    Raises:
+      ValueError, TypeError: a bad argument, named in the message with the fix.
     """
-    checks.check_eps(eps)
-    return fgsm_step(x, loss_grad(logits_fn, x, y), eps)
+    clip, traced = checks.check_fgsm(logits_fn, x, y, eps=eps, clip=clip)
+    return (fgsm_core if traced else _fgsm_jit)(logits_fn, x, y, eps, clip)
 
 
 # ----------------------------------------------------------------------------------- PGD
 
 
-def _pgd_once(logits_fn, x, y, *, eps, step_size, steps, key, random_start, unroll, norm, target):
+def _pgd_once(logits_fn, x, y, *, eps, step_size, steps, key, random_start, unroll, norm, target, clip):
     """One PGD run (no restarts)."""
     if target is None:
         def grad(xa):
@@ -146,25 +172,25 @@ def _pgd_once(logits_fn, x, y, *, eps, step_size, steps, key, random_start, unro
 
     if norm == "linf":
         if random_start:
-            x_adv = project_linf(x, x + jax.random.uniform(key, x.shape, x.dtype, -eps, eps), eps)
+            x_adv = project_linf(x, x + jax.random.uniform(key, x.shape, x.dtype, -eps, eps), eps, clip)
         else:
             x_adv = x
 
         def body(_, xa):
-            return project_linf(x, xa + step_size * jnp.sign(grad(xa)), eps)
+            return project_linf(x, xa + step_size * jnp.sign(grad(xa)), eps, clip)
     else:
         if random_start:
             # torchattacks' PGDL2 start: a Gaussian direction at a radius U(0, ε).
             kd, kr = jax.random.split(key)
             d = jax.random.normal(kd, x.shape, x.dtype)
             r = jax.random.uniform(kr, (x.shape[0],), x.dtype)
-            x_adv = jnp.clip(x + d / jnp.maximum(example_norm(d), 1e-12) * per_example(r, x) * eps, 0.0, 1.0)
+            x_adv = jnp.clip(x + d / jnp.maximum(example_norm(d), 1e-12) * per_example(r, x) * eps, *clip)
         else:
             x_adv = x
 
         def body(_, xa):
             g = grad(xa)
-            return project_l2(x, xa + step_size * (g / jnp.maximum(example_norm(g), 1e-12)), eps)
+            return project_l2(x, xa + step_size * (g / jnp.maximum(example_norm(g), 1e-12)), eps, clip=clip)
 
     return jax.lax.fori_loop(0, int(steps), body, x_adv, unroll=bool(unroll))
 
@@ -175,10 +201,11 @@ def _succeeded(logits: Array, y: Array, target: Array | None) -> Array:
 
 
 def pgd_core(logits_fn: LogitsFn, x: Array, y: Array, *, eps, step_size, steps: int, key: Array | None,
-             random_start: bool, unroll: bool, norm: str, target: Array | None, restarts: int) -> Array:
+             random_start: bool, unroll: bool, norm: str, target: Array | None, restarts: int,
+             clip: tuple[float, float] = DEFAULT_CLIP) -> Array:
     """:func:`pgd` without its argument checks, for callers that made them; ``unroll`` a bool."""
     run = functools.partial(_pgd_once, logits_fn, x, y, eps=eps, step_size=step_size, steps=steps,
-                            random_start=random_start, unroll=unroll, norm=norm, target=target)
+                            random_start=random_start, unroll=unroll, norm=norm, target=target, clip=clip)
     if restarts == 1:
         return run(key=key)
 
@@ -201,39 +228,61 @@ def pgd_core(logits_fn: LogitsFn, x: Array, y: Array, *, eps, step_size, steps: 
     return best
 
 
+_pgd_jit = jax.jit(pgd_core, static_argnames=("logits_fn", "steps", "random_start", "unroll", "norm", "restarts",
+                                              "clip"))
+
+
 def pgd(logits_fn: LogitsFn, x: Array, y: Array, *, eps: float, step_size: float, steps: int,
         key: Array | None = None, random_start: bool = False, unroll: bool | None = None,
-        norm: str = "linf", target: Array | None = None, restarts: int = 1) -> Array:
+        norm: str = "linf", target: Array | None = None, restarts: int = 1,
+        clip: tuple[float, float] = DEFAULT_CLIP) -> Array:
     """Projected gradient descent (Madry et al. 2018), L∞ or L2, untargeted or targeted.
 
-    L∞ (default): ``x ← clip( x + α · sign ∇ₓL, max(x₀ − ε, 0), min(x₀ + ε, 1) )``.
-    L2: ``x ← clip_[0,1]( x₀ + δ · min(1, ε / ‖δ‖₂) )`` with ``δ = x + α ∇ₓL / ‖∇ₓL‖₂ − x₀``,
-    norms per example. L = Σ_b CE(f(x)_b, y_b) maximised, or with ``target`` L = −Σ_b
-    CE(f(x)_b, t_b) (the attack minimises the cross-entropy toward ``target``).
+    L∞ (default): ``x ← clip( x + α · sign ∇ₓL, max(x₀ − ε, lo), min(x₀ + ε, hi) )``.
+    L2: ``x ← clip_[lo,hi]( x₀ + δ · min(1, ε / ‖δ‖₂) )`` with ``δ = x + α ∇ₓL / ‖∇ₓL‖₂ − x₀``,
+    norms per example, ``(lo, hi) = clip``. L = Σ_b CE(f(x)_b, y_b) maximised, or with
+    ``target`` L = −Σ_b CE(f(x)_b, t_b) (the attack minimises the cross-entropy toward ``target``).
+
+    Checks its arguments once (:mod:`jaxmi.attacks.checks`), then runs a compiled core,
+    compiled once per ``logits_fn`` object, static setting (``steps``, ``norm``,
+    ``random_start``, ``restarts``, ``unroll``, ``clip``) and input shape; ``eps``,
+    ``step_size``, ``key`` and ``target`` are traced, so a new ε does not compile again. The
+    function object is the cache key: define ``logits_fn`` once and reuse it (a new lambda per
+    call compiles again). Under an outer ``jax.jit``/``jax.vmap`` (traced arguments) the core
+    runs inline and the value checks (finite pixels inside ``clip``, labels and targets in
+    [0, K), ε no wider than the box) are skipped; shapes, dtypes and options are always checked.
 
     Args:
-      logits_fn: batch of images -> logits.
-      x: clean images in [0, 1], [B, ...].
-      y: integer labels [B].
-      eps: radius ε (L∞ or L2, in [0, 1] pixel units); may be traced.
+      logits_fn: batch of images -> logits [B, K].
+      x: clean float images inside the ``clip`` box, [B, ...].
+      y: integer labels [B] in [0, K).
+      eps: radius ε (L∞ or L2, in the units of ``x``); may be traced. L∞: at most the box
+        width ``hi − lo``; L2: at most the box's diameter ``(hi − lo)·√D`` (D values per
+        example); a larger ball holds the whole box.
       step_size: α; may be traced.
       steps: number of iterations (static; 0 returns ``x``, or the random start).
       key: typed PRNG key (``jax.random.key``), required when ``random_start`` is True.
       random_start: start from x + U(−ε, ε) (L∞), or from a random direction at radius
-        U(0, ε) (L2, as torchattacks' PGDL2), clipped to [0, 1].
+        U(0, ε) (L2, as torchattacks' PGDL2), clipped to the box.
       unroll: unroll the iterations at compile time (True) or keep them a compiled loop
         (False); None: :func:`jaxmi.backend.resolve_attack_unroll` (unrolled on CPU only).
       norm: ``"linf"`` or ``"l2"``.
       target: None (untargeted) or target labels [B] (targeted: success is ``argmax = target``).
       restarts: independent random starts (needs ``random_start``); per example the result is
         the first restart that succeeds, else the one with the highest loss.
+      clip: ``(low, high)``, the box of valid inputs ([0, 1] by default; ``(-1.0, 1.0)`` for
+        images in [-1, 1]; ART calls it ``clip_values``).
 
     Returns:
-      Adversarial images [B, ...] with ‖x_adv − x‖ ≤ ε and values in [0, 1].
+      Adversarial images [B, ...] with ‖x_adv − x‖ ≤ ε and values in the box.
+
+    Raises:
+      ValueError, TypeError: a bad argument, named in the message with the fix.
     """
-    checks.check_pgd(x, eps=eps, step_size=step_size, steps=steps, key=key, random_start=random_start, norm=norm,
-                     target=target, restarts=restarts)
+    clip, traced = checks.check_pgd(logits_fn, x, y, eps=eps, step_size=step_size, steps=steps, key=key,
+                                    random_start=random_start, norm=norm, target=target, restarts=restarts, clip=clip)
     if unroll is None:
         unroll = backend.resolve_attack_unroll("auto")
-    return pgd_core(logits_fn, x, y, eps=eps, step_size=step_size, steps=steps, key=key, random_start=random_start,
-                    unroll=unroll, norm=norm, target=target, restarts=restarts)
+    return (pgd_core if traced else _pgd_jit)(logits_fn, x, y, eps=eps, step_size=step_size, steps=int(steps),
+                                              key=key, random_start=bool(random_start), unroll=bool(unroll),
+                                              norm=norm, target=target, restarts=int(restarts), clip=clip)

@@ -16,7 +16,7 @@ import numpy as np
 from jaxmi import backend
 from jaxmi.attacks import checks
 from jaxmi.attacks.apgd import apgd_core, apgd_targets_core
-from jaxmi.attacks.pgd import Array, LogitsFn, fgsm_step, loss_grad, pgd_core
+from jaxmi.attacks.pgd import DEFAULT_CLIP, Array, LogitsFn, fgsm_step, loss_grad, pgd_core
 
 __all__ = ["robust_accuracy", "RobustResult", "masking_flags", "robustness_curve", "RobustnessCurve"]
 
@@ -99,7 +99,7 @@ class RobustResult(NamedTuple):
 
 
 def _robust_core(logits_fn, x, y, eps, key, *, norm, steps, n_targets, restarts, pgd_steps, rho, batch_size,
-                 unroll, tol):
+                 unroll, tol, clip=DEFAULT_CLIP):
     k_ce, k_t = jax.random.split(key)
     logits = logits_fn(x)
     clean_ok = jnp.argmax(logits, -1) == y
@@ -107,11 +107,11 @@ def _robust_core(logits_fn, x, y, eps, key, *, norm, steps, n_targets, restarts,
     zero_grad = jnp.all(g.reshape(g.shape[0], -1) == 0, axis=1)
     correct = {}
     if norm == "linf":
-        correct["fgsm"] = clean_ok & (jnp.argmax(logits_fn(fgsm_step(x, g, eps)), -1) == y)
+        correct["fgsm"] = clean_ok & (jnp.argmax(logits_fn(fgsm_step(x, g, eps, clip)), -1) == y)
     x_pgd = pgd_core(logits_fn, x, y, eps=eps, step_size=2.5 * eps / pgd_steps, steps=pgd_steps, key=None,
-                     random_start=False, unroll=unroll, norm=norm, target=None, restarts=1)
+                     random_start=False, unroll=unroll, norm=norm, target=None, restarts=1, clip=clip)
     correct["pgd"] = clean_ok & (jnp.argmax(logits_fn(x_pgd), -1) == y)
-    apgd_kw = dict(steps=steps, norm=norm, restarts=restarts, rho=rho, momentum=0.75, unroll=False)
+    apgd_kw = dict(steps=steps, norm=norm, restarts=restarts, rho=rho, momentum=0.75, unroll=False, clip=clip)
     x_ce, fooled = apgd_core(logits_fn, x, y, eps=eps, loss="ce", key=k_ce, target=None, clean_wrong=~clean_ok,
                              **apgd_kw)
     correct["apgd-ce"] = clean_ok & ~fooled & (jnp.argmax(logits_fn(x_ce), -1) == y)
@@ -132,7 +132,7 @@ def _robust_core(logits_fn, x, y, eps, key, *, norm, steps, n_targets, restarts,
 
 
 _ROBUST_STATIC = ("logits_fn", "norm", "steps", "n_targets", "restarts", "pgd_steps", "rho", "batch_size", "unroll",
-                  "tol")
+                  "tol", "clip")
 
 
 @functools.partial(jax.jit, static_argnames=_ROBUST_STATIC)
@@ -143,7 +143,7 @@ def _robust_jit(logits_fn, x, y, eps, key, **kw):
 def robust_accuracy(logits_fn: LogitsFn, x: Array, y: Array, *, eps: float, key: Array, norm: str = "linf",
                     steps: int = 100, n_targets: int | None = None, restarts: int = 1, pgd_steps: int = 20,
                     rho: float = 0.75, batch_size: int | None = None, tol: float = 0.01,
-                    unroll: bool | None = None) -> RobustResult:
+                    unroll: bool | None = None, clip: tuple[float, float] = DEFAULT_CLIP) -> RobustResult:
     """AutoAttack-style robust accuracy: the worst case over FGSM, PGD, APGD-CE and APGD-T.
 
     An example is robust when it is classified correctly clean and under every attack, run in
@@ -165,15 +165,18 @@ def robust_accuracy(logits_fn: LogitsFn, x: Array, y: Array, *, eps: float, key:
     ones. A robustness curve that rises with ε is the third sign (:func:`robustness_curve`).
 
     Jitted inside with ``logits_fn`` static (the same function object reuses the compiled
-    program; a new closure recompiles); ``eps`` and ``key`` are traced. Cost per example:
+    program; a new closure recompiles); ``eps`` and ``key`` are traced. Arguments are checked
+    once, before: options and shapes always; the values (finite pixels inside ``clip``, labels
+    in [0, K) with K from ``jax.eval_shape`` of ``logits_fn``, ε no wider than the box) when
+    concrete, skipped under an outer ``jax.jit``. Cost per example:
     ``pgd_steps + 2 + steps · restarts`` gradients, plus ``steps · restarts`` per target for
     the examples APGD-T attacks.
 
     Args:
       logits_fn: batch of images -> logits [B, K].
-      x: clean images in [0, 1], [N, ...].
-      y: integer labels [N].
-      eps: radius ε.
+      x: clean float images inside the ``clip`` box, [N, ...].
+      y: integer labels [N] in [0, K).
+      eps: radius ε; at most the box width (L∞) or diameter (L2).
       key: typed PRNG key (``jax.random.key``).
       norm: ``"linf"`` or ``"l2"``.
       steps: APGD iterations per run (100 as AutoAttack).
@@ -184,9 +187,13 @@ def robust_accuracy(logits_fn: LogitsFn, x: Array, y: Array, *, eps: float, key:
       batch_size: APGD-T chunk size; None: 16 on CPU, 512 elsewhere.
       tol: the flags' tolerance, in accuracy (0.01 = one percentage point).
       unroll: the masking-check PGD's loop (as :func:`~jaxmi.attacks.pgd`); APGD is always a compiled loop.
+      clip: ``(low, high)``, the box of valid inputs ([0, 1] by default).
 
     Returns:
       A :class:`RobustResult`.
+
+    Raises:
+      ValueError, TypeError: a bad argument, named in the message with the fix.
 
     Reference: Croce & Hein, ICML 2020 (AutoAttack); Athalye, Carlini & Wagner, ICML 2018 and
     Carlini et al. 2019, "On evaluating adversarial robustness" (the masking checks).
@@ -195,7 +202,7 @@ def robust_accuracy(logits_fn: LogitsFn, x: Array, y: Array, *, eps: float, key:
         unroll = backend.resolve_attack_unroll("auto")
     kw = checks.check_robust(logits_fn, x, y, eps=eps, key=key, norm=norm, steps=steps, n_targets=n_targets,
                              restarts=restarts, pgd_steps=pgd_steps, rho=rho, batch_size=batch_size, tol=tol,
-                             unroll=unroll)
+                             unroll=unroll, clip=clip)
     return _robust_jit(logits_fn, x, y, jnp.asarray(eps, x.dtype), key, **kw)
 
 
@@ -233,12 +240,12 @@ class RobustnessCurve(NamedTuple):
 
 
 _CURVE_STATIC = ("logits_fn", "attack", "norm", "steps", "step_size", "restarts", "random_start", "unroll",
-                 "robust_kw", "tol")
+                 "robust_kw", "tol", "clip")
 
 
 @functools.partial(jax.jit, static_argnames=_CURVE_STATIC)
 def _curve_jit(logits_fn, x, y, eps_values, key, *, attack, norm, steps, step_size, restarts, random_start, unroll,
-               robust_kw, tol):
+               robust_kw, tol, clip):
     clean_ok = jnp.argmax(logits_fn(x), -1) == y
 
     def at(eps):
@@ -246,14 +253,15 @@ def _curve_jit(logits_fn, x, y, eps_values, key, *, attack, norm, steps, step_si
             r = _robust_core(logits_fn, x, y, eps, key, **dict(robust_kw))
             return r.robust, r
         if attack == "fgsm":
-            x_adv = fgsm_step(x, loss_grad(logits_fn, x, y), eps)
+            x_adv = fgsm_step(x, loss_grad(logits_fn, x, y), eps, clip)
         elif attack == "pgd":
             alpha = 2.5 * eps / steps if step_size is None else step_size
             x_adv = pgd_core(logits_fn, x, y, eps=eps, step_size=alpha, steps=steps, key=key,
-                             random_start=random_start, unroll=unroll, norm=norm, target=None, restarts=restarts)
+                             random_start=random_start, unroll=unroll, norm=norm, target=None, restarts=restarts,
+                             clip=clip)
         else:
             x_adv, _ = apgd_core(logits_fn, x, y, eps=eps, steps=steps, loss="ce", key=key, norm=norm, target=None,
-                                 restarts=restarts, rho=0.75, momentum=0.75, unroll=unroll)
+                                 restarts=restarts, rho=0.75, momentum=0.75, unroll=unroll, clip=clip)
         return clean_ok & (jnp.argmax(logits_fn(x_adv), -1) == y), None
 
     correct, detail = jax.vmap(at)(eps_values)
@@ -265,16 +273,18 @@ def _curve_jit(logits_fn, x, y, eps_values, key, *, attack, norm, steps, step_si
 def robustness_curve(logits_fn: LogitsFn, x: Array, y: Array, eps_values, *, attack: str = "pgd",
                      key: Array | None = None, steps: int | None = None, step_size: float | None = None,
                      norm: str = "linf", restarts: int = 1, random_start: bool = False, tol: float = 0.01,
-                     unroll: bool | None = None, **robust_kw) -> RobustnessCurve:
+                     unroll: bool | None = None, clip: tuple[float, float] = DEFAULT_CLIP,
+                     **robust_kw) -> RobustnessCurve:
     """Accuracy under an attack at every ε of ``eps_values``: ``jax.vmap`` over ε, one compiled call.
 
     Args:
       logits_fn: batch of images -> logits [B, K] (static: the same function object reuses
         the compiled program).
-      x: clean images in [0, 1], [N, ...].
-      y: integer labels [N].
-      eps_values: [E] radii in ascending order (traced: another vector of the same length
-        reuses the compiled program).
+      x: clean float images inside the ``clip`` box, [N, ...] (checked, with the labels and
+        ``eps_values``, as in :func:`robust_accuracy`; skipped under an outer ``jax.jit``).
+      y: integer labels [N] in [0, K).
+      eps_values: [E] radii in ascending order, the largest at most the box width (L∞) or
+        diameter (L2) (traced: another vector of the same length reuses the compiled program).
       attack: ``"fgsm"``, ``"pgd"`` (:func:`~jaxmi.attacks.pgd`), ``"apgd"`` (:func:`~jaxmi.attacks.apgd`, CE loss) or
         ``"robust"`` (:func:`robust_accuracy`; ``robust_kw`` are its options).
       key: typed PRNG key; needed for ``"apgd"``, ``"robust"`` and ``random_start``.
@@ -285,6 +295,7 @@ def robustness_curve(logits_fn: LogitsFn, x: Array, y: Array, eps_values, *, att
       random_start: PGD from a random start.
       tol: tolerance of the ``non_monotone`` flag (and of the ``"robust"`` flags).
       unroll: PGD's loop, as in :func:`~jaxmi.attacks.pgd`.
+      clip: ``(low, high)``, the box of valid inputs ([0, 1] by default).
       **robust_kw: ``n_targets``, ``pgd_steps``, ``rho``, ``batch_size`` for ``attack="robust"``.
 
     Returns:
@@ -292,12 +303,13 @@ def robustness_curve(logits_fn: LogitsFn, x: Array, y: Array, eps_values, *, att
     """
     if unroll is None:
         unroll = backend.resolve_attack_unroll("auto")
-    eps_values, steps, rkw = checks.check_curve(logits_fn, x, y, eps_values, attack=attack, key=key, steps=steps,
-                                                step_size=step_size, norm=norm, restarts=restarts,
-                                                random_start=random_start, tol=tol, unroll=unroll,
-                                                robust_kw=robust_kw)
+    eps_values, steps, rkw, clip = checks.check_curve(logits_fn, x, y, eps_values, attack=attack, key=key,
+                                                      steps=steps, step_size=step_size, norm=norm, restarts=restarts,
+                                                      random_start=random_start, tol=tol, unroll=unroll,
+                                                      robust_kw=robust_kw, clip=clip)
     if key is None:
         key = jax.random.key(0)  # unused by deterministic attacks
     return _curve_jit(logits_fn, x, y, eps_values, key, attack=attack, norm=norm,
                       steps=steps, step_size=step_size, restarts=int(restarts),
-                      random_start=bool(random_start), unroll=bool(unroll), robust_kw=rkw, tol=float(tol))
+                      random_start=bool(random_start), unroll=bool(unroll), robust_kw=rkw, tol=float(tol),
+                      clip=clip)
