@@ -87,9 +87,9 @@ class _Unreadable(Exception):
 def _reason(e: BaseException, limit: int = 160) -> str:
     """The innermost cause of an orbax/TensorStore error, on one short line (no spec dumps)."""
     seen = []
-    while e is not None and e not in seen:
+    while e is not None and e not in seen:  # down the explicit causes (`raise … from …`)
         seen.append(e)
-        e = e.__cause__ or e.__context__
+        e = e.__cause__
     inner = seen[-1]
     text = str(inner).strip().splitlines()[0] if str(inner).strip() else ""
     text = re.split(r" \[tensorstore_spec| See full TensorStore details", text)[0]
