@@ -333,12 +333,17 @@ def load_models(run_dir, names: tuple[str, ...]) -> tuple[dict[str, Any], dict[s
     out = {}
     ckptr = ocp.StandardCheckpointer()
     for m in names:
-        try:
-            tree = ckptr.restore(_orbax_path(run_dir / MODELS_DIR / m))
-        except Exception as e:  # noqa: BLE001
-            raise CheckpointError(f"the {m.upper()} model in {run_dir / MODELS_DIR / m} is unreadable "
-                                  f"({type(e).__name__}: {str(e)[:300]}); rerun the experiment with "
-                                  "--overwrite.") from e
+        reason = None
+        with _quiet():  # the error is handled inside, so that its leftovers are collected quietly
+            try:
+                tree = ckptr.restore(_orbax_path(run_dir / MODELS_DIR / m))
+            except _UNREADABLE as e:
+                reason = _reason(e)
+        if reason is not None:
+            ckptr.close()
+            _drop_orbax_leftovers()
+            raise CheckpointError(f"the {m.upper()} model in {run_dir / MODELS_DIR / m} is unreadable ({reason}); "
+                                  "rerun the experiment with --overwrite.")
         out[m] = (tree["params"], tree.get("batch_stats", {}))
     ckptr.close()
     return meta, out

@@ -189,3 +189,21 @@ def test_cut_last_line_outside_a_run_warns(tmp_path):
     assert len(logs) == 1 and logs[0].startswith("warning: dropped the last line of")
     assert [r["epoch"] for r in read_metrics(tmp_path)] == [0, 1]  # the cut line is gone from the file
     assert path.read_text().endswith("}\n")
+
+
+def test_corrupt_trained_model_is_a_short_error(finished, tmp_path, capfd):
+    from jaxmi.run import load_trained
+
+    _, workdir, _ = finished
+    copy = tmp_path / "run"
+    shutil.copytree(workdir, copy)
+    files = [p for p in (copy / "models" / "at").rglob("*") if p.is_file()]
+    biggest = max(files, key=lambda p: p.stat().st_size)
+    biggest.write_bytes(biggest.read_bytes()[:1000])
+    capfd.readouterr()
+    with pytest.raises(checkpoint.CheckpointError) as err:
+        load_trained(copy)
+    message = str(err.value)
+    assert message.startswith(f"the AT model in {copy / 'models' / 'at'} is unreadable (")
+    assert message.endswith("rerun the experiment with --overwrite.") and "\n" not in message
+    assert not any(s in capfd.readouterr().err for s in NOISE)
