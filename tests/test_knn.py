@@ -82,7 +82,7 @@ def test_counts_with_ties_and_duplicates(metric):
 
 
 def test_selections_and_block_sizes_agree():
-    """top_k and the threshold passes give the same float32 counts, for any block size (padded
+    """top_k, the threshold passes and the chunked selection give the same float32 counts, for any block size (padded
     last block)."""
     import jax.numpy as jnp
 
@@ -90,8 +90,8 @@ def test_selections_and_block_sizes_agree():
     xs = jnp.asarray(knn._prepare(x, True), jnp.float32)
     ys = jnp.asarray(knn._prepare(y, True), jnp.float32)
     ref = None
-    for selection in ("top_k", "threshold"):
-        for block in (7, 64, 203):
+    for selection in ("top_k", "threshold", "chunked"):
+        for block in (7, 203):
             out = [np.asarray(a) for a in knn._device_counts(xs, ys, k=3, metric="euclidean", block_size=block,
                                                               selection=selection)]
             if ref is None:
@@ -101,6 +101,21 @@ def test_selections_and_block_sizes_agree():
     a, b = ksg_counts(x, y, 3, block_size=7), ksg_counts(x, y, 3)
     np.testing.assert_array_equal(a.n_x, b.n_x)
     np.testing.assert_array_equal(a.n_y, b.n_y)
+
+
+@pytest.mark.parametrize("k", [1, 2, 5, 9])
+def test_kth_smallest_with_ties(k):
+    """Every selection returns the k-th smallest with multiplicity on rows full of ties (values
+    0 … 4, +∞ padding), including rows with fewer chunks than k."""
+    import jax.numpy as jnp
+
+    rng = np.random.default_rng(k)
+    a = rng.integers(0, 5, size=(16, 192)).astype(np.float32)
+    a[:, 150:] = np.inf
+    a[0, :] = 3.0  # one value everywhere
+    ref = np.sort(a, axis=1)[:, k - 1]
+    for selection in ("top_k", "threshold", "chunked"):
+        np.testing.assert_array_equal(np.asarray(knn._kth_smallest(jnp.asarray(a), k, selection)), ref)
 
 
 @pytest.mark.parametrize("rho", [0.6, 0.9])

@@ -33,8 +33,10 @@ for a block the [B, N] distances in the x and the y space (Euclidean: the Gram i
 Chebyshev: max |a_k − b_k|), point i's own distance set to exactly 0, their maximum with
 point i set to +∞, ε_i (squared for Euclidean) as the k-th smallest of that row
 (``jax.lax.top_k`` of the negated row on accelerators; on CPU, where XLA's ``top_k`` sorts
-whole rows, k threshold passes: :func:`default_selection`), and the strict counts. Memory is
-O(B·N); no N × N matrix is formed. Squared distances compare as the distances do, so the
+whole rows, from the minima of chunks of 64 columns: :func:`default_selection`,
+:func:`_kth_smallest`), and the strict counts (float32 sums, exact below 2²⁴). The columns
+are padded to whole chunks with points at +∞ distance. Memory is O(B·N); no N × N matrix is
+formed. Squared distances compare as the distances do, so the
 counts are those of the definition above.
 
 float32 rounding. Compared with exact arithmetic on the float64 standardised data, a float32
@@ -71,8 +73,10 @@ __all__ = ["ksg_mi", "ksg_counts", "KSGCounts", "KSG_METRICS", "ksg_block_size"]
 KSG_METRICS = ("euclidean", "chebyshev")
 _U32 = 2.0 ** -24  # float32 unit roundoff
 _LOG2 = math.log(2.0)
-#: Largest k for which the CPU finds ε by threshold passes rather than ``jax.lax.top_k``.
-MAX_THRESHOLD_K = 32
+#: Largest k for which the CPU finds ε by chunk minima rather than ``jax.lax.top_k``.
+MAX_CHUNKED_K = 32
+#: Columns per chunk of the chunked selection (:func:`_kth_smallest`).
+CHUNK = 64
 
 
 class KSGCounts(NamedTuple):
@@ -201,20 +205,43 @@ def _threshold_kth(a, k: int):
 
 
 def _kth_smallest(a, k: int, selection: str):
-    """The k-th smallest entry of every row of a [B, N], counted with multiplicity:
-    ``jax.lax.top_k`` of the negated rows (``"top_k"``) or :func:`_threshold_kth`
-    (``"threshold"``: k passes over the block, nothing written back)."""
+    """The k-th smallest entry of every row of a [B, N], counted with multiplicity; N a multiple
+    of :data:`CHUNK` for ``"chunked"``.
+
+    ``"top_k"``: ``jax.lax.top_k`` of the negated rows. ``"threshold"``: :func:`_threshold_kth`
+    on the whole rows (k passes). ``"chunked"``: one pass takes the minimum of every chunk of
+    :data:`CHUNK` columns; k argmin passes over those minima pick the k chunks with the
+    smallest ones (ties to the lower index); the answer is the k-th smallest of their k·CHUNK
+    entries. Exact, ties included: those chunks hold k entries no larger than the k-th smallest
+    (their minima), and a chunk holding one of the k smallest entries that was not picked
+    would have a minimum no smaller than the k picked ones, which are then k entries no larger
+    than it.
+    """
     if selection == "top_k":
         return -jax.lax.top_k(-a, k)[0][:, k - 1]
-    return _threshold_kth(a, k)
+    if selection == "threshold":
+        return _threshold_kth(a, k)
+    b, n = a.shape
+    a3 = a.reshape(b, n // CHUNK, CHUNK)
+    minima = jnp.min(a3, axis=2)
+    first = jnp.arange(b)
+    picked = []
+    for r in range(min(k, n // CHUNK)):
+        i = jnp.argmin(minima, axis=1)
+        picked.append(i)
+        if r < k - 1:
+            minima = minima.at[first, i].set(jnp.inf)
+    cand = jnp.take_along_axis(a3, jnp.stack(picked, axis=1)[:, :, None], axis=1).reshape(b, -1)
+    return _threshold_kth(cand, k)
 
 
 def default_selection(k: int, device: jax.Device | None = None) -> str:
-    """``"threshold"`` on CPU for k ≤ :data:`MAX_THRESHOLD_K`, else ``"top_k"``. XLA:CPU's
-    ``top_k`` sorts whole rows: at N = 5,000, d = 10 + 10, k = 3 the whole pass took 3.6 s
-    of CPU time with it against 0.13–0.15 s with the threshold passes (2-core x86_64 host)."""
+    """``"chunked"`` on CPU for k ≤ :data:`MAX_CHUNKED_K`, else ``"top_k"``. XLA:CPU's ``top_k``
+    sorts whole rows: at N = 5,000, d = 10 + 10, k = 3 the whole device pass took 3.6 s of CPU
+    time with it, 0.14–0.16 s with threshold passes over whole rows and 0.09–0.10 s chunked
+    (2-core x86_64 host, CPU seconds of the process)."""
     device = device if device is not None else jax.local_devices()[0]
-    return "threshold" if device.platform == "cpu" and k <= MAX_THRESHOLD_K else "top_k"
+    return "chunked" if device.platform == "cpu" and k <= MAX_CHUNKED_K else "top_k"
 
 
 @functools.partial(jax.jit, static_argnames=("k", "metric", "block_size", "selection"))
@@ -224,28 +251,33 @@ def _device_counts(x, y, *, k: int, metric: str, block_size: int, selection: str
     n = x.shape[0]
     b = block_size
     nb = -(-n // b)
+    npad = -(-n // CHUNK) * CHUNK  # columns padded to whole chunks with points at +∞ distance
     x, y = x.astype(jnp.float32), y.astype(jnp.float32)
     sx, sy = _row_stat(x, metric), _row_stat(y, metric)
     tol_x = _tolerance(sx, jnp.max(sx), x.shape[1], metric)
     tol_y = _tolerance(sy, jnp.max(sy), y.shape[1], metric)
-    cols = jnp.arange(n)
+    xp, yp = (jnp.pad(a, ((0, npad - n), (0, 0))) for a in (x, y))
+    sxp, syp = (jnp.pad(a, (0, npad - n)) for a in (sx, sy))
+    cols = jnp.arange(npad)
+    real = cols < n
 
     def block(i):
         rows = jnp.minimum(i * b + jnp.arange(b), n - 1)  # the last block repeats row N − 1 (dropped)
         other = rows[:, None] != cols[None, :]
-        # exact zeros for point i itself, in both spaces
-        dx = jnp.where(other, _distances(jnp.take(x, rows, axis=0), x, sx[rows], sx, metric), 0.0)
-        dy = jnp.where(other, _distances(jnp.take(y, rows, axis=0), y, sy[rows], sy, metric), 0.0)
+        # exactly 0 for point i itself, +∞ for the padding columns, in both spaces
+        dx = jnp.where(real[None, :], jnp.where(other, _distances(x[rows], xp, sx[rows], sxp, metric), 0.0), jnp.inf)
+        dy = jnp.where(real[None, :], jnp.where(other, _distances(y[rows], yp, sy[rows], syp, metric), 0.0), jnp.inf)
         eps = _kth_smallest(jnp.where(other, jnp.maximum(dx, dy), jnp.inf), k, selection)
         e = eps[:, None]
-        self_in = (eps > 0).astype(jnp.float32)  # point i (distance 0) is below ε unless ε = 0
-        nx = _count(dx < e) - self_in
-        ny = _count(dy < e) - self_in
         tx, ty = tol_x[rows], tol_y[rows]
         t_eps = jnp.maximum(tx, ty)
         # point i itself falls in the band only when ε is within rounding of 0: a recount
-        band = _count(jnp.abs(dx - e) <= (tx + t_eps)[:, None]) + _count(jnp.abs(dy - e) <= (ty + t_eps)[:, None])
-        return nx.astype(jnp.int32), ny.astype(jnp.int32), band.astype(jnp.int32)
+        nx, ny = _count(dx < e), _count(dy < e)
+        in_band = ((jnp.abs(dx - e) <= (tx + t_eps)[:, None]).astype(jnp.float32)
+                   + (jnp.abs(dy - e) <= (ty + t_eps)[:, None]).astype(jnp.float32))
+        band = jnp.sum(in_band, axis=1)  # x and y together: one reduction
+        self_in = (eps > 0).astype(jnp.float32)  # point i (distance 0) is below ε unless ε = 0
+        return (nx - self_in).astype(jnp.int32), (ny - self_in).astype(jnp.int32), band.astype(jnp.int32)
 
     nx, ny, band = jax.lax.map(block, jnp.arange(nb))
     return nx.reshape(-1)[:n], ny.reshape(-1)[:n], band.reshape(-1)[:n]
