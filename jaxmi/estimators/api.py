@@ -56,7 +56,7 @@ def _plan(methods, labels, num_classes, noise_var, bin_size, options) -> _Plan:
 
 
 def _estimate_layer(activations, labels, plan: _Plan, *, flatten: bool) -> dict[str, dict[str, float]]:
-    t, y, c = validate(activations, labels, plan.num_classes, flatten=flatten)
+    t, y, c = validate(activations, labels, plan.num_classes, flatten=flatten, min_samples=2)
     out: dict[str, dict[str, float]] = {}
     for members in plan.groups:
         entry = lookup(members[0])

@@ -32,11 +32,17 @@ __all__ = ["sweep_noise", "sweep_kde_bounds", "sweep_bins", "DEFAULT_NOISE_VARS"
 
 
 def _values(values: Sequence[float], check, what: str) -> np.ndarray:
-    v = np.asarray(values, np.float64).reshape(-1)
+    try:
+        v = np.asarray(values, np.float64).reshape(-1)
+    except (TypeError, ValueError):
+        raise ValueError(f"{what} must be a sequence of numbers; got {values!r}.") from None
     if v.size == 0:
         raise ValueError(f"{what} is empty; pass at least one value.")
-    for x in v:
-        check(float(x))
+    for i, x in enumerate(v):
+        try:
+            check(float(x))
+        except ValueError as e:
+            raise ValueError(f"{what}[{i}]: {e}") from None
     return v
 
 
@@ -52,7 +58,7 @@ def sweep_kde_bounds(activations, labels, noise_vars: Sequence[float] = DEFAULT_
     """
     check_noise_scale(noise_scale)
     nv = _values(noise_vars, check_noise_var, "noise_vars")
-    t, y, c = validate(activations, labels, num_classes)
+    t, y, c = validate(activations, labels, num_classes, min_samples=2)
     res = kde_sweep(t, y, c, nv, block_size=block_size, devices=devices, noise_scale=noise_scale,
                     precision=precision, rows=rows)
     out = {"noise_var": nv.tolist(),
@@ -101,7 +107,7 @@ def sweep_bins(activations, labels, bin_sizes: Sequence[float] = DEFAULT_BIN_SIZ
       ``{"bin_size": [...], "I_XT": [...], "I_TY": [...]}``, bits.
     """
     sizes = _values(bin_sizes, check_bin_size, "bin_sizes")
-    t, y, c = validate(activations, labels, num_classes)
+    t, y, c = validate(activations, labels, num_classes, min_samples=2)
     w = unit_weights(t.shape[0])
     i_xt, i_ty = [], []
     for b in sizes:

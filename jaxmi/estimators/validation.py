@@ -8,6 +8,7 @@ labels once per layer. The compute functions of :mod:`jaxmi.estimators.kde`,
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import jax
@@ -20,7 +21,7 @@ __all__ = ["validate", "infer_num_classes", "check_noise_var", "check_noise_scal
 
 
 def validate(activations: Any, labels: Any, num_classes: int | None, *, flatten: bool = False,
-             what: str = "activations") -> tuple[jax.Array, jax.Array, int]:
+             what: str = "activations", min_samples: int = 1) -> tuple[jax.Array, jax.Array, int]:
     """Checks one layer's activations and labels.
 
     Args:
@@ -30,6 +31,10 @@ def validate(activations: Any, labels: Any, num_classes: int | None, *, flatten:
       num_classes: number of classes C > max(labels), or None for max(labels) + 1.
       flatten: flatten each sample of an [N, ...] array (probe mappings do).
       what: the name used for ``activations`` in error messages.
+      min_samples: the fewest rows accepted. The entry points (:func:`jaxmi.estimators.estimate`,
+        :func:`~jaxmi.estimators.estimate_mi`, the sweeps) ask for 2: the estimate of one
+        sample is 0 bits and saturated by construction, a number that looks like a result.
+        The single estimators (``binning_mi``, ``kde_mi``, ...) keep 1 and return that 0.
 
     Returns:
       ``(activations [N, D] float, labels [N] int32, C)``.
@@ -48,6 +53,9 @@ def validate(activations: Any, labels: Any, num_classes: int | None, *, flatten:
     n = a_shape[0]
     if n < 1 or a_shape[1] < 1:
         raise ValueError(f"{what} is empty (shape {a_shape}); pass at least one sample with at least one feature.")
+    if n < min_samples:
+        raise ValueError(f"{what} holds {n} sample (shape {a_shape}); mutual information needs at least 2 samples "
+                         "(the estimate of one sample is 0 bits and saturated by construction). Pass N ≥ 2 rows.")
     labels_np = np.asarray(labels)
     if labels_np.ndim != 1 or labels_np.shape[0] != n:
         raise ValueError(
@@ -61,6 +69,9 @@ def validate(activations: Any, labels: Any, num_classes: int | None, *, flatten:
         raise ValueError(f"labels must be non-negative class indices; found {lo}.")
     if num_classes is None:
         num_classes = hi + 1
+    elif isinstance(num_classes, bool) or not isinstance(num_classes, (int, np.integer)) or num_classes < 1:
+        raise ValueError(f"num_classes must be a positive integer (or None to infer max(label) + 1); got "
+                         f"{num_classes!r}.")
     elif hi >= num_classes:
         raise ValueError(
             f"labels must be < num_classes={num_classes}; found {hi}. Pass the right num_classes "
@@ -82,10 +93,20 @@ def infer_num_classes(labels: Any, num_classes: int | None) -> int | None:
     return num_classes
 
 
+def _positive_finite(value) -> bool:
+    try:
+        v = float(value)
+    except (TypeError, ValueError):
+        return False
+    return v > 0 and math.isfinite(v)
+
+
 def check_noise_var(noise_var: float) -> None:
-    """The KDE kernel variance σ² must be > 0 (NaN is rejected too)."""
-    if not noise_var > 0:
-        raise ValueError(f"noise_var must be > 0 (the KDE kernel variance σ²); got {noise_var}.")
+    """The KDE kernel variance σ² must be a finite number > 0 (NaN and inf are rejected: an
+    infinite kernel makes every estimate 0 bits)."""
+    if not _positive_finite(noise_var):
+        raise ValueError(f"noise_var must be > 0 and finite (the KDE kernel variance σ²); got {noise_var!r}. "
+                         "Pass e.g. noise_var=0.1 (the paper's).")
 
 
 NOISE_SCALES = ("absolute", "relative")
@@ -99,22 +120,32 @@ def check_noise_scale(noise_scale: str) -> None:
 
 
 def check_bin_size(bin_size: float) -> None:
-    """The binning width must be > 0 (NaN is rejected too)."""
-    if not bin_size > 0:
-        raise ValueError(f"bin_size must be > 0; got {bin_size}.")
+    """The binning width must be a finite number > 0 (NaN and inf are rejected: one infinite
+    bin makes every estimate 0 bits)."""
+    if not _positive_finite(bin_size):
+        raise ValueError(f"bin_size must be > 0 and finite (the binning width); got {bin_size!r}. Pass e.g. "
+                         "bin_size=0.5 (the paper's).")
 
 
 def check_alpha(alpha: float) -> None:
-    """The order α of the Rényi entropy must be > 0."""
-    if not alpha > 0:
-        raise ValueError(f"alpha must be > 0 (the order of the Rényi entropy); got {alpha}.")
+    """The order α of the Rényi entropy must be a finite number > 0."""
+    if not _positive_finite(alpha):
+        raise ValueError(f"alpha must be > 0 and finite (the order of the Rényi entropy); got {alpha!r}.")
 
 
 def check_bootstrap(bootstrap: int, confidence: float) -> None:
     """``bootstrap`` is 0 (off) or a number R ≥ 2 of resamples; ``confidence`` in (0, 1)."""
-    if int(bootstrap) != bootstrap or bootstrap < 0 or bootstrap == 1:
+    try:
+        bad = int(bootstrap) != bootstrap or bootstrap < 0 or bootstrap == 1
+    except (TypeError, ValueError, OverflowError):
+        bad = True
+    if bad:
         raise ValueError(f"bootstrap must be 0 (off) or a number of resamples ≥ 2; got {bootstrap}.")
-    if not 0.0 < confidence < 1.0:
+    try:
+        bad = not 0.0 < float(confidence) < 1.0
+    except (TypeError, ValueError):
+        bad = True
+    if bad:
         raise ValueError(f"confidence must be in (0, 1); got {confidence}.")
 
 
