@@ -21,10 +21,12 @@ from __future__ import annotations
 import dataclasses
 import importlib
 import inspect
+import operator
 import re
 from collections.abc import Callable
 from typing import Any
 
+import flax.errors
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -199,6 +201,9 @@ class WideResNet(nn.Module):
         return _outputs(logits, {k: probes[k] for k in self.probe_names})
 
 
+_BUILTIN_MODELS = (MLP, LeNet, WideResNet)
+
+
 @dataclasses.dataclass(frozen=True)
 class _ModelSpec:
     build: Callable[[int, Any], nn.Module]  # (num_classes, dtype) -> module
@@ -262,8 +267,31 @@ def model_label(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "_", str(name)).strip("._") or "model"
 
 
+def _flax_message(e: Exception) -> str:
+    """A Flax error's first sentence, without its documentation link."""
+    return str(e).split(" (https://", 1)[0].strip().rstrip(".")
+
+
+def _check_input_shape(module: nn.Module, input_shape) -> tuple[int, ...]:
+    try:
+        shape = tuple(operator.index(d) for d in input_shape)
+        ok = len(shape) > 0 and all(d > 0 and not isinstance(d, bool) for d in input_shape)
+    except TypeError:
+        ok = False
+    if not ok:
+        raise ValueError(f"input_shape must be the shape of one input, a tuple of positive integers such as (28, 28, 1) "
+                         f"(H, W, C, without the batch axis); got {input_shape!r}.")
+    if isinstance(module, (LeNet, WideResNet)) and len(shape) != 3:
+        raise ValueError(f"input_shape must be (H, W, C) for {type(module).__name__}, one image without the batch axis; "
+                         f"got {shape}. Pass e.g. (28, 28, 1) for MNIST or (32, 32, 3) for CIFAR-10.")
+    return shape
+
+
 def init_variables(module: nn.Module, key: Array, input_shape: tuple[int, ...]) -> dict[str, Any]:
     """Initialises a model's variables for inputs of shape ``(H, W, C)``.
+
+    ``input_shape`` is checked: positive integers, and (H, W, C) for the convolutional models;
+    an image too small for the model's layers is refused with a ``ValueError`` naming it.
 
     Returns:
       ``{"params": ..., "batch_stats": ...}`` (``batch_stats`` is an empty dict for models
@@ -272,9 +300,18 @@ def init_variables(module: nn.Module, key: Array, input_shape: tuple[int, ...]) 
     Raises:
       jaxmi.probes.ModelProtocolError: ``module`` is not a jaxmi model (it has no
         ``probe_names`` or its ``__call__`` takes no ``train``); the message says how to wrap it.
+      ValueError: a bad ``input_shape``.
     """
     probes_lib.check_model(module)
-    variables = module.init(key, jnp.zeros((1, *input_shape), jnp.float32), train=False)
+    input_shape = _check_input_shape(module, input_shape)
+    try:
+        variables = module.init(key, jnp.zeros((1, *input_shape), jnp.float32), train=False)
+    except TypeError as e:  # the models' own ValueErrors (the WideResNet's minimum size) already name the fix
+        if not isinstance(module, _BUILTIN_MODELS):
+            raise
+        raise ValueError(f"input_shape {input_shape} does not fit {type(module).__name__}: its layers fail on it "
+                         f"({_flax_message(e)}). The images are probably too small; pass the shape of your "
+                         "dataset's images, e.g. (28, 28, 1) or (32, 32, 3).") from None
     variables = dict(variables)
     variables.setdefault("batch_stats", {})
     return {"params": variables["params"], "batch_stats": variables["batch_stats"]}
@@ -298,17 +335,29 @@ def apply_model(module: nn.Module, params, batch_stats, x: Array, *, train: bool
     Raises:
       jaxmi.probes.ModelProtocolError: ``module`` does not follow the model protocol (checked
         in Python when the call is traced; nothing is added to the compiled computation).
+      ValueError: ``x`` has a shape the parameters do not fit (checked on shapes only, also
+        under ``jax.jit``; nothing is added to the compiled computation).
     """
     probes_lib.check_model(module)
+    if isinstance(module, (LeNet, WideResNet)) and getattr(x, "ndim", None) != 4:
+        raise ValueError(f"x must be a batch of images [B, H, W, C] for {type(module).__name__}; got shape "
+                         f"{getattr(x, 'shape', type(x).__name__)}. Add the batch axis for one image (x[None]) or the channel axis of "
+                         "grayscale images (x[..., None]).")
     variables = {"params": params}
     if batch_stats:
         variables["batch_stats"] = batch_stats
-    if train and batch_stats:
-        out, updates = module.apply(variables, x, train=True, mutable=["batch_stats"])
-        probes_lib.check_outputs(module, out)
-        logits, probes = out
-        return logits, probes, updates["batch_stats"]
-    out = module.apply(variables, x, train=train)
+    try:
+        if train and batch_stats:
+            out, updates = module.apply(variables, x, train=True, mutable=["batch_stats"])
+            probes_lib.check_outputs(module, out)
+            logits, probes = out
+            return logits, probes, updates["batch_stats"]
+        out = module.apply(variables, x, train=train)
+    except flax.errors.ScopeParamShapeError as e:
+        raise ValueError(f"x of shape {tuple(x.shape)} does not fit the model's parameters: {_flax_message(e)}. The "
+                         "parameters were initialised for inputs of another shape; pass images of the input_shape "
+                         "given to init_variables (e.g. [B, 28, 28, 1] for MNIST), or initialise the model for "
+                         "these images.") from None
     probes_lib.check_outputs(module, out)
     logits, probes = out
     return logits, probes, batch_stats
