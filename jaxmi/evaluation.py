@@ -29,7 +29,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxmi import backend, parallel
-from jaxmi.attacks import PGDConfig, pgd, robust_accuracy
+from jaxmi.attacks import PGDConfig, checks, pgd, robust_accuracy
 from jaxmi.data import to_float
 from jaxmi.models import apply_model
 from jaxmi.probes import check_model
@@ -292,6 +292,11 @@ def robust_report(module: nn.Module, params: Any, batch_stats: Any, x: Array, y:
       steps: APGD iterations per run.
       n_targets: APGD-T target classes (None: min(9, classes − 1)).
 
+    The images, labels and ε are checked before anything is compiled, as the attacks check
+    them (:func:`jaxmi.attacks.checks.check_inputs`): float images inside [0, 1] without NaN
+    or inf, integer labels in [0, K) of the model's K classes, ε at most 1; a ``ValueError``
+    or ``TypeError`` names the argument and the fix.
+
     Returns:
       A JSON-ready dict: ``samples``, ``eps``, ``clean_acc``, ``pgd_paper_acc`` (and
       ``pgd_paper_steps``), ``robust_acc`` (every attack of the ensemble fails),
@@ -303,7 +308,10 @@ def robust_report(module: nn.Module, params: Any, batch_stats: Any, x: Array, y:
     check_model(module)
     if attack.random_start:
         raise ValueError("evaluation attacks start from the clean image: pass a PGDConfig with random_start=False.")
-    pgd_acc, r = _robust_compiled(module, params, batch_stats, jnp.asarray(x), jnp.asarray(y), key,
+    x, y = jnp.asarray(x), jnp.asarray(y)
+    checks.check_inputs(_logits_fn(module, params, batch_stats), x, y, eps=attack.eps)
+    checks.check_key(key, "robust_report")
+    pgd_acc, r = _robust_compiled(module, params, batch_stats, x, y, key,
                                   attack=attack, steps=int(steps), n_targets=n_targets)
     pgd_acc, robust = float(pgd_acc), float(r.robust_accuracy)
     flags = {"zero_gradients": bool(r.zero_gradients), "weaker_beats_stronger": bool(r.weaker_beats_stronger),
