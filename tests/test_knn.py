@@ -62,6 +62,29 @@ def test_counts_equal_float64_brute_force(metric, k):
 
 
 @pytest.mark.parametrize("metric", ["euclidean", "chebyshev"])
+@pytest.mark.parametrize("kind", ["cauchy", "wide", "offset"])
+def test_counts_exact_where_float32_is_hard(metric, kind):
+    """Heavy tails (a tiny standardised core against huge tails), 40 + 40 dimensions (large
+    Gram rounding), and unstandardised data far from the origin: still the float64 counts."""
+    pytest.importorskip("scipy")
+    rng = np.random.default_rng(11)
+    if kind == "cauchy":
+        x = rng.standard_cauchy(size=(300, 2))
+        y = x + rng.standard_cauchy(size=(300, 2))
+    elif kind == "wide":
+        x, y = _gaussian_pairs(300, 40, 0.8, seed=11)
+    else:
+        x, y = _gaussian_pairs(300, 3, 0.8, seed=11)
+        x, y = x + 1e4, y * 1e-3 - 7.0
+    standardize = kind != "offset"
+    for k in (1, 3):
+        nx, ny, _ = brute_force(x, y, k, metric, standardize=standardize)
+        c = ksg_counts(x, y, k, metric, standardize=standardize)
+        np.testing.assert_array_equal(c.n_x, nx)
+        np.testing.assert_array_equal(c.n_y, ny)
+
+
+@pytest.mark.parametrize("metric", ["euclidean", "chebyshev"])
 def test_counts_with_ties_and_duplicates(metric):
     """Integer data with mean exactly 0 (every value and its negative): all distances are exact
     in float32 and float64, so ties at ε are real; duplicated points sit at distance 0."""

@@ -40,17 +40,24 @@ formed. Squared distances compare as the distances do, so the
 counts are those of the definition above.
 
 float32 rounding. Compared with exact arithmetic on the float64 standardised data, a float32
-squared distance is off by at most τ_ij = (2d + 8)·u·(‖a‖² + ‖b‖²) (Euclidean; u = 2⁻²⁴, d
-the space's width; the cast of the inputs and the Gram identity's cancellation) or
-3·u·(max|a_k| + max|b_k|) (Chebyshev). Each row gets the bound τ_i with the largest norm of
-the data in place of ‖b‖², and counts how many (point, space) pairs lie within
-τ_i(space) + max(τ_i(x), τ_i(y)) of ε_i. The k-th neighbour always lies there in the space
-that sets ε_i; if nothing else does, every other comparison has the same outcome in float32
-as in exact arithmetic, so the row's counts are exact. Every other row (near-ties, duplicate
-points, heavy tails whose largest norm widens the band) is recounted in float64 on the host
-(direct coordinate differences, in blocks of rows). The result therefore equals a float64
-brute-force count on the same standardised data, up to float64's own rounding (exact ties
-aside); :func:`ksg_counts` reports how many rows were recounted.
+distance between rows a and b is off by at most e = c·u·(‖a‖² + ‖b‖²) (Euclidean, squared
+distances; c = 2d + 8 with d the space's width, covering the cast of the inputs and the Gram
+identity's cancellation) or e = 3u·(max|a_k| + max|b_k|) (Chebyshev), u = 2⁻²⁴. Since
+‖b‖ ≤ ‖a‖ + ‖a − b‖, e grows with the distance only; the points that can decide ε_i, or
+compare differently with it in float32 and in exact arithmetic, all lie within a reach
+ε̂_i·(1 + δ) + δ·‖a‖² of point i (δ = 32·c·u; Chebyshev: max|a_k| in place of ‖a‖²), so
+every row gets the local bound τ_i = e(a, a point at that reach) per space, ε̂_i is within
+T_i = max(τ_i(x), τ_i(y)) of the exact ε_i, and the row counts the (point, space) pairs whose
+float32 distance lies within τ_i(space) + T_i of ε̂_i. The k-th neighbour always lies there
+in the space that sets ε_i; if nothing else does, every other comparison has the same outcome
+in float32 as in exact arithmetic, so the row's counts are exact. Every other row (near-ties,
+duplicate points, rows whose norm is large against ε_i, as in heavy tails) is recounted in
+float64 on the host (direct coordinate differences, in blocks of rows). The result therefore
+equals a float64 brute-force count on the same standardised data, up to float64's own
+rounding (exact ties aside); :func:`ksg_counts` reports how many rows were recounted (1.6 %
+of the rows for 10 + 10 correlated Gaussians at N = 5,000; 16 % for bmi's 2 + 2
+Student-t task with one degree of freedom, whose standardised core is tiny against its
+tails).
 
 The estimator needs continuous variables: it does not give I(X;T) for a deterministic network
 T = f(X) (infinite for continuous X), and labels (discrete, full of ties) make every row a
@@ -180,11 +187,18 @@ def _row_stat(a, metric: str):
     return jnp.sum(jnp.square(a), axis=1) if metric == "euclidean" else jnp.max(jnp.abs(a), axis=1)
 
 
-def _tolerance(stat_rows, stat_max, d: int, metric: str):
-    """Bound on the error of one float32 distance (see the module docstring)."""
+def _rounding_unit(d: int, metric: str) -> float:
+    """c·u with the error of one float32 distance ≤ c·u·(‖a‖² + ‖b‖²) (Euclidean, squared;
+    c = 2d + 8) or ≤ c·u·(max|a_k| + max|b_k|) (Chebyshev; c = 3); see the module docstring."""
+    return ((2 * d + 8) if metric == "euclidean" else 3) * _U32
+
+
+def _near_stat(stat_rows, reach, metric: str):
+    """The largest :func:`_row_stat` of a point within distance ``reach`` (squared for
+    Euclidean) of the row: (‖a‖ + √reach)² or max|a_k| + reach."""
     if metric == "euclidean":
-        return (2 * d + 8) * _U32 * (stat_rows + stat_max) * (1.0 + 1e-3)
-    return 3.0 * _U32 * (stat_rows + stat_max) * (1.0 + 1e-3)
+        return jnp.square(jnp.sqrt(stat_rows) + jnp.sqrt(reach))
+    return stat_rows + reach
 
 
 def _count(mask):
@@ -254,8 +268,8 @@ def _device_counts(x, y, *, k: int, metric: str, block_size: int, selection: str
     npad = -(-n // CHUNK) * CHUNK  # columns padded to whole chunks with points at +∞ distance
     x, y = x.astype(jnp.float32), y.astype(jnp.float32)
     sx, sy = _row_stat(x, metric), _row_stat(y, metric)
-    tol_x = _tolerance(sx, jnp.max(sx), x.shape[1], metric)
-    tol_y = _tolerance(sy, jnp.max(sy), y.shape[1], metric)
+    cu_x, cu_y = _rounding_unit(x.shape[1], metric), _rounding_unit(y.shape[1], metric)
+    delta = 32.0 * max(cu_x, cu_y)
     xp, yp = (jnp.pad(a, ((0, npad - n), (0, 0))) for a in (x, y))
     sxp, syp = (jnp.pad(a, (0, npad - n)) for a in (sx, sy))
     cols = jnp.arange(npad)
@@ -269,7 +283,11 @@ def _device_counts(x, y, *, k: int, metric: str, block_size: int, selection: str
         dy = jnp.where(real[None, :], jnp.where(other, _distances(y[rows], yp, sy[rows], syp, metric), 0.0), jnp.inf)
         eps = _kth_smallest(jnp.where(other, jnp.maximum(dx, dy), jnp.inf), k, selection)
         e = eps[:, None]
-        tx, ty = tol_x[rows], tol_y[rows]
+        # Only points within `reach` of point i can decide ε or lie in the band (module
+        # docstring), so the bound uses the largest norm within that reach.
+        reach = eps * (1.0 + delta) + delta * jnp.maximum(sx[rows], sy[rows])
+        tx = cu_x * (sx[rows] + _near_stat(sx[rows], reach, metric)) * (1.0 + 1e-3)
+        ty = cu_y * (sy[rows] + _near_stat(sy[rows], reach, metric)) * (1.0 + 1e-3)
         t_eps = jnp.maximum(tx, ty)
         # point i itself falls in the band only when ε is within rounding of 0: a recount
         nx, ny = _count(dx < e), _count(dy < e)
