@@ -17,8 +17,8 @@ mode, quantity and probe it correlates the clean and the adversarial curve over 
 
 Presets: paper (200 epochs), cpu (20 epochs at lr 0.025, as finding 2's), smoke (2 epochs on 512
 images, 128-image MI draw). Output in --out (default runs/finding1_<dataset>_<model>):
-summary.json (the finding-2 layout plus "verdicts", "evidence"), trend_agreement_*.png,
-info_plane_*.png, trajectories_*.png, training_curves.png; timing.json.
+summary.json (the run's measurements under "run", as finding 2's; "verdicts", "evidence"),
+trend_agreement_*.png, info_plane_*.png, trajectories_*.png, training_curves.png; timing.json.
 """
 
 import sys

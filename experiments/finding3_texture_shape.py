@@ -22,8 +22,8 @@ are close to, not identical with, the original); online, CIFAR-10 comes from TFD
 
 On 28-px MNIST the shuffle grid 8 does not divide the image, so the default levels become
 0, 2, 4, 7; an explicit --shuffle that does not divide the image is an error.
-Output in --out (default runs/finding3_<dataset>_<model>): summary.json ("distortion",
-"adversarial_confusion", "attribution_edge_alignment", "verdicts", "evidence"), figures
+Output in --out (default runs/finding3_<dataset>_<model>): summary.json ("results" with
+"distortion", "adversarial_confusion", "attribution_edge_alignment"; "verdicts", "evidence"), figures
 distortion_accuracy.png, distortion_mi_saturation.png, distortion_mi_shuffle.png,
 adversarial_confusion.png, attribution_maps.png, distortion_examples.png; timing.json.
 """

@@ -14,8 +14,8 @@ the statistic it should track.
   python experiments/finding4_estimator_geometry.py --preset smoke   # seconds; what the tests run
   python experiments/finding4_estimator_geometry.py                  # 200-epoch models, 5,000-image probes (accelerator)
 
-Output in --out (default runs/finding4_<dataset>_<model>): summary.json ("layers_measured" with
-every estimate and geometry statistic, "verdicts", "evidence"), geometry_scatter.png,
+Output in --out (default runs/finding4_<dataset>_<model>): summary.json ("results" with
+"layers_measured", every estimate and geometry statistic; "verdicts", "evidence"), geometry_scatter.png,
 geometry_sweeps.png; timing.json.
 """
 

@@ -4,8 +4,8 @@ Every field of :class:`jaxmi.config.Config` is a flag (``--batch-size``, ``--noi
 its help text is the field's), and so is every field of a finding's ``Options``. Values
 come, in increasing priority, from the preset (``--preset``: the shared
 :data:`jaxmi.config.PRESETS` extended by the finding's ``PRESETS``), then from the flags
-given. A finding declares itself with a :class:`jaxmi.findings.common.Finding` (its module's
-``FINDING``); see ``experiments/``.
+given. A finding declares itself with a :class:`jaxmi.findings.runner.Finding` (its module's
+``FINDING``), which :func:`jaxmi.findings.runner.run` runs; see ``experiments/``.
 
 Errors a user can fix (bad values, missing data, an occupied run directory, a diverged
 run) print as ``error: …`` with exit status 2; ``JAXMI_DEBUG=1`` shows the traceback.
@@ -24,7 +24,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from jaxmi.config import PRESETS, flat_fields, make_config
-from jaxmi.findings.common import Finding, parse_options, run_per_seed
+from jaxmi.findings.runner import Finding, parse_options, run_per_seed
 from jaxmi.models import model_label
 from jaxmi.plan import precheck
 
@@ -119,7 +119,7 @@ def main(finding: Finding, argv: Sequence[str] | None = None, *, description: st
     show = not args.no_progress
     try:
         if config.seeds > 1 and not finding.seeds_native:
-            summary = run_per_seed(finding.run, config, out, options=options, overwrite=args.overwrite,
+            summary = run_per_seed(finding, config, out, options=options, overwrite=args.overwrite,
                                    show_progress=show)
         else:
             summary = finding.run(config, out, options=options, overwrite=args.overwrite, show_progress=show)

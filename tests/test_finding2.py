@@ -57,7 +57,7 @@ def test_killed_and_resumed_run_writes_the_same_summary(smoke_run, killed_and_re
     assert c1 == c2
     for a, b in zip(jax_leaves(v1), jax_leaves(v2)):
         np.testing.assert_array_equal(a, b)
-    timing = json.loads((out2 / "timing.json").read_text())
+    timing = json.loads((out2 / "timing.json").read_text())["run"]
     assert timing["resumed_from"]["regime"] == "at" and len(timing["nt"]["epoch_seconds"]) == 1
 
 
@@ -68,19 +68,24 @@ def jax_leaves(tree):
 
 def test_summary_has_the_documented_keys(smoke_run):
     out, stdout = smoke_run
+    from jaxmi.findings.summary import SUMMARY_KEYS
+
     s = json.loads((out / "summary.json").read_text())
-    for k in ("config", "layers", "epochs_measured", "nt", "at", "verdicts", "evidence"):
-        assert k in s
+    assert list(s) == list(SUMMARY_KEYS) and s["source"] == {"trained": True} and s["results"] == {}
+    run = s["run"]
+    for k in ("layers", "epochs_measured", "data", "num_classes", "nt", "at", "saturation", "sweep", "robust"):
+        assert k in run
     # wall-clock times live in timing.json, so that summary.json is reproducible
-    assert "runtime_seconds" not in s and "epoch_seconds" not in s["nt"]
+    assert "runtime_seconds" not in s and "epoch_seconds" not in run["nt"]
     timing = json.loads((out / "timing.json").read_text())
-    assert len(timing["nt"]["epoch_seconds"]) == 1 and timing["runtime_seconds"] > 0
+    assert set(timing) == {"runtime_seconds", "run"}  # the same keys for every finding
+    assert len(timing["run"]["nt"]["epoch_seconds"]) == 1 and timing["runtime_seconds"] > 0
     assert (out / "models" / "nt").is_dir() and (out / "models" / "at").is_dir()
-    assert s["layers"] == ["conv1", "conv2", "fc1", "fc2", "fc3"]
-    assert s["epochs_measured"] == [0, 1]
-    m = len(s["epochs_measured"])
+    assert run["layers"] == ["conv1", "conv2", "fc1", "fc2", "fc3"]
+    assert run["epochs_measured"] == [0, 1]
+    m = len(run["epochs_measured"])
     for mode in ("nt", "at"):
-        h = s[mode]
+        h = run[mode]
         for k in ("train_acc", "train_loss", "test_clean_acc", "test_adv_acc"):
             assert len(h[k]) == m
             assert all(v is not None and math.isfinite(v) for v in h[k])
@@ -101,12 +106,12 @@ def test_summary_has_the_documented_keys(smoke_run):
         assert (r["holds"] is None) == (r["effect"] is None or r["ci95"] is None)
     assert set(s["evidence"]) >= set(s["verdicts"])
     # bootstrap resamples of every estimate and the noise control are kept
-    boot = np.asarray(s["nt"]["mi_boot"]["kde_upper"]["clean"]["I_XT"])
+    boot = np.asarray(run["nt"]["mi_boot"]["kde_upper"]["clean"]["I_XT"])
     assert boot.shape == (m, 5, s["config"]["bootstrap"])
-    assert np.asarray(s["at"]["mi"]["binning"]["noise"]["I_XT"]).shape == (m, 5)
+    assert np.asarray(run["at"]["mi"]["binning"]["noise"]["I_XT"]).shape == (m, 5)
     # NT and AT start from the same weights: identical epoch-0 clean accuracy and MI
-    assert s["nt"]["test_clean_acc"][0] == s["at"]["test_clean_acc"][0]
-    assert s["nt"]["mi"]["kde_upper"]["clean"]["I_XT"][0] == s["at"]["mi"]["kde_upper"]["clean"]["I_XT"][0]
+    assert run["nt"]["test_clean_acc"][0] == run["at"]["test_clean_acc"][0]
+    assert run["nt"]["mi"]["kde_upper"]["clean"]["I_XT"][0] == run["at"]["mi"]["kde_upper"]["clean"]["I_XT"][0]
     assert "at_harder" in stdout and "at_less_information" in stdout
 
 

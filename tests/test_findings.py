@@ -6,6 +6,7 @@ script is run on a synthetic finding-2 summary (--from-run), its training path b
 jaxmi.experiment.train_and_measure, which test_finding2 runs end to end.
 """
 
+import dataclasses
 import json
 import math
 import subprocess
@@ -16,6 +17,7 @@ import numpy as np
 import pytest
 
 from jaxmi.findings import finding3
+from jaxmi.findings.summary import SUMMARY_KEYS
 
 ROOT = Path(__file__).resolve().parents[1]
 EXP = ROOT / "experiments"
@@ -25,6 +27,15 @@ LAYERS = ["conv1", "conv2", "fc1"]
 def _script(name, *args, timeout=600):
     return subprocess.run([sys.executable, str(EXP / name), "--no-progress", *map(str, args)], capture_output=True,
                           text=True, timeout=timeout, cwd=ROOT)
+
+
+def _check_layout(out):
+    """Every finding writes the one summary layout and the same timing keys."""
+    s = json.loads((out / "summary.json").read_text())
+    assert list(s) == list(SUMMARY_KEYS)
+    timing = json.loads((out / "timing.json").read_text())
+    assert set(timing) == {"runtime_seconds", "run"} and timing["runtime_seconds"] > 0
+    return s
 
 
 # ----------------------------------------------------------------------------- finding 1
@@ -53,9 +64,10 @@ def _summary(clean_fn, adv_fn, m=8, r=40):
                                     "test_adv_loss")}
         return {**h, "train_acc": [0.9] * m, "mi": mi, "mi_se": se, "mi_boot": boot}
 
-    return {"config": {"dataset": "mnist", "model": "lenet", "samples": 100}, "layers": LAYERS, "num_classes": 10,
-            "saturation": {"I_XT_ceiling": 20.0, "I_TY_ceiling": 20.0},
-            "epochs_measured": list(range(m)), "nt": hist(), "at": hist()}
+    run = {"layers": LAYERS, "num_classes": 10, "saturation": {"I_XT_ceiling": 20.0, "I_TY_ceiling": 20.0},
+           "epochs_measured": list(range(m)), "nt": hist(), "at": hist()}
+    return {"finding": "2: ...", "config": {"dataset": "mnist", "model": "lenet", "samples": 100}, "options": {},
+            "source": {"trained": True}, "run": run, "results": {}, "verdicts": {}, "evidence": {}, "figures": []}
 
 
 def test_finding1_script_from_a_run_directory(tmp_path):
@@ -66,7 +78,9 @@ def test_finding1_script_from_a_run_directory(tmp_path):
     out = tmp_path / "f1"
     proc = _script("finding1_mi_trends.py", "--from-run", src, "--out", out)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    s = json.loads((out / "summary.json").read_text())
+    s = _check_layout(out)
+    assert s["source"] == {"from_run": str(src)} and s["run"]["nt"] == json.loads((src / "summary.json").read_text())[
+        "run"]["nt"]
     assert {n: r["holds"] for n, r in s["verdicts"].items()} == {
         "trends_agree_nt": True, "adv_not_below_noise_nt": True, "trends_agree_at": True,
         "adv_not_below_noise_at": True, "trends_agree": True}
@@ -78,6 +92,12 @@ def test_finding1_script_from_a_run_directory(tmp_path):
     assert "trends_agree" in proc.stdout
     bad = _script("finding1_mi_trends.py", "--from-run", tmp_path / "nowhere", "--out", tmp_path / "x")
     assert bad.returncode == 2 and "error: --from-run" in bad.stderr and "Traceback" not in bad.stderr
+    assert not (tmp_path / "x").exists()  # refused before the run directory is written
+    old = tmp_path / "old"  # a summary of the layout before "run" (NT/AT at the top level)
+    old.mkdir()
+    (old / "summary.json").write_text(json.dumps({k: v for k, v in _summary(grow, grow).items() if k != "run"}))
+    bad = _script("finding1_mi_trends.py", "--from-run", old, "--out", tmp_path / "y")
+    assert bad.returncode == 2 and "lacks ['run']" in bad.stderr
 
 
 # ----------------------------------------------------------------------------- finding 3
@@ -93,14 +113,19 @@ def f3_run(tmp_path_factory):
 
 def test_finding3_smoke_end_to_end(f3_run):
     out, stdout = f3_run
-    s = json.loads((out / "summary.json").read_text())
+    s = _check_layout(out)
+    res = s["results"]
     assert set(s["verdicts"]) == {"at_prefers_shape", "nt_prefers_texture", "shape_texture_interaction"}
     # the smoke networks stay near chance: every verdict is untestable, never a pass
     assert all(r["holds"] is None and "did not learn" in r["reason"] for r in s["verdicts"].values())
     assert s["evidence"]["warning"].startswith("did not learn")
-    assert s["config"]["dataset"] == "mnist" and s["layers"] == ["conv1", "conv2", "fc1", "fc2", "fc3"]
+    assert s["config"]["dataset"] == "mnist" and res["layers"] == ["conv1", "conv2", "fc1", "fc2", "fc3"]
+    # the models trained here: their training record in the run layout, the robust evaluation beside it
+    assert s["source"] == {"trained": True} and set(s["run"]) == {"nt", "at", "robust"}
+    assert all(len(s["run"][r]["train_acc"]) == len(s["run"][r]["train_loss"]) == 1 for r in ("nt", "at"))
+    assert "final accuracy on" in stdout and "pgd_paper_acc" in s["run"]["robust"]["at"]
     for mode in ("nt", "at"):
-        sat, shuf = s["distortion"][mode]["saturation"], s["distortion"][mode]["shuffle"]
+        sat, shuf = res["distortion"][mode]["saturation"], res["distortion"][mode]["shuffle"]
         assert sat["levels"] == [2, 8, 16, 64, 1024] and shuf["levels"] == [0, 2, 4, 7]  # 8 does not divide 28
         for block in (sat, shuf):
             for kind in ("clean", "adv"):
@@ -112,10 +137,10 @@ def test_finding3_smoke_end_to_end(f3_run):
         assert sat["clean"]["accuracy"][0] == shuf["clean"]["accuracy"][0]
         bits = np.unpackbits(np.frombuffer(bytes.fromhex(sat["clean"]["correct_bits"][0]), np.uint8))[:96]
         assert bits.mean() == pytest.approx(sat["clean"]["accuracy"][0])
-        c = np.asarray(s["adversarial_confusion"][mode]["counts"])
+        c = np.asarray(res["adversarial_confusion"][mode]["counts"])
         assert c.shape == (10, 10) and c.sum() == 96
-        assert s["adversarial_confusion"][mode]["accuracy"] == pytest.approx(sat["adv"]["accuracy"][0])
-    assert len(s["attribution_images"]) == 3
+        assert res["adversarial_confusion"][mode]["accuracy"] == pytest.approx(sat["adv"]["accuracy"][0])
+    assert len(res["attribution_images"]) == 3
     for name in ("verdicts.png", "distortion_accuracy.png", "distortion_mi_saturation.png", "distortion_mi_shuffle.png",
                  "adversarial_confusion.png", "attribution_maps.png", "distortion_examples.png"):
         assert name in s["figures"] and (out / name).read_bytes()[:4] == b"\x89PNG"
@@ -142,14 +167,17 @@ def test_finding4_smoke_end_to_end_from_the_finding3_models(f3_run, tmp_path):
     out = tmp_path / "f4"
     proc = _script("finding4_estimator_geometry.py", "--preset", "smoke", "--from-run", models_dir, "--out", out)
     assert proc.returncode == 0, proc.stderr[-4000:]
-    s = json.loads((out / "summary.json").read_text())
+    s = _check_layout(out)
+    # the loaded models' training record, read from finding 3's summary in the same layout
+    assert s["source"] == {"from_run": str(models_dir)}
+    assert s["run"] == json.loads((models_dir / "summary.json").read_text())["run"]
     assert set(s["verdicts"]) == {"scale_identity", "sweeps_monotone", "kde_ixt_tracks_spread",
                                   "kde_ity_tracks_separation", "binning_tracks_spread", "geometry_explains_trained",
                                   "estimators_trace_geometry"}
     assert s["verdicts"]["scale_identity"]["holds"] is True  # an exact identity of the estimator
     assert s["verdicts"]["geometry_explains_trained"]["holds"] is None  # the smoke models did not learn
     assert "did not learn" in s["evidence"]["warning"]
-    layers = s["layers_measured"]
+    layers = s["results"]["layers_measured"]
     assert sum(lay["source"] == "controlled" for lay in layers) == 16
     assert sum(lay["source"] == "trained" for lay in layers) == 20  # 5 probes × NT/AT × clean/adv
     for lay in layers:  # binning never exceeds log2 of the occupied bins
@@ -171,23 +199,31 @@ def test_seeds_for_per_pair_findings_run_each_seed_and_aggregate(tmp_path, capsy
     """--seeds 3 on a finding without native seeds: one run per seed, records combined over seeds."""
     from jaxmi import cli
     from jaxmi import verdicts as V
-    from jaxmi.findings.common import Finding
+    from jaxmi.findings.runner import Finding, Measured
 
     calls = []
 
-    def fake_run(config, out, *, options, overwrite, show_progress, log=print):
-        calls.append((config.seed, config.seeds, Path(out).name, dict(options)))
-        Path(out).mkdir(parents=True, exist_ok=True)
-        e = 0.3 + 0.01 * (config.seed - 10)
-        boots = (e + np.random.default_rng(config.seed).normal(0, 0.01, 200)).tolist()
+    def measure(config, opts, workdir, *, log, show_progress):
+        calls.append((config.seed, config.seeds, workdir.name, dataclasses.asdict(opts)))
+        robust = {r: {"samples": 8, "eps": 0.3, "pgd_paper_steps": 7, "apgd_steps": 5, "clean_acc": 0.5,
+                      "pgd_paper_acc": 0.1 * (config.seed - 9), "robust_acc": 0.1, "flags": {"zero_gradients": False}}
+                  for r in ("nt", "at")}
+        return Measured({"seed": config.seed}, {"effect": 0.3 + 0.01 * (config.seed - 10)}, source={"trained": True},
+                        run={"robust": robust})
+
+    def decide(summary, opts):
+        e = summary["results"]["effect"]
+        boots = (e + np.random.default_rng(summary["config"]["seed"]).normal(0, 0.01, 200)).tolist()
         a = V.record([e], [boots], unit="u", rule="a above 0")
         b = V.untestable("saturated", unit="u", rule="b", seeds=1)
-        summary = {"finding": "fake", "verdicts": {"a": a, "b": b, "ab": V.all_of({"a": a, "b": b}, rule="both")},
-                   "evidence": {}, "figures": ["f.png"]}
-        (Path(out) / "summary.json").write_text(json.dumps(summary))
-        return summary
+        return {"a": a, "b": b, "ab": V.all_of({"a": a, "b": b}, rule="both")}, {}
 
-    fake = Finding(name="fake", title="fake", run=fake_run, presets={}, options=finding3.Options)
+    def figures(summary, workdir, artifacts):
+        (workdir / "f.png").write_bytes(b"")
+        return [workdir / "f.png"]
+
+    fake = Finding(name="fake", title="0: fake", measure=measure, decide=decide, table=lambda s: "table",
+                   figures=figures, options=finding3.Options)
     out = tmp_path / "run"
     rc = cli.main(fake, ["--preset", "smoke", "--seeds", "3", "--seed", "10", "--out", str(out), "--no-progress"])
     assert rc == 0
@@ -199,8 +235,14 @@ def test_seeds_for_per_pair_findings_run_each_seed_and_aggregate(tmp_path, capsy
     assert a["effect"] == pytest.approx(0.31) and a["ci95"] == pytest.approx(want[1]) and a["holds"] is True
     assert s["verdicts"]["b"]["holds"] is None and s["verdicts"]["ab"]["holds"] is None
     assert s["verdicts"]["ab"]["weakest"] == "b"
-    assert [x["verdicts"]["a"]["effect"] for x in s["seeds"]] == pytest.approx([0.3, 0.31, 0.32])
-    assert s["figures"][:3] == ["seed10/f.png", "seed11/f.png", "seed12/f.png"] and "verdicts.png" in s["figures"]
+    assert [x["verdicts"]["a"]["effect"] for x in s["results"]["seeds"]] == pytest.approx([0.3, 0.31, 0.32])
+    assert s["figures"][:4] == ["seed10/f.png", "seed10/verdicts.png", "seed11/f.png", "seed11/verdicts.png"]
+    assert s["figures"][-1] == "verdicts.png"
+    # the one layout, with the seeds' robust evaluations combined
+    assert list(s) == list(SUMMARY_KEYS) and s["source"] == {"trained": True}
+    assert s["run"]["robust"]["nt"]["pgd_paper_acc"] == pytest.approx(0.2)
+    assert [r["pgd_paper_acc"] for r in s["run"]["robust"]["at"]["per_seed"]] == pytest.approx([0.1, 0.2, 0.3])
+    assert set(json.loads((out / "timing.json").read_text())) == {"runtime_seconds", "run"}
     assert "per seed (effect)" in capsys.readouterr().out
     # rerun on the same --out after an interruption in seed 11: seeds 10 and 12 are reused
     (out / "seed11" / "summary.json").unlink()

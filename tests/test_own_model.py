@@ -132,10 +132,10 @@ def test_finding2_command_line_runs_the_model_given_as_a_spec(bn_run, tmp_path, 
     assert cli.main(finding2.FINDING, argv) == 0
     run_dir = tmp_path / "runs" / "finding2_mnist_own_model_fixture_bn_cnn"
     s = json.loads((run_dir / "summary.json").read_text())
-    assert s["config"]["model"] == BN_SPEC and s["layers"] == list(fx.BN_PROBES)
-    _check_mi(s, fx.BN_PROBES, 64)
+    assert s["config"]["model"] == BN_SPEC and s["run"]["layers"] == list(fx.BN_PROBES)
+    _check_mi(s["run"], fx.BN_PROBES, 64)
     # the same configuration as train_and_measure's run: the same measurements
-    assert json.dumps({r: s[r] for r in ("nt", "at")}) == json.dumps({r: out[r] for r in ("nt", "at")})
+    assert json.dumps({r: s["run"][r] for r in ("nt", "at")}) == json.dumps({r: out[r] for r in ("nt", "at")})
     assert set(s["verdicts"]) == {"at_harder", "at_less_information", "at_less_information_matched"}
     assert {p["probe"] for p in s["evidence"]["at_less_information"]["pairs"]} == set(fx.BN_PROBES)
     assert s["figures"] and all((run_dir / f).is_file() for f in s["figures"])

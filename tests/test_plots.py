@@ -36,10 +36,10 @@ def _mi_block(rng, m, p, shift):
 def make_summary(with_se: bool = False) -> dict:
     rng = np.random.default_rng(0)
     m, p = len(EPOCHS), len(LAYERS)
+    run = {"layers": list(LAYERS), "epochs_measured": list(EPOCHS)}
     summary = {
         "config": {"dataset": "mnist", "model": "lenet5", "samples": 1000},
-        "layers": list(LAYERS),
-        "epochs_measured": list(EPOCHS),
+        "run": run,
         "verdicts": {"at_harder": True, "at_less_information": True},
         "evidence": {},
     }
@@ -60,9 +60,9 @@ def make_summary(with_se: bool = False) -> dict:
                     for q in kind:
                         kind[q] = (0.05 * np.ones((m, p))).tolist()
             res["mi_se"] = se
-        summary[regime] = res
+        run[regime] = res
     # A NaN MI point must be skipped, not crash.
-    summary["at"]["mi"]["binning"]["adv"]["I_XT"][1][2] = float("nan")
+    run["at"]["mi"]["binning"]["adv"]["I_XT"][1][2] = float("nan")
     return summary
 
 
@@ -115,11 +115,12 @@ def test_plot_all_with_standard_errors(tmp_path):
 
 def test_only_one_regime_and_single_measurement(tmp_path):
     s = make_summary()
-    del s["at"]
-    s["epochs_measured"] = [0]
+    run = s["run"]
+    del run["at"]
+    run["epochs_measured"] = [0]
     for key in METRICS:
-        s["nt"][key] = s["nt"][key][:1]
-    for est in s["nt"]["mi"].values():
+        run["nt"][key] = run["nt"][key][:1]
+    for est in run["nt"]["mi"].values():
         for kind in est.values():
             for q in kind:
                 kind[q] = kind[q][:1]
@@ -173,13 +174,20 @@ def test_save_figure_failure_leaves_old_file_and_no_temp(tmp_path):
         (lambda s: s["nt"]["mi"]["binning"]["clean"].pop("I_XT"), r"I_XT.*missing"),
     ],
 )
-def test_bad_summary_raises(tmp_path, mutate, match):
+def test_bad_summary_raises(tmp_path, mutate, match):  # mutate: the summary's run record
     s = copy.deepcopy(make_summary())
-    mutate(s)
+    mutate(s["run"])
     for fn in (plots.plot_information_planes, plots.plot_training_curves,
                plots.plot_final_information, plots.plot_mi_trajectories, plots.plot_all):
         with pytest.raises(ValueError, match=match):
             fn(s, tmp_path)
+    assert os.listdir(tmp_path) == []
+
+
+def test_summary_without_a_run_record_raises(tmp_path):
+    for s in ({"config": {}}, {"config": {}, "run": None}):
+        with pytest.raises(ValueError, match="no 'run' record"):
+            plots.plot_all(s, tmp_path)
     assert os.listdir(tmp_path) == []
 
 
@@ -190,10 +198,11 @@ def test_bad_quantity(tmp_path):
 
 def test_partially_missing_estimates_are_skipped(tmp_path):
     s = make_summary()
-    del s["at"]["mi"]["kde_upper"]  # estimator measured for NT only
-    del s["nt"]["mi"]["binning"]["adv"]  # no adversarial estimate
-    s["at"]["mi"]["binning"]["clean"]["I_XT"][-1][1] = None  # missing final value
-    s["nt"]["test_adv_loss"] = [None, None, None]  # an all-missing curve
+    run = s["run"]
+    del run["at"]["mi"]["kde_upper"]  # estimator measured for NT only
+    del run["nt"]["mi"]["binning"]["adv"]  # no adversarial estimate
+    run["at"]["mi"]["binning"]["clean"]["I_XT"][-1][1] = None  # missing final value
+    run["nt"]["test_adv_loss"] = [None, None, None]  # an all-missing curve
     paths = plots.plot_all(s, tmp_path)
     assert len(paths) == 10 and all(p.read_bytes().startswith(PNG_SIGNATURE) for p in paths)
 
@@ -201,16 +210,16 @@ def test_partially_missing_estimates_are_skipped(tmp_path):
 def test_sweep_and_ceiling_figures(tmp_path):
     """A summary with a sweep and ceilings: sweep figures per estimator, NT − AT differences."""
     s = make_summary()
-    layers, grid = s["layers"], [0.01, 0.1, 1.0, 10.0]
-    s["saturation"] = {"I_XT_ceiling": 6.0, "I_TY_ceiling": 3.3}
+    layers, grid = s["run"]["layers"], [0.01, 0.1, 1.0, 10.0]
+    s["run"]["saturation"] = {"I_XT_ceiling": 6.0, "I_TY_ceiling": 3.3}
     curve = lambda shift: [[[6.0 - shift - j * 0.1 + v for v in (0.0, -0.5, -1.0, -2.0)] for j in range(len(layers))]
                            for _ in range(2)]  # noqa: E731
-    s["sweep"] = {"noise_var": grid, "bin_size": grid, "estimators": list(ESTIMATORS), "epochs": [0, 2],
+    s["run"]["sweep"] = {"noise_var": grid, "bin_size": grid, "estimators": list(ESTIMATORS), "epochs": [0, 2],
                   **{r: {i: {e: {"I_XT": curve(0.3 if r == "at" else 0.0), "I_TY": curve(3.0)} for e in ESTIMATORS}
                          for i in ("clean", "adv")} for r in ("nt", "at")}}
     paths = plots.plot_all(s, tmp_path)
     names = {p.name for p in paths}
     assert {f"sweep_{e}.png" for e in ESTIMATORS} <= names and "difference_IXT.png" in names
     assert all(p.read_bytes().startswith(PNG_SIGNATURE) for p in paths)
-    del s["sweep"]
+    del s["run"]["sweep"]
     assert not any(p.name.startswith("sweep_") for p in plots.plot_all(s, tmp_path / "b"))

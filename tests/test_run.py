@@ -317,9 +317,9 @@ def test_verdicts_across_seeds_and_bands_in_the_figures(two_seed_run, tmp_path):
     from jaxmi.findings import finding1, finding2
 
     config, _, out = two_seed_run
-    summary = {"config": config.flat(), "layers": out["layers"], "epochs_measured": out["epochs_measured"],
-               "num_classes": out["num_classes"], "data": out["data"], "saturation": out.get("saturation"),
-               "nt": out["nt"], "at": out["at"], "seeds": out["seeds"], "sweep": out["sweep"]}
+    summary = {"config": config.flat(), "run": {k: out.get(k) for k in ("layers", "epochs_measured", "num_classes",
+                                                                        "data", "saturation", "nt", "at", "seeds",
+                                                                        "sweep")}}
     v, e = finding2.decide(summary)
     gaps = [s["nt"]["train_acc"][-1] - s["at"]["train_acc"][-1] for s in out["seeds"]]
     if v["at_harder"]["effect"] is not None:  # the tiny networks may not learn: then untestable
@@ -328,7 +328,7 @@ def test_verdicts_across_seeds_and_bands_in_the_figures(two_seed_run, tmp_path):
         assert v["at_harder"]["ci95"] == pytest.approx(verdicts.interval(gaps)[1])
     else:
         assert "did not learn" in v["at_harder"]["reason"]
-    single = {k: v for k, v in summary.items() if k != "seeds"}
+    single = {"run": {k: v for k, v in summary["run"].items() if k != "seeds"}}
     assert finding2.decide(single)[0]["at_harder"]["seeds"] == 1
     f1, _ = finding1.decide(summary)
     assert set(f1) == {"trends_agree_nt", "trends_agree_at", "adv_not_below_noise_nt", "adv_not_below_noise_at",
@@ -498,7 +498,7 @@ def test_final_robust_evaluation_matches_an_independent_attack(first_run):
 
 def test_robust_summary_over_seeds():
     from jaxmi.history import robust_summary
-    from jaxmi.findings.common import robust_table
+    from jaxmi.findings.summary import robust_table
 
     def report(acc, masked):
         return {"samples": 10, "eps": 0.3, "pgd_paper_steps": 7, "apgd_steps": 100, "clean_acc": 0.9,
@@ -509,5 +509,5 @@ def test_robust_summary_over_seeds():
     s = robust_summary([report(0.4, False), report(0.6, True)])
     assert s["robust_acc"] == pytest.approx(0.5) and s["robust_acc_sd"] == pytest.approx(0.1414213562, rel=1e-6)
     assert s["flags"] == {"zero_gradients": True} and len(s["per_seed"]) == 2
-    text = robust_table({"robust": {"nt": s}})
+    text = robust_table({"run": {"robust": {"nt": s}}})
     assert "PGD-7" in text and "0.5000 ± 0.1414" in text and "gradient masking suspected: zero_gradients" in text

@@ -213,7 +213,7 @@ def _f1_summary(make, m=10, se=0.01, train_acc=0.9, seed=0):
            "saturation": {"I_XT_ceiling": CEIL_XT, "I_TY_ceiling": CEIL_TY}}
     for regime in ("nt", "at"):
         out[regime] = _hist(make(rng, m), se, rng, train_acc=train_acc)
-    return out
+    return {"run": out}
 
 
 def _walk(rng, m, p=len(LAYERS), start=3.0, step=0.3):
@@ -267,7 +267,8 @@ def test_f1_uses_every_seed():
         c = _walk(rng, m)
         return {"clean": c, "adv": c + rng.normal(0, 0.02, c.shape), "noise": c + rng.normal(0, 0.02, c.shape)}
     seeds = [_f1_summary(make, seed=s) for s in range(3)]
-    summary = {**seeds[0], "seeds": [{"seed": s, "nt": x["nt"], "at": x["at"]} for s, x in enumerate(seeds)]}
+    summary = {"run": {**seeds[0]["run"], "seeds": [{"seed": s, "nt": x["run"]["nt"], "at": x["run"]["at"]}
+                                                    for s, x in enumerate(seeds)]}}
     v, _ = finding1.decide(summary)
     single = [finding1.decide(x)[0]["trends_agree_nt"]["effect"] for x in seeds]
     assert v["trends_agree_nt"]["seeds"] == 3
@@ -292,7 +293,7 @@ def _f2_summary(nt_final, at_final, *, nt_by_epoch=None, train=(0.99, 0.7), n_tr
         out[regime] = h
     out["nt"]["test_clean_acc"] = [0.1, 0.5, 0.9, 0.97]
     out["at"]["test_clean_acc"] = [0.1, 0.3, 0.45, 0.52]
-    return out
+    return {"run": out}
 
 
 def test_f2_holds_fails_and_is_untestable_on_known_differences():
@@ -335,9 +336,11 @@ def test_f2_across_sweep_pools_unsaturated_pairs_with_the_seed_interval():
         seeds.append({r: {"sweep": {**sweep, "clean": {est: {"I_XT": [v.tolist(), v.tolist()]} for est in ESTS}}}
                       for r, v in (("nt", nt), ("at", at))})
     s = _f2_summary([6.0, 5.0, 4.0], [5.5, 4.5, 3.5])
-    s["sweep"] = {"noise_var": [0.1, 1.0, 10.0], "bin_size": [0.5, 5.0, 50.0], "estimators": list(ESTS),
-                  "nt": seeds[0]["nt"]["sweep"], "at": seeds[0]["at"]["sweep"]}
-    s["seeds"] = [{"seed": i, "nt": {**s["nt"], **x["nt"]}, "at": {**s["at"], **x["at"]}} for i, x in enumerate(seeds)]
+    run = s["run"]
+    run["sweep"] = {"noise_var": [0.1, 1.0, 10.0], "bin_size": [0.5, 5.0, 50.0], "estimators": list(ESTS),
+                    "nt": seeds[0]["nt"]["sweep"], "at": seeds[0]["at"]["sweep"]}
+    run["seeds"] = [{"seed": i, "nt": {**run["nt"], **x["nt"]}, "at": {**run["at"], **x["at"]}}
+                    for i, x in enumerate(seeds)]
     _, e = finding2.decide(s)
     got = e["at_less_information"]["across_sweep"]["kde_upper"]
     assert got["informative_pairs"] == [0, 2, 3] and got["nt_minus_at_bits"][0] is None and got["seeds"] == 3
@@ -364,8 +367,8 @@ def _f3_summary(acc, n=2000):
                     "adv": {"accuracy": [0.0] * 3}} for k, a in acc[r].items()} for r in acc}
     for r in dist:  # one undistorted measurement shared by both kinds
         dist[r]["shuffle"]["clean"]["correct_bits"][0] = dist[r]["saturation"]["clean"]["correct_bits"][0]
-    return {"num_classes": 10, "data": {"images": n}, "distortion": dist, "adversarial_confusion": {},
-            "training": {r: {"train_acc": [0.95]} for r in acc}}
+    return {"results": {"num_classes": 10, "data": {"images": n}, "distortion": dist, "adversarial_confusion": {}},
+            "run": {r: {"train_acc": [0.95]} for r in acc}}
 
 
 def _ret(a, a0):

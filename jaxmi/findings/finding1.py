@@ -50,20 +50,20 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from jaxmi import plots
-from jaxmi.config import Config, normalize_identity, setting
+from jaxmi.config import Config, setting
 from jaxmi.estimators import SATURATION_GAP_BITS
-from jaxmi.findings.common import (Finding, learn_reason, load_run_summary, parse_options, run_summary, seed_histories,
-                                   verdict_lines)
+from jaxmi.findings.common import measured_run
+from jaxmi.findings.runner import Finding, Measured
+from jaxmi.findings.summary import learn_reason, read_summary, seed_runs, verdict_lines
 from jaxmi.history import QUANTITIES, REGIMES
-from jaxmi.results import is_local, prepare_run_dir, write_json
-from jaxmi.run import log_line, train_and_measure
+from jaxmi.results import is_local
+from jaxmi.run import log_line
 from jaxmi.verdicts import all_of, ccc_rows, format_record, record, untestable
 
 __all__ = ["decide", "verdict_table", "run", "Options", "PRESETS", "CCC_HIGH", "MARGIN",
@@ -159,14 +159,15 @@ def _seed_regime(history: dict[str, Any], layers: list[str], idx: list[int], cei
 
 def decide(summary: dict[str, Any], *, ccc_high: float = CCC_HIGH, margin: float = MARGIN,
            noise_mult: float = NOISE_MULT) -> tuple[dict[str, dict[str, Any]], dict[str, Any]]:
-    """Finding-1 verdict records and their evidence from an NT-vs-AT summary with per-epoch MI
-    (every seed's own histories when the run had several)."""
-    layers = summary["layers"]
-    epochs = list(summary["epochs_measured"])
+    """Finding-1 verdict records and their evidence from a summary whose ``run`` holds per-epoch
+    MI (every seed's own histories when the run had several)."""
+    run = summary["run"]
+    layers = run["layers"]
+    epochs = list(run["epochs_measured"])
     idx = [i for i, e in enumerate(epochs) if e >= 1]
-    seeds = seed_histories(summary)
+    seeds = seed_runs(summary)
     k = len(seeds)
-    sat = summary.get("saturation") or {}
+    sat = run.get("saturation") or {}
     ceilings = {"I_XT": sat.get("I_XT_ceiling", np.inf), "I_TY": sat.get("I_TY_ceiling", np.inf)}
     rule_agree = (f"mean over informative series (never within {SATURATION_GAP_BITS} bits of the ceiling, clean "
                   f"range > {noise_mult:g} bootstrap SE) of Lin's CCC between the epoch-to-epoch changes of the clean "
@@ -217,9 +218,55 @@ def verdict_table(summary: dict[str, Any]) -> str:
     return verdict_lines(rows, summary)
 
 
+def _identity(config: Config, opts: Options) -> dict[str, Any]:
+    """A run directory's identity: the source directory with ``--from-run``, else the
+    configuration; and the rule overrides."""
+    if opts.from_run:
+        return {"from_run": os.path.abspath(opts.from_run) if is_local(opts.from_run) else str(opts.from_run),
+                **opts.rule()}
+    return {**config.identity(), **opts.rule()}
+
+
+_RUN_KEYS = ("layers", "epochs_measured", "data", "nt", "at")  # what finding 1 takes from a --from-run run
+_RUN_OPTIONAL = ("seeds", "num_classes", "saturation", "robust")
+
+
+def _measure(config: Config, opts: Options, workdir, *, log=log_line, show_progress: bool = True) -> Measured:
+    """The per-epoch measurements: read from ``--from-run`` (no training), or measured here."""
+    if not opts.from_run:
+        return measured_run(config, opts, workdir, log=log, show_progress=show_progress)
+    src = read_summary(opts.from_run, require_mi=True)
+    run_cfg = {k: v for k, v in src["config"].items() if k != "attack"}
+    log(f"finding 1 from the measurements in {opts.from_run} ({run_cfg.get('dataset')}, {run_cfg.get('model')}, "
+        f"{len(src['run']['epochs_measured'])} measurements)")
+    run = {k: src["run"].get(k) for k in _RUN_KEYS}
+    run.update({k: src["run"][k] for k in _RUN_OPTIONAL if src["run"].get(k)})
+    return Measured(src["config"], {}, source={"from_run": str(opts.from_run)}, run=run)
+
+
+def _figures(summary: dict[str, Any], workdir: Path, artifacts) -> list[Path]:
+    figures = plots.plot_trend_agreement(summary, workdir)
+    figures += plots.plot_information_planes(summary, workdir)
+    for q in QUANTITIES:
+        figures += plots.plot_mi_trajectories(summary, workdir, quantity=q)
+    return figures + plots.plot_training_curves(summary, workdir)
+
+
+def _check(config: Config, opts: Options) -> None:
+    if opts.from_run:  # an unusable --from-run fails before the run directory is written
+        read_summary(opts.from_run, require_mi=True)
+
+
+FINDING = Finding(name="finding1", title=TITLE, measure=_measure,
+                  decide=lambda summary, opts: decide(summary, **opts.rule()), table=verdict_table,
+                  figures=_figures, presets=PRESETS, options=Options, identity=_identity, check=_check,
+                  seeds_native=True)
+
+
 def run(config: Config, workdir: str | Path, *, options: dict[str, Any] | None = None, overwrite: bool = False,
         show_progress: bool = True, log=log_line) -> dict[str, Any]:
-    """Runs finding 1 and writes ``summary.json`` and figures into ``workdir``.
+    """Runs finding 1 and writes ``summary.json`` and figures into ``workdir``
+    (:func:`jaxmi.findings.runner.run`).
 
     Args:
       config: the NT-vs-AT run to train and measure (ignored with ``options["from_run"]``).
@@ -227,48 +274,4 @@ def run(config: Config, workdir: str | Path, *, options: dict[str, Any] | None =
       options: :class:`Options` as a dict: ``from_run`` reuses a finding-2 run's measurements
         instead of training; ``ccc_high``, ``margin``, ``noise_mult`` override the rule.
     """
-    opts = parse_options(Options, options)
-    rule = opts.rule()
-    t0 = time.perf_counter()
-    timing = None
-    if opts.from_run:
-        src = load_run_summary(opts.from_run)
-        run_cfg = {k: v for k, v in src["config"].items() if k != "attack"}
-        source = os.path.abspath(opts.from_run) if is_local(opts.from_run) else str(opts.from_run)
-        workdir = prepare_run_dir(workdir, {"from_run": source, **rule},
-                                  overwrite=overwrite)
-        log(f"finding 1 from the measurements in {opts.from_run} ({run_cfg.get('dataset')}, {run_cfg.get('model')}, "
-            f"{len(src['epochs_measured'])} measurements)")
-        summary: dict[str, Any] = {"config": src["config"], "layers": src["layers"], "epochs_measured": src["epochs_measured"],
-                   "data": src.get("data"), "nt": src["nt"], "at": src["at"], "source": {"from_run": str(opts.from_run)}}
-        for key in ("seeds", "num_classes", "saturation", "robust"):
-            if src.get(key):
-                summary[key] = src[key]
-    else:
-        workdir = prepare_run_dir(workdir, {**config.identity(), **rule}, overwrite=overwrite,
-                                  normalize=normalize_identity)
-        result = train_and_measure(config, log=log, show_progress=show_progress, workdir=workdir)
-        timing = result.timing
-        fields = run_summary(config, result)
-        seeds = fields.pop("seeds", None)
-        summary = {**fields, "source": {"trained": True}, **({"seeds": seeds} if seeds else {})}
-    summary = {"finding": TITLE, **summary}
-    verdicts, evidence = decide(summary, **rule)
-    summary["verdicts"] = verdicts
-    summary["evidence"] = evidence
-    if evidence.get("warning"):
-        log(f"warning: {evidence['warning']}")
-    figures = plots.plot_trend_agreement(summary, workdir)
-    figures += plots.plot_information_planes(summary, workdir)
-    for q in QUANTITIES:
-        figures += plots.plot_mi_trajectories(summary, workdir, quantity=q)
-    figures += plots.plot_training_curves(summary, workdir)
-    figures += plots.plot_verdicts(summary, workdir)
-    summary["figures"] = [p.name for p in figures]
-    write_json(workdir / "summary.json", summary)
-    write_json(workdir / "timing.json", {**(timing or {}), "finding1_runtime_seconds": time.perf_counter() - t0})
-    log(verdict_table(summary))
-    return summary
-
-
-FINDING = Finding(name="finding1", title=TITLE, run=run, presets=PRESETS, options=Options, seeds_native=True)
+    return FINDING.run(config, workdir, options=options, overwrite=overwrite, show_progress=show_progress, log=log)

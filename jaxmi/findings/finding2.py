@@ -32,18 +32,18 @@ Script: ``experiments/finding2_information_amount.py`` (:func:`jaxmi.cli.main` w
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from jaxmi import plots
-from jaxmi.config import Config, normalize_identity
+from jaxmi.config import Config
 from jaxmi.estimators import SATURATION_GAP_BITS
-from jaxmi.findings.common import Finding, learn_reason, record_rows, run_summary, seed_histories, verdict_lines
-from jaxmi.results import prepare_run_dir, write_json
-from jaxmi.run import log_line, train_and_measure
+from jaxmi.findings.common import measured_run
+from jaxmi.findings.runner import Finding
+from jaxmi.findings.summary import learn_reason, record_rows, seed_runs, verdict_lines
+from jaxmi.run import log_line
 from jaxmi.verdicts import interval, record, untestable
 
 __all__ = ["decide", "run", "verdict_table", "TITLE", "PRESETS", "FINDING"]
@@ -83,11 +83,12 @@ def _sweep_delta(summary: dict[str, Any]) -> dict[str, Any] | None:
     """ΔI of clean I(X;T) NT − AT at every grid value of the last swept measurement, pooled
     over the (estimator, probe) pairs saturated in no seed at that value, with the seed
     interval (:func:`jaxmi.verdicts.interval`; none with one seed: the sweep has no resamples)."""
-    sweep = summary.get("sweep")
+    run = summary["run"]
+    sweep = run.get("sweep")
     if not sweep:
         return None
-    ceiling = (summary.get("saturation") or {}).get("I_XT_ceiling", np.inf)
-    seeds = seed_histories(summary)
+    ceiling = (run.get("saturation") or {}).get("I_XT_ceiling", np.inf)
+    seeds = seed_runs(summary)
     per_seed_sweeps = [(h["nt"].get("sweep"), h["at"].get("sweep")) for h in seeds]
     if not all(a and b for a, b in per_seed_sweeps):  # older summaries: only the seed-mean sweep
         per_seed_sweeps = [(sweep["nt"], sweep["at"])]
@@ -114,13 +115,14 @@ def _sweep_delta(summary: dict[str, Any]) -> dict[str, Any] | None:
 
 
 def decide(summary: dict[str, Any]) -> tuple[dict[str, dict[str, Any]], dict[str, Any]]:
-    """Finding-2 verdict records and their evidence from a summary (see the module docstring)."""
-    layers = summary["layers"]
-    seeds = seed_histories(summary)
+    """Finding-2 verdict records and their evidence from a summary's ``run`` (see the module docstring)."""
+    run = summary["run"]
+    layers = run["layers"]
+    seeds = seed_runs(summary)
     k = len(seeds)
-    ceiling = (summary.get("saturation") or {}).get("I_XT_ceiling", np.inf)
+    ceiling = (run.get("saturation") or {}).get("I_XT_ceiling", np.inf)
     reason = learn_reason(summary)
-    n_train = (summary.get("data") or {}).get("train_examples")
+    n_train = (run.get("data") or {}).get("train_examples")
     verdicts: dict[str, dict[str, Any]] = {}
     evidence: dict[str, Any] = {}
 
@@ -162,7 +164,7 @@ def decide(summary: dict[str, Any]) -> tuple[dict[str, dict[str, Any]], dict[str
         per_seed["at_less_information"].append(pooled)
         target = h["at"]["test_clean_acc"][-1]
         e_star = int(np.argmin([abs(a - target) for a in h["nt"]["test_clean_acc"]]))
-        matched_epochs.append(summary["epochs_measured"][e_star])
+        matched_epochs.append(run["epochs_measured"][e_star])
         per_seed["at_less_information_matched"].append(_pooled(h["nt"], h["at"], e_star, -1, ceiling, layers)[1])
     for name, rule in (("at_less_information", rule_i), ("at_less_information_matched", rule_m)):
         got = per_seed[name]
@@ -216,9 +218,18 @@ def verdict_table(summary: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def _figures(summary: dict[str, Any], workdir: Path, artifacts) -> list[Path]:
+    return plots.plot_all(summary, workdir)
+
+
+FINDING = Finding(name="finding2", title=TITLE, measure=measured_run, decide=lambda summary, opts: decide(summary),
+                  table=verdict_table, figures=_figures, presets=PRESETS, seeds_native=True)
+
+
 def run(config: Config, workdir: str | Path, *, options: dict[str, Any] | None = None, overwrite: bool = False,
         show_progress: bool = True, log=log_line) -> dict[str, Any]:
-    """Runs finding 2 end to end and writes ``summary.json`` and figures into ``workdir``.
+    """Runs finding 2 end to end and writes ``summary.json`` and figures into ``workdir``
+    (:func:`jaxmi.findings.runner.run`; finding 2 has no options).
 
     Checkpoints go to ``workdir/checkpoints`` after every epoch and the trained models to
     ``workdir/models`` (:func:`jaxmi.run.load_trained`). Rerunning with the same
@@ -228,21 +239,4 @@ def run(config: Config, workdir: str | Path, *, options: dict[str, Any] | None =
     Returns:
       The summary dict (also written to ``workdir/summary.json``).
     """
-    del options  # finding 2 has no options beyond the configuration
-    workdir = prepare_run_dir(workdir, config.identity(), overwrite=overwrite, normalize=normalize_identity)
-    t0 = time.perf_counter()
-    result = train_and_measure(config, log=log, show_progress=show_progress, workdir=workdir)
-    summary: dict[str, Any] = {"finding": TITLE, **run_summary(config, result)}
-    verdicts, evidence = decide(summary)  # every seed's effect, combined with the bootstrap resamples
-    summary["verdicts"] = verdicts
-    summary["evidence"] = evidence
-    if evidence.get("warning"):
-        log(f"warning: {evidence['warning']}")
-    summary["figures"] = [p.name for p in plots.plot_all(summary, workdir) + plots.plot_verdicts(summary, workdir)]
-    write_json(workdir / "summary.json", summary)
-    write_json(workdir / "timing.json", {**result.timing, "runtime_seconds": time.perf_counter() - t0})
-    log(verdict_table(summary))
-    return summary
-
-
-FINDING = Finding(name="finding2", title=TITLE, run=run, presets=PRESETS, seeds_native=True)
+    return FINDING.run(config, workdir, options=options, overwrite=overwrite, show_progress=show_progress, log=log)

@@ -45,7 +45,6 @@ Script: ``experiments/finding3_texture_shape.py`` (:func:`jaxmi.cli.main` with t
 from __future__ import annotations
 
 import dataclasses
-import time
 from pathlib import Path
 from typing import Any
 
@@ -54,14 +53,14 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxmi import attribution, distortions, plots
-from jaxmi.config import Config, check_minimums, normalize_identity, setting
+from jaxmi.config import Config, check_minimums, setting
 from jaxmi.data import DATASETS, class_names
 from jaxmi.evaluation import confusion
 from jaxmi import verdicts as verdict_lib
-from jaxmi.findings.common import (Finding, config_record, measurement_draw, model_passes, parse_options,
-                                   record_rows, trained_models, verdict_lines)
+from jaxmi.findings.common import ModelOptions, measurement_draw, model_passes, trained_models
+from jaxmi.findings.runner import Finding, Measured
+from jaxmi.findings.summary import config_record, final_train_acc, record_rows, verdict_lines
 from jaxmi.history import INPUTS, REGIMES
-from jaxmi.results import prepare_run_dir, write_json
 from jaxmi.run import log_line
 from jaxmi.verdicts import format_record
 
@@ -72,13 +71,9 @@ ESTIMATOR = "kde_lower"  # the paper's estimator for this experiment
 
 
 @dataclasses.dataclass(frozen=True)
-class Options:
-    """Finding-3 settings beyond the shared configuration."""
+class Options(ModelOptions):
+    """Finding-3 settings beyond the shared configuration (after ``from_run`` and ``from_seed``)."""
 
-    from_run: str | None = setting(None, "load the trained NT and AT models of a finished run directory instead "
-                                         "of training", metavar="DIR")
-    from_seed: int = setting(0, "with --from-run of a run with several seeds: which seed's models to load (0 = "
-                                "its first; --seeds K loads 0 … K−1)", minimum=0)
     saturation: tuple[float, ...] = setting(distortions.SATURATION_LEVELS, "saturation levels p (2 = undistorted)",
                                             nargs="+", type=float)
     shuffle: tuple[int, ...] | None = setting(None, "patch-shuffle grid sizes k (default 0 2 4 8, or the nearest "
@@ -208,21 +203,22 @@ def _side(dist, kind, select, chance, idx, subset=None):
 
 
 def decide(summary: dict[str, Any], *, strong_saturation: float = 64) -> tuple[dict[str, dict], dict[str, Any]]:
-    """Finding-3 verdict records and evidence from the ``distortion`` block of a summary."""
-    dist = summary["distortion"]
-    chance = 1.0 / summary["num_classes"]
-    n = int(summary["data"]["images"])
+    """Finding-3 verdict records and evidence from the ``distortion`` block of a summary's ``results``."""
+    res = summary["results"]
+    dist = res["distortion"]
+    chance = 1.0 / res["num_classes"]
+    n = int(res["data"]["images"])
     idx = verdict_lib.point_bootstrap(n, RESAMPLES, seed=int((summary.get("config") or {}).get("seed") or 0))
     sides = {"saturation": lambda lv: lv >= strong_saturation, "shuffle": lambda lv: lv >= 2}
-    final = (summary.get("models") or {}).get("final_train_acc") or {
+    final = final_train_acc(summary) or {
         r: dist[r]["saturation"]["clean"]["accuracy"][0] for r in REGIMES}  # else the undistorted test accuracy
-    reason = verdict_lib.did_not_learn(final, summary["num_classes"])
+    reason = verdict_lib.did_not_learn(final, res["num_classes"])
     both = None
     if all(dist[r]["saturation"]["clean"].get("correct_bits") for r in REGIMES):
         ref = lambda r: [i for i, lv in enumerate(dist[r]["saturation"]["levels"])  # noqa: E731
                          if distortions.is_identity("saturation", lv)][0]
         both = np.logical_and(*[_correct(dist[r]["saturation"]["clean"]["correct_bits"][ref(r)], n) for r in REGIMES])
-    res = {k: _side(dist, k, f, chance, idx) for k, f in sides.items()}
+    sided = {k: _side(dist, k, f, chance, idx) for k, f in sides.items()}
     sub = {k: _side(dist, k, f, chance, idx, subset=both) for k, f in sides.items()} if both is not None else None
     unit = "retention above chance"
     rules = {
@@ -250,10 +246,10 @@ def decide(summary: dict[str, Any], *, strong_saturation: float = 64) -> tuple[d
         return verdict_lib.record([e], [b.tolist()], unit=unit, rule=rules[name])
 
     names = ("at_prefers_shape", "nt_prefers_texture", "shape_texture_interaction")
-    verdicts = {name: make(res["saturation"], res["shuffle"], name) for name in names}
+    verdicts = {name: make(sided["saturation"], sided["shuffle"], name) for name in names}
     ev: dict[str, Any] = {"chance_accuracy": chance, "floor": FLOOR, "resamples": RESAMPLES}
     for kind in sides:
-        r = res[kind] or {}
+        r = sided[kind] or {}
         ev[f"levels_{kind}"] = {"used": r.get("used"), "skipped_at_floor": r.get("skipped_at_floor")}
     if sub is not None and not reason:
         rec = make(sub["saturation"], sub["shuffle"], "shape_texture_interaction")
@@ -261,18 +257,18 @@ def decide(summary: dict[str, Any], *, strong_saturation: float = 64) -> tuple[d
         ev["interaction_on_jointly_correct"] = {"images": int(both.sum()), **rec}
     ev["accuracy"] = {r: {kind: {inp: dist[r][kind][inp]["accuracy"] for inp in INPUTS} | {"levels": dist[r][kind]["levels"]}
                           for kind in sides} for r in REGIMES}
-    ev["saturation_effect"] = summary.get("saturation_effect")
-    ev["adversarial_confusion"] = summary["adversarial_confusion"]
-    ev["attribution_edge_alignment"] = summary.get("attribution_edge_alignment")
+    ev["saturation_effect"] = res.get("saturation_effect")
+    ev["adversarial_confusion"] = res["adversarial_confusion"]
+    ev["attribution_edge_alignment"] = res.get("attribution_edge_alignment")
     if reason:
         ev["warning"] = reason
     return verdicts, ev
 
 
 def verdict_table(summary: dict[str, Any]) -> str:
-    v, e = summary["verdicts"], summary["evidence"]
-    rows = record_rows(v)
-    lines = [verdict_lines(rows, summary)]
+    """The verdict table, the distortion levels used, and the adversarial confusion in brief."""
+    lines = [verdict_lines(record_rows(summary["verdicts"]), summary)]
+    e = summary["evidence"]
     for kind in ("saturation", "shuffle"):
         lv = e.get(f"levels_{kind}") or {}
         lines.append(f"{kind} levels used {lv.get('used')}, at the chance floor {lv.get('skipped_at_floor')}")
@@ -294,24 +290,23 @@ def _pick_images(y: np.ndarray, n: int) -> np.ndarray:
     return np.asarray(first + rest)
 
 
-def run(config: Config, workdir: str | Path, *, options: dict[str, Any] | None = None, overwrite: bool = False,
-        show_progress: bool = True, log=log_line) -> dict[str, Any]:
-    """Runs finding 3 and writes ``summary.json`` and figures into ``workdir``."""
-    opts = parse_options(Options, options)
-    t0 = time.perf_counter()
+def _level_grid(opts: Options, shape) -> dict[str, list]:
+    return {kind: distortions.levels(kind, shape, saturation=opts.saturation, shuffle=opts.shuffle)
+            for kind in distortions.KINDS}
 
-    def level_grid(shape):
-        return {kind: distortions.levels(kind, shape, saturation=opts.saturation, shuffle=opts.shuffle)
-                for kind in distortions.KINDS}
 
+def _check(config: Config, opts: Options) -> None:
     if opts.from_run is None and config.data.dataset in DATASETS:  # bad shuffle levels fail before any training
-        level_grid(DATASETS[config.data.dataset].image_shape)
-    workdir = prepare_run_dir(workdir, {**config.identity(), **dataclasses.asdict(opts)}, overwrite=overwrite,
-                              normalize=normalize_identity)
-    config, module, trained, source = trained_models(config, opts.from_run, log=log, show_progress=show_progress,
-                                                     workdir=workdir, from_seed=opts.from_seed)
+        _level_grid(opts, DATASETS[config.data.dataset].image_shape)
+
+
+def _measure(config: Config, opts: Options, workdir, *, log=log_line, show_progress: bool = True) -> Measured:
+    """NT and AT (trained here or loaded) under every distortion level, and their attribution maps."""
+    models = trained_models(config, opts.from_run, log=log, show_progress=show_progress, workdir=workdir,
+                            from_seed=opts.from_seed)
+    config, module, trained = models.config, models.module, models.trained
     x, y, num_classes, test_source = measurement_draw(config)
-    conditions = [(kind, lv) for kind, lvs in level_grid(x.shape[1:]).items() for lv in lvs]
+    conditions = [(kind, lv) for kind, lvs in _level_grid(opts, x.shape[1:]).items() for lv in lvs]
     key = jax.random.fold_in(jax.random.key(config.seed), 3)
     fns = model_passes(module, config, len(y), x.shape[1:])
     layers = list(module.probe_names)
@@ -341,16 +336,11 @@ def run(config: Config, workdir: str | Path, *, options: dict[str, Any] | None =
             for r in REGIMES}
     alignment = {r: {m: attribution.edge_alignment(h, edges) for m, h in maps[r].items()} for r in REGIMES}
 
-    summary: dict[str, Any] = {
-        "finding": TITLE,
-        "config": config_record(config),
-        "options": dataclasses.asdict(opts),
-        "models": {k: v for k, v in source.items() if k not in ("history", "robust")},
-        "training": source.get("history"),
+    results: dict[str, Any] = {
         "data": {"test": test_source, "images": int(len(y)),
                  "note": ("JPEG-recompressed CIFAR-10 copy (quality 75): results are close to, not identical with, "
                           "the original CIFAR-10") if "jpeg" in str(test_source).lower() else None},
-        "layers": list(module.probe_names),
+        "layers": layers,
         "num_classes": num_classes,
         "estimator": ESTIMATOR,
         "distortion": dist,
@@ -360,35 +350,37 @@ def run(config: Config, workdir: str | Path, *, options: dict[str, Any] | None =
         "attribution_images": pick.tolist(),
         "attribution_edge_alignment": alignment,
     }
-    if source.get("robust"):  # the loaded models' final robust evaluation, for the accuracy table
-        summary["robust"] = source["robust"]
-    verdicts, evidence = decide(summary, strong_saturation=opts.strong_saturation)
-    summary["verdicts"] = verdicts
-    summary["evidence"] = evidence
-    if evidence.get("warning"):
-        log(f"warning: {evidence['warning']}")
+    return Measured(config_record(config), results, source=models.source, run=models.run,
+                    artifacts={"x": x, "xa": xa, "ya": ya, "maps": maps, "key": key})
 
-    names = class_names(config.data.dataset)
-    dataset, model = config.data.dataset, config.model.model
+
+def _figures(summary: dict[str, Any], workdir: Path, a) -> list[Path]:
+    res = summary["results"]
+    dataset, model = summary["config"]["dataset"], summary["config"]["model"]
+    names = class_names(dataset)
     figures = plots.plot_distortion_accuracy(summary, workdir)
     figures += plots.plot_distortion_information(summary, workdir)
-    figures += plots.plot_confusion(conf, workdir, class_names=names,
+    figures += plots.plot_confusion(res["adversarial_confusion"], workdir, class_names=names,
                                     title=f"True → predicted class on adversarial inputs ({dataset}, {model})")
-    figures += plots.plot_attribution_maps(xa, ya, maps, workdir, class_names=names,
+    figures += plots.plot_attribution_maps(a["xa"], a["ya"], a["maps"], workdir, class_names=names,
                                            title=f"Attribution maps, NT vs AT ({dataset}, {model})")
-    ex = x[: opts.example_images]
+    ex = a["x"][: summary["options"]["example_images"]]
     grid = {f"saturation p={lv:g}": np.asarray(distortions.saturate(ex, lv))
-            for lv in dist["nt"]["saturation"]["levels"]}
-    grid.update({f"shuffle k={lv}": np.asarray(distortions.distort(ex, "shuffle", lv, jax.random.fold_in(key, lv)))
-                 for lv in dist["nt"]["shuffle"]["levels"]})
-    figures += plots.plot_image_grid(grid, workdir / "distortion_examples.png",
-                                     title=f"Distortions ({dataset})")
-    figures += plots.plot_verdicts(summary, workdir)
-    summary["figures"] = [p.name for p in figures]
-    write_json(workdir / "summary.json", summary)
-    write_json(workdir / "timing.json", {"finding3_runtime_seconds": time.perf_counter() - t0})
-    log(verdict_table(summary))
-    return summary
+            for lv in res["distortion"]["nt"]["saturation"]["levels"]}
+    grid.update({f"shuffle k={lv}": np.asarray(distortions.distort(ex, "shuffle", lv, jax.random.fold_in(a["key"], lv)))
+                 for lv in res["distortion"]["nt"]["shuffle"]["levels"]})
+    return figures + plots.plot_image_grid(grid, workdir / "distortion_examples.png",
+                                           title=f"Distortions ({dataset})")
 
 
-FINDING = Finding(name="finding3", title=TITLE, run=run, presets=PRESETS, options=Options, default_dataset="cifar10")
+FINDING = Finding(name="finding3", title=TITLE, measure=_measure,
+                  decide=lambda summary, opts: decide(summary, strong_saturation=opts.strong_saturation),
+                  table=verdict_table, figures=_figures, presets=PRESETS, options=Options, check=_check,
+                  default_dataset="cifar10")
+
+
+def run(config: Config, workdir: str | Path, *, options: dict[str, Any] | None = None, overwrite: bool = False,
+        show_progress: bool = True, log=log_line) -> dict[str, Any]:
+    """Runs finding 3 and writes ``summary.json`` and figures into ``workdir``
+    (:func:`jaxmi.findings.runner.run`)."""
+    return FINDING.run(config, workdir, options=options, overwrite=overwrite, show_progress=show_progress, log=log)

@@ -56,7 +56,6 @@ Script: ``experiments/finding4_estimator_geometry.py`` (:func:`jaxmi.cli.main` w
 from __future__ import annotations
 
 import dataclasses
-import time
 from pathlib import Path
 from typing import Any
 
@@ -65,13 +64,13 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxmi import estimators, plots, progress
-from jaxmi.config import Config, check_minimums, normalize_identity, setting
+from jaxmi.config import Config, check_minimums, setting
 from jaxmi import verdicts as verdict_lib
-from jaxmi.findings.common import (Finding, config_record, measurement_draw, model_passes, parse_options,
-                                   record_rows, trained_models, verdict_lines)
+from jaxmi.findings.common import ModelOptions, measurement_draw, model_passes, trained_models
+from jaxmi.findings.runner import Finding, Measured
+from jaxmi.findings.summary import config_record, final_train_acc, record_rows, verdict_lines
 from jaxmi.geometry import controlled_cases, geometry
 from jaxmi.history import INPUTS, REGIMES
-from jaxmi.results import prepare_run_dir, write_json
 from jaxmi.run import log_line
 from jaxmi.stats import spearman
 from jaxmi.verdicts import kendall_rows, kendall_tau, permutation_p, spearman_boot
@@ -84,13 +83,9 @@ KDE = ("kde_upper", "kde_lower")
 
 
 @dataclasses.dataclass(frozen=True)
-class Options:
-    """Finding-4 settings beyond the shared configuration."""
+class Options(ModelOptions):
+    """Finding-4 settings beyond the shared configuration (after ``from_run`` and ``from_seed``)."""
 
-    from_run: str | None = setting(None, "load the trained NT and AT models of a finished run directory instead "
-                                         "of training", metavar="DIR")
-    from_seed: int = setting(0, "with --from-run of a run with several seeds: which seed's models to load (0 = "
-                                "its first; --seeds K loads 0 … K−1)", minimum=0)
     trained: bool = setting(True, "controlled cases only (no trained models)", flag="no-trained",
                             action="store_const", const=False)
     points: int = setting(2000, "N of every controlled case", minimum=2)
@@ -276,13 +271,9 @@ def verdict_table(summary: dict[str, Any]) -> str:
     return verdict_lines(record_rows(summary["verdicts"]), summary)
 
 
-def run(config: Config, workdir: str | Path, *, options: dict[str, Any] | None = None, overwrite: bool = False,
-        show_progress: bool = True, log=log_line) -> dict[str, Any]:
-    """Runs finding 4 and writes ``summary.json`` and figures into ``workdir``."""
-    opts = parse_options(Options, options)
-    t0 = time.perf_counter()
-    workdir = prepare_run_dir(workdir, {**config.identity(), **dataclasses.asdict(opts)}, overwrite=overwrite,
-                              normalize=normalize_identity)
+def _measure(config: Config, opts: Options, workdir, *, log=log_line, show_progress: bool = True) -> Measured:
+    """The controlled layers, then every probe of NT and AT (trained here or loaded) on clean and
+    adversarial inputs, each with its estimates and geometry; and the scale check."""
     key = jax.random.fold_in(jax.random.key(config.seed), 5)
     mi_cfg = config.mi
     layers: list[dict[str, Any]] = []
@@ -297,18 +288,15 @@ def run(config: Config, workdir: str | Path, *, options: dict[str, Any] | None =
             bar.update(1)
     log(f"measured {len(cases)} controlled layers")
 
-    models_info, robust, draw_acc, num_classes = None, {}, {}, opts.classes
+    models, draw_acc, num_classes = None, {}, opts.classes
     if opts.trained:
-        config, module, trained, info = trained_models(config, opts.from_run, log=log, show_progress=show_progress,
-                                                       workdir=workdir, from_seed=opts.from_seed)
-        models_info = {k: v for k, v in info.items() if k not in ("history", "robust")}
-        robust = info.get("robust") or {r: h["robust"] for r, h in (info.get("history") or {}).items()
-                                        if h.get("robust")}
+        models = trained_models(config, opts.from_run, log=log, show_progress=show_progress, workdir=workdir,
+                                from_seed=opts.from_seed)
+        config, module, trained = models.config, models.module, models.trained
         x_host, y, num_classes, _ = measurement_draw(config)
         passes = model_passes(module, config, len(y), x_host.shape[1:])
         x, y_dev = jnp.asarray(x_host), jnp.asarray(y)
         names = list(module.probe_names)
-        draw_acc = {}
         for regime in REGIMES:
             params, stats = trained[regime]
             draw_acc[regime] = float(np.mean(np.asarray(passes.forward(params, stats, x, y_dev)["correct"])))
@@ -326,33 +314,29 @@ def run(config: Config, workdir: str | Path, *, options: dict[str, Any] | None =
                 log(f"[{regime.upper()}] measured the {inputs} probes")
 
     base = next(c for c in cases if c["sweep"] == "scale")
-    check = scale_identity(base["t"], base["labels"], opts.classes, mi_cfg.noise_var)
+    results = {"draw_accuracy": draw_acc if opts.trained else None, "num_classes": num_classes,
+               "noise_var": mi_cfg.noise_var,
+               "bin_size": mi_cfg.bin_size, "layers_measured": layers,
+               "scale_identity": scale_identity(base["t"], base["labels"], opts.classes, mi_cfg.noise_var)}
+    return Measured(config_record(config), results, source=models and models.source, run=models and models.run)
+
+
+def _decide(summary: dict[str, Any], opts: Options) -> tuple[dict[str, dict], dict[str, Any]]:
+    """:func:`decide` on a summary: the trained probes of networks that did not learn are no evidence."""
+    res = summary["results"]
     learn = None if not opts.trained else verdict_lib.did_not_learn(
-        models_info.get("final_train_acc") or draw_acc, num_classes)
-    if learn:  # trained probes of networks that did not learn are no evidence
-        log(f"warning: {learn}")
-    verdicts, evidence = decide([lay for lay in layers if not (learn and lay["source"] == "trained")],
-                                scale_check=check, seed=config.seed, trained_reason=learn)
-    summary: dict[str, Any] = {
-        "finding": TITLE,
-        "config": config_record(config),
-        "options": dataclasses.asdict(opts),
-        "models": models_info,
-        "draw_accuracy": draw_acc if opts.trained else None,
-        "noise_var": mi_cfg.noise_var, "bin_size": mi_cfg.bin_size,
-        "layers_measured": layers,
-        "scale_identity": check,
-        "verdicts": verdicts,
-        "evidence": evidence,
-    }
-    if robust:  # the final robust evaluation of the models trained here
-        summary["robust"] = robust
-    figures = plots.plot_estimator_geometry(summary, workdir) + plots.plot_verdicts(summary, workdir)
-    summary["figures"] = [p.name for p in figures]
-    write_json(workdir / "summary.json", summary)
-    write_json(workdir / "timing.json", {"finding4_runtime_seconds": time.perf_counter() - t0})
-    log(verdict_table(summary))
-    return summary
+        final_train_acc(summary) or res["draw_accuracy"], res["num_classes"])
+    return decide([lay for lay in res["layers_measured"] if not (learn and lay["source"] == "trained")],
+                  scale_check=res["scale_identity"], seed=summary["config"]["seed"], trained_reason=learn)
 
 
-FINDING = Finding(name="finding4", title=TITLE, run=run, presets=PRESETS, options=Options)
+FINDING = Finding(name="finding4", title=TITLE, measure=_measure, decide=_decide, table=verdict_table,
+                  figures=lambda summary, workdir, artifacts: plots.plot_estimator_geometry(summary, workdir),
+                  presets=PRESETS, options=Options)
+
+
+def run(config: Config, workdir: str | Path, *, options: dict[str, Any] | None = None, overwrite: bool = False,
+        show_progress: bool = True, log=log_line) -> dict[str, Any]:
+    """Runs finding 4 and writes ``summary.json`` and figures into ``workdir``
+    (:func:`jaxmi.findings.runner.run`)."""
+    return FINDING.run(config, workdir, options=options, overwrite=overwrite, show_progress=show_progress, log=log)

@@ -7,10 +7,10 @@ from etils.epath import Path
 
 from matplotlib.figure import Figure
 
-from jaxmi.history import QUANTITIES, validate_summary
+from jaxmi.history import QUANTITIES
 from jaxmi.plots.style import (QUANTITY_TEX, REGIME_COLORS, REGIME_SHORT, clean_adv_legend, draw_clean_adv_curves,
                                epoch_axis, estimator_label, estimators_present, figure_title, label_epoch_panel,
-                               mark_no_data, regimes_present, safe_name, save_figure)
+                               mark_no_data, regimes_present, run_record, safe_name, save_figure)
 
 __all__ = ["plot_trend_agreement"]
 
@@ -41,9 +41,9 @@ def plot_trend_agreement(summary: dict, out_dir) -> list[Path]:
     the epoch-to-epoch changes with the adversarial and the noise-control curve (or
     "saturated" / "within noise" for a series that does not count) in the corner.
     """
-    validate_summary(summary, require_mi=True)
+    run = run_record(summary, require_mi=True)
     out_dir = Path(out_dir)
-    layers = list(summary["layers"])
+    layers = list(run["layers"])
     epochs = epoch_axis(summary)
     evidence = summary.get("evidence") or {}
     series = {(r, d["estimator"], d["quantity"], d["probe"]): d for r in regimes_present(summary)

@@ -2,7 +2,7 @@
 
 Information planes, training curves, the final information per probe (bars) and MI
 trajectories over epochs; :func:`plot_all` writes them all. Every function validates the
-summary (:func:`jaxmi.history.validate_summary`) before drawing anything.
+summary's ``run`` (:func:`jaxmi.plots.style.run_record`) before drawing anything.
 """
 
 from __future__ import annotations
@@ -19,12 +19,13 @@ from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
 from matplotlib.ticker import MaxNLocator
 
-from jaxmi.history import INPUTS, QUANTITIES, validate_summary
+from jaxmi.history import INPUTS, QUANTITIES
 from jaxmi.plots.sweep import plot_information_difference, plot_noise_sweep
 from jaxmi.plots.style import (EPOCH_CMAP, INPUT_LABELS, INPUT_LINESTYLES, QUANTITY_TEX, REGIME_COLORS, REGIME_SHORT,
                                check_quantity, clean_adv_legend, draw_clean_adv_curves, epoch_axis, estimator_label,
                                estimators_present, figure_title, finite_mask, label_epoch_panel, mark_no_data,
-                               metric_values, mi_values, regimes_present, safe_name, sample_count, save_figure)
+                               metric_values, mi_values, regimes_present, run_record, safe_name, sample_count,
+                               save_figure)
 
 __all__ = ["plot_information_planes", "plot_training_curves", "plot_final_information", "plot_mi_trajectories",
            "plot_all"]
@@ -78,9 +79,9 @@ def plot_information_planes(summary: dict, out_dir) -> list[Path]:
     directly, and the ceilings (log₂ N, Ĥ(Y)) are drawn as dotted lines when the summary has
     them: points on them are saturated.
     """
-    validate_summary(summary, require_mi=True)
+    run = run_record(summary, require_mi=True)
     out_dir = Path(out_dir)
-    layers = list(summary["layers"])
+    layers = list(run["layers"])
     regimes = regimes_present(summary)
     epochs = epoch_axis(summary)
     norm = Normalize(vmin=epochs.min(), vmax=max(epochs.max(), epochs.min() + 1))
@@ -90,7 +91,7 @@ def plot_information_planes(summary: dict, out_dir) -> list[Path]:
         n_rows, n_cols = len(regimes), len(layers)
         fig = Figure(figsize=(2.7 * n_cols + 1.4, 2.5 * n_rows + 1.2), layout="constrained")
         axes = fig.subplots(n_rows, n_cols, sharex="row", sharey="row", squeeze=False)
-        ceil = summary.get("saturation") or {}
+        ceil = run.get("saturation") or {}
         for i, r in enumerate(regimes):
             for j, layer in enumerate(layers):
                 ax = axes[i, j]
@@ -132,7 +133,7 @@ def plot_training_curves(summary: dict, out_dir) -> list[Path]:
     clean test dashed, adversarial test dotted); the sd across seeds is shaded when the
     summary has it. Missing values (e.g. train metrics at epoch 0) are skipped.
     """
-    validate_summary(summary)
+    run_record(summary)
     out_dir = Path(out_dir)
     epochs = epoch_axis(summary)
     fig = Figure(figsize=(10.0, 4.2), layout="constrained")
@@ -209,11 +210,11 @@ def plot_final_information(summary: dict, out_dir, *, quantity: str = "I_XT") ->
     estimators is drawn as a dashed line.
     """
     check_quantity(quantity)
-    validate_summary(summary, require_mi=True)
+    run = run_record(summary, require_mi=True)
     out_dir = Path(out_dir)
     n_samples = sample_count(summary) if quantity == "I_XT" else None
     ceiling = math.log2(n_samples) if n_samples else None
-    layers, estimators = list(summary["layers"]), estimators_present(summary)
+    layers, estimators = list(run["layers"]), estimators_present(summary)
     regimes = regimes_present(summary)
     bars = [(r, inputs) for r in regimes for inputs in INPUTS]
 
@@ -246,7 +247,7 @@ def plot_final_information(summary: dict, out_dir, *, quantity: str = "I_XT") ->
         handles.append(Patch(facecolor="white", edgecolor=REGIME_COLORS[r], hatch="////",
                              label=f"{REGIME_SHORT[r]}, {INPUT_LABELS['adv']}"))
     fig.legend(handles=handles, loc="outside lower center", ncols=2, frameon=False)
-    fig.suptitle(figure_title(f"Final {QUANTITY_TEX[quantity]} (epoch {summary['epochs_measured'][-1]:g})",
+    fig.suptitle(figure_title(f"Final {QUANTITY_TEX[quantity]} (epoch {run['epochs_measured'][-1]:g})",
                               summary))
     return [save_figure(fig, out_dir / f"final_{quantity.replace('_', '')}.png")]
 
@@ -259,9 +260,9 @@ def plot_mi_trajectories(summary: dict, out_dir, *, quantity: str = "I_XT") -> l
     the summary has them.
     """
     check_quantity(quantity)
-    validate_summary(summary, require_mi=True)
+    run = run_record(summary, require_mi=True)
     out_dir = Path(out_dir)
-    layers = list(summary["layers"])
+    layers = list(run["layers"])
     regimes = regimes_present(summary)
     epochs = epoch_axis(summary)
     written = []
@@ -291,7 +292,7 @@ def plot_all(summary: dict, out_dir) -> list[Path]:
     I(T;Y) bars, the NT − AT difference per probe, I(X;T) and I(T;Y) trajectories, and the
     σ² / bin-size sweeps when the run swept) only when the summary holds MI estimates.
     """
-    validate_summary(summary)
+    run_record(summary)
     written = plot_training_curves(summary, out_dir)
     if estimators_present(summary):
         written += plot_information_planes(summary, out_dir)

@@ -40,7 +40,8 @@ def plot_distortion_accuracy(summary: dict, out_dir) -> list[Path]:
     vermilion; clean inputs solid with ``o``, adversarial inputs dashed with ``+``. Retention
     is the accuracy divided by the undistorted accuracy (p = 2, k ≤ 1); chance is dotted.
     """
-    dist = summary["distortion"]
+    res = summary["results"]
+    dist = res["distortion"]
     out_dir = Path(out_dir)
     distortions = [k for k in ("saturation", "shuffle") if k in dist[next(iter(dist))]]
     fig = Figure(figsize=(4.6 * len(distortions), 6.4), layout="constrained")
@@ -69,7 +70,7 @@ def plot_distortion_accuracy(summary: dict, out_dir) -> list[Path]:
         axes[1, j].set_xlabel(DISTORTION_LABELS.get(distortion, distortion))
         for ax in axes[:, j]:
             ax.grid(True, lw=0.3, alpha=0.5)
-    chance = 1.0 / summary["num_classes"] if summary.get("num_classes") else None
+    chance = 1.0 / res["num_classes"] if res.get("num_classes") else None
     if chance:
         for ax in axes[0]:
             ax.axhline(chance, color="0.5", lw=0.8, ls=":")
@@ -82,11 +83,12 @@ def plot_distortion_accuracy(summary: dict, out_dir) -> list[Path]:
 def plot_distortion_information(summary: dict, out_dir) -> list[Path]:
     """``distortion_mi_{distortion}.png``: I(X;T) and I(T;Y) (rows) of every probe (columns)
     against the distortion level, NT and AT, clean and adversarial inputs."""
-    dist = summary["distortion"]
+    res = summary["results"]
+    dist = res["distortion"]
     out_dir = Path(out_dir)
-    layers = list(summary["layers"])
+    layers = list(res["layers"])
     written = []
-    est = estimator_label(summary.get("estimator", ""))
+    est = estimator_label(res.get("estimator", ""))
     for distortion in ("saturation", "shuffle"):
         fig = Figure(figsize=(2.6 * len(layers) + 0.8, 5.2), layout="constrained")
         axes = fig.subplots(2, len(layers), squeeze=False, sharex=True)

@@ -101,7 +101,7 @@ def plot_estimator_geometry(summary: dict, out_dir) -> list[Path]:
     * ``geometry_sweeps.png``: every estimator's I(X;T) and I(T;Y) against each controlled
       factor (one column per sweep).
     """
-    layers = summary["layers_measured"]
+    layers = summary["results"]["layers_measured"]
     out_dir = Path(out_dir)
     ev = {**summary.get("evidence", {}), "_verdicts": summary.get("verdicts") or {}}
     fig = Figure(figsize=(4.0 * len(_SCATTER_PANELS), 4.3), layout="constrained")

@@ -1,8 +1,9 @@
 """Shared style and helpers of the figures: colours, labels, atomic saving, summary accessors.
 
 NT is blue and AT vermilion (Okabe-Ito, colour-blind safe); clean inputs are drawn solid
-with ``o``, adversarial inputs dashed with ``+``. The accessors read a summary laid out as
-in :mod:`jaxmi.history`; missing values (``None``/NaN) come back as NaN.
+with ``o``, adversarial inputs dashed with ``+``. The accessors read the ``run`` of a summary
+(:mod:`jaxmi.findings.summary`), laid out as in :mod:`jaxmi.history`; missing values
+(``None``/NaN) come back as NaN.
 """
 
 from __future__ import annotations
@@ -21,11 +22,12 @@ from matplotlib.figure import Figure  # noqa: E402
 from matplotlib.lines import Line2D  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
 
-from jaxmi.history import INPUTS, QUANTITIES, REGIMES  # noqa: E402
+from jaxmi.history import INPUTS, QUANTITIES, REGIMES, validate_summary  # noqa: E402
 from jaxmi.results import as_path, atomic_write_bytes  # noqa: E402
 
 __all__ = ["DPI", "REGIME_COLORS", "REGIME_LABELS", "REGIME_SHORT", "INPUT_LABELS", "INPUT_MARKERS",
-           "INPUT_LINESTYLES", "QUANTITY_TEX", "ESTIMATOR_LABELS", "EPOCH_CMAP", "save_figure", "regimes_present",
+           "INPUT_LINESTYLES", "QUANTITY_TEX", "ESTIMATOR_LABELS", "EPOCH_CMAP", "save_figure", "run_record",
+           "regimes_present",
            "estimators_present", "mi_values", "metric_values", "epoch_axis", "figure_title", "estimator_label",
            "safe_name", "finite_mask", "mark_no_data", "sample_count", "check_quantity", "draw_clean_adv_curves",
            "clean_adv_legend", "label_epoch_panel"]
@@ -69,16 +71,26 @@ def save_figure(fig: Figure, path, *, dpi: int = DPI):
 # Summary accessors
 
 
+def run_record(summary: Mapping, *, require_mi: bool = False) -> Mapping:
+    """``summary["run"]``, checked (:func:`jaxmi.history.validate_summary`; ``ValueError``
+    naming the offending entry)."""
+    run = summary.get("run")
+    if not isinstance(run, Mapping):
+        raise ValueError("summary has no 'run' record (the NT-vs-AT histories the figure draws)")
+    validate_summary(run, require_mi=require_mi)
+    return run
+
+
 def regimes_present(summary: Mapping) -> list[str]:
-    """The regimes the summary holds, in plotting order (NT, AT)."""
-    return [r for r in REGIMES if summary.get(r) is not None]
+    """The regimes the summary's run holds, in plotting order (NT, AT)."""
+    return [r for r in REGIMES if summary["run"].get(r) is not None]
 
 
 def estimators_present(summary: Mapping) -> list[str]:
     """Estimator names in order of first appearance across regimes."""
     names: list[str] = []
     for r in regimes_present(summary):
-        for est in (summary[r].get("mi") or {}):
+        for est in (summary["run"][r].get("mi") or {}):
             if est not in names:
                 names.append(est)
     return names
@@ -90,7 +102,7 @@ def mi_values(summary: Mapping, regime: str, estimator: str, inputs: str, quanti
     ``band=True``: the error band of that estimate: bootstrap standard errors (``mi_se``)
     when the summary has them, else the standard deviation across seeds (``mi_sd``).
     """
-    res = summary[regime]
+    res = summary["run"][regime]
     block = ((res.get("mi_se") or res.get("mi_sd")) if band else res.get("mi")) or {}
     try:
         values = block[estimator][inputs][quantity]
@@ -103,13 +115,13 @@ def mi_values(summary: Mapping, regime: str, estimator: str, inputs: str, quanti
 
 def metric_values(summary: Mapping, regime: str, key: str):
     """One float per measurement for metric ``key`` (or ``"<metric>_sd"``), or None."""
-    values = summary[regime].get(key)
+    values = summary["run"][regime].get(key)
     return None if values is None else np.array(values, dtype=float)
 
 
 def epoch_axis(summary: Mapping) -> np.ndarray:
     """The epoch of every measurement, as floats."""
-    return np.array(summary["epochs_measured"], dtype=float)
+    return np.array(summary["run"]["epochs_measured"], dtype=float)
 
 
 def _subtitle(summary: Mapping) -> str:

@@ -15,10 +15,10 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.ticker import NullLocator
 
-from jaxmi.history import INPUTS, validate_summary
+from jaxmi.history import INPUTS
 from jaxmi.plots.style import (INPUT_LABELS, INPUT_LINESTYLES, INPUT_MARKERS, QUANTITY_TEX, REGIME_COLORS,
                                REGIME_SHORT, estimator_label, estimators_present, figure_title, mi_values, regimes_present,
-                               safe_name, save_figure)
+                               run_record, safe_name, save_figure)
 
 __all__ = ["plot_noise_sweep", "plot_information_difference", "PAPER_NOISE_VAR", "PAPER_BIN_SIZE"]
 
@@ -32,15 +32,16 @@ def plot_noise_sweep(summary: dict, out_dir, *, quantity: str = "I_XT") -> list[
     Rows are the probes, columns NT and AT; clean inputs solid, adversarial dashed; the
     first measured epoch light, the last dark. The paper's σ² = 0.1 (bin size 0.5) is the
     vertical line, the ceiling (log₂ N for I(X;T), Ĥ(Y) for I(T;Y)) the dotted horizontal one.
-    Nothing is written when the summary has no ``"sweep"``.
+    Nothing is written when the summary's run has no ``"sweep"``.
     """
-    sweep = summary.get("sweep")
+    run = summary["run"]
+    sweep = run.get("sweep")
     if not sweep:
         return []
     out_dir = Path(out_dir)
-    layers = list(summary["layers"])
+    layers = list(run["layers"])
     regimes = [r for r in ("nt", "at") if r in sweep]
-    ceiling = (summary.get("saturation") or {}).get(f"{quantity}_ceiling")
+    ceiling = (run.get("saturation") or {}).get(f"{quantity}_ceiling")
     written = []
     for est in sweep["estimators"]:
         axis_key, paper = ("bin_size", PAPER_BIN_SIZE) if est == "binning" else ("noise_var", PAPER_NOISE_VAR)
@@ -89,11 +90,11 @@ def plot_information_difference(summary: dict, out_dir, *, quantity: str = "I_XT
     seeds (or bootstrap s.e.) when the summary has them, combined as √(sd_NT² + sd_AT²).
     Points above zero: NT's layer carries more.
     """
-    validate_summary(summary, require_mi=True)
+    run = run_record(summary, require_mi=True)
     if set(regimes_present(summary)) != {"nt", "at"}:
         return []
     out_dir = Path(out_dir)
-    layers = list(summary["layers"])
+    layers = list(run["layers"])
     ests = estimators_present(summary)
     fig = Figure(figsize=(3.2 * len(ests) + 0.8, 3.4), layout="constrained")
     axes = fig.subplots(1, len(ests), sharey=True, squeeze=False)[0]
