@@ -21,7 +21,7 @@ from jaxmi import backend
 
 __all__ = ["NORMS", "APGD_LOSSES", "CURVE_ATTACKS", "DEFAULT_CLIP", "concrete", "is_traced", "validate_attack",
            "check_eps", "check_steps", "check_norm", "check_labels", "check_key", "check_dlr_classes", "num_classes",
-           "check_clip", "check_images", "check_eps_box", "check_values", "check_fgsm", "check_pgd", "check_apgd",
+           "check_clip", "check_images", "check_eps_box", "check_values", "check_inputs", "check_fgsm", "check_pgd", "check_apgd",
            "check_apgd_targeted", "check_robust", "check_curve"]
 
 NORMS = ("linf", "l2")
@@ -248,6 +248,18 @@ def _data(logits_fn, x, y, *, clip, eps_value, norm, target=None, traced=None, c
     if not traced:
         check_values(logits_fn, x, {"y": y, "target": target}, clip, classes=classes)
     return clip, traced
+
+
+def check_inputs(logits_fn, x, y, *, eps, norm: str = "linf", clip=DEFAULT_CLIP, target=None
+                 ) -> tuple[tuple[float, float], bool]:
+    """The data checks of an attack for a caller that runs attacks inside its own compiled
+    function (there the attacks see traced values and skip them), e.g.
+    :func:`jaxmi.evaluation.robust_report`: images, labels, ε against the box and, on concrete
+    values, finite pixels inside ``clip`` and labels in [0, K). Returns ``(clip, traced)``."""
+    check_norm(norm)
+    e = check_eps(eps)
+    return _data(logits_fn, x, y, clip=clip, eps_value=e, norm=norm, target=target,
+                 traced=is_traced(x, y, target, eps))
 
 
 def check_fgsm(logits_fn, x, y, *, eps, clip) -> tuple[tuple[float, float], bool]:
