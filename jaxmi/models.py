@@ -279,11 +279,11 @@ def _check_input_shape(module: nn.Module, input_shape) -> tuple[int, ...]:
     except TypeError:
         ok = False
     if not ok:
-        raise ValueError(f"input_shape must be the shape of one input, a tuple of positive integers such as (28, 28, 1) "
-                         f"(H, W, C, without the batch axis); got {input_shape!r}.")
+        raise ValueError(f"input_shape must be the shape of one input, a tuple of positive integers such as "
+                         f"(28, 28, 1) (H, W, C, without the batch axis); got {input_shape!r}.")
     if isinstance(module, (LeNet, WideResNet)) and len(shape) != 3:
-        raise ValueError(f"input_shape must be (H, W, C) for {type(module).__name__}, one image without the batch axis; "
-                         f"got {shape}. Pass e.g. (28, 28, 1) for MNIST or (32, 32, 3) for CIFAR-10.")
+        raise ValueError(f"input_shape must be (H, W, C) for {type(module).__name__}, one image without the batch "
+                         f"axis; got {shape}. Pass e.g. (28, 28, 1) for MNIST or (32, 32, 3) for CIFAR-10.")
     return shape
 
 
@@ -341,8 +341,8 @@ def apply_model(module: nn.Module, params, batch_stats, x: Array, *, train: bool
     probes_lib.check_model(module)
     if isinstance(module, (LeNet, WideResNet)) and getattr(x, "ndim", None) != 4:
         raise ValueError(f"x must be a batch of images [B, H, W, C] for {type(module).__name__}; got shape "
-                         f"{getattr(x, 'shape', type(x).__name__)}. Add the batch axis for one image (x[None]) or the channel axis of "
-                         "grayscale images (x[..., None]).")
+                         f"{getattr(x, 'shape', type(x).__name__)}. Add the batch axis for one image (x[None]) or the "
+                         "channel axis of grayscale images (x[..., None]).")
     variables = {"params": params}
     if batch_stats:
         variables["batch_stats"] = batch_stats

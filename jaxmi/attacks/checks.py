@@ -21,8 +21,8 @@ from jaxmi import backend
 
 __all__ = ["NORMS", "APGD_LOSSES", "CURVE_ATTACKS", "DEFAULT_CLIP", "concrete", "is_traced", "validate_attack",
            "check_eps", "check_steps", "check_norm", "check_labels", "check_key", "check_dlr_classes", "num_classes",
-           "check_clip", "check_images", "check_eps_box", "check_values", "check_inputs", "check_fgsm", "check_pgd", "check_apgd",
-           "check_apgd_targeted", "check_robust", "check_curve"]
+           "check_clip", "check_images", "check_eps_box", "check_values", "check_inputs", "check_fgsm", "check_pgd",
+           "check_apgd", "check_apgd_targeted", "check_robust", "check_curve"]
 
 NORMS = ("linf", "l2")
 APGD_LOSSES = ("ce", "dlr")
