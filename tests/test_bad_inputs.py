@@ -49,6 +49,16 @@ def _with(a, idx, value):
     return a
 
 
+def _registered(t):
+    """A registered estimator that would return a number from any input."""
+    estimators.register_estimator("bad_inputs_constant", lambda a, y, *, num_classes: {"I_XT": 1.0, "I_TY": 0.5},
+                                  overwrite=True)
+    try:
+        return estimators.estimate(t, TY, methods=("bad_inputs_constant",))
+    finally:
+        estimators.unregister_estimator("bad_inputs_constant")
+
+
 _lenet = models.create_model("lenet")
 _v = models.init_variables(_lenet, jax.random.key(0), (28, 28, 1))
 _MNIST = jnp.asarray(_rng.uniform(0, 1, size=(4, 28, 28, 1)).astype(np.float32))
@@ -183,6 +193,8 @@ REFUSED = [
     ("estimate-renyi-nan-activations", lambda: estimators.estimate_mi(_with(T, (5, 1), np.nan), TY,
                                                                       method="renyi"), ValueError,
      "activations contain NaN or Inf"),
+    ("estimate-registered-estimator-nan-activations", lambda: _registered(_with(T, (2, 2), np.nan)), ValueError,
+     "activations contain NaN or Inf"),
     ("estimate-bootstrap-inf", lambda: estimators.estimate(T, TY, bootstrap=float("inf")), ValueError,
      "bootstrap must be 0"),
     ("estimate-alpha-inf", lambda: estimators.estimate_mi(T, TY, method="renyi", alpha=float("inf")), ValueError,
@@ -270,6 +282,15 @@ def test_two_samples_are_enough_and_give_the_reference_value():
     t = np.array([[0.0, 0.0], [3.0, 3.0]], np.float32)
     r = estimators.estimate_mi(t, np.array([0, 1]), method="binning")
     assert r["I_XT"] == pytest.approx(1.0, abs=1e-6) and r["I_TY"] == pytest.approx(1.0, abs=1e-6)
+
+
+def test_a_registered_estimator_gets_finite_activations():
+    try:
+        estimators.register_estimator("bad_inputs_constant", lambda a, y, *, num_classes: {"I_XT": 1.0, "I_TY": 0.5})
+        r = estimators.estimate(T, TY, methods=("bad_inputs_constant",))["bad_inputs_constant"]
+    finally:
+        estimators.unregister_estimator("bad_inputs_constant")
+    assert (r["I_XT"], r["I_TY"]) == (1.0, 0.5)
 
 
 def test_a_single_estimator_keeps_its_one_sample_value():

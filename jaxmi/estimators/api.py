@@ -12,7 +12,7 @@ import numpy as np
 from jaxmi.estimators.bootstrap import resample_weights, summarize
 from jaxmi.estimators.diagnostics import diagnose
 from jaxmi.estimators.registry import METHODS, available_methods, check_methods, check_options, lookup
-from jaxmi.estimators.validation import check_bootstrap, infer_num_classes, validate
+from jaxmi.estimators.validation import all_finite, check_bootstrap, infer_num_classes, raise_if_nonfinite, validate
 
 __all__ = ["estimate", "estimate_mi"]
 
@@ -58,6 +58,10 @@ def _plan(methods, labels, num_classes, noise_var, bin_size, options) -> _Plan:
 def _estimate_layer(activations, labels, plan: _Plan, *, flatten: bool) -> dict[str, dict[str, float]]:
     t, y, c = validate(activations, labels, plan.num_classes, flatten=flatten, min_samples=2)
     out: dict[str, dict[str, float]] = {}
+    if any(lookup(g[0]).group.startswith("user:") for g in plan.groups):
+        # The built-in estimators flag non-finite activations in their own pass; a registered
+        # one gets them checked here, once per layer.
+        raise_if_nonfinite(all_finite(t), "activations")
     for members in plan.groups:
         entry = lookup(members[0])
         res = entry.compute(t, y, c, plan.weights, **plan.options[entry.group])
