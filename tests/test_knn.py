@@ -105,23 +105,27 @@ def test_counts_with_ties_and_duplicates(metric):
         assert c.recounted > 0  # ties are decided in float64
 
 
-def test_selections_and_block_sizes_agree():
-    """top_k, the threshold passes and the chunked selection give the same float32 counts, for any block size (padded
-    last block)."""
+def test_selections_block_sizes_and_direct_agree():
+    """top_k, the threshold passes and the chunked selection give the same float32 counts, for
+    any block size (padded last block), from Gram or direct distances; the counts of rows
+    whose band is 1 are exact."""
     import jax.numpy as jnp
 
     x, y = _gaussian_pairs(203, 2, 0.5, seed=1)
     xs = jnp.asarray(knn._prepare(x, True), jnp.float32)
     ys = jnp.asarray(knn._prepare(y, True), jnp.float32)
-    ref = None
+    nx, ny, _ = brute_force(x, y, 3, "euclidean")
     for selection in ("top_k", "threshold", "chunked"):
         for block in (7, 203):
-            out = [np.asarray(a) for a in knn._device_counts(xs, ys, k=3, metric="euclidean", block_size=block,
-                                                              selection=selection)]
-            if ref is None:
-                ref = out
-            for a, b in zip(out, ref):
-                np.testing.assert_array_equal(a, b)
+            for direct in (False, True):
+                rows = np.minimum(np.arange(-(-203 // block) * block), 202).astype(np.int32)
+                out = [np.asarray(a)[:203] for a in knn._device_counts(
+                    xs, ys, jnp.asarray(rows), k=3, metric="euclidean", block_size=block, selection=selection,
+                    direct=direct)]
+                sure = out[2] == 1
+                assert sure.mean() > 0.9
+                np.testing.assert_array_equal(out[0][sure], nx[sure])
+                np.testing.assert_array_equal(out[1][sure], ny[sure])
     a, b = ksg_counts(x, y, 3, block_size=7), ksg_counts(x, y, 3)
     np.testing.assert_array_equal(a.n_x, b.n_x)
     np.testing.assert_array_equal(a.n_y, b.n_y)

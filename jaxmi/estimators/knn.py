@@ -40,24 +40,27 @@ formed. Squared distances compare as the distances do, so the
 counts are those of the definition above.
 
 float32 rounding. Compared with exact arithmetic on the float64 standardised data, a float32
-distance between rows a and b is off by at most e = c·u·(‖a‖² + ‖b‖²) (Euclidean, squared
-distances; c = 2d + 8 with d the space's width, covering the cast of the inputs and the Gram
-identity's cancellation) or e = 3u·(max|a_k| + max|b_k|) (Chebyshev), u = 2⁻²⁴. Since
-‖b‖ ≤ ‖a‖ + ‖a − b‖, e grows with the distance only; the points that can decide ε_i, or
-compare differently with it in float32 and in exact arithmetic, all lie within a reach
-ε̂_i·(1 + δ) + δ·‖a‖² of point i (δ = 32·c·u; Chebyshev: max|a_k| in place of ‖a‖²), so
-every row gets the local bound τ_i = e(a, a point at that reach) per space, ε̂_i is within
-T_i = max(τ_i(x), τ_i(y)) of the exact ε_i, and the row counts the (point, space) pairs whose
-float32 distance lies within τ_i(space) + T_i of ε̂_i. The k-th neighbour always lies there
-in the space that sets ε_i; if nothing else does, every other comparison has the same outcome
-in float32 as in exact arithmetic, so the row's counts are exact. Every other row (near-ties,
-duplicate points, rows whose norm is large against ε_i, as in heavy tails) is recounted in
-float64 on the host (direct coordinate differences, in blocks of rows). The result therefore
-equals a float64 brute-force count on the same standardised data, up to float64's own
-rounding (exact ties aside); :func:`ksg_counts` reports how many rows were recounted (1.6 %
-of the rows for 10 + 10 correlated Gaussians at N = 5,000; 16 % for bmi's 2 + 2
-Student-t task with one degree of freedom, whose standardised core is tiny against its
-tails).
+distance D between rows a and b is off by at most e (:func:`_tolerance`): from the Gram
+identity, e = (2d + 8)·u·(‖a‖² + ‖b‖²) (squared distances; d the space's width; u = 2⁻²⁴;
+the cast of the inputs included); from direct coordinate differences,
+e = 4u·√D·‖a‖ + (d + 5)·u·D + u²·(2‖a‖ + √D)²; Chebyshev, e = 3u·(max|a_k| + max|b_k|).
+Since ‖b‖ ≤ ‖a‖ + ‖a − b‖, e grows with the distance only, and the points that can decide
+ε_i, or compare differently with it in float32 and in exact arithmetic, all lie within a
+reach ε̂_i·(1 + δ) + δ·‖a‖² of point i (δ = 10·C·u with e ≤ C·u·(D + ‖a‖²); Chebyshev:
+max|a_k| in place of ‖a‖²). So every row gets the bound τ_i = e at that reach per space;
+ε̂_i is within T_i = max(τ_i(x), τ_i(y)) of the exact ε_i; and the row counts the (point,
+space) pairs whose float32 distance lies within τ_i(space) + T_i of ε̂_i. The k-th neighbour
+always lies there in the space that sets ε_i; if nothing else does, every other comparison
+has the same outcome in float32 as in exact arithmetic, so the row's counts are exact. The
+other rows are counted again: Euclidean rows first on the device from direct differences
+(whose bound is relative to the distance, not to the norms), and the rows still undecided
+(and every undecided Chebyshev row) in float64 on the host, from the Gram identity with the
+same band at u = 2⁻⁵³ and, for the rows that leaves undecided (exact ties, duplicates),
+from coordinate differences. The result therefore equals a float64 brute-force count on the
+same standardised data, up to float64's own rounding (exact ties aside); :func:`ksg_counts`
+reports how many rows took each step. For 10 + 10 Gaussian coordinates with correlation 0.5
+the Gram pass leaves 152 of 5,000 rows (3 %) and 6,906 of 50,000 (14 %) undecided (ε shrinks
+with N, the norms do not), direct differences 22 and 699 of them.
 
 The estimator needs continuous variables: it does not give I(X;T) for a deterministic network
 T = f(X) (infinite for continuous X), and labels (discrete, full of ties) make every row a
@@ -92,12 +95,15 @@ class KSGCounts(NamedTuple):
     Attributes:
       n_x: [N] int64, #{j ≠ i : d_x(i, j) < ε_i}.
       n_y: [N] int64, the same in the y space.
-      recounted: how many rows were recounted in float64 on the host (float32 could not
+      direct: how many rows were counted a second time on the device with direct coordinate
+        differences (Euclidean: the Gram pass could not decide one of their comparisons).
+      recounted: how many rows were then recounted in float64 on the host (float32 could not
         decide one of their comparisons).
     """
 
     n_x: np.ndarray
     n_y: np.ndarray
+    direct: int
     recounted: int
 
 
@@ -168,17 +174,20 @@ def _prepare(a: np.ndarray, standardize: bool) -> np.ndarray:
     return a
 
 
-def _distances(a, b, sq_a, sq_b, metric: str):
-    """Squared Euclidean (Gram identity) or Chebyshev distances between rows of a [B, d] and b [N, d]."""
-    if metric == "euclidean":  # sq_a, sq_b: the rows' squared norms
+def _distances(a, b, sq_a, sq_b, metric: str, direct: bool = False):
+    """Distances between the rows of a [B, d] and b [N, d]: squared Euclidean from the Gram
+    identity (``sq_a``, ``sq_b`` the squared norms) or, with ``direct``, as sums of squared
+    coordinate differences; Chebyshev as max |a_k − b_k|. Direct forms go a coordinate at a
+    time (O(B·N) memory whatever d)."""
+    if metric == "euclidean" and not direct:
         g = jnp.dot(a, b.T, precision=jax.lax.Precision.HIGHEST)
         return jnp.maximum(sq_a[:, None] + sq_b[None, :] - 2.0 * g, 0.0)
-    bt = b.T  # [d, N]: a coordinate at a time, O(B·N) memory whatever d
+    bt = b.T  # [d, N]
 
     def coordinate(k, acc):
-        col = jax.lax.dynamic_index_in_dim(a, k, axis=1, keepdims=True)  # [B, 1]
-        row = jax.lax.dynamic_index_in_dim(bt, k, axis=0, keepdims=True)  # [1, N]
-        return jnp.maximum(acc, jnp.abs(col - row))
+        diff = (jax.lax.dynamic_index_in_dim(a, k, axis=1, keepdims=True)  # [B, 1]
+                - jax.lax.dynamic_index_in_dim(bt, k, axis=0, keepdims=True))  # [1, N]
+        return acc + jnp.square(diff) if metric == "euclidean" else jnp.maximum(acc, jnp.abs(diff))
 
     return jax.lax.fori_loop(0, a.shape[1], coordinate, jnp.zeros((a.shape[0], b.shape[0]), a.dtype))
 
@@ -188,18 +197,31 @@ def _row_stat(a, metric: str):
     return jnp.sum(jnp.square(a), axis=1) if metric == "euclidean" else jnp.max(jnp.abs(a), axis=1)
 
 
-def _rounding_unit(d: int, metric: str) -> float:
-    """c·u with the error of one float32 distance ≤ c·u·(‖a‖² + ‖b‖²) (Euclidean, squared;
-    c = 2d + 8) or ≤ c·u·(max|a_k| + max|b_k|) (Chebyshev; c = 3); see the module docstring."""
-    return ((2 * d + 8) if metric == "euclidean" else 3) * _U32
+def _growth(d: int, metric: str, direct: bool) -> float:
+    """C with the error of one float32 distance D from a row a ≤ C·u·(D + S), S = ‖a‖²
+    (Euclidean) or max|a_k| (Chebyshev): the bounds of :func:`_tolerance`, loosened."""
+    if metric == "chebyshev":
+        return 6.0
+    return float(d + 8) if direct else 3.0 * (2 * d + 8)
 
 
-def _near_stat(stat_rows, reach, metric: str):
-    """The largest :func:`_row_stat` of a point within distance ``reach`` (squared for
-    Euclidean) of the row: (‖a‖ + √reach)² or max|a_k| + reach."""
-    if metric == "euclidean":
-        return jnp.square(jnp.sqrt(stat_rows) + jnp.sqrt(reach))
-    return stat_rows + reach
+def _tolerance(stat, reach, d: int, metric: str, direct: bool):
+    """Bound on the error of any float32 distance D ≤ ``reach`` from a row with
+    :func:`_row_stat` ``stat`` (see the module docstring), with 0.1 % to spare for its own
+    rounding:
+
+    * Euclidean, Gram identity: (2d + 8)·u·(‖a‖² + ‖b‖²) with ‖b‖ ≤ ‖a‖ + √D;
+    * Euclidean, direct differences: 4u·√D·‖a‖ + (d + 5)·u·D + u²·(2‖a‖ + √D)²;
+    * Chebyshev: 3u·(max|a_k| + max|b_k|) with max|b_k| ≤ max|a_k| + D.
+    """
+    if metric == "chebyshev":
+        t = 3.0 * _U32 * (2.0 * stat + reach)
+    elif direct:
+        na, r = jnp.sqrt(stat), jnp.sqrt(reach)
+        t = 4.0 * _U32 * r * na + (d + 5) * _U32 * reach + _U32 ** 2 * jnp.square(2.0 * na + r)
+    else:
+        t = (2 * d + 8) * _U32 * (stat + jnp.square(jnp.sqrt(stat) + jnp.sqrt(reach)))
+    return t * (1.0 + 1e-3)
 
 
 def _count(mask):
@@ -259,36 +281,47 @@ def default_selection(k: int, device: jax.Device | None = None) -> str:
     return "chunked" if device.platform == "cpu" and k <= MAX_CHUNKED_K else "top_k"
 
 
-@functools.partial(jax.jit, static_argnames=("k", "metric", "block_size", "selection"))
-def _device_counts(x, y, *, k: int, metric: str, block_size: int, selection: str = "top_k"):
-    """float32 counts and, per row, the number of (point, space) comparisons within the
-    rounding band of ε (1: the row's counts are exact). Returns (n_x, n_y, band), [N] int32."""
+@functools.partial(jax.jit, static_argnames=("k", "metric", "block_size", "selection", "direct"))
+def _device_counts(x, y, rows, *, k: int, metric: str, block_size: int, selection: str = "top_k",
+                   direct: bool = False):
+    """float32 counts of the given rows and, per row, the number of (point, space) comparisons
+    within the rounding band of ε (1: the row's counts are exact).
+
+    Args:
+      x, y: [N, d_x], [N, d_y] float32, centred.
+      rows: [M] int32 row indices, M a multiple of ``block_size`` (pad by repeating one).
+      direct: Euclidean distances as sums of squared differences (slower than the Gram
+        identity, but with a rounding bound relative to the distance, not to the norms).
+
+    Returns:
+      (n_x, n_y, band), [M] int32 each.
+    """
     n = x.shape[0]
     b = block_size
-    nb = -(-n // b)
+    nb = rows.shape[0] // b
     npad = -(-n // CHUNK) * CHUNK  # columns padded to whole chunks with points at +∞ distance
     x, y = x.astype(jnp.float32), y.astype(jnp.float32)
     sx, sy = _row_stat(x, metric), _row_stat(y, metric)
-    cu_x, cu_y = _rounding_unit(x.shape[1], metric), _rounding_unit(y.shape[1], metric)
-    delta = 32.0 * max(cu_x, cu_y)
+    dx_, dy_ = x.shape[1], y.shape[1]
+    delta = 10.0 * _U32 * max(_growth(dx_, metric, direct), _growth(dy_, metric, direct))
     xp, yp = (jnp.pad(a, ((0, npad - n), (0, 0))) for a in (x, y))
     sxp, syp = (jnp.pad(a, (0, npad - n)) for a in (sx, sy))
     cols = jnp.arange(npad)
     real = cols < n
 
     def block(i):
-        rows = jnp.minimum(i * b + jnp.arange(b), n - 1)  # the last block repeats row N − 1 (dropped)
-        other = rows[:, None] != cols[None, :]
+        r = jax.lax.dynamic_slice_in_dim(rows, i * b, b)
+        other = r[:, None] != cols[None, :]
         # exactly 0 for point i itself, +∞ for the padding columns, in both spaces
-        dx = jnp.where(real[None, :], jnp.where(other, _distances(x[rows], xp, sx[rows], sxp, metric), 0.0), jnp.inf)
-        dy = jnp.where(real[None, :], jnp.where(other, _distances(y[rows], yp, sy[rows], syp, metric), 0.0), jnp.inf)
+        dx = jnp.where(real[None, :], jnp.where(other, _distances(x[r], xp, sx[r], sxp, metric, direct), 0.0), jnp.inf)
+        dy = jnp.where(real[None, :], jnp.where(other, _distances(y[r], yp, sy[r], syp, metric, direct), 0.0), jnp.inf)
         eps = _kth_smallest(jnp.where(other, jnp.maximum(dx, dy), jnp.inf), k, selection)
         e = eps[:, None]
-        # Only points within `reach` of point i can decide ε or lie in the band (module
-        # docstring), so the bound uses the largest norm within that reach.
-        reach = eps * (1.0 + delta) + delta * jnp.maximum(sx[rows], sy[rows])
-        tx = cu_x * (sx[rows] + _near_stat(sx[rows], reach, metric)) * (1.0 + 1e-3)
-        ty = cu_y * (sy[rows] + _near_stat(sy[rows], reach, metric)) * (1.0 + 1e-3)
+        # Only points within `reach` of point i can decide ε or compare differently with it
+        # (module docstring), so the bounds are those of distances up to that reach.
+        reach = eps * (1.0 + delta) + delta * jnp.maximum(sx[r], sy[r])
+        tx = _tolerance(sx[r], reach, dx_, metric, direct)
+        ty = _tolerance(sy[r], reach, dy_, metric, direct)
         t_eps = jnp.maximum(tx, ty)
         # point i itself falls in the band only when ε is within rounding of 0: a recount
         nx, ny = _count(dx < e), _count(dy < e)
@@ -299,7 +332,21 @@ def _device_counts(x, y, *, k: int, metric: str, block_size: int, selection: str
         return (nx - self_in).astype(jnp.int32), (ny - self_in).astype(jnp.int32), band.astype(jnp.int32)
 
     nx, ny, band = jax.lax.map(block, jnp.arange(nb))
-    return nx.reshape(-1)[:n], ny.reshape(-1)[:n], band.reshape(-1)[:n]
+    return nx.reshape(-1), ny.reshape(-1), band.reshape(-1)
+
+
+def _device_rows(x, y, rows: np.ndarray, k: int, metric: str, block_size: int, direct: bool):
+    """:func:`_device_counts` for any row indices: padded to a whole number of blocks (to a
+    power-of-two number of blocks for a subset, so that few sizes compile), results trimmed."""
+    m = len(rows)
+    nb = -(-m // block_size)
+    if m < x.shape[0]:
+        nb = 1 << (nb - 1).bit_length()
+    idx = np.full(nb * block_size, rows[-1], np.int32)
+    idx[:m] = rows
+    out = _device_counts(x, y, jnp.asarray(idx), k=k, metric=metric, block_size=block_size,
+                         selection=default_selection(k), direct=direct)
+    return [a[:m].astype(np.int64) for a in jax.device_get(out)]
 
 
 def _host_distances(a: np.ndarray, b: np.ndarray, metric: str) -> np.ndarray:
@@ -319,26 +366,62 @@ def _host_distances(a: np.ndarray, b: np.ndarray, metric: str) -> np.ndarray:
     return acc
 
 
+_U64 = 2.0 ** -53  # float64 unit roundoff
+
+
 def _host_counts(xs: np.ndarray, ys: np.ndarray, rows: np.ndarray, k: int, metric: str,
                  chunk_bytes: int = 1 << 26) -> tuple[np.ndarray, np.ndarray]:
-    """Exact float64 counts for the given rows (O(len(rows)·N·d) time, O(chunk_bytes) memory)."""
+    """float64 counts for the given rows (O(len(rows)·N·d) time, O(chunk_bytes) memory).
+
+    Euclidean distances come from the Gram identity first (matrix products), with the same
+    rounding band as on the device (:func:`_tolerance` with u = 2⁻⁵³ and no input cast); the
+    rows that are still undecided (exact ties, duplicates) are counted from direct coordinate
+    differences, as Chebyshev distances always are.
+    """
     n = xs.shape[0]
     per = max(1, chunk_bytes // (8 * n * 6))  # a step holds six [r, N] float64 arrays
     nx = np.empty(len(rows), np.int64)
     ny = np.empty(len(rows), np.int64)
+    sq = (np.einsum("nd,nd->n", xs, xs), np.einsum("nd,nd->n", ys, ys))
     for a in range(0, len(rows), per):
         r = rows[a:a + per]
-        dx = _host_distances(xs[r], xs, metric)
-        dy = _host_distances(ys[r], ys, metric)
-        diag = (np.arange(len(r)), r)
-        dx[diag] = dy[diag] = 0.0  # point i itself: exactly 0
-        joint = np.maximum(dx, dy)
-        joint[diag] = np.inf  # excluded from the neighbours by index
-        eps = np.partition(joint, k - 1, axis=1)[:, k - 1:k]
-        self_in = (eps[:, 0] > 0).astype(np.int64)  # point i is below ε unless ε = 0
-        nx[a:a + len(r)] = np.sum(dx < eps, axis=1) - self_in
-        ny[a:a + len(r)] = np.sum(dy < eps, axis=1) - self_in
+        out = _host_block(xs, ys, r, k, metric, sq if metric == "euclidean" else None)
+        if out[2] is not None:  # rows the Gram band leaves undecided: direct differences
+            redo = np.flatnonzero(out[2])
+            if redo.size:
+                out[0][redo], out[1][redo], _ = _host_block(xs, ys, r[redo], k, metric, None)
+        nx[a:a + len(r)], ny[a:a + len(r)] = out[0], out[1]
     return nx, ny
+
+
+def _host_block(xs, ys, r, k, metric, sq):
+    """Counts of rows ``r`` in float64, from the Gram identity (``sq``: the squared norms;
+    returns which rows its rounding band leaves undecided) or from coordinate differences
+    (``sq`` None; the third result is None)."""
+    diag = (np.arange(len(r)), r)
+    if sq is None:
+        dx, dy = _host_distances(xs[r], xs, metric), _host_distances(ys[r], ys, metric)
+    else:
+        dx = np.maximum(sq[0][r, None] + sq[0][None, :] - 2.0 * (xs[r] @ xs.T), 0.0)
+        dy = np.maximum(sq[1][r, None] + sq[1][None, :] - 2.0 * (ys[r] @ ys.T), 0.0)
+    dx[diag] = dy[diag] = 0.0  # point i itself: exactly 0
+    joint = np.maximum(dx, dy)
+    joint[diag] = np.inf  # excluded from the neighbours by index
+    eps = np.partition(joint, k - 1, axis=1)[:, k - 1]
+    self_in = (eps > 0).astype(np.int64)  # point i is below ε unless ε = 0
+    nx = np.sum(dx < eps[:, None], axis=1) - self_in
+    ny = np.sum(dy < eps[:, None], axis=1) - self_in
+    if sq is None:
+        return nx, ny, None
+    sx, sy = sq[0][r], sq[1][r]
+    delta = 10.0 * _U64 * 3.0 * (2 * max(xs.shape[1], ys.shape[1]) + 8)
+    reach = eps * (1.0 + delta) + delta * np.maximum(sx, sy)
+    tx = [(2 * d + 8) * _U64 * (s_ + np.square(np.sqrt(s_) + np.sqrt(reach))) * (1.0 + 1e-3)
+          for d, s_ in ((xs.shape[1], sx), (ys.shape[1], sy))]
+    t_eps = np.maximum(tx[0], tx[1])
+    band = (np.sum(np.abs(dx - eps[:, None]) <= (tx[0] + t_eps)[:, None], axis=1)
+            + np.sum(np.abs(dy - eps[:, None]) <= (tx[1] + t_eps)[:, None], axis=1))
+    return nx, ny, band != 1
 
 
 def ksg_counts(x: Any, y: Any, k: int = 3, metric: str = "euclidean", *, standardize: bool = True,
@@ -363,14 +446,19 @@ def _counts(xs, ys, k, metric, standardize, block_size) -> KSGCounts:
         raise ValueError(f"block_size must be ≥ 1 (rows per device block); got {block_size}. Leave it None for "
                          f"the default.")
     b = min(b, n)
-    nx, ny, band = jax.device_get(_device_counts(jnp.asarray(xs, jnp.float32), jnp.asarray(ys, jnp.float32),
-                                                 k=k, metric=metric, block_size=b,
-                                                 selection=default_selection(k)))
-    nx, ny = nx.astype(np.int64), ny.astype(np.int64)
+    x32, y32 = jnp.asarray(xs, jnp.float32), jnp.asarray(ys, jnp.float32)
+    nx, ny, band = _device_rows(x32, y32, np.arange(n), k, metric, b, direct=False)
     redo = np.flatnonzero(band != 1)
+    direct = 0
+    if redo.size and metric == "euclidean":  # again with direct differences: a much narrower band
+        direct = int(redo.size)
+        nx2, ny2, band2 = _device_rows(x32, y32, redo, k, metric, min(b, ksg_block_size(n)), direct=True)
+        ok = band2 == 1
+        nx[redo[ok]], ny[redo[ok]] = nx2[ok], ny2[ok]
+        redo = redo[~ok]
     if redo.size:
         nx[redo], ny[redo] = _host_counts(xs, ys, redo, k, metric)
-    return KSGCounts(nx, ny, int(redo.size))
+    return KSGCounts(nx, ny, direct, int(redo.size))
 
 
 def _harmonic(m: int) -> np.ndarray:
