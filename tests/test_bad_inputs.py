@@ -115,6 +115,13 @@ REFUSED = [
     ("pgd-clip-not-a-pair", lambda: attacks.pgd(f, X, Y, clip=1.0, **PGD), ValueError, r"clip must be a pair"),
     ("pgd-x-outside-given-clip", lambda: attacks.pgd(f, X * 4 - 2, Y, clip=(-1.0, 1.0), **PGD), ValueError,
      r"outside the attack's clip box \(-1\.0, 1\.0\)"),
+    ("pgd-x-shape-not-for-logits_fn", lambda: attacks.pgd(f, jnp.full((8, 5, 5, 1), 0.5), Y, **PGD), ValueError,
+     r"logits_fn fails on x of shape \(8, 5, 5, 1\): dot_general"),
+    ("pgd-logits_fn-returns-a-tuple", lambda: attacks.pgd(lambda z: (f(z), {}), X, Y, **PGD), ValueError,
+     r"logits_fn must map a batch x of shape \(8, 4, 4, 1\) to logits \[B, K\]"),
+    ("pgd-cifar-images-on-mnist-lenet", lambda: attacks.pgd(lambda z: _apply(z)[0], jnp.full((2, 32, 32, 3), 0.5),
+                                                            _MY[:2], **PGD), ValueError,
+     r"x of shape \(2, 32, 32, 3\) does not fit the model's parameters"),
     # --- fgsm
     ("fgsm-x255", lambda: attacks.fgsm(f, X * 255, Y, eps=0.1), ValueError, BOX),
     ("fgsm-eps5", lambda: attacks.fgsm(f, X, Y, eps=5), ValueError, "eps=5 is larger than the width"),

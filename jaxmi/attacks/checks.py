@@ -131,7 +131,8 @@ def check_eps(eps) -> np.ndarray | None:
     """ε ≥ 0 where concrete; returns the concrete value (None when traced)."""
     e = concrete(eps)
     if e is not None and not np.all(e >= 0):
-        raise ValueError(f"attack eps must be ≥ 0 (an L∞ radius in [0, 1] pixel units); got {eps}.")
+        raise ValueError(f"attack eps must be ≥ 0 (a radius in the units of x, e.g. 8/255 for images in [0, 1]); "
+                         f"got {eps}.")
     return e
 
 
@@ -196,7 +197,19 @@ def check_dlr_classes(logits_shape: tuple[int, ...], *, targeted: bool) -> None:
 
 
 def _logits_shape(logits_fn, x) -> tuple[int, ...]:
-    return tuple(jax.eval_shape(logits_fn, jax.ShapeDtypeStruct(x.shape, x.dtype)).shape)
+    """The shape of ``logits_fn(x)``, from an abstract evaluation: [B, K] or a ValueError that
+    names ``logits_fn`` and ``x``'s shape (a raw shape error of a user's function is a TypeError)."""
+    try:
+        out = jax.eval_shape(logits_fn, jax.ShapeDtypeStruct(x.shape, x.dtype))
+    except TypeError as e:
+        raise ValueError(f"logits_fn fails on x of shape {tuple(x.shape)}: {str(e).rstrip('.')}. Pass images of the shape the model "
+                         "was built for.") from None
+    shape = tuple(getattr(out, "shape", ()))
+    if len(shape) != 2 or shape[0] != x.shape[0]:
+        raise ValueError(f"logits_fn must map a batch x of shape {tuple(x.shape)} to logits [B, K] = [{x.shape[0]}, K]; "
+                         f"got {type(out).__name__} of shape {shape}. Return only the logits, e.g. "
+                         "lambda z: apply_model(module, params, stats, z)[0].")
+    return shape
 
 
 def num_classes(logits_fn, x) -> int:
