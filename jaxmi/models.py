@@ -19,8 +19,6 @@ model joins through :class:`jaxmi.probes.ProbedModel` and, by name, through a fa
 from __future__ import annotations
 
 import dataclasses
-import importlib
-import inspect
 import operator
 import re
 from collections.abc import Callable
@@ -33,11 +31,11 @@ import jax.numpy as jnp
 
 from jaxmi import config as config_lib
 from jaxmi import probes as probes_lib
-from jaxmi.config import SPEC_FORM
+from jaxmi.specs import ModelSpecError, build_model
 from jaxmi.ops import conv2d_valid, max_pool_2x2, torch_default_bias_init, torch_default_kernel_init
 
 __all__ = ["MLP", "LeNet", "WideResNet", "Conv", "MODELS", "PRECISIONS", "create_model", "init_variables",
-           "apply_model", "probe_widths", "model_label", "ModelSpecError", "build_model", "load_factory", "as_model"]
+           "apply_model", "probe_widths", "model_label", "ModelSpecError", "build_model"]
 
 Array = jax.Array
 
@@ -373,85 +371,3 @@ def probe_widths(module: nn.Module, input_shape: tuple[int, ...]) -> dict[str, i
 
     shapes = jax.eval_shape(f, jax.ShapeDtypeStruct((1, *input_shape), jnp.float32))
     return {k: int(shapes[k].shape[-1]) for k in module.probe_names}
-
-
-class ModelSpecError(ValueError):
-    """A model spec ``"package.module:factory"`` cannot be turned into a model."""
-
-
-# ---- your own models: specs "package.module:factory"
-
-def load_factory(spec: str) -> Callable[[int], Any]:
-    """The factory a spec ``"package.module:factory"`` names (imported; ``factory`` may be a
-    dotted attribute path, e.g. ``"models:Zoo.small"``).
-
-    Raises:
-      ModelSpecError: the spec is malformed, the module cannot be imported, the attribute is
-        missing or not callable.
-    """
-    module_name, sep, attr = str(spec).partition(":")
-    if not sep or not module_name.strip() or not attr.strip() or ":" in attr:
-        raise ModelSpecError(f"model {spec!r} is not a model spec; give your own model as {SPEC_FORM}.")
-    try:
-        mod = importlib.import_module(module_name)
-    except Exception as e:  # noqa: BLE001 - ImportError, or whatever the module raises when imported
-        raise ModelSpecError(f"model {spec!r}: cannot import module {module_name!r} ({type(e).__name__}: {e}); "
-                             "make it importable: install it, run from the directory that holds it, or add that "
-                             "directory to PYTHONPATH.") from e
-    obj: Any = mod
-    for part in attr.split("."):
-        if not hasattr(obj, part):
-            where = getattr(mod, "__file__", None) or module_name
-            raise ModelSpecError(f"model {spec!r}: module {module_name!r} ({where}) has no attribute {attr!r}; "
-                                 f"name a factory defined there, as {SPEC_FORM}.")
-        obj = getattr(obj, part)
-    if not callable(obj):
-        raise ModelSpecError(f"model {spec!r}: {attr!r} is an object of type {type(obj).__name__}, not a callable factory; "
-                             f"give {SPEC_FORM}.")
-    return obj
-
-
-def as_model(obj: Any, *, where: str = "the model") -> Any:
-    """A jaxmi model from what a factory returned.
-
-    Args:
-      obj: a jaxmi model (a Flax module following the protocol), a :class:`jaxmi.probes.ProbedModel`, or a
-        pair ``(flax_module, probe_names)`` (wrapped in a :class:`jaxmi.probes.ProbedModel`).
-      where: what produced ``obj``, for error messages.
-
-    Raises:
-      ModelSpecError: ``obj`` is none of these (a plain module without probe names, say).
-      ModelProtocolError: a protocol module that lacks ``probe_names`` or ``train``.
-    """
-    if isinstance(obj, probes_lib.ProbedModel):
-        return obj
-    if isinstance(obj, tuple) and len(obj) == 2 and isinstance(obj[0], nn.Module):
-        return probes_lib.ProbedModel(obj[0], obj[1])
-    if isinstance(obj, nn.Module):
-        if not hasattr(obj, "probe_names"):
-            raise ModelSpecError(f"{where} returned a Flax module ({probes_lib.describe(obj)}) without `probe_names`: return "
-                                 "(module, probe_names) to probe its layers through jaxmi.probes.ProbedModel (the "
-                                 "names come from jaxmi.probes.available(module, None, input_shape)), or a module "
-                                 f"that follows the protocol: {probes_lib.PROTOCOL}.")
-        probes_lib.check_model(obj)
-        return obj
-    raise ModelSpecError(f"{where} returned {probes_lib.describe(obj)}; a factory returns a jaxmi model, a "
-                         "jaxmi.probes.ProbedModel, or a pair (flax_module, probe_names).")
-
-
-def build_model(spec: str, num_classes: int) -> Any:
-    """The model of a spec ``"package.module:factory"``: ``as_model(factory(num_classes))``.
-
-    Raises:
-      ModelSpecError: the spec cannot be imported or its factory does not take ``num_classes``
-        or returns no model (the message says which and how to fix it).
-    """
-    factory = load_factory(spec)
-    try:
-        inspect.signature(factory).bind(num_classes)
-    except TypeError:
-        raise ModelSpecError(f"model {spec!r}: the factory must take one argument, num_classes, and return the "
-                             f"model; its signature is {inspect.signature(factory)}.") from None
-    except ValueError:  # no signature to read (a builtin): call it and see
-        pass
-    return as_model(factory(num_classes), where=f"the factory of model {spec!r}")

@@ -299,7 +299,7 @@ def test_compiled_attacks_equal_the_eager_cores():
     # Measured on a 2-core x86_64 CPU, JAX 0.10.2, where they differ: PGD L2 with a random
     # start up to 1.1e-6 (the start's norm, fused), APGD-DLR L∞ 6e-8; APGD L2 and APGD-T L2 5e-3
     # and 5e-5 (a last-bit difference in a loss comparison flips one step-size halving).
-    from jaxmi.attacks.apgd import _apgd_targeted_core, apgd_core
+    from jaxmi.attacks.apgd import apgd_targeted_core, apgd_core
     from jaxmi.attacks.pgd import fgsm_core, pgd_core
 
     f, x, y = _tanh_model()
@@ -324,17 +324,17 @@ def test_compiled_attacks_equal_the_eager_cores():
                                apgd_core(f, x, y, loss="dlr", **apgd_kw, **core_kw)[0], rtol=0, atol=1e-6)
     np.testing.assert_array_equal(
         attacks.apgd_targeted(f, x, y, n_targets=2, batch_size=8, **apgd_kw),
-        _apgd_targeted_core(f, x, y, n_targets=2, batch_size=8, restarts=1, rho=0.75, clip=(0.0, 1.0), **apgd_kw))
+        apgd_targeted_core(f, x, y, n_targets=2, batch_size=8, restarts=1, rho=0.75, clip=(0.0, 1.0), **apgd_kw))
 
 
 def test_the_logits_function_object_is_the_compile_cache_key(toy):
-    from jaxmi.attacks.pgd import _pgd_jit
+    from jaxmi.attacks.pgd import pgd_compiled
 
     w, b, x, y = toy
     f = _linear(w, b)
     attacks.pgd(f, x, y, eps=EPS, step_size=STEP, steps=2)
-    n = _pgd_jit._cache_size()
+    n = pgd_compiled._cache_size()
     attacks.pgd(f, x, y, eps=2 * EPS, step_size=STEP / 2, steps=2)   # new ε and α: traced, no new program
-    assert _pgd_jit._cache_size() == n
+    assert pgd_compiled._cache_size() == n
     attacks.pgd(lambda z: f(z), x, y, eps=EPS, step_size=STEP, steps=2)   # a new lambda: compiled again
-    assert _pgd_jit._cache_size() == n + 1
+    assert pgd_compiled._cache_size() == n + 1

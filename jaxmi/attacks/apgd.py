@@ -280,7 +280,8 @@ _apgd_jit = jax.jit(apgd_core, static_argnames=("logits_fn", "steps", "loss", "n
                                                 "unroll", "clip"))
 
 
-def _apgd_targeted_core(logits_fn, x, y, *, eps, key, n_targets, batch_size, steps, norm, restarts, rho, clip):
+def apgd_targeted_core(logits_fn, x, y, *, eps, key, n_targets, batch_size, steps, norm, restarts, rho, clip):
+    """:func:`apgd_targeted` without the argument checks (what it compiles)."""
     logits = logits_fn(x)
     ok = jnp.argmax(logits, -1) == y
     adv, _ = apgd_targets_core(logits_fn, x, y, logits, ok, eps=eps, key=key, n_targets=n_targets,
@@ -289,7 +290,7 @@ def _apgd_targeted_core(logits_fn, x, y, *, eps, key, n_targets, batch_size, ste
     return adv
 
 
-_apgd_targeted_jit = jax.jit(_apgd_targeted_core, static_argnames=("logits_fn", "n_targets", "batch_size", "steps",
+_apgd_targeted_jit = jax.jit(apgd_targeted_core, static_argnames=("logits_fn", "n_targets", "batch_size", "steps",
                                                                   "norm", "restarts", "rho", "clip"))
 
 def apgd(logits_fn: LogitsFn, x: Array, y: Array, *, eps: float, key: Array, steps: int = 100,
@@ -397,7 +398,7 @@ def apgd_targeted(logits_fn: LogitsFn, x: Array, y: Array, *, eps: float, key: A
         batch_size=batch_size, clip=clip)
     if n_targets == 0:
         return x
-    return (_apgd_targeted_core if traced else _apgd_targeted_jit)(
+    return (apgd_targeted_core if traced else _apgd_targeted_jit)(
         logits_fn, x, y, eps=eps, key=key, n_targets=n_targets, batch_size=batch_size, steps=int(steps), norm=norm,
         restarts=int(restarts), rho=float(rho), clip=clip)
 

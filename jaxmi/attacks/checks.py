@@ -202,12 +202,12 @@ def _logits_shape(logits_fn, x) -> tuple[int, ...]:
     try:
         out = jax.eval_shape(logits_fn, jax.ShapeDtypeStruct(x.shape, x.dtype))
     except TypeError as e:
-        raise ValueError(f"logits_fn fails on x of shape {tuple(x.shape)}: {str(e).rstrip('.')}. Pass images of the shape the model "
-                         "was built for.") from None
+        raise ValueError(f"logits_fn fails on x of shape {tuple(x.shape)}: {str(e).rstrip('.')}. Pass images of "
+                         "the shape the model was built for.") from None
     shape = tuple(getattr(out, "shape", ()))
     if len(shape) != 2 or shape[0] != x.shape[0]:
-        raise ValueError(f"logits_fn must map a batch x of shape {tuple(x.shape)} to logits [B, K] = [{x.shape[0]}, K]; "
-                         f"got {type(out).__name__} of shape {shape}. Return only the logits, e.g. "
+        raise ValueError(f"logits_fn must map a batch x of shape {tuple(x.shape)} to logits [B, K] = "
+                         f"[{x.shape[0]}, K]; got {type(out).__name__} of shape {shape}. Return only the logits, e.g. "
                          "lambda z: apply_model(module, params, stats, z)[0].")
     return shape
 

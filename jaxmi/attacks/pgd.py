@@ -228,7 +228,9 @@ def pgd_core(logits_fn: LogitsFn, x: Array, y: Array, *, eps, step_size, steps: 
     return best
 
 
-_pgd_jit = jax.jit(pgd_core, static_argnames=("logits_fn", "steps", "random_start", "unroll", "norm", "restarts",
+#: :func:`pgd_core` compiled once per logits function and static settings (the public
+#: :func:`pgd` calls it outside a trace; its cache size tells the compilations).
+pgd_compiled = jax.jit(pgd_core, static_argnames=("logits_fn", "steps", "random_start", "unroll", "norm", "restarts",
                                               "clip"))
 
 
@@ -283,6 +285,6 @@ def pgd(logits_fn: LogitsFn, x: Array, y: Array, *, eps: float, step_size: float
                                     random_start=random_start, norm=norm, target=target, restarts=restarts, clip=clip)
     if unroll is None:
         unroll = backend.resolve_attack_unroll("auto")
-    return (pgd_core if traced else _pgd_jit)(logits_fn, x, y, eps=eps, step_size=step_size, steps=int(steps),
+    return (pgd_core if traced else pgd_compiled)(logits_fn, x, y, eps=eps, step_size=step_size, steps=int(steps),
                                               key=key, random_start=bool(random_start), unroll=bool(unroll),
                                               norm=norm, target=target, restarts=int(restarts), clip=clip)
