@@ -271,11 +271,11 @@ class ExecConfig:
     def __post_init__(self):
         if self.devices is not None:
             _positive_int("devices", self.devices)
-        for name, value, known in (("loop", self.loop, LOOPS), ("seed_loop", self.seed_loop, SEED_LOOPS),
-                                   ("attack_loop", self.attack_loop, LOOPS),
-                                   ("kde_precision", self.kde_precision, KDE_PRECISIONS)):
+        for what, value, known in (("loop strategy", self.loop, LOOPS), ("seed loop", self.seed_loop, SEED_LOOPS),
+                                   ("attack loop", self.attack_loop, LOOPS),
+                                   ("KDE precision", self.kde_precision, KDE_PRECISIONS)):
             if value not in known:
-                raise ValueError(f"unknown {name} {value!r}; choose one of {list(known)}.")
+                raise ValueError(f"unknown {what} {value!r}; choose one of {list(known)}.")
         _positive_int("eval_batch_size", self.eval_batch_size)
 
 

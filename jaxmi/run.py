@@ -239,13 +239,14 @@ def load_trained(workdir: str | os.PathLike, seed_index: int = 0) -> tuple[Confi
     variables = dict(zip(REGIMES, (variables[n] for n in names)))
     try:
         config = Config.from_dict(meta["config"])
-    except ModelSpecError as e:
-        raise CheckpointError(f"the models in {workdir} were trained with the model "
-                              f"{meta['config'].get('model')!r}, which cannot be rebuilt here: {e}") from None
     except (KeyError, TypeError, ValueError) as e:
         raise CheckpointError(f"the configuration stored with the models in {workdir} is unusable ({e}); "
                               "rerun the experiment with --overwrite.") from None
     if seed_index:
         config = config.replace(seed=config.seed + seed_index, seeds=1)
-    module = create_model(config.model.model, int(meta["num_classes"]), precision=config.model.precision)
+    try:
+        module = create_model(config.model.model, int(meta["num_classes"]), precision=config.model.precision)
+    except ModelSpecError as e:
+        raise CheckpointError(f"the models in {workdir} were trained with the model "
+                              f"{meta['config'].get('model')!r}, which cannot be rebuilt here: {e}") from None
     return config, module, variables
