@@ -56,7 +56,8 @@ def test_wrn_batchnorm_train_vs_eval():
     v = models.init_variables(m, jax.random.key(0), (32, 32, 3))
     assert "block1" in v["batch_stats"]
     x = jax.random.uniform(jax.random.key(1), (4, 32, 32, 3))
-    lt, _, new_stats = models.apply_model(m, v["params"], v["batch_stats"], x, train=True)
+    lt, _, new_stats = jax.jit(lambda p, s, xx: models.apply_model(m, p, s, xx, train=True))(
+        v["params"], v["batch_stats"], x)
     le, _, same = models.apply_model(m, v["params"], v["batch_stats"], x, train=False)
     assert same is v["batch_stats"]
     # running statistics move towards the batch statistics (momentum 0.9, as PyTorch's 0.1)
@@ -86,11 +87,14 @@ def test_lenet_conv_impls_give_the_same_model(shape):
         m = models.LeNet(conv_impl=impl)
         v = models.init_variables(m, jax.random.key(0), shape)
 
-        def loss(p, xx):
+        def loss(p, xx, m=m):
             logits = models.apply_model(m, p, {}, xx)[0]
             return -jnp.take_along_axis(jax.nn.log_softmax(logits), y[:, None], 1).sum()
 
-        outs[impl] = (models.apply_model(m, v["params"], {}, x)[1], jax.grad(loss, argnums=(0, 1))(v["params"], x))
+        # compiled (op by op, each of the patch products is its own dispatch and compile)
+        probes_and_grads = jax.jit(lambda p, xx, m=m, loss=loss: (models.apply_model(m, p, {}, xx)[1],
+                                                                  jax.grad(loss, argnums=(0, 1))(p, xx)))
+        outs[impl] = probes_and_grads(v["params"], x)
     for impl in ("im2col", "rows"):
         jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=2e-4, atol=1e-6), outs[impl], outs["xla"])
 
