@@ -22,7 +22,7 @@ import numpy as np
 from etils import epath
 
 __all__ = ["as_path", "is_local", "atomic_write_bytes", "atomic_write_text", "write_json", "read_json",
-           "prepare_run_dir", "to_jsonable", "RunDirError"]
+           "prepare_run_dir", "discard_run_dir", "has_run_state", "to_jsonable", "RunDirError", "RUN_OUTPUTS"]
 
 def as_path(path: str | os.PathLike) -> epath.Path:
     """``path`` as an :class:`etils.epath.Path` (local, ``gs://``, ...)."""
@@ -122,7 +122,46 @@ def read_json(path: str | os.PathLike) -> Any:
     return json.loads(as_path(path).read_text(encoding="utf-8"))
 
 
-RUN_STATE_DIRS = ("checkpoints", "models")  # removed by ``overwrite`` (see jaxmi.checkpoint)
+RUN_STATE_DIRS = ("checkpoints", "models")  # a run's resumable state (see jaxmi.checkpoint)
+#: Everything a run writes into its directory besides ``config.json`` (figures are ``*.png``,
+#: ``seed<s>/`` the per-seed runs of ``--seeds``): what ``overwrite`` clears.
+RUN_OUTPUTS = ("summary.json", "timing.json", "metrics.jsonl", "tensorboard", *RUN_STATE_DIRS)
+#: Present while ``overwrite`` clears a run directory; a start that finds it clears again.
+CLEARING = ".clearing"
+
+
+def _clear_outputs(out: epath.Path, marker: str) -> None:
+    """Removes a run's outputs from ``out``: first its identity (``marker``), then every output, so
+    that an interruption never leaves the files of two configurations side by side."""
+    flag = out / CLEARING
+    flag.write_text("")
+    if (out / marker).exists():
+        (out / marker).unlink()
+    for p in out.iterdir():
+        name = p.name
+        run_dir = p.is_dir() and name.startswith("seed") and (p / marker).exists()
+        if name in RUN_OUTPUTS or name.endswith(".png") or run_dir:
+            p.rmtree() if p.is_dir() else p.unlink()
+
+
+def has_run_state(out: str | os.PathLike) -> bool:
+    """Whether a run directory holds anything a run resumes from or reports (checkpoints, models,
+    live metrics, a summary)."""
+    out = as_path(out)
+    return any((out / name).exists() for name in RUN_OUTPUTS)
+
+
+def discard_run_dir(out: str | os.PathLike, *, created: bool, marker: str = "config.json") -> None:
+    """Undoes :func:`prepare_run_dir` for a run that failed before writing anything: removes its
+    ``marker`` (and the directory, if this start ``created`` it and it is now empty), so that a
+    corrected command is not refused as a different run. A directory holding run state is kept."""
+    out = as_path(out)
+    if has_run_state(out):
+        return
+    if (out / marker).exists():
+        (out / marker).unlink()
+    if created and out.is_dir() and not any(out.iterdir()):
+        out.rmdir()
 
 
 def prepare_run_dir(out: str | os.PathLike, identity: dict, *, overwrite: bool = False,
@@ -132,7 +171,9 @@ def prepare_run_dir(out: str | os.PathLike, identity: dict, *, overwrite: bool =
     A directory that already holds a run (its ``config.json``) is refused unless its identity
     equals ``identity`` (the same run: it is resumed from its checkpoints, or re-plotted) or
     ``overwrite`` is set, which also deletes the old run's checkpoints and models
-    (``RUN_STATE_DIRS``) so that it starts over. An unwritable location raises
+    (``RUN_STATE_DIRS``) and every other output of it (``RUN_OUTPUTS``, figures, per-seed
+    directories), its identity first, so that it starts over and an interrupted ``overwrite``
+    never leaves the files of two runs side by side. An unwritable location raises
     :class:`RunDirError`.
 
     Args:
@@ -176,9 +217,9 @@ def prepare_run_dir(out: str | os.PathLike, identity: dict, *, overwrite: bool =
         probe.unlink()
     except (OSError, ValueError) as e:
         raise RunDirError(f"cannot write to --out {out} ({e.strerror or e}); choose a writable directory.") from None
-    if overwrite:
-        for name in RUN_STATE_DIRS:
-            if (out / name).is_dir():
-                (out / name).rmtree()
+    if overwrite or (out / CLEARING).exists():  # (an earlier overwrite was interrupted while clearing)
+        _clear_outputs(out, marker)
     write_json(existing, cfg)
+    if (out / CLEARING).exists():
+        (out / CLEARING).unlink()
     return out

@@ -207,3 +207,60 @@ def test_corrupt_trained_model_is_a_short_error(finished, tmp_path, capfd):
     assert message.startswith(f"the AT model in {copy / 'models' / 'at'} is unreadable (")
     assert message.endswith("rerun the experiment with --overwrite.") and "\n" not in message
     assert not any(s in capfd.readouterr().err for s in NOISE)
+
+
+# ---- an interrupted --overwrite, and a refused start
+
+def _old_run(out):
+    """A finished run's files: identity A, its outputs, a figure, state and a per-seed directory."""
+    results.prepare_run_dir(out, {"run": "A"})
+    for name in ("summary.json", "timing.json", "metrics.jsonl", "final_IXT.png"):
+        (out / name).write_text("old")
+    for d in ("checkpoints/3", "models/nt", "tensorboard", "seed1"):
+        (out / d).mkdir(parents=True)
+    (out / "seed1" / "config.json").write_text("{}")
+    (out / "notes.txt").write_text("the user's own file")
+
+
+def test_overwrite_clears_every_output_of_the_old_run(tmp_path):
+    out = tmp_path / "run"
+    _old_run(out)
+    results.prepare_run_dir(out, {"run": "B"}, overwrite=True)
+    assert sorted(p.name for p in out.iterdir()) == ["config.json", "notes.txt"]
+    assert json.loads((out / "config.json").read_text()) == {"run": "B"}
+
+
+def test_interrupted_overwrite_never_leaves_two_runs_side_by_side(tmp_path, monkeypatch):
+    out = tmp_path / "run"
+    _old_run(out)
+    cls = type(results.as_path(out))
+    calls = {"n": 0}
+    real_unlink = cls.unlink
+
+    def unlink_then_die(self, *a, **kw):  # the process dies while clearing, after the identity went
+        real_unlink(self, *a, **kw)
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(cls, "unlink", unlink_then_die)
+    with pytest.raises(KeyboardInterrupt):
+        results.prepare_run_dir(out, {"run": "B"}, overwrite=True)
+    monkeypatch.setattr(cls, "unlink", real_unlink)
+    assert (out / "summary.json").exists() or (out / "timing.json").exists()  # really cut short
+    assert not (out / "config.json").exists()  # the old identity is gone first: no old run is ever resumed as B
+    # the next start (with or without --overwrite) finishes the clearing before it writes its identity
+    results.prepare_run_dir(out, {"run": "B"})
+    assert sorted(p.name for p in out.iterdir()) == ["config.json", "notes.txt"]
+
+
+def test_a_start_refused_for_bad_data_leaves_no_run_behind(tmp_path, capsys):
+    from jaxmi import cli
+    from jaxmi.findings import finding2
+
+    out = tmp_path / "r"
+    rc = cli.main(finding2.FINDING, ["--preset", "smoke", "--data-dir", str(tmp_path / "missing"), "--out", str(out),
+                                     "--no-progress"])
+    assert rc == 2 and "missing" in capsys.readouterr().err
+    assert not out.exists()  # no config.json that would refuse the corrected command as "a different run"
+    results.prepare_run_dir(out, {"run": "corrected"})  # the corrected command starts

@@ -31,7 +31,7 @@ from jaxmi.findings.summary import (SUMMARY_KEYS, config_record, read_summary, r
                                     seed_table, verdict_lines)
 from jaxmi.history import robust_summary
 from jaxmi.plots.verdicts import plot_verdicts
-from jaxmi.results import prepare_run_dir, write_json
+from jaxmi.results import as_path, discard_run_dir, prepare_run_dir, write_json
 from jaxmi.run import log_line
 from jaxmi.verdicts import combine_seeds
 
@@ -141,8 +141,13 @@ def run(finding: Finding, config: Config, workdir: str | os.PathLike, *, options
         finding.check(config, opts)
     identity = (finding.identity(config, opts) if finding.identity is not None
                 else {**config.identity(), **_options_record(opts)})
+    created = not as_path(workdir).exists()
     workdir = prepare_run_dir(workdir, identity, overwrite=overwrite, normalize=normalize_identity)
-    m = finding.measure(config, opts, workdir, log=log, show_progress=show_progress)
+    try:
+        m = finding.measure(config, opts, workdir, log=log, show_progress=show_progress)
+    except BaseException:  # refused before writing anything (bad data, model, ...): leave no run behind
+        discard_run_dir(workdir, created=created)
+        raise
     summary: dict[str, Any] = dict(zip(SUMMARY_KEYS, (finding.title, m.config, _options_record(opts), m.source,
                                                       m.run, m.results)))
     summary["verdicts"], summary["evidence"] = finding.decide(summary, opts)
