@@ -24,6 +24,7 @@ after, and every timing.
 from __future__ import annotations
 
 import argparse
+import importlib.metadata
 import math
 import statistics
 import sys
@@ -91,7 +92,7 @@ def main(argv=None) -> dict:
             times_b, ref = timed(lambda: estimator.estimate(x, y), args.repeats)
         ratio = statistics.median(times_b) / statistics.median(times_j)
         diff = abs(est * LN2 - ref)
-        result.update(bmi_s=times_b, bmi_median_s=statistics.median(times_b), bmi_nats=ref, ratio=ratio,
+        result.update(bmi_version=importlib.metadata.version("benchmark-mi"), bmi_s=times_b, bmi_median_s=statistics.median(times_b), bmi_nats=ref, ratio=ratio,
                       abs_diff_nats=diff)
         print(f"bmi:   {statistics.median(times_b):.3f} s (median of {args.repeats}), {ref:.9f} nats")
         print(f"bmi / jaxmi = {ratio:.1f}x, |difference| = {diff:.1e} nats")
