@@ -11,7 +11,8 @@ timed on the same points:
   host): median of ``--repeats``; skipped when bmi is not installed.
 
 Reports seconds each, the ratio bmi / jaxmi and |jaxmi − bmi| in nats (bmi clips its
-estimate at 0; the true MI of these data is −(d/2)·ln(1 − ρ²) = 1.44 nats at d = 10). Then times jaxmi alone at ``--large`` points
+estimate at 0; the true MI of these data is −(d/2)·ln(1 − ρ²) = 1.44 nats at d = 10). Then
+times jaxmi alone at ``--large`` points
 (default 50,000; bmi is not run there): the first call (with compilation) and the median of
 ``--large-repeats`` further calls. Writes JSON (``--out``, default
 ``benchmarks/results/ksg_throughput.json``) with the machine, the load average before and
@@ -92,7 +93,8 @@ def main(argv=None) -> dict:
             times_b, ref = timed(lambda: estimator.estimate(x, y), args.repeats)
         ratio = statistics.median(times_b) / statistics.median(times_j)
         diff = abs(est * LN2 - ref)
-        result.update(bmi_version=importlib.metadata.version("benchmark-mi"), bmi_s=times_b, bmi_median_s=statistics.median(times_b), bmi_nats=ref, ratio=ratio,
+        result.update(bmi_version=importlib.metadata.version("benchmark-mi"), bmi_s=times_b,
+                      bmi_median_s=statistics.median(times_b), bmi_nats=ref, ratio=ratio,
                       abs_diff_nats=diff)
         print(f"bmi:   {statistics.median(times_b):.3f} s (median of {args.repeats}), {ref:.9f} nats")
         print(f"bmi / jaxmi = {ratio:.1f}x, |difference| = {diff:.1e} nats")

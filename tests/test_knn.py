@@ -9,8 +9,7 @@ import warnings
 import numpy as np
 import pytest
 
-from jaxmi.estimators import ksg_mi
-from jaxmi.estimators import knn
+from jaxmi.estimators import knn, ksg_mi
 from jaxmi.estimators.knn import ksg_counts
 
 

@@ -77,6 +77,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxmi.estimators.knn_host import host_counts
+
 __all__ = ["ksg_mi", "ksg_counts", "KSGCounts", "KSG_METRICS", "ksg_block_size"]
 
 #: The per-space distances :func:`ksg_mi` supports.
@@ -349,81 +351,6 @@ def _device_rows(x, y, rows: np.ndarray, k: int, metric: str, block_size: int, d
     return [a[:m].astype(np.int64) for a in jax.device_get(out)]
 
 
-def _host_distances(a: np.ndarray, b: np.ndarray, metric: str) -> np.ndarray:
-    """float64 distances (squared for Euclidean) between rows of a [r, d] and b [N, d], from
-    coordinate differences, one coordinate at a time (no cancellation: duplicate points are
-    exactly 0 apart)."""
-    acc = np.zeros((a.shape[0], b.shape[0]))
-    tmp = np.empty_like(acc)
-    for k in range(a.shape[1]):
-        np.subtract(a[:, k, None], b[None, :, k], out=tmp)
-        if metric == "euclidean":
-            np.multiply(tmp, tmp, out=tmp)
-            acc += tmp
-        else:
-            np.abs(tmp, out=tmp)
-            np.maximum(acc, tmp, out=acc)
-    return acc
-
-
-_U64 = 2.0 ** -53  # float64 unit roundoff
-
-
-def _host_counts(xs: np.ndarray, ys: np.ndarray, rows: np.ndarray, k: int, metric: str,
-                 chunk_bytes: int = 1 << 26) -> tuple[np.ndarray, np.ndarray]:
-    """float64 counts for the given rows (O(len(rows)·N·d) time, O(chunk_bytes) memory).
-
-    Euclidean distances come from the Gram identity first (matrix products), with the same
-    rounding band as on the device (:func:`_tolerance` with u = 2⁻⁵³ and no input cast); the
-    rows that are still undecided (exact ties, duplicates) are counted from direct coordinate
-    differences, as Chebyshev distances always are.
-    """
-    n = xs.shape[0]
-    per = max(1, chunk_bytes // (8 * n * 6))  # a step holds six [r, N] float64 arrays
-    nx = np.empty(len(rows), np.int64)
-    ny = np.empty(len(rows), np.int64)
-    sq = (np.einsum("nd,nd->n", xs, xs), np.einsum("nd,nd->n", ys, ys))
-    for a in range(0, len(rows), per):
-        r = rows[a:a + per]
-        out = _host_block(xs, ys, r, k, metric, sq if metric == "euclidean" else None)
-        if out[2] is not None:  # rows the Gram band leaves undecided: direct differences
-            redo = np.flatnonzero(out[2])
-            if redo.size:
-                out[0][redo], out[1][redo], _ = _host_block(xs, ys, r[redo], k, metric, None)
-        nx[a:a + len(r)], ny[a:a + len(r)] = out[0], out[1]
-    return nx, ny
-
-
-def _host_block(xs, ys, r, k, metric, sq):
-    """Counts of rows ``r`` in float64, from the Gram identity (``sq``: the squared norms;
-    returns which rows its rounding band leaves undecided) or from coordinate differences
-    (``sq`` None; the third result is None)."""
-    diag = (np.arange(len(r)), r)
-    if sq is None:
-        dx, dy = _host_distances(xs[r], xs, metric), _host_distances(ys[r], ys, metric)
-    else:
-        dx = np.maximum(sq[0][r, None] + sq[0][None, :] - 2.0 * (xs[r] @ xs.T), 0.0)
-        dy = np.maximum(sq[1][r, None] + sq[1][None, :] - 2.0 * (ys[r] @ ys.T), 0.0)
-    dx[diag] = dy[diag] = 0.0  # point i itself: exactly 0
-    joint = np.maximum(dx, dy)
-    joint[diag] = np.inf  # excluded from the neighbours by index
-    eps = np.partition(joint, k - 1, axis=1)[:, k - 1]
-    self_in = (eps > 0).astype(np.int64)  # point i is below ε unless ε = 0
-    nx = np.sum(dx < eps[:, None], axis=1) - self_in
-    ny = np.sum(dy < eps[:, None], axis=1) - self_in
-    if sq is None:
-        return nx, ny, None
-    sx, sy = sq[0][r], sq[1][r]
-    delta = 10.0 * _U64 * 3.0 * (2 * max(xs.shape[1], ys.shape[1]) + 8)
-    reach = eps * (1.0 + delta) + delta * np.maximum(sx, sy)
-    tx = [(2 * d + 8) * _U64 * (s_ + np.square(np.sqrt(s_) + np.sqrt(reach))) * (1.0 + 1e-3)
-          for d, s_ in ((xs.shape[1], sx), (ys.shape[1], sy))]
-    t_eps = np.maximum(tx[0], tx[1])
-    band = (np.sum(np.abs(dx - eps[:, None]) <= (tx[0] + t_eps)[:, None], axis=1)
-            + np.sum(np.abs(dy - eps[:, None]) <= (tx[1] + t_eps)[:, None], axis=1))
-    return nx, ny, band != 1
-
-
 def ksg_counts(x: Any, y: Any, k: int = 3, metric: str = "euclidean", *, standardize: bool = True,
                block_size: int | None = None) -> KSGCounts:
     """The KSG neighbour counts n_x(i), n_y(i) of every point (see the module docstring).
@@ -457,7 +384,7 @@ def _counts(xs, ys, k, metric, standardize, block_size) -> KSGCounts:
         nx[redo[ok]], ny[redo[ok]] = nx2[ok], ny2[ok]
         redo = redo[~ok]
     if redo.size:
-        nx[redo], ny[redo] = _host_counts(xs, ys, redo, k, metric)
+        nx[redo], ny[redo] = host_counts(xs, ys, redo, k, metric)
     return KSGCounts(nx, ny, direct, int(redo.size))
 
 
