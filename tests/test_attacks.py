@@ -307,7 +307,7 @@ def test_compiled_attacks_equal_the_eager_cores():
     np.testing.assert_array_equal(attacks.fgsm(f, x, y, eps=0.03), fgsm_core(f, x, y, 0.03))
     base = dict(key=key, unroll=True, restarts=1)
     for norm, eps, step in (("linf", 0.03, 0.01), ("l2", 0.5, 0.1)):
-        kw = dict(eps=eps, step_size=step, steps=7, norm=norm)
+        kw = dict(eps=eps, step_size=step, steps=3, norm=norm)
         np.testing.assert_array_equal(attacks.pgd(f, x, y, **kw),
                                       pgd_core(f, x, y, random_start=False, target=None, **base, **kw))
         t = (y + 1) % 10
@@ -316,7 +316,7 @@ def test_compiled_attacks_equal_the_eager_cores():
         np.testing.assert_allclose(attacks.pgd(f, x, y, random_start=True, key=key, **kw),
                                    pgd_core(f, x, y, random_start=True, target=None, **base, **kw), rtol=0, atol=5e-6,
                                    err_msg=norm)
-    apgd_kw = dict(eps=0.03, key=key, steps=10, norm="linf")
+    apgd_kw = dict(eps=0.03, key=key, steps=5, norm="linf")
     core_kw = dict(target=None, restarts=1, rho=0.75, momentum=0.75, unroll=False)
     np.testing.assert_array_equal(attacks.apgd(f, x, y, loss="ce", **apgd_kw),
                                   apgd_core(f, x, y, loss="ce", **apgd_kw, **core_kw)[0])
