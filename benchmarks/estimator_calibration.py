@@ -4,8 +4,8 @@
 Two kinds of task:
 
 * **KSG** (:func:`jaxmi.estimators.ksg_mi`, k = 3, Euclidean, standardised columns) on pairs
-  (X, Y) of continuous variables. With the ``bmi`` package installed (PyPI: benchmark-mi; see
-  the ``bmi`` extra in pyproject.toml) the tasks are bmi's own (``bmi.benchmark.BENCHMARK_TASKS``:
+  (X, Y) of continuous variables. With the ``bmi`` package installed (PyPI: benchmark-mi; its
+  install is in benchmarks/README.md) the tasks are bmi's own (``bmi.benchmark.BENCHMARK_TASKS``:
   multivariate normal and Student-t tasks and some transformed ones), and bmi's
   ``KSGEnsembleFirstEstimator`` (neighborhoods=(3,), the same k) runs on the same points as
   jaxmi's first draw. Without bmi, two correlated-Gaussian tasks written here (closed form
