@@ -111,14 +111,14 @@ def test_selections_block_sizes_and_direct_agree():
     import jax.numpy as jnp
 
     x, y = _gaussian_pairs(203, 2, 0.5, seed=1)
-    xs = jnp.asarray(knn._prepare(x, True), jnp.float32)
-    ys = jnp.asarray(knn._prepare(y, True), jnp.float32)
+    xs = jnp.asarray(knn.standardized(x, True), jnp.float32)
+    ys = jnp.asarray(knn.standardized(y, True), jnp.float32)
     nx, ny, _ = brute_force(x, y, 3, "euclidean")
     for selection in ("top_k", "threshold", "chunked"):
         for block in (7, 203):
             for direct in (False, True):
                 rows = np.minimum(np.arange(-(-203 // block) * block), 202).astype(np.int32)
-                out = [np.asarray(a)[:203] for a in knn._device_counts(
+                out = [np.asarray(a)[:203] for a in knn.device_counts(
                     xs, ys, jnp.asarray(rows), k=3, metric="euclidean", block_size=block, selection=selection,
                     direct=direct)]
                 sure = out[2] == 1
@@ -142,7 +142,7 @@ def test_kth_smallest_with_ties(k):
     a[0, :] = 3.0  # one value everywhere
     ref = np.sort(a, axis=1)[:, k - 1]
     for selection in ("top_k", "threshold", "chunked"):
-        np.testing.assert_array_equal(np.asarray(knn._kth_smallest(jnp.asarray(a), k, selection)), ref)
+        np.testing.assert_array_equal(np.asarray(knn.kth_smallest(jnp.asarray(a), k, selection)), ref)
 
 
 @pytest.mark.parametrize("rho", [0.6, 0.9])

@@ -34,7 +34,7 @@ Chebyshev: max |a_k − b_k|), point i's own distance set to exactly 0, their ma
 point i set to +∞, ε_i (squared for Euclidean) as the k-th smallest of that row
 (``jax.lax.top_k`` of the negated row on accelerators; on CPU, where XLA's ``top_k`` sorts
 whole rows, from the minima of chunks of 64 columns: :func:`default_selection`,
-:func:`_kth_smallest`), and the strict counts (float32 sums, exact below 2²⁴). The columns
+:func:`kth_smallest`), and the strict counts (float32 sums, exact below 2²⁴). The columns
 are padded to whole chunks with points at +∞ distance. Memory is O(B·N); no N × N matrix is
 formed. Squared distances compare as the distances do, so the
 counts are those of the definition above.
@@ -79,7 +79,8 @@ import numpy as np
 
 from jaxmi.estimators.knn_host import host_counts
 
-__all__ = ["ksg_mi", "ksg_counts", "KSGCounts", "KSG_METRICS", "ksg_block_size"]
+__all__ = ["ksg_mi", "ksg_counts", "KSGCounts", "KSG_METRICS", "ksg_block_size", "standardized", "kth_smallest",
+           "device_counts"]
 
 #: The per-space distances :func:`ksg_mi` supports.
 KSG_METRICS = ("euclidean", "chebyshev")
@@ -87,7 +88,7 @@ _U32 = 2.0 ** -24  # float32 unit roundoff
 _LOG2 = math.log(2.0)
 #: Largest k for which the CPU finds ε by chunk minima rather than ``jax.lax.top_k``.
 MAX_CHUNKED_K = 32
-#: Columns per chunk of the chunked selection (:func:`_kth_smallest`).
+#: Columns per chunk of the chunked selection (:func:`kth_smallest`).
 CHUNK = 64
 
 
@@ -166,7 +167,7 @@ def _check(x, y, k, metric) -> tuple[np.ndarray, np.ndarray]:
     return xs, ys
 
 
-def _prepare(a: np.ndarray, standardize: bool) -> np.ndarray:
+def standardized(a: np.ndarray, standardize: bool) -> np.ndarray:
     """Centred (and, with ``standardize``, unit-variance) columns in float64; a constant column
     keeps scale 1 (as scikit-learn's StandardScaler, which ``bmi`` uses)."""
     a = a - a.mean(axis=0, keepdims=True)
@@ -243,7 +244,7 @@ def _threshold_kth(a, k: int):
     return v
 
 
-def _kth_smallest(a, k: int, selection: str):
+def kth_smallest(a, k: int, selection: str):
     """The k-th smallest entry of every row of a [B, N], counted with multiplicity; N a multiple
     of :data:`CHUNK` for ``"chunked"``.
 
@@ -284,8 +285,8 @@ def default_selection(k: int, device: jax.Device | None = None) -> str:
 
 
 @functools.partial(jax.jit, static_argnames=("k", "metric", "block_size", "selection", "direct"))
-def _device_counts(x, y, rows, *, k: int, metric: str, block_size: int, selection: str = "top_k",
-                   direct: bool = False):
+def device_counts(x, y, rows, *, k: int, metric: str, block_size: int, selection: str = "top_k",
+                  direct: bool = False):
     """float32 counts of the given rows and, per row, the number of (point, space) comparisons
     within the rounding band of ε (1: the row's counts are exact).
 
@@ -317,7 +318,7 @@ def _device_counts(x, y, rows, *, k: int, metric: str, block_size: int, selectio
         # exactly 0 for point i itself, +∞ for the padding columns, in both spaces
         dx = jnp.where(real[None, :], jnp.where(other, _distances(x[r], xp, sx[r], sxp, metric, direct), 0.0), jnp.inf)
         dy = jnp.where(real[None, :], jnp.where(other, _distances(y[r], yp, sy[r], syp, metric, direct), 0.0), jnp.inf)
-        eps = _kth_smallest(jnp.where(other, jnp.maximum(dx, dy), jnp.inf), k, selection)
+        eps = kth_smallest(jnp.where(other, jnp.maximum(dx, dy), jnp.inf), k, selection)
         e = eps[:, None]
         # Only points within `reach` of point i can decide ε or compare differently with it
         # (module docstring), so the bounds are those of distances up to that reach.
@@ -338,7 +339,7 @@ def _device_counts(x, y, rows, *, k: int, metric: str, block_size: int, selectio
 
 
 def _device_rows(x, y, rows: np.ndarray, k: int, metric: str, block_size: int, direct: bool):
-    """:func:`_device_counts` for any row indices: padded to a whole number of blocks (to a
+    """:func:`device_counts` for any row indices: padded to a whole number of blocks (to a
     power-of-two number of blocks for a subset, so that few sizes compile), results trimmed."""
     m = len(rows)
     nb = -(-m // block_size)
@@ -346,7 +347,7 @@ def _device_rows(x, y, rows: np.ndarray, k: int, metric: str, block_size: int, d
         nb = 1 << (nb - 1).bit_length()
     idx = np.full(nb * block_size, rows[-1], np.int32)
     idx[:m] = rows
-    out = _device_counts(x, y, jnp.asarray(idx), k=k, metric=metric, block_size=block_size,
+    out = device_counts(x, y, jnp.asarray(idx), k=k, metric=metric, block_size=block_size,
                          selection=default_selection(k), direct=direct)
     return [a[:m].astype(np.int64) for a in jax.device_get(out)]
 
@@ -367,7 +368,7 @@ def ksg_counts(x: Any, y: Any, k: int = 3, metric: str = "euclidean", *, standar
 
 def _counts(xs, ys, k, metric, standardize, block_size) -> KSGCounts:
     n = xs.shape[0]
-    xs, ys = _prepare(xs, standardize), _prepare(ys, standardize)
+    xs, ys = standardized(xs, standardize), standardized(ys, standardize)
     b = ksg_block_size(n) if block_size is None else int(block_size)
     if b < 1:
         raise ValueError(f"block_size must be ≥ 1 (rows per device block); got {block_size}. Leave it None for "
