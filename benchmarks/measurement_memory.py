@@ -6,7 +6,7 @@ randomly initialised model and random images of the model's input size:
 
 1. the PGD-7 examples of the N images (evaluation attack from the clean image);
 2. for every probe group (no group wider than the widest probe,
-   :func:`jaxmi.evaluation.probe_groups`), on clean and then on adversarial inputs, the
+   :func:`jaxmi.plan.probe_groups`), on clean and then on adversarial inputs, the
    group's activations [N, D], estimated with the KDE upper and lower bounds and binning
    (:func:`jaxmi.estimators.estimate`) and released before the next group.
 

@@ -89,7 +89,7 @@ class MIPlan:
 
     estimators: tuple[str, ...]
     options: dict[str, Any]  # keyword arguments of jaxmi.estimators.estimate (without block_size)
-    groups: list[tuple[str, ...]]  # probes held at a time (jaxmi.evaluation.probe_groups)
+    groups: list[tuple[str, ...]]  # probes held at a time (jaxmi.plan.probe_groups)
     blocks: dict[str, int]  # KDE block size per probe
     sweep_blocks: dict[str, int]  # KDE block size per probe for the σ² sweep
     sweep_grid: dict[str, Any] | None  # {"noise_var", "bin_size", "estimators", "noise_scale"}; None: no sweep

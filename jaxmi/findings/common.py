@@ -135,7 +135,7 @@ class Passes(NamedTuple):
 
 def model_passes(module: Any, config: Config, n: int, input_shape: tuple[int, ...]) -> Passes:
     """The :class:`Passes` of ``module`` for ``n`` images under ``config``'s evaluation attack,
-    batch and loop; probes come a group at a time (:func:`jaxmi.evaluation.probe_groups`)."""
+    batch and loop; probes come a group at a time (:func:`jaxmi.plan.probe_groups`)."""
     exe = execution(config)
     batching = dict(batch_size=min(exe.eval_batch_size, n), loop=exe.loop, stacked=False)
     groups = probe_groups(probe_widths(module, input_shape))

@@ -10,7 +10,7 @@ Every finding writes the same top-level keys (:func:`jaxmi.findings.runner.run`)
      "results": {...},          # the finding's own measurements ({} for findings 1 and 2)
      "verdicts": {...}, "evidence": {...}, "figures": [...]}
 
-``run`` is :meth:`jaxmi.history.RunResult.summary_fields` for findings 1 and 2 (``layers``,
+``run`` is :meth:`jaxmi.result.RunResult.summary_fields` for findings 1 and 2 (``layers``,
 ``epochs_measured``, ``data``, ``num_classes``, ``nt``/``at`` histories with per-epoch MI,
 ``seeds``, ``saturation``, ``sweep``, ``robust``). Findings 3 and 4 keep the training record
 of the models they measure in the same place: ``nt``/``at`` with ``train_acc`` and
