@@ -90,6 +90,20 @@ def _import_from_cwd() -> None:
         sys.path.append(cwd)
 
 
+def _refuse_ignored_flags(finding: Finding, given: Sequence[str]) -> None:
+    """With ``--from-run`` the loaded run fixes the configuration; a flag it would ignore is refused."""
+    fields = flat_fields()
+    taken = finding.from_run_fields + (() if finding.seeds_native else ("seeds",))  # seeds k of the loaded run
+    ignored = [k for k in given if fields[k][0] != "exec" and k not in taken]
+    if ignored:
+        flags = ", ".join("--" + fields[k][1].metadata.get("flag", k).replace("_", "-") for k in ignored)
+        kept = ", ".join("--" + k.replace("_", "-") for k in taken)
+        raise ValueError(f"{flags} would be ignored with --from-run: the loaded run fixes its configuration "
+                         f"(dataset, model, training, attack). Drop {flags}" + (f"; with --from-run, {finding.name} "
+                         f"takes {kept} and the execution flags." if kept else
+                         f"; with --from-run, {finding.name} takes only the execution flags."))
+
+
 def parse(finding: Finding, argv: Sequence[str] | None, description: str = ""):
     """``(config, options, args)`` from the command line (exits with status 2 on bad values)."""
     parser, config_names, option_names = build_parser(finding, description)
@@ -107,6 +121,8 @@ def parse(finding: Finding, argv: Sequence[str] | None, description: str = ""):
         options.update({k: getattr(args, k) for k in option_names if getattr(args, k) is not None})
         if finding.options is not None:
             parse_options(finding.options, options)  # validates the options before anything runs
+        if options.get("from_run"):
+            _refuse_ignored_flags(finding, [k for k in config_names if getattr(args, k) is not None])
     except ValueError as e:
         parser.error(str(e))
     return config, options, args

@@ -187,8 +187,9 @@ class AttackConfig:
         if isinstance(self.eps_warmup, bool) or not 0 <= float(self.eps_warmup) < float("inf"):
             raise ValueError(f"eps_warmup must be a number of epochs ≥ 0 (0: no warm-up); got {self.eps_warmup}.")
         # ε, step and steps as jaxmi.attacks.PGDConfig checks them (that module is not imported here).
-        if self.eps is not None and not self.eps >= 0:
-            raise ValueError(f"attack eps must be ≥ 0 (an L∞ radius in [0, 1] pixel units); got {self.eps}.")
+        if self.eps is not None and not 0 <= self.eps <= 1:
+            raise ValueError(f"attack eps must be in [0, 1] (an L∞ radius in pixel units of images in [0, 1]); got "
+                             f"{self.eps}. Give it as a fraction of the pixel range, e.g. --eps 0.0314 for 8/255.")
         if self.step_size is not None and not self.step_size > 0:
             raise ValueError(f"attack step size must be > 0; got {self.step_size}.")
         if self.attack_steps is not None and (isinstance(self.attack_steps, bool) or

@@ -266,6 +266,9 @@ def resolve(config: Config, *, mesh: jax.sharding.Mesh | None = None,
     info = data_lib.dataset_info(d.dataset) if d.dataset in data_lib.DATASETS else None
     train = data_lib.load_dataset(d.dataset, "train", data_dir=d.data_dir, max_examples=d.train_examples)
     test = data_lib.load_dataset(d.dataset, "test", data_dir=d.data_dir)
+    if d.train_examples is not None and len(train) < d.train_examples:
+        raise ValueError(f"train_examples={d.train_examples} exceeds the {len(train)} training images of "
+                         f"{d.dataset}; lower --train-examples (or leave it out to train on all of them).")
     if len(test) < config.mi.samples:
         raise ValueError(f"samples={config.mi.samples} exceeds the {len(test)} test images of {d.dataset}; "
                          "lower --samples.")

@@ -112,3 +112,22 @@ def test_eps_warmup_flag_steps_and_errors(capsys):
     with pytest.raises(SystemExit):
         cli.parse(finding2.FINDING, ["--eps-warmup", "-2"])
     assert "eps_warmup must be" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("finding, argv, ignored", [
+    (finding1, ["--from-run", "R", "--model", "mlp"], "--model"),
+    (finding1, ["--from-run", "R", "--seeds", "3"], "--seeds"),  # finding 1 reads every seed of the run
+    (finding3, ["--from-run", "R", "--epochs", "5", "--noise-var", "0.5"], "--epochs, --noise-var"),
+    (finding4, ["--from-run", "R", "--eps", "0.1"], "--eps"),
+])
+def test_flags_that_from_run_would_ignore_are_refused(finding, argv, ignored, capsys):
+    with pytest.raises(SystemExit) as e:
+        cli.parse(finding.FINDING, ["--preset", "smoke", *argv])
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and f"{ignored} would be ignored with --from-run" in err and f"Drop {ignored}" in err
+
+
+def test_flags_that_from_run_takes_are_accepted():
+    config, options, _ = cli.parse(finding3.FINDING, ["--preset", "smoke", "--from-run", "R", "--samples", "64",
+                                                      "--data-dir", "D", "--seeds", "2", "--devices", "1"])
+    assert options["from_run"] == "R" and config.mi.samples == 64 and config.seeds == 2

@@ -151,6 +151,8 @@ def _script_module():
     (["--estimators", "kde_middle"], "unknown estimator"),
     (["--preset", "huge"], "unknown preset"),
     (["--eps", "-0.1"], "eps must be"),
+    (["--eps", "3"], "eps must be in [0, 1]"),
+    (["--train-examples", "100000000"], "train_examples=100000000 exceeds the 60000 training images of mnist"),
     (["--step-size", "0"], "step size must be > 0"),
     (["--attack-steps", "-2"], "steps must be"),
     (["--samples", "1"], "samples must be"),

@@ -376,7 +376,8 @@ def _figures(summary: dict[str, Any], workdir: Path, a) -> list[Path]:
 FINDING = Finding(name="finding3", title=TITLE, measure=_measure,
                   decide=lambda summary, opts: decide(summary, strong_saturation=opts.strong_saturation),
                   table=verdict_table, figures=_figures, presets=PRESETS, options=Options, check=_check,
-                  default_dataset="cifar10")
+                  default_dataset="cifar10",
+                  from_run_fields=("samples", "estimators", "data_dir"))
 
 
 def run(config: Config, workdir: str | Path, *, options: dict[str, Any] | None = None, overwrite: bool = False,

@@ -332,7 +332,8 @@ def _decide(summary: dict[str, Any], opts: Options) -> tuple[dict[str, dict], di
 
 FINDING = Finding(name="finding4", title=TITLE, measure=_measure, decide=_decide, table=verdict_table,
                   figures=lambda summary, workdir, artifacts: plots.plot_estimator_geometry(summary, workdir),
-                  presets=PRESETS, options=Options)
+                  presets=PRESETS, options=Options,
+                  from_run_fields=("samples", "estimators", "data_dir"))
 
 
 def run(config: Config, workdir: str | Path, *, options: dict[str, Any] | None = None, overwrite: bool = False,

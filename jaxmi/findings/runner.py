@@ -84,6 +84,9 @@ class Finding:
       default_dataset: the dataset when ``--dataset`` is not given.
       seeds_native: ``--seeds K`` trains the K seeds as one stack (findings 1 and 2); otherwise
         the finding runs once per seed (:func:`run_per_seed`).
+      from_run_fields: the configuration fields a run with ``--from-run`` still takes from the
+        command line (besides the execution section); the command line refuses the others,
+        which the loaded run fixes.
     """
 
     name: str
@@ -98,6 +101,7 @@ class Finding:
     check: Callable[[Config, Any], None] | None = None
     default_dataset: str = "mnist"
     seeds_native: bool = False
+    from_run_fields: tuple[str, ...] = ()
 
     def run(self, config: Config, workdir: str | os.PathLike, *, options: Mapping[str, Any] | None = None,
             overwrite: bool = False, show_progress: bool = True, log: Callable[[str], None] = log_line
