@@ -25,6 +25,7 @@ The readers themselves are in :mod:`jaxmi.loaders`.
 from __future__ import annotations
 
 import dataclasses
+import operator
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -115,17 +116,28 @@ def load_dataset(name: str, split: str = "train", *, data_dir: str | os.PathLike
       DataError: unknown name/source/split, missing or damaged files, count mismatches, labels
         outside ``[0, num_classes)``, images of the wrong shape.
     """
-    if source not in SOURCES:
+    if not isinstance(name, str):
+        raise DataError(f"name must be a dataset name, a string such as 'mnist' or 'tfds:<name>'; got {name!r} "
+                        f"({type(name).__name__}).")
+    if not isinstance(split, str):
+        raise DataError(f"split must be a string, 'train' or 'test'; got {split!r} ({type(split).__name__}).")
+    if not isinstance(source, str) or source not in SOURCES:
         raise DataError(f"unknown source {source!r}; choose one of {list(SOURCES)}.")
     if name.startswith("tfds:"):  # any TFDS dataset by name: "tfds:emnist/digits"
         name, source = name[len("tfds:"):], "tfds"
     if name not in DATASETS and source != "tfds" and data_dir is None:
         dataset_info(name)  # raises, listing the known names
-    if max_examples is not None and (int(max_examples) != max_examples or max_examples < 1):
-        raise DataError(f"max_examples must be a positive integer or None; got {max_examples}.")
+    if max_examples is not None:
+        try:
+            ok = not isinstance(max_examples, bool) and operator.index(max_examples) >= 1
+        except TypeError:
+            ok = False
+        if not ok:
+            raise DataError(f"max_examples must be a positive integer or None (all examples); got {max_examples!r}.")
     info = DATASETS.get(name)
     if data_dir is not None and not Path(data_dir).exists() and source != "tfds":
-        raise DataError(f"{data_dir}: --data-dir does not exist; give the directory that holds the dataset.")
+        raise DataError(f"{data_dir}: --data-dir does not exist (data_dir={str(data_dir)!r}); give the directory "
+                        "that holds the dataset.")
 
     if source == "auto":
         if data_dir is None:

@@ -241,12 +241,20 @@ def create_model(name: str, num_classes: int = 10, *, precision: str = "float32"
     factory sets, so only ``"float32"`` is accepted with a spec.
 
     Raises:
-      ValueError: an unknown name or precision; :class:`ModelSpecError` for a spec
+      TypeError: ``num_classes`` is not an integer.
+      ValueError: an unknown name or precision, ``num_classes`` below 2; :class:`ModelSpecError` for a spec
         that cannot be imported or whose factory returns no model.
     """
+    try:
+        is_int = not isinstance(num_classes, bool) and operator.index(num_classes) == num_classes
+    except TypeError:
+        is_int = False
+    if not is_int:
+        raise TypeError(f"num_classes must be an integer ≥ 2 (the number of classes, e.g. 10); got "
+                        f"{num_classes!r} ({type(num_classes).__name__}).")
     if num_classes < 2:
         raise ValueError(f"num_classes must be ≥ 2; got {num_classes}.")
-    if precision not in PRECISIONS:
+    if not isinstance(precision, str) or precision not in PRECISIONS:
         raise ValueError(f"unknown precision {precision!r}; choose one of {sorted(PRECISIONS)}.")
     if name in MODELS:
         return MODELS[name].build(num_classes, PRECISIONS[precision])

@@ -44,9 +44,11 @@ from __future__ import annotations
 import dataclasses
 import functools
 import inspect
+import operator
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
+import flax.errors
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -179,6 +181,21 @@ def _run(module: nn.Module, variables: Mapping[str, Any], x: Array, train: bool)
     return out, state.get("intermediates", {})
 
 
+def _check_input_shape(module: nn.Module, input_shape: Any) -> tuple[int, ...]:
+    """``input_shape`` as a tuple of positive integers ((H, W, C) for the built-in convolutional
+    models), or a ValueError naming it."""
+    try:
+        shape = tuple(operator.index(d) for d in input_shape)
+        ok = len(shape) > 0 and all(d > 0 and not isinstance(d, bool) for d in input_shape)
+    except TypeError:
+        ok = False
+    conv = type(module).__module__ == "jaxmi.models" and type(module).__name__ in ("LeNet", "WideResNet")
+    if not ok or (conv and len(shape) != 3):
+        raise ValueError(f"input_shape must be the shape of one input, a tuple of positive integers such as "
+                         f"(28, 28, 1) (H, W, C, without the batch axis); got {input_shape!r}.")
+    return shape
+
+
 def available(module: Any, variables: Mapping[str, Any] | None, input_shape: Sequence[int], *,
               train: bool = False) -> dict[str, tuple[int, ...]]:
     """Every probe :func:`capture` can return, with its per-sample shape (traced, not computed).
@@ -192,8 +209,23 @@ def available(module: Any, variables: Mapping[str, Any] | None, input_shape: Seq
     Returns:
       ``{name: shape of one sample's output}`` in the order the layers finish; the probe's
       width D is the product of the shape.
+
+    Raises:
+      ValueError: ``input_shape`` is not a tuple of positive integers ((H, W, C) for the built-in
+        LeNet and WideResNet), or the variables do not fit it.
     """
     inner = _inner(module)
+    input_shape = _check_input_shape(inner, input_shape)
+    try:
+        return _probe_shapes(inner, variables, input_shape, train)
+    except flax.errors.ScopeParamShapeError as e:
+        raise ValueError(f"input_shape {input_shape} does not fit the module's parameters: {_flax_message(e)}. Pass "
+                         "the shape of one input the variables were initialised for (e.g. (28, 28, 1) for MNIST), "
+                         "or variables=None for a fresh initialisation.") from None
+
+
+def _probe_shapes(inner: nn.Module, variables: Mapping[str, Any] | None, input_shape: tuple[int, ...],
+                  train: bool) -> dict[str, tuple[int, ...]]:
     order: list[str] = []
 
     def f(x, v):
@@ -236,20 +268,60 @@ def capture(module: Any, variables: Mapping[str, Any], x: Array, *, names: str |
       each flattened by :func:`flatten`.
 
     Raises:
-      ValueError: a name is not a probe of the module; the message lists those that are.
+      ValueError: a name is not a probe of the module (the message lists those that are), ``names``
+        is empty or not strings, ``x`` has no batch axis (built-in LeNet and WideResNet: not
+        [N, H, W, C]) or a shape the variables do not fit (checked on shapes, when traced).
     """
     inner = _inner(module)
-    x = jnp.asarray(x)
-    if names is None:
-        names = tuple(available(inner, variables, x.shape[1:], train=train))
-    else:
-        names = (names,) if isinstance(names, str) else tuple(names)
+    x = _check_x(inner, x)
     try:
-        run = _compiled_capture(inner, names, bool(train))
-    except TypeError:  # an unhashable module: run it without jit
-        def run(variables, x):
-            return _select(_collect(_run(inner, variables, x, train)[1], x.shape[0]), names, inner)
-    return dict(zip(names, run(_variables(variables), x)))
+        if names is None:
+            names = tuple(_probe_shapes(inner, variables, tuple(x.shape[1:]), train))
+        else:
+            names = _capture_names(names)
+        try:
+            run = _compiled_capture(inner, names, bool(train))
+        except TypeError:  # an unhashable module: run it without jit
+            def run(variables, x):
+                return _select(_collect(_run(inner, variables, x, train)[1], x.shape[0]), names, inner)
+        return dict(zip(names, run(_variables(variables), x)))
+    except flax.errors.ScopeParamShapeError as e:
+        raise ValueError(f"x of shape {tuple(x.shape)} does not fit the module's parameters: {_flax_message(e)}. "
+                         "Pass inputs of the shape the variables were initialised for (e.g. [N, 28, 28, 1] for "
+                         "MNIST), or initialise the module for these inputs.") from None
+
+
+def _flax_message(e: Exception) -> str:
+    """A Flax error's first sentence, without its documentation link."""
+    return str(e).split(" (https://", 1)[0].strip().rstrip(".")
+
+
+def _capture_names(names: Any) -> tuple[str, ...]:
+    """``names`` of :func:`capture` as a non-empty tuple of distinct strings, or a ValueError naming it."""
+    given = names
+    try:
+        names = (names,) if isinstance(names, str) else tuple(names)
+    except TypeError:
+        names = ()
+    if not names or not all(isinstance(n, str) and n for n in names) or len(set(names)) != len(names):
+        raise ValueError(f"names must be a probe name or a non-empty sequence of distinct probe names (strings; "
+                         f"available() lists them), or None for every probe; got {given!r}.")
+    return names
+
+
+def _check_x(module: nn.Module, x: Any) -> Array:
+    """``x`` of :func:`capture` as an array with a batch axis (images [N, H, W, C] for the
+    built-in convolutional models), or a ValueError naming it."""
+    try:
+        x = jnp.asarray(x)
+    except TypeError as e:
+        raise TypeError(f"x must be an array of inputs [N, ...]; got {type(x).__name__} ({e}).") from None
+    conv = type(module).__module__ == "jaxmi.models" and type(module).__name__ in ("LeNet", "WideResNet")
+    if x.ndim < 2 or (conv and x.ndim != 4):
+        want = "images [N, H, W, C]" if conv else "inputs [N, ...] with a batch axis"
+        raise ValueError(f"x must be a batch of {want} for {describe(module)}; got shape {tuple(x.shape)}. Add the "
+                         "batch axis for one input (x[None]) or the channel axis of grayscale images (x[..., None]).")
+    return x
 
 
 def _mutable_with_intermediates(mutable: Any) -> Any:

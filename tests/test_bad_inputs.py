@@ -1,7 +1,7 @@
 """One contract for bad input at the public entry points of the attacks, the robust evaluation,
-the estimators and sweeps, and model application: each bad input below is refused with a
-ValueError or TypeError whose message names the argument (and the fix), or it is handled
-and the result is checked against a reference."""
+the estimators and sweeps, model creation and application, probes and data loading: each bad
+input below is refused with a ValueError or TypeError whose message names the argument (and
+the fix), or it is handled and the result is checked against a reference."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jaxmi import attacks, estimators, evaluation, models
+from jaxmi import attacks, data, estimators, evaluation, models, probes
 from jaxmi.attacks.pgd import ce_loss, pgd_core
 
 K = 10  # classes of the toy model
@@ -233,6 +233,56 @@ REFUSED = [
      "input_shape must be the shape of one input, a tuple of positive integers"),
     ("init-too-small-for-lenet", lambda: models.init_variables(_lenet, KEY, (4, 4, 1)), ValueError,
      r"input_shape \(4, 4, 1\) does not fit LeNet"),
+    # --- model creation
+    ("create-unknown-name", lambda: models.create_model("resnet50"), ValueError,
+     r"unknown model 'resnet50'; choose one of \['lenet', 'mlp', 'wrn'\]"),
+    ("create-one-class", lambda: models.create_model("lenet", 1), ValueError, "num_classes must be ≥ 2; got 1"),
+    ("create-classes-not-an-integer", lambda: models.create_model("lenet", 2.5), TypeError,
+     r"num_classes must be an integer ≥ 2 .*got 2\.5 \(float\)"),
+    ("create-classes-a-string", lambda: models.create_model("lenet", "10"), TypeError,
+     r"num_classes must be an integer ≥ 2 .*got '10' \(str\)"),
+    ("create-bad-precision", lambda: models.create_model("lenet", precision="float8"), ValueError,
+     r"unknown precision 'float8'; choose one of \['bfloat16', 'float32'\]"),
+    # --- probes
+    ("capture-unknown-name", lambda: probes.capture(_lenet, _v, _MNIST, names=["nope"]), ValueError,
+     r"has no probe\(s\) \['nope'\]; available: \['conv1'"),
+    ("capture-names-not-strings", lambda: probes.capture(_lenet, _v, _MNIST, names=3), ValueError,
+     "names must be a probe name or a non-empty sequence .* got 3"),
+    ("capture-names-empty", lambda: probes.capture(_lenet, _v, _MNIST, names=[]), ValueError,
+     r"names must be a probe name or a non-empty sequence .* got \[\]"),
+    ("capture-names-repeated", lambda: probes.capture(_lenet, _v, _MNIST, names=["fc1", "fc1"]), ValueError,
+     r"distinct probe names .* got \['fc1', 'fc1'\]"),
+    ("capture-cifar-images-on-mnist-params", lambda: probes.capture(_lenet, _v, jnp.zeros((2, 32, 32, 3))),
+     ValueError, r"x of shape \(2, 32, 32, 3\) does not fit the module's parameters: .*conv1"),
+    ("capture-no-batch-axis", lambda: probes.capture(_lenet, _v, jnp.zeros((28, 28, 1)), names="fc1"), ValueError,
+     r"x must be a batch of images \[N, H, W, C\] for LeNet .*got shape \(28, 28, 1\)"),
+    ("available-shape-of-other-params", lambda: probes.available(_lenet, _v, (32, 32, 3)), ValueError,
+     r"input_shape \(32, 32, 3\) does not fit the module's parameters"),
+    ("available-negative-size", lambda: probes.available(_lenet, None, (-1, 28, 1)), ValueError,
+     r"input_shape must be the shape of one input, a tuple of positive integers .*got \(-1, 28, 1\)"),
+    ("available-not-a-shape", lambda: probes.available(_lenet, None, 28), ValueError,
+     "input_shape must be the shape of one input, a tuple of positive integers .*got 28"),
+    ("available-with-batch-axis", lambda: probes.available(_lenet, None, (1, 28, 28, 1)), ValueError,
+     r"input_shape must be .* \(H, W, C, without the batch axis\); got \(1, 28, 28, 1\)"),
+    # --- data loading
+    ("load-unknown-dataset", lambda: data.load_dataset("imagenet9"), data.DataError,
+     r"unknown dataset 'imagenet9'; known datasets are \['cifar10'"),
+    ("load-bad-split", lambda: data.load_dataset("mnist", "validation"), data.DataError,
+     r"unknown split 'validation' .*use 'train' or 'test'"),
+    ("load-split-not-a-string", lambda: data.load_dataset("mnist", 0), data.DataError,
+     "split must be a string, 'train' or 'test'; got 0"),
+    ("load-missing-data-dir", lambda: data.load_dataset("mnist", data_dir="/nonexistent/jaxmi-data"), data.DataError,
+     r"--data-dir does not exist \(data_dir='/nonexistent/jaxmi-data'\)"),
+    ("load-max-examples-0", lambda: data.load_dataset("mnist", max_examples=0), data.DataError,
+     "max_examples must be a positive integer or None .*got 0"),
+    ("load-max-examples-fraction", lambda: data.load_dataset("mnist", max_examples=2.5), data.DataError,
+     r"max_examples must be a positive integer or None .*got 2\.5"),
+    ("load-max-examples-bool", lambda: data.load_dataset("mnist", max_examples=True), data.DataError,
+     "max_examples must be a positive integer or None .*got True"),
+    ("load-name-not-a-string", lambda: data.load_dataset(3), data.DataError,
+     "name must be a dataset name, a string such as 'mnist'"),
+    ("load-unknown-source", lambda: data.load_dataset("mnist", source="web"), data.DataError,
+     r"unknown source 'web'; choose one of \['auto'"),
 ]
 
 
@@ -305,3 +355,19 @@ def test_a_single_estimator_keeps_its_one_sample_value():
     # points, whose result is read as a measurement, refuse it.
     r = estimators.binning_mi(np.array([[0.3, -0.7]], np.float32), np.array([0]))
     assert r["I_XT"] == 0.0 and r["I_TY"] == 0.0
+
+
+def test_a_probe_named_by_a_string_is_the_models_own_probe():
+    got = probes.capture(_lenet, _v, _MNIST, names="fc2")
+    _, ref, _ = _apply(_MNIST)
+    assert list(got) == ["fc2"]
+    np.testing.assert_allclose(np.asarray(got["fc2"]), np.asarray(probes.flatten(ref["fc2"])), rtol=1e-6, atol=1e-6)
+    assert probes.available(_lenet, _v, (28, 28, 1))["fc2"] == tuple(ref["fc2"].shape[1:])
+
+
+def test_max_examples_keeps_the_first_examples_of_the_split():
+    few = data.load_dataset("mnist", "test", max_examples=3)
+    full = data.load_dataset("mnist", "test")
+    assert len(few) == 3
+    np.testing.assert_array_equal(few.images, full.images[:3])
+    np.testing.assert_array_equal(few.labels, full.labels[:3])
