@@ -13,14 +13,11 @@ from __future__ import annotations
 import time
 
 import numpy as np
+from _optional import require
 
 
 def _torch():
-    try:
-        import torch
-    except ImportError as e:  # pragma: no cover - depends on the machine
-        raise SystemExit("the PyTorch baseline needs torch: pip install torch (CPU: pip install torch==2.13.0)") from e
-    return torch
+    return require("torch")
 
 
 def lenet(in_channels: int, hw: int, num_classes: int = 10):

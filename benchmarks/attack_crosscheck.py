@@ -53,6 +53,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import _torch_baseline as tb  # noqa: E402
+from _optional import require  # noqa: E402
 from _report import machine_info, write_result  # noqa: E402
 
 from jaxmi import attacks, data  # noqa: E402
@@ -62,13 +63,7 @@ TARGETS_PP = {"pgd": 1.0, "apgd": 1.5}
 
 
 def _need_torch():
-    try:
-        import torch
-        import torchattacks
-    except ImportError as e:
-        raise SystemExit("the cross-check needs torch and torchattacks: pip install torch==2.13.0 (the CPU wheel) "
-                         "and pip install torchattacks --no-deps") from e
-    return torch, torchattacks
+    return require("torch"), require("torchattacks")
 
 
 def torch_lenet_from_jaxmi(params, in_channels: int = 1, hw: int = 28):

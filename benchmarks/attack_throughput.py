@@ -26,6 +26,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import _torch_baseline as tb  # noqa: E402
+from _optional import require  # noqa: E402
 from _report import machine_info, write_result  # noqa: E402
 
 from jaxmi import data  # noqa: E402
@@ -52,7 +53,7 @@ def main(argv=None) -> dict:
     p.add_argument("--torch-threads", type=int, default=os.cpu_count() or 1)
     p.add_argument("--out", default=str(Path(__file__).parent / "results" / "attack_throughput.json"))
     args = p.parse_args(argv)
-    import torch
+    torch = require("torch")
 
     torch.set_num_threads(args.torch_threads)
     rows = []

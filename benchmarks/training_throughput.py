@@ -38,6 +38,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import _torch_baseline as tb  # noqa: E402
+from _optional import require  # noqa: E402
 from _report import machine_info, write_result  # noqa: E402
 
 from jaxmi import backend, data, progress, training  # noqa: E402
@@ -90,7 +91,7 @@ def time_jaxmi(images, labels, attack, *, batch_size, repeats, loop):
 
 
 def time_torch(images, labels, attack, *, batch_size, repeats, threads):
-    import torch
+    torch = require("torch")
 
     torch.set_num_threads(threads)
     model, opt = tb.make(images.shape[-1], images.shape[1])
@@ -117,6 +118,8 @@ def main(argv=None) -> dict:
     p.add_argument("--skip-torch", action="store_true")
     p.add_argument("--out", default=str(Path(__file__).parent / "results" / "training_throughput.json"))
     args = p.parse_args(argv)
+    if not args.skip_torch:
+        require("torch")  # before any timing: without torch, stop with the install line (or pass --skip-torch)
     progress.enabled(False)
 
     rows = []

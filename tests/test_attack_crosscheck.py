@@ -1,6 +1,9 @@
 """benchmarks/attack_crosscheck.py: its PyTorch copy of a jaxmi LeNet computes jaxmi's logits (the
-weight conversion the cross-check rests on), and a missing run directory is a clear error."""
+weight conversion the cross-check rests on), and a missing run directory is a clear error; a
+benchmark run without its optional package stops with the install line."""
 
+import importlib
+import subprocess
 import sys
 from pathlib import Path
 
@@ -14,10 +17,21 @@ import attack_crosscheck  # noqa: E402
 from jaxmi import data  # noqa: E402
 from jaxmi.models import apply_model, create_model, init_variables  # noqa: E402
 
+BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
+
+
+def _optional(name):
+    """The module, or a skip where it is missing or fails to import (e.g. torchattacks beside a
+    torchvision that does not import)."""
+    try:
+        return importlib.import_module(name)
+    except Exception as e:  # noqa: BLE001
+        pytest.skip(f"{name} is not available: {e!r}")
+
 
 @pytest.mark.parametrize("shape", [(28, 28, 1), (32, 32, 3)])
 def test_torch_copy_of_a_lenet_has_the_same_logits(shape):
-    torch = pytest.importorskip("torch")
+    torch = _optional("torch")
     module = create_model("lenet")
     v = init_variables(module, jax.random.key(3), shape)
     if shape[-1] == 1:
@@ -37,6 +51,21 @@ def test_torch_copy_of_a_lenet_has_the_same_logits(shape):
 
 
 def test_missing_run_directory_is_a_clear_error(tmp_path):
-    pytest.importorskip("torchattacks")
+    _optional("torch")
+    _optional("torchattacks")
     with pytest.raises(SystemExit, match="holds no trained models"):
         attack_crosscheck.main(["--run-dir", str(tmp_path / "nowhere")])
+
+
+@pytest.mark.parametrize("script,args", [("attack_throughput.py", []),
+                                         ("attack_crosscheck.py", ["--run-dir", "nowhere"])])
+def test_a_benchmark_without_torch_says_how_to_install_it(script, args):
+    """torch and torchattacks are blocked in the benchmark's process, as if not installed: one
+    line naming the script, the package and the install line, exit status 2, no traceback."""
+    code = ("import sys, runpy; sys.modules.update(torch=None, torchattacks=None); "
+            f"sys.argv = {[script, *args]!r}; runpy.run_path({str(BENCHMARKS / script)!r}, run_name='__main__')")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2, r.stderr
+    assert "Traceback" not in r.stderr, r.stderr
+    assert [line for line in r.stderr.splitlines() if line.startswith("error:")] == [
+        f"error: {script} needs torch: pip install torch==2.13.0 (the CPU wheel; any torch works)"], r.stderr
