@@ -186,7 +186,7 @@ class AttackConfig:
         _positive_int("apgd_steps", self.apgd_steps)
         if isinstance(self.eps_warmup, bool) or not 0 <= float(self.eps_warmup) < float("inf"):
             raise ValueError(f"eps_warmup must be a number of epochs ≥ 0 (0: no warm-up); got {self.eps_warmup}.")
-        # ε, step and steps as jaxmi.attacks.PGDConfig checks them (that module is not imported here).
+        # ε, step and steps for images in [0, 1], the pipeline's range (jaxmi.attacks checks its own arguments).
         if self.eps is not None and not 0 <= self.eps <= 1:
             raise ValueError(f"attack eps must be in [0, 1] (an L∞ radius in pixel units of images in [0, 1]); got "
                              f"{self.eps}. Give it as a fraction of the pixel range, e.g. --eps 0.0314 for 8/255.")
