@@ -2,7 +2,6 @@
 weight conversion the cross-check rests on), and a missing run directory is a clear error; a
 benchmark run without its optional package stops with the install line."""
 
-import importlib
 import subprocess
 import sys
 from pathlib import Path
@@ -10,6 +9,7 @@ from pathlib import Path
 import jax
 import numpy as np
 import pytest
+from optional_packages import optional
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 import attack_crosscheck  # noqa: E402
@@ -20,18 +20,9 @@ from jaxmi.models import apply_model, create_model, init_variables  # noqa: E402
 BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
 
 
-def _optional(name):
-    """The module, or a skip where it is missing or fails to import (e.g. torchattacks beside a
-    torchvision that does not import)."""
-    try:
-        return importlib.import_module(name)
-    except Exception as e:  # noqa: BLE001
-        pytest.skip(f"{name} is not available: {e!r}")
-
-
 @pytest.mark.parametrize("shape", [(28, 28, 1), (32, 32, 3)])
 def test_torch_copy_of_a_lenet_has_the_same_logits(shape):
-    torch = _optional("torch")
+    torch = optional("torch")
     module = create_model("lenet")
     v = init_variables(module, jax.random.key(3), shape)
     if shape[-1] == 1:
@@ -51,8 +42,8 @@ def test_torch_copy_of_a_lenet_has_the_same_logits(shape):
 
 
 def test_missing_run_directory_is_a_clear_error(tmp_path):
-    _optional("torch")
-    _optional("torchattacks")
+    optional("torch")
+    optional("torchattacks")
     with pytest.raises(SystemExit, match="holds no trained models"):
         attack_crosscheck.main(["--run-dir", str(tmp_path / "nowhere")])
 

@@ -156,12 +156,17 @@ def test_unreadable_checkpoint_record_is_skipped(finished, tmp_path):
     assert len(logs) == 1 and "corrupt checkpoint" in logs[0] and "(its record: JSONDecodeError: " in logs[0]
 
 
-def test_unreadable_line_before_the_last_is_an_error_naming_line_and_fix(tmp_path):
-    live = LiveLog(tmp_path, ("nt", "at"), tensorboard=False)
-    for epoch in range(4):
+def _metrics_log(directory, epochs):
+    """A live log of ``epochs`` NT records; its metrics.jsonl path."""
+    live = LiveLog(directory, ("nt", "at"), tensorboard=False)
+    for epoch in range(epochs):
         live.write("nt", epoch, 0, {"train_acc": epoch / 10}, None)
     live.close()
-    path = tmp_path / METRICS_FILE
+    return directory / METRICS_FILE
+
+
+def test_unreadable_line_before_the_last_is_an_error_naming_line_and_fix(tmp_path):
+    path = _metrics_log(tmp_path, 4)
     lines = path.read_text().splitlines()
     lines[1] = lines[1][:25]
     path.write_text("\n".join(lines) + "\n")
@@ -176,11 +181,7 @@ def test_unreadable_line_before_the_last_is_an_error_naming_line_and_fix(tmp_pat
 
 
 def test_cut_last_line_outside_a_run_warns(tmp_path):
-    live = LiveLog(tmp_path, ("nt", "at"), tensorboard=False)
-    for epoch in range(3):
-        live.write("nt", epoch, 0, {"train_acc": epoch / 10}, None)
-    live.close()
-    path = tmp_path / METRICS_FILE
+    path = _metrics_log(tmp_path, 3)
     path.write_text(path.read_text()[:-20])
     with pytest.warns(UserWarning, match=r"dropped the last line of .*metrics.jsonl \(line 3: .*cut short"):
         assert [r["epoch"] for r in read_metrics(tmp_path)] == [0, 1]

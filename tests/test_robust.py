@@ -2,7 +2,6 @@
 paper's formulas, float64 NumPy, analytic worst cases of linear models, the reference
 implementation (torchattacks, when installed) step for step, and the docs' quick start as written."""
 
-import importlib
 import re
 from fractions import Fraction
 from pathlib import Path
@@ -12,6 +11,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
+from optional_packages import optional
 
 from jaxmi import attacks
 
@@ -216,17 +216,8 @@ def test_apgd_is_at_least_as_strong_as_pgd_on_a_trained_model():
         assert ce <= pgd_acc[4] - 0.1, (eps, ce, pgd_acc)          # PGD with α = ε/25: too small a step
 
 
-def _optional(name):
-    """The module, or a skip where it is missing or fails to import (e.g. torchattacks beside a
-    torchvision that does not import)."""
-    try:
-        return importlib.import_module(name)
-    except Exception as e:  # noqa: BLE001
-        pytest.skip(f"{name} is not available: {e!r}")
-
-
 def _torch_model(w, b):
-    torch = _optional("torch")
+    torch = optional("torch")
     model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(w.shape[0], w.shape[1])).double()
     with torch.no_grad():
         model[1].weight.copy_(torch.from_numpy(w.T))
@@ -241,8 +232,8 @@ def test_apgd_equals_the_reference_implementation_step_for_step(norm, loss, targ
     the same random start: 50 iterations (checkpoints after 11, 21, 30, 38, 45) agree to
     rounding, so the schedule, momentum, projections, restarts from the best point, DLR losses and
     the per-example bookkeeping are the same."""
-    torch = _optional("torch")
-    torchattacks = _optional("torchattacks")
+    torch = optional("torch")
+    torchattacks = optional("torchattacks")
     rng = np.random.default_rng(4)
     n, k, d = 48, 10, 20
     w = rng.normal(size=(d, k))
