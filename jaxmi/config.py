@@ -223,7 +223,8 @@ class MIConfig:
     bootstrap: int = setting(100, "paired bootstrap resamples of the test draw for every MI estimate: standard "
                                   "errors, and the intervals of the verdicts (0: off)")
     noise_control: bool = setting(True, "also measure every probe on the clean images plus random-sign noise of "
-                                        "the attack's size (finding 1's control)")
+                                        "the attack's size and on uniform-noise images unrelated to the data "
+                                        "(finding 1's two controls)")
     sweep: bool = setting(True, "at the first and last measurement, also estimate over the σ² and bin-size grids")
     sweep_noise_vars: tuple[float, ...] = setting(DEFAULT_NOISE_VARS, "the σ² grid of the sweep", nargs="+",
                                                   type=float)

@@ -7,7 +7,8 @@ Vocabulary, used by the code, ``summary.json`` and the docs alike:
 * **inputs** — what a measurement is taken on: ``"clean"`` test images or ``"adv"``
   (their PGD adversarial examples), :data:`INPUTS`; runs also measure the control inputs
   ``"noise"`` (the clean images plus random-sign noise of the attack's ε, clipped to the
-  pixel range), :data:`CONTROL_INPUTS`, which finding 1 compares with the adversarial ones;
+  pixel range) and ``"unrelated"`` (uniform-noise images U[0, 1] of the draw's shape, one
+  fixed draw), :data:`CONTROL_INPUTS`, which finding 1 compares with the adversarial ones;
 * **quantity** — ``"I_XT"`` = I(X;T) or ``"I_TY"`` = I(T;Y), in bits, :data:`QUANTITIES`;
 * **metric** — accuracy and loss per measurement, :data:`METRICS`;
 * **probe** — a named layer output; **estimator** — an MI estimator name.
@@ -49,7 +50,8 @@ __all__ = ["robust_summary", "REGIMES", "INPUTS", "CONTROL_INPUTS", "QUANTITIES"
 
 REGIMES: tuple[str, ...] = ("nt", "at")
 INPUTS: tuple[str, ...] = ("clean", "adv")
-CONTROL_INPUTS: tuple[str, ...] = ("noise",)  # random-sign perturbations of the attack's size
+CONTROL_INPUTS: tuple[str, ...] = ("noise", "unrelated")  # random-sign perturbations of the attack's size;
+# uniform-noise images U[0, 1] unrelated to the draw
 QUANTITIES: tuple[str, ...] = ("I_XT", "I_TY")
 METRICS: tuple[str, ...] = ("train_acc", "train_loss", "test_clean_acc", "test_adv_acc", "test_clean_loss",
                             "test_adv_loss")

@@ -78,7 +78,8 @@ class Measurer:
         mi = self.plan.mi
         res: dict[str, dict[str, Any]] = {i: {} for i in mi.inputs}
         sweeps: dict[str, dict[str, Any]] = {i: {} for i in INPUTS}
-        sources = {"clean": self.x_mi_float, "adv": x_adv, "noise": self.x_mi_noise}
+        sources = {"clean": self.x_mi_float, "adv": x_adv, "noise": self.x_mi_noise,
+                   "unrelated": self.x_mi_unrelated}
         for group, forward in self.forward.items():
             for inputs in mi.inputs:
                 probes = forward(params, batch_stats, sources[inputs], self.y_mi)["probes"]
@@ -108,6 +109,14 @@ class Measurer:
         x = self.x_mi_float
         signs = jax.random.rademacher(jax.random.fold_in(self.plan.draw_key, 3), x.shape, dtype=x.dtype)
         return jnp.clip(x + self.plan.attack_eval.eps * signs, 0.0, 1.0)
+
+    @functools.cached_property
+    def x_mi_unrelated(self):
+        """The unrelated-input control: uniform-noise images U[0, 1] of the MI draw's shape,
+        unrelated to the data and the labels; one fixed draw for the whole run (finding 1
+        compares how the clean curves move with how these move)."""
+        x = self.x_mi_float
+        return jax.random.uniform(jax.random.fold_in(self.plan.draw_key, 4), x.shape, dtype=x.dtype)
 
     def __call__(self, regime: str, states, train_means: list[dict[str, float]] | None, epoch: int
                  ) -> list[tuple[dict, dict, dict | None]]:

@@ -94,7 +94,7 @@ class MIPlan:
     sweep_blocks: dict[str, int]  # KDE block size per probe for the σ² sweep
     sweep_grid: dict[str, Any] | None  # {"noise_var", "bin_size", "estimators", "noise_scale"}; None: no sweep
     sweep_epochs: frozenset[int]
-    inputs: tuple[str, ...]  # clean, adv (and noise with the control)
+    inputs: tuple[str, ...]  # clean, adv (and noise, unrelated with the controls)
     ceilings: dict[str, float]  # {"I_XT": log2 N, "I_TY": H(Y)} of the draw
 
 

@@ -194,6 +194,8 @@ def combine_seeds(per_seed: Sequence[Mapping[str, Mapping[str, Any]]]) -> dict[s
                 out[name] = all_of(parts, rule=first["rule"], keep_parts=True)
             else:
                 out[name] = all_of({p: out[p] for p in first["parts"]}, rule=first["rule"])
+            if "role" in first:  # a composite marked as a check stays one
+                out[name]["role"] = first["role"]
     return {n: out[n] for n in names}
 
 

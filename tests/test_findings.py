@@ -43,8 +43,8 @@ def _check_layout(out):
 
 def _summary(clean_fn, adv_fn, m=8, r=40):
     """A finding-2-style summary whose curves are given functions of (epoch, probe), with
-    bootstrap standard errors and resamples (jitter of 0.005 bits) and a noise control equal
-    to the adversarial curve."""
+    bootstrap standard errors and resamples (jitter of 0.005 bits), a noise control equal
+    to the adversarial curve and an unrelated-input control that oscillates on its own."""
     rng = np.random.default_rng(0)
     e = np.arange(m, dtype=float)
 
@@ -54,7 +54,8 @@ def _summary(clean_fn, adv_fn, m=8, r=40):
     def hist():
         mi, se, boot = {}, {}, {}
         for est in ("kde_upper", "binning"):
-            curves = {"clean": block(clean_fn), "adv": block(adv_fn), "noise": block(adv_fn)}
+            curves = {"clean": block(clean_fn), "adv": block(adv_fn), "noise": block(adv_fn),
+                      "unrelated": block(lambda t, j: 2 + 0.1 * j + 0.25 * math.cos(2.1 * t + j))}
             q = {i: {"I_XT": c, "I_TY": 0.5 * c} for i, c in curves.items()}
             mi[est] = {i: {k: v.tolist() for k, v in d.items()} for i, d in q.items()}
             se[est] = {i: {k: np.full_like(v, 0.005).tolist() for k, v in d.items()} for i, d in q.items()}
@@ -82,8 +83,9 @@ def test_finding1_script_from_a_run_directory(tmp_path):
     assert s["source"] == {"from_run": str(src)} and s["run"]["nt"] == json.loads((src / "summary.json").read_text())[
         "run"]["nt"]
     assert {n: r["holds"] for n, r in s["verdicts"].items()} == {
-        "trends_agree_nt": True, "adv_not_below_noise_nt": True, "trends_agree_at": True,
-        "adv_not_below_noise_at": True, "trends_agree": True}
+        f"{v}_{r}": True for r in ("nt", "at") for v in ("trends_agree", "adv_not_below_noise",
+                                                         "beats_unrelated_control", "trends_agree_detrended")
+    } | {"trends_agree": True}
     series = {(d["estimator"], d["quantity"], d["probe"]): d for d in s["evidence"]["at"]["series"]}
     assert series[("binning", "I_TY", "conv2")]["ccc_clean_adv"] == pytest.approx(1.0)  # a level shift only
     for name in ("verdicts.png", "trend_agreement_kde_upper.png", "trend_agreement_binning.png", "info_plane_kde_upper.png",

@@ -223,7 +223,8 @@ def _walk(rng, m, p=len(LAYERS), start=3.0, step=0.3):
 def test_f1_holds_when_adversarial_changes_follow_the_clean_ones():
     def make(rng, m):
         c = _walk(rng, m)
-        return {"clean": c, "adv": c + rng.normal(0, 0.01, c.shape), "noise": c + rng.normal(0, 0.01, c.shape)}
+        return {"clean": c, "adv": c + rng.normal(0, 0.01, c.shape), "noise": c + rng.normal(0, 0.01, c.shape),
+                "unrelated": _walk(rng, m)}  # an unrelated input whose curve moves on its own
     v, e = finding1.decide(_f1_summary(make))
     assert all(v[n]["holds"] is True for n in v), {n: (r["holds"], r["ci95"]) for n, r in v.items()}
     assert v["trends_agree_nt"]["effect"] > 0.95 and e["nt"]["per_seed"][0]["informative"] == 12

@@ -10,38 +10,63 @@ adversarial, paired), either computed here or read from a finding-2 run director
 (``--from-run``).
 
 A *series* is one (estimator, regime, quantity, probe): its clean curve c_e, adversarial
-curve a_e and control curve n_e (the clean images plus random-sign noise of the attack's ε)
-over the measurements from epoch 1 on (epoch 0, the untrained network, would dominate every
-correlation through the jump to epoch 1).
+curve a_e and two control curves over the measurements from epoch 1 on (epoch 0, the untrained
+network, would dominate every correlation through the jump to epoch 1): the **noise** control
+n_e (the clean images plus random-sign noise of the attack's ε) and the **unrelated-input**
+control u_e (uniform-noise images U[0, 1] of the draw's shape, one fixed draw, unrelated to the
+data and to the labels), measured every epoch for every probe and estimator like the others.
 
 * **Informative series only**: a series counts when neither its clean nor its adversarial
   curve comes within 0.01 bits of the estimator's ceiling (log₂ N for I(X;T), Ĥ(Y) for
   I(T;Y)) at any of those measurements, and the clean curve's range exceeds ``noise_mult``
   (4) times its median bootstrap standard error. Saturated or flat series carry no trend and
-  are never counted as agreeing.
+  are never counted as agreeing. Curves an estimator does not report (null) are skipped.
 * **Agreement** of a series: Lin's concordance correlation (CCC) between the epoch-to-epoch
   *changes* Δc and Δa, which is 1 only when the adversarial curve moves exactly as the clean
   one does (Pearson's r over levels rewards any shared drift; CCC also penalises a different
   scale of change). At least ``min_changes`` (3) changes are needed.
-* **Control**: the same CCC between Δc and the changes of the noise curve Δn. A random
-  perturbation of the same size says how much agreement any perturbation of that size keeps;
-  the claim about adversarial examples is that they are no *less* concordant with clean
-  inputs than that.
+* **Noise control**: the same CCC between Δc and Δn. A random perturbation of the same size
+  says how much agreement any perturbation of that size keeps; the claim about adversarial
+  examples is that they are no *less* concordant with clean inputs than that. It cannot rule
+  out a drift common to every input (the weights grow, every curve moves together): the noisy
+  images are nearly the clean ones.
+* **Unrelated-input control**: CCC(Δc, Δu). Inputs unrelated to the data share only what the
+  network does to every input; if the clean curves move because of such a common drift, the
+  unrelated curve moves with them and the adversarial curve's agreement is no better than
+  its. The null hypothesis is CCC(Δc, Δa) ≤ CCC(Δc, Δu). Only series whose unrelated curve
+  stays more than 0.01 bits from 0 and from the ceiling count (a pinned curve cannot move, and
+  its CCC of 0 would let the comparison pass by default); a free but flat unrelated curve
+  counts with its CCC of about 0 (a common drift would have moved it).
+* **Detrended series**: every curve divided, measurement by measurement, by the same model's
+  unrelated-input curve (same estimator, quantity, probe): a drift that multiplies every
+  input's estimate by one factor cancels. The same informative rule on the ratio scale (the
+  SE is the standard deviation of the resampled ratios) and the same CCC. This divides by a
+  reference rather than measuring at a scale-free σ²: a σ² in units of each layer's own spread
+  would need a second KDE pass on clean and adversarial inputs every epoch (see
+  docs/findings.md for the choice).
 
-Per regime and seed, the effect is the mean CCC over the informative series; on every
-bootstrap resample of the test draw (the same resamples for every epoch, regime and input
-kind) the same mean is recomputed, and seeds are combined by :mod:`jaxmi.verdicts`.
+Per regime and seed, each effect is a mean over the series that count; on every bootstrap
+resample of the test draw (the same resamples for every epoch, regime and input kind) the
+same mean is recomputed, and seeds are combined by :mod:`jaxmi.verdicts`
+(:func:`jaxmi.findings.trend_series.seed_regime` computes the series).
 
 Verdicts (records of :mod:`jaxmi.verdicts`):
 
 * ``trends_agree_nt`` / ``trends_agree_at``: mean CCC(Δclean, Δadv) with its interval above
-  ``ccc_high`` (0.5);
+  ``ccc_high`` (0.5), *and* ``beats_unrelated_control`` of the regime holds (otherwise it
+  fails with it or is untestable with it; ``ccc_interval_above_null`` keeps the CCC part);
 * ``adv_not_below_noise_nt`` / ``..._at``: mean [CCC(Δclean, Δadv) − CCC(Δclean, Δnoise)]
   with its interval above −``margin`` (0.1, a non-inferiority margin);
-* ``trends_agree``: all four hold (untestable when any part is, false when any part fails).
+* ``beats_unrelated_control_nt`` / ``..._at``: mean [CCC(Δclean, Δadv) − CCC(Δclean,
+  Δunrelated)] with its interval above 0;
+* ``trends_agree_detrended_nt`` / ``..._at``: mean CCC of the detrended changes with its
+  interval above ``ccc_high``;
+* ``trends_agree``: all eight hold (untestable when any part is, false when any part fails).
 
 Untestable: no informative series, fewer than ``min_changes`` changes, no bootstrap and one
-seed, or a network that did not learn (:func:`jaxmi.verdicts.did_not_learn`).
+seed, a network that did not learn (:func:`jaxmi.verdicts.did_not_learn`); the two
+unrelated-control verdicts also when the run has no unrelated-input curves (summaries
+written before the control existed) or every such curve is pinned at 0 or the ceiling.
 
 Script: ``experiments/finding1_mi_trends.py`` (:func:`jaxmi.cli.main` with this module).
 """
@@ -61,10 +86,11 @@ from jaxmi.estimators import SATURATION_GAP_BITS
 from jaxmi.findings.common import measured_run
 from jaxmi.findings.runner import Finding, Measured
 from jaxmi.findings.summary import learn_reason, read_summary, seed_runs, verdict_lines
+from jaxmi.findings.trend_series import seed_regime
 from jaxmi.history import QUANTITIES, REGIMES
 from jaxmi.results import is_local
 from jaxmi.run import log_line
-from jaxmi.verdicts import all_of, ccc_rows, format_record, record, untestable
+from jaxmi.verdicts import all_of, format_record, record, untestable
 
 __all__ = ["decide", "verdict_table", "run", "Options", "PRESETS", "CCC_HIGH", "MARGIN",
            "NOISE_MULT", "MIN_CHANGES", "TITLE", "FINDING"]
@@ -98,62 +124,16 @@ class Options:
 PRESETS: dict[str, dict[str, Any]] = {"paper": {}, "cpu": {}, "smoke": {"epochs": 2}}
 
 
-def _changes(history: dict[str, Any], est: str, q: str, idx: list[int]) -> dict[str, tuple]:
-    """Per measured input kind: the epoch-to-epoch changes over the measurements ``idx`` of
-    every probe's point curve [P, M−1] and of its resample curves [P, R, M−1] (or None)."""
-    out = {}
-    for inputs, block in history["mi"][est].items():
-        v = np.asarray(block[q], np.float64)[idx]  # [M, P]
-        boot = (history.get("mi_boot") or {}).get(est, {}).get(inputs)
-        b = None
-        if boot is not None:
-            b = np.diff(np.moveaxis(np.asarray(boot[q], np.float64)[idx], 0, -1), axis=-1)  # [P, R, M−1]
-        out[inputs] = (np.diff(v, axis=0).T, b)
-    return out
-
-
-def _seed_regime(history: dict[str, Any], layers: list[str], idx: list[int], ceilings: dict[str, float],
-                 noise_mult: float) -> dict[str, Any]:
-    """One seed and regime: every series' informativeness and concordances, and the pooled
-    effects with their resample values."""
-    series, ca, cn, ca_b, diff_b = [], [], [], [], []
-    se_block = history.get("mi_se") or {}
-    for est in history["mi"]:
-        for q in QUANTITIES:
-            clean = np.asarray(history["mi"][est]["clean"][q], np.float64)[idx]
-            adv = np.asarray(history["mi"][est]["adv"][q], np.float64)[idx]
-            se = (np.median(np.asarray(se_block[est]["clean"][q], np.float64)[idx], axis=0)
-                  if se_block.get(est, {}).get("clean") else None)
-            d = _changes(history, est, q, idx)
-            dc, bc = d["clean"]
-            da, ba = d["adv"]
-            dn, bn = d.get("noise", (None, None))
-            c_adv = ccc_rows(dc, da)  # [P]
-            c_noise = None if dn is None else ccc_rows(dc, dn)
-            b_adv = None if bc is None or ba is None else ccc_rows(bc, ba)  # [P, R]
-            b_noise = None if bc is None or bn is None else ccc_rows(bc, bn)
-            for j, layer in enumerate(layers):
-                gap = ceilings[q] - np.concatenate([clean[:, j], adv[:, j]])
-                saturated = bool(np.any(gap < SATURATION_GAP_BITS))
-                rng = float(np.ptp(clean[:, j]))
-                above_noise = se is not None and rng > noise_mult * float(se[j])
-                s = {"estimator": est, "quantity": q, "probe": layer, "saturated": saturated,
-                     "range_clean_bits": rng, "median_se_bits": None if se is None else float(se[j]),
-                     "informative": bool(not saturated and above_noise),
-                     "ccc_clean_adv": None if np.isnan(c_adv[j]) else float(c_adv[j]),
-                     "ccc_clean_noise": None if c_noise is None or np.isnan(c_noise[j]) else float(c_noise[j])}
-                series.append(s)
-                if not s["informative"] or s["ccc_clean_adv"] is None or b_adv is None:
-                    continue
-                ca.append(s["ccc_clean_adv"])
-                ca_b.append(b_adv[j])
-                if b_noise is not None and s["ccc_clean_noise"] is not None:
-                    cn.append(s["ccc_clean_adv"] - s["ccc_clean_noise"])
-                    diff_b.append(b_adv[j] - b_noise[j])
-    out = {"series": series, "counts": {"series": len(series), "informative": int(sum(s["informative"] for s in series)),
-                                        "saturated": int(sum(s["saturated"] for s in series))}}
-    out["agreement"] = (float(np.mean(ca)), np.nanmean(np.asarray(ca_b), axis=0).tolist()) if ca else None
-    out["control"] = (float(np.mean(cn)), np.nanmean(np.asarray(diff_b), axis=0).tolist()) if cn else None
+def _gate(rec: dict[str, Any], gate: dict[str, Any], gate_name: str) -> dict[str, Any]:
+    """``rec`` holding only where ``gate`` holds too: a CCC above its null that does not beat the
+    unrelated control is no evidence for the claim (it fails with a failing gate, and is
+    untestable with an untestable one)."""
+    above = rec["holds"]
+    out = {**rec, "ccc_interval_above_null": above, "gated_by": gate_name}
+    if above is True and gate["holds"] is not True:
+        out["holds"] = gate["holds"]
+        if gate["holds"] is None:
+            out["reason"] = f"its CCC interval lies above the null, but {gate_name} is untestable: {gate['reason']}"
     return out
 
 
@@ -169,12 +149,26 @@ def decide(summary: dict[str, Any], *, ccc_high: float = CCC_HIGH, margin: float
     k = len(seeds)
     sat = run.get("saturation") or {}
     ceilings = {"I_XT": sat.get("I_XT_ceiling", np.inf), "I_TY": sat.get("I_TY_ceiling", np.inf)}
-    rule_agree = (f"mean over informative series (never within {SATURATION_GAP_BITS} bits of the ceiling, clean "
-                  f"range > {noise_mult:g} bootstrap SE) of Lin's CCC between the epoch-to-epoch changes of the clean "
-                  f"and the adversarial MI from epoch 1 on; holds when its 95% interval lies above {ccc_high:g}")
-    rule_control = (f"mean over the same series of CCC(Δclean, Δadv) − CCC(Δclean, Δnoise), noise = random signs of "
+    informative = (f"informative series (never within {SATURATION_GAP_BITS} bits of the ceiling, clean range > "
+                   f"{noise_mult:g} bootstrap SE)")
+    rules = {
+        "agreement": (f"mean over {informative} of Lin's CCC between the epoch-to-epoch changes of the clean and the "
+                      f"adversarial MI from epoch 1 on; holds when its 95% interval lies above {ccc_high:g} and "
+                      "beats_unrelated_control of the regime holds"),
+        "control": (f"mean over the same series of CCC(Δclean, Δadv) − CCC(Δclean, Δnoise), noise = random signs of "
                     f"the attack's ε; holds when its 95% interval lies above −{margin:g} (adversarial agreement not "
-                    "below the noise control's)")
+                    "below the noise control's)"),
+        "beats_unrelated": ("mean over the same series, where the unrelated-input curve (uniform-noise images) stays "
+                            f"more than {SATURATION_GAP_BITS} bits from 0 and from the ceiling, of CCC(Δclean, Δadv) − "
+                            "CCC(Δclean, Δunrelated); holds when its 95% interval lies above 0 (adversarial inputs "
+                            "follow the clean trend more closely than inputs unrelated to the data do)"),
+        "detrended": ("the same mean CCC on every curve divided by the same model's unrelated-input curve at each "
+                      f"measurement (series informative on that ratio scale); holds when its 95% interval lies above "
+                      f"{ccc_high:g}"),
+    }
+    names = {"agreement": "trends_agree", "control": "adv_not_below_noise",
+             "beats_unrelated": "beats_unrelated_control", "detrended": "trends_agree_detrended"}
+    nulls = {"agreement": ccc_high, "control": -margin, "beats_unrelated": 0.0, "detrended": ccc_high}
     unit = "CCC"
     reason = learn_reason(summary)
     if reason is None and len(idx) - 1 < MIN_CHANGES:
@@ -183,25 +177,43 @@ def decide(summary: dict[str, Any], *, ccc_high: float = CCC_HIGH, margin: float
     verdicts: dict[str, dict[str, Any]] = {}
     evidence: dict[str, Any] = {"measurements_used": [epochs[i] for i in idx], "ceilings": ceilings}
     for regime in REGIMES:
-        per = [] if reason else [_seed_regime(h[regime], layers, idx, ceilings, noise_mult) for h in seeds]
+        per = [] if reason else [seed_regime(h[regime], layers, idx, ceilings, noise_mult) for h in seeds]
         evidence[regime] = {"per_seed": [p["counts"] for p in per], "series": per[0]["series"] if per else []}
-        for name, key, rule, null in ((f"trends_agree_{regime}", "agreement", rule_agree, ccc_high),
-                                      (f"adv_not_below_noise_{regime}", "control", rule_control, -margin)):
+        recs = {}
+        for key in ("agreement", "control", "beats_unrelated", "detrended"):
             got = [p[key] for p in per]
             if reason or not got or any(g is None for g in got):
-                no_series = key == "agreement" or any(p["agreement"] is None for p in per)
-                why = reason or ("no informative series (all saturated, flat within their bootstrap noise, or "
-                                 "without resamples)" if no_series else
-                                 "no informative series with a noise control (run with --noise-control)")
-                verdicts[name] = untestable(why, unit=unit, rule=rule, seeds=k, null_value=null)
+                recs[key] = untestable(reason or _why_untestable(key, per), unit=unit, rule=rules[key], seeds=k,
+                                       null_value=nulls[key])
             else:
-                verdicts[name] = record([g[0] for g in got], [g[1] for g in got], unit=unit, rule=rule,
-                                        null_value=null, bounds=(-1.0, 1.0) if key == "agreement" else (-2.0, 2.0))
+                recs[key] = record([g[0] for g in got], [g[1] for g in got], unit=unit, rule=rules[key],
+                                   null_value=nulls[key],
+                                   bounds=(-1.0, 1.0) if key in ("agreement", "detrended") else (-2.0, 2.0))
+        recs["agreement"] = _gate(recs["agreement"], recs["beats_unrelated"],
+                                  f"beats_unrelated_control_{regime}")
+        verdicts.update({f"{names[key]}_{regime}": r for key, r in recs.items()})
     verdicts["trends_agree"] = all_of({n: verdicts[n] for n in verdicts},
-                                      rule="both regimes' trends agree and neither falls below its noise control")
+                                      rule="in both regimes the trends agree beyond the unrelated-input control, "
+                                           "also on the detrended series, and not below the noise control")
     if reason:
         evidence["warning"] = reason
     return verdicts, evidence
+
+
+def _why_untestable(key: str, per: list[dict[str, Any]]) -> str:
+    """Why a pooled effect is missing in some seed."""
+    if any(p["agreement"] is None for p in per) and key in ("agreement", "control", "beats_unrelated"):
+        return "no informative series (all saturated, flat within their bootstrap noise, or without resamples)"
+    if key == "control":
+        return "no informative series with a noise control (run with --noise-control)"
+    if not all(p["has_unrelated"] for p in per):
+        return ("the unrelated-input control is absent from this run (measured by runs with the noise control on; "
+                "measure again to decide this verdict)")
+    if key == "beats_unrelated":
+        return ("in every informative series the unrelated-input curve touches 0 or the ceiling: it could not move, "
+                "so it cannot fail")
+    return ("no series informative after detrending (the unrelated-input curve touches 0 or the ceiling, or the "
+            "ratio's range is within its bootstrap noise)")
 
 
 def verdict_table(summary: dict[str, Any]) -> str:

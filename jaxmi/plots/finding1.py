@@ -16,17 +16,23 @@ __all__ = ["plot_trend_agreement"]
 
 
 def _agreement_text(ax, s: Mapping) -> None:
-    """The series' concordance of changes with the adversarial and the noise curve (or why it
-    is not informative), in the panel's corner; grey when the series does not count."""
+    """The series' concordance of changes with the adversarial, the noise and the unrelated-input
+    curve, and of the detrended changes (or why it is not informative), in the panel's corner;
+    grey when the series does not count."""
     if s.get("saturated"):
         text = "saturated"
     elif not s.get("informative"):
         text = "within noise"
     else:
-        ca, cn = s.get("ccc_clean_adv"), s.get("ccc_clean_noise")
+        ca, cn, cu = s.get("ccc_clean_adv"), s.get("ccc_clean_noise"), s.get("ccc_clean_unrelated")
         text = f"CCC adv {'n/a' if ca is None else f'{ca:.2f}'}"
         if cn is not None:
             text += f"\nCCC noise {cn:.2f}"
+        if cu is not None:
+            text += f"\nCCC unrelated {cu:.2f}" + ("" if s.get("unrelated_can_move") else " (pinned)")
+        d = s.get("detrended") or {}
+        if d.get("informative") and d.get("ccc_clean_adv") is not None:
+            text += f"\nCCC detrended {d['ccc_clean_adv']:.2f}"
     ax.text(0.03, 0.04, text, transform=ax.transAxes, fontsize=7, va="bottom", ha="left",
             color="0.15" if s.get("informative") else "0.55",
             bbox=dict(boxstyle="round,pad=0.2", fc="white", ec="none", alpha=0.7))

@@ -58,7 +58,12 @@ def _scatter_panel(ax, layers, evidence, est, q, stat, xlabel, logx, verdict) ->
     stats = rec.get("per_statistic") or []
     names = [p[2] for p in _SCATTER_PANELS if p[5] == verdict]
     rho = stats[names.index(stat)] if stat in names and len(stats) == len(names) else None
-    rho_text = f"\nSpearman ρ = {rho:.3f}" if rho is not None else ""
+    rec_t = (evidence.get("_verdicts") or {}).get(f"{verdict}_trained") or {}
+    stats_t = rec_t.get("per_statistic") or []
+    rho_t = stats_t[names.index(stat)] if stat in names and len(stats_t) == len(names) else None
+    rho_text = f"\nSpearman ρ = {rho:.3f} (all)" if rho is not None else ""
+    if rho_t is not None:
+        rho_text += f", {rho_t:.3f} (trained)"
     ax.set_title(f"{estimator_label(est)} {QUANTITY_TEX[q]}{rho_text}", fontsize=10)
     ax.set_xlabel(xlabel)
     ax.set_ylabel(f"{QUANTITY_TEX[q]} (bits)")
@@ -97,7 +102,8 @@ def plot_estimator_geometry(summary: dict, out_dir) -> list[Path]:
       (columns: KDE-upper I(X;T) vs spread, KDE-lower I(X;T) vs spread, KDE-upper I(T;Y) vs
       separation, KDE-lower I(T;Y) vs separation, binning I(X;T) vs the spread in bin units);
       controlled cases coloured by sweep, trained probes as NT/AT markers
-      (filled clean, hollow adversarial). Spearman ρ in each title.
+      (filled clean, hollow adversarial). Spearman ρ in each title, over all layers (a check)
+      and over the trained layers alone (the verdict).
     * ``geometry_sweeps.png``: every estimator's I(X;T) and I(T;Y) against each controlled
       factor (one column per sweep).
     """

@@ -58,7 +58,8 @@ def plot_effects(rows: Sequence[tuple[str, Mapping[str, Any]]], path, *, title: 
 
 
 def plot_verdicts(summary: Mapping[str, Any], out_dir) -> list[Path]:
-    """``verdicts.png``: every verdict's effect with its interval and null value, and for
+    """``verdicts.png``: every verdict's effect with its interval and null value (records with
+    ``"role": "check"`` labelled as checks), and for
     finding 2 ``nt_minus_at_pairs.png``: NT − AT of every informative (estimator, probe)
     pair with its interval."""
     out_dir = Path(out_dir)
@@ -66,7 +67,8 @@ def plot_verdicts(summary: Mapping[str, Any], out_dir) -> list[Path]:
     if not verdicts:
         return []
     name = str(summary.get("finding", "")).split(":")[0]
-    written = [plot_effects(list(verdicts.items()), out_dir / "verdicts.png",
+    rows = [(n + ("\n(check)" if r.get("role") == "check" else ""), r) for n, r in verdicts.items()]
+    written = [plot_effects(rows, out_dir / "verdicts.png",
                             title=figure_title(f"Finding {name}: effect and 95% interval per verdict "
                                                "(dashed: null value)", summary))]
     pairs = ((summary.get("evidence") or {}).get("at_less_information") or {}).get("pairs")
