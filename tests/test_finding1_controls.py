@@ -182,3 +182,17 @@ def test_series_an_estimator_does_not_report_are_skipped():
     assert ("knn", "I_TY") in keys and ("knn", "I_XT") not in keys
     assert e["nt"]["per_seed"][0]["series"] == 3 * len(LAYERS) * 2 - len(LAYERS)
     assert v["beats_unrelated_control_nt"]["holds"] is True
+
+
+def test_the_forest_plot_has_a_row_for_every_new_verdict(monkeypatch, tmp_path):
+    from jaxmi.plots import verdicts as plot_lib
+    rows = []
+    monkeypatch.setattr(plot_lib, "plot_effects", lambda r, path, title: rows.extend(r) or path)
+
+    def make(rng, m):
+        c = _walk(rng, m)
+        return {"clean": c, "adv": c, "noise": c, "unrelated": _walk(rng, m)}
+    v, e = finding1.decide(_summary(make))
+    plot_lib.plot_verdicts({"finding": "1: trends", "verdicts": v, "evidence": e}, tmp_path)
+    assert [label for label, _ in rows] == list(v) and set(NEW) <= set(v)
+    assert all(r["effect"] is not None and r["ci95"] is not None for _, r in rows)

@@ -109,6 +109,10 @@ def test_summary_has_the_documented_keys(smoke_run):
     boot = np.asarray(run["nt"]["mi_boot"]["kde_upper"]["clean"]["I_XT"])
     assert boot.shape == (m, 5, s["config"]["bootstrap"])
     assert np.asarray(run["at"]["mi"]["binning"]["noise"]["I_XT"]).shape == (m, 5)
+    # the unrelated-input control: one fixed draw of uniform-noise images, the same for NT and AT
+    unrelated = run["nt"]["mi"]["kde_upper"]["unrelated"]["I_XT"]
+    assert np.asarray(unrelated).shape == (m, 5) and unrelated[0] == run["at"]["mi"]["kde_upper"]["unrelated"]["I_XT"][0]
+    assert unrelated[0] != run["nt"]["mi"]["kde_upper"]["clean"]["I_XT"][0]
     # NT and AT start from the same weights: identical epoch-0 clean accuracy and MI
     assert run["nt"]["test_clean_acc"][0] == run["at"]["test_clean_acc"][0]
     assert run["nt"]["mi"]["kde_upper"]["clean"]["I_XT"][0] == run["at"]["mi"]["kde_upper"]["clean"]["I_XT"][0]

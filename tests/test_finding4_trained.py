@@ -104,3 +104,14 @@ def test_checks_are_labelled_in_the_table_and_survive_combining_seeds():
     assert combined["estimators_trace_geometry"]["holds"] is True and combined["kde_ixt_tracks_spread_trained"]["seeds"] == 2
     table = finding4.verdict_table({"verdicts": combined})
     assert "sweeps_monotone (check)" in table and "kde_ixt_tracks_spread_trained (check)" not in table
+
+
+def test_the_forest_plot_lists_the_verdicts_then_the_labelled_checks(monkeypatch, tmp_path):
+    from jaxmi.plots import verdicts as plot_lib
+    rows = []
+    monkeypatch.setattr(plot_lib, "plot_effects", lambda r, path, title: rows.extend(r) or path)
+    v, e = finding4.decide(_controlled() + _trained(np.random.default_rng(5), follows=True))
+    plot_lib.plot_verdicts({"finding": "4: geometry", "verdicts": v, "evidence": e}, tmp_path)
+    labels = [label for label, _ in rows]
+    assert labels[:5] == ["geometry_explains_trained", *TRAINED, "estimators_trace_geometry"]
+    assert labels[5:] == [f"{n}\n(check)" for n in ("sweeps_monotone", *CHECKS[1:])]

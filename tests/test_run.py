@@ -331,8 +331,8 @@ def test_verdicts_across_seeds_and_bands_in_the_figures(two_seed_run, tmp_path):
     single = {"run": {k: v for k, v in summary["run"].items() if k != "seeds"}}
     assert finding2.decide(single)[0]["at_harder"]["seeds"] == 1
     f1, _ = finding1.decide(summary)
-    assert set(f1) == {"trends_agree_nt", "trends_agree_at", "adv_not_below_noise_nt", "adv_not_below_noise_at",
-                       "trends_agree"}
+    assert set(f1) == {f"{n}_{r}" for n in ("trends_agree", "adv_not_below_noise", "beats_unrelated_control",
+                                            "trends_agree_detrended") for r in ("nt", "at")} | {"trends_agree"}
     assert all(r["holds"] is None for r in f1.values())  # one epoch: too few changes, never a pass
     summary["verdicts"], summary["evidence"] = v, e
     table = finding2.verdict_table(summary)
