@@ -82,7 +82,7 @@ def test_adversarial_agreement_beyond_an_unrelated_control_holds():
                                              np.diff(c["adv"] / c["unrelated"])))
     assert v["trends_agree_detrended_at"]["effect"] == pytest.approx(want, abs=1e-9)
     assert v["trends_agree_nt"]["ccc_interval_above_null"] is True
-    assert e["nt"]["per_seed"][0]["unrelated_can_move"] == 12
+    assert e["nt"]["per_seed"][0]["unrelated_can_move"] == 12 and e["nt"]["per_seed"][0]["unrelated_flat"] == 0
     assert set(v["trends_agree"]["parts"]) >= set(NEW)
 
 
@@ -149,7 +149,8 @@ def test_a_free_but_flat_unrelated_curve_counts_with_a_ccc_of_zero():
         c = _walk(rng, m)
         return {"clean": c, "adv": c, "noise": c, "unrelated": np.full_like(c, 2.0)}
     v, e = finding1.decide(_summary(make))
-    assert all(s["ccc_clean_unrelated"] == 0.0 for s in e["at"]["series"])
+    assert all(s["ccc_clean_unrelated"] == 0.0 and s["unrelated_flat"] for s in e["at"]["series"])
+    assert e["at"]["per_seed"][0]["unrelated_flat"] == 12
     assert v["beats_unrelated_control_at"]["holds"] is True
     assert v["beats_unrelated_control_at"]["effect"] == pytest.approx(1.0)
 

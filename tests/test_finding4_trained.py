@@ -43,7 +43,8 @@ def _trained(rng, follows: bool, probes=6):
                 else:
                     ixt, ity = rng.uniform(0.5, 2.0), rng.uniform(0.1, 0.5)
                 out.append({"source": "trained", "mode": mode, "inputs": inputs, "probe": f"p{p}",
-                            "geometry": _geo(s, sep), "mi": {e: {"I_XT": float(ixt), "I_TY": float(ity)} for e in ESTS}})
+                            "geometry": _geo(s, sep),
+                            "mi": {e: {"I_XT": float(ixt), "I_TY": float(ity)} for e in ESTS}})
     return out
 
 
@@ -58,7 +59,8 @@ def test_trained_layers_that_follow_the_geometry_decide_the_finding():
     v, _ = finding4.decide(_controlled() + trained, scale_check={"factors": [0.1, 10], "max_abs_diff_bits": 0.0})
     assert all(v[n]["holds"] is True for n in ("geometry_explains_trained", *TRAINED, "estimators_trace_geometry"))
     assert set(v["estimators_trace_geometry"]["parts"]) == {"geometry_explains_trained", *TRAINED}
-    want = _spearman_mean(trained, [("kde_upper", "I_XT", "spread_kde_upper"), ("kde_lower", "I_XT", "spread_kde_lower")])
+    want = _spearman_mean(trained, [("kde_upper", "I_XT", "spread_kde_upper"),
+                                    ("kde_lower", "I_XT", "spread_kde_lower")])
     assert v["kde_ixt_tracks_spread_trained"]["effect"] == pytest.approx(want, abs=1e-12)
     want = _spearman_mean(trained, [("binning", "I_XT", "spread_binning")])
     assert v["binning_tracks_spread_trained"]["effect"] == pytest.approx(want, abs=1e-12)
@@ -69,7 +71,7 @@ def test_trained_layers_that_follow_the_geometry_decide_the_finding():
 
 def test_synthetic_layers_cannot_carry_a_finding_the_trained_layers_do_not_show():
     rng = np.random.default_rng(2)
-    v, e = finding4.decide(_controlled() + _trained(rng, follows=False))
+    v, _ = finding4.decide(_controlled() + _trained(rng, follows=False))
     assert v["kde_ixt_tracks_spread"]["holds"] is True  # the pooled check, inflated by the designed sweeps
     assert v["sweeps_monotone"]["holds"] is True
     for name in TRAINED:
@@ -101,7 +103,8 @@ def test_checks_are_labelled_in_the_table_and_survive_combining_seeds():
     runs = [finding4.decide(_controlled() + _trained(rng, follows=True), seed=s)[0] for s in range(2)]
     combined = V.combine_seeds(runs)
     assert combined["sweeps_monotone"]["role"] == "check" and combined["kde_ixt_tracks_spread"]["role"] == "check"
-    assert combined["estimators_trace_geometry"]["holds"] is True and combined["kde_ixt_tracks_spread_trained"]["seeds"] == 2
+    assert combined["estimators_trace_geometry"]["holds"] is True
+    assert combined["kde_ixt_tracks_spread_trained"]["seeds"] == 2
     table = finding4.verdict_table({"verdicts": combined})
     assert "sweeps_monotone (check)" in table and "kde_ixt_tracks_spread_trained (check)" not in table
 

@@ -21,7 +21,7 @@ the series that count and the same mean on every resample (``(effect, [R])`` or 
   covariance with anything) would let the comparison pass by default; such series are left
   out, and a regime where every series is left out is untestable. An unrelated curve that is
   free to move but does not gets its CCC of about 0, and counts: a common drift would have
-  moved it.
+  moved it (``unrelated_flat`` marks such series, and the counts say how many there are).
 * ``detrended``: CCC(Δ(clean/unrelated), Δ(adv/unrelated)): every curve divided, measurement
   by measurement, by the same model's unrelated-input curve of the same estimator, quantity and
   probe. A drift that multiplies every input's estimate by the same factor (the weights grow,
@@ -143,6 +143,9 @@ def seed_regime(history: dict[str, Any], layers: list[str], idx: list[int], ceil
                     u = got["unrelated"][0][:, j]
                     usable = bool(np.all(u > SATURATION_GAP_BITS) and np.all(ceilings[q] - u >= SATURATION_GAP_BITS))
                     s["unrelated_can_move"] = usable
+                    se_u = got["unrelated"][2]
+                    s["unrelated_flat"] = None if se_u is None else bool(
+                        np.ptp(u) <= noise_mult * float(np.median(se_u[:, j])))
                 series.append(s)
                 if usable:
                     s["detrended"] = _detrended(got, j, saturated, noise_mult)
@@ -165,6 +168,7 @@ def seed_regime(history: dict[str, Any], layers: list[str], idx: list[int], ceil
     counts = {"series": len(series), "informative": int(sum(s["informative"] for s in series)),
               "saturated": int(sum(s["saturated"] for s in series)),
               "unrelated_can_move": int(sum(bool(s.get("unrelated_can_move")) for s in series)),
+              "unrelated_flat": int(sum(bool(s.get("unrelated_can_move") and s.get("unrelated_flat")) for s in series)),
               "detrended_informative": int(sum(bool((s.get("detrended") or {}).get("informative")) for s in series))}
     out = {"series": series, "counts": counts, "has_noise": "noise" in present, "has_unrelated": "unrelated" in present}
     out.update({k: _pool(*acc[k]) for k in POOLED})
