@@ -83,6 +83,10 @@ def test_adversarial_agreement_beyond_an_unrelated_control_holds():
     assert v["trends_agree_detrended_at"]["effect"] == pytest.approx(want, abs=1e-9)
     assert v["trends_agree_nt"]["ccc_interval_above_null"] is True
     assert e["nt"]["per_seed"][0]["unrelated_can_move"] == 12 and e["nt"]["per_seed"][0]["unrelated_flat"] == 0
+    want = _expected(s, "nt", lambda c: _ccc(np.diff(c["clean"]), np.diff(c["unrelated"])))
+    assert e["nt"]["mean_ccc_per_seed"][0]["ccc_clean_unrelated"] == pytest.approx(want, abs=1e-9)
+    table = finding1.verdict_table({"verdicts": v, "evidence": e})
+    assert f"mean CCC with the unrelated input {want:+.3f} over 12 series" in table
     assert set(v["trends_agree"]["parts"]) >= set(NEW)
 
 

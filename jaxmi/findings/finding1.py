@@ -178,7 +178,8 @@ def decide(summary: dict[str, Any], *, ccc_high: float = CCC_HIGH, margin: float
     evidence: dict[str, Any] = {"measurements_used": [epochs[i] for i in idx], "ceilings": ceilings}
     for regime in REGIMES:
         per = [] if reason else [seed_regime(h[regime], layers, idx, ceilings, noise_mult) for h in seeds]
-        evidence[regime] = {"per_seed": [p["counts"] for p in per], "series": per[0]["series"] if per else []}
+        evidence[regime] = {"per_seed": [p["counts"] for p in per], "mean_ccc_per_seed": [p["means"] for p in per],
+                            "series": per[0]["series"] if per else []}
         recs = {}
         for key in ("agreement", "control", "beats_unrelated", "detrended"):
             got = [p[key] for p in per]
@@ -226,6 +227,10 @@ def verdict_table(summary: dict[str, Any]) -> str:
         if regime in REGIMES and e.get(regime, {}).get("per_seed"):
             c = e[regime]["per_seed"][0]
             text += f"; {c['informative']}/{c['series']} series informative ({c['saturated']} saturated)"
+            mean_u = (e[regime].get("mean_ccc_per_seed") or [{}])[0].get("ccc_clean_unrelated")
+            if name.startswith("beats_unrelated") and mean_u is not None:
+                text += (f"; first seed: mean CCC with the unrelated input {mean_u:+.3f} over "
+                         f"{c['unrelated_can_move']} series whose control can move ({c['unrelated_flat']} flat)")
         rows.append((name, r["holds"], text))
     return verdict_lines(rows, summary)
 

@@ -7,7 +7,9 @@ measurements ``idx`` (from epoch 1 on) are taken on every measured kind of input
 labels). Each curve has its bootstrap resamples (the same resamples of the draw for every
 measurement and kind of inputs, so every difference and ratio below is paired).
 
-:func:`seed_regime` returns every series' numbers and four pooled effects, each a mean over
+:func:`seed_regime` returns every series' numbers, the mean CCC of the clean changes with the
+adversarial, the noise and the unrelated-input changes over the series each comparison counts
+(``means``), and four pooled effects, each a mean over
 the series that count and the same mean on every resample (``(effect, [R])`` or None):
 
 * ``agreement``: CCC(Δclean, Δadv) over the *informative* series (neither clean nor
@@ -110,6 +112,7 @@ def seed_regime(history: dict[str, Any], layers: list[str], idx: list[int], ceil
     series: list[dict[str, Any]] = []
     acc: dict[str, tuple[list, list]] = {k: ([], []) for k in POOLED}
     present = {i for blk in history["mi"].values() for i in blk}
+    means: dict[str, list[float]] = {"noise": [], "unrelated": []}
     for est in history["mi"]:
         for q in QUANTITIES:
             got = {i: _curves(history, est, q, i, idx) for i in ("clean", "adv", "noise", "unrelated")}
@@ -163,6 +166,7 @@ def seed_regime(history: dict[str, Any], layers: list[str], idx: list[int], ceil
                     pt, bt = ctrl.get(kind, (None, None))
                     if bt is None or s.get(f"ccc_clean_{kind}") is None or (kind == "unrelated" and not usable):
                         continue
+                    means[kind].append(s[f"ccc_clean_{kind}"])
                     acc[key][0].append(s["ccc_clean_adv"] - s[f"ccc_clean_{kind}"])
                     acc[key][1].append(b_adv[j] - bt[j])
     counts = {"series": len(series), "informative": int(sum(s["informative"] for s in series)),
@@ -172,6 +176,8 @@ def seed_regime(history: dict[str, Any], layers: list[str], idx: list[int], ceil
               "detrended_informative": int(sum(bool((s.get("detrended") or {}).get("informative")) for s in series))}
     out = {"series": series, "counts": counts, "has_noise": "noise" in present, "has_unrelated": "unrelated" in present}
     out.update({k: _pool(*acc[k]) for k in POOLED})
+    out["means"] = {"ccc_clean_adv": float(np.mean(acc["agreement"][0])) if acc["agreement"][0] else None,
+                    **{f"ccc_clean_{k}": float(np.mean(v)) if v else None for k, v in means.items()}}
     return out
 
 
