@@ -26,6 +26,15 @@ preference can show). With Δ_d = mean over the used levels of (r_AT − r_NT) u
   A model that is merely more robust to every distortion raises both Δs alike and leaves D
   near 0; only a preference for shape over texture makes it positive.
 
+Guards and second readings (:mod:`jaxmi.findings.texture`, whose docstring gives the rules):
+a level is testable only if it moves pixels by ≥ δ_px = 0.05 on average and some model's clean
+accuracy by ≥ δ_acc = 0.02 (no testable level on a side: untestable, never "no");
+``retention_information_{at_shape,nt_texture,interaction}`` repeat the three comparisons on
+I(T;Y) of the last hidden probe at a relative σ² (``information_noise_var``);
+``adv_other_class_texture`` (with its parts ``_nt_vs_at`` and ``_vs_noise``) tests whether NT's
+adversarial wrong classes survive patch shuffling more often than AT's and than its own
+wrong classes on random-sign noise. ``data_note`` flags JPEG test images.
+
 Intervals: a paired bootstrap over the images (the same resampled images for NT and AT and
 for every level; per-image correctness is stored in the summary), and seeds with ``--seeds``.
 The evidence repeats D on the images both models classify correctly undistorted

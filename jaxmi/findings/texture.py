@@ -288,8 +288,9 @@ def _side_information(dist, kind: str, levels_used: Sequence) -> dict[str, Any]:
         boots.append(bt)
     out: dict[str, Any] = {"used": used, "self_dominated": dominated}
     if not used:
-        out["reason"] = (f"no usable {kind} level (the accuracy verdict's levels: {list(levels_used)}; "
-                         f"self-dominated kernel at {dominated})")
+        out["reason"] = (f"no self-dominated-free {kind} level among those of the accuracy verdict "
+                         f"({list(levels_used)})" if levels_used else
+                         f"no {kind} level is testable and above the chance floor (evidence: levels_{kind})")
         return out
     return {**out, "delta": float(np.mean(diffs)), "boot": np.mean(np.asarray(boots), axis=0)}
 
