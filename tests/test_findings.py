@@ -120,7 +120,8 @@ def test_finding3_smoke_end_to_end(f3_run):
                                   "retention_information_interaction", "adv_other_class_texture_nt_vs_at",
                                   "adv_other_class_texture_vs_noise", "adv_other_class_texture"}
     # the smoke networks stay near chance: every verdict is untestable, never a pass
-    assert all(r["holds"] is None and "did not learn" in r["reason"] for r in s["verdicts"].values())
+    assert all(r["holds"] is None for r in s["verdicts"].values())
+    assert all("did not learn" in r["reason"] for r in s["verdicts"].values() if "parts" not in r)
     assert s["evidence"]["warning"].startswith("did not learn")
     assert s["config"]["dataset"] == "mnist" and res["layers"] == ["conv1", "conv2", "fc1", "fc2", "fc3"]
     # the models trained here: their training record in the run layout, the robust evaluation beside it
@@ -150,7 +151,7 @@ def test_finding3_smoke_end_to_end(f3_run):
     assert (out / "models" / "models.json").exists()  # reusable with --from-run
     assert "at_prefers_shape" in stdout and "adv_other_class_texture" in stdout
     # the no-op rule's pixel changes, the last hidden probe's I(T;Y) and the survival predictions
-    assert res["pixel_change"]["saturation"][0] == 0 and min(res["pixel_change"]["shuffle"][1:]) > 0
+    assert res["pixel_change"]["saturation"][0] == pytest.approx(0, abs=1e-6) and min(res["pixel_change"]["shuffle"][1:]) > 0
     assert res["information_probe"]["probe"] == "fc2" and res["information_probe"]["noise_scale"] == "relative"
     clean = res["distortion"]["at"]["shuffle"]["clean"]
     assert len(clean["I_TY_last_hidden"]) == 4 and len(clean["I_TY_last_hidden_resamples"][0]) == 200
