@@ -222,6 +222,9 @@ def test_adv_other_class_texture_is_untestable_with_too_few_errors_or_no_testabl
     v, _ = finding3.decide(_summary(SHAPE, survival=surv))
     assert all(v[n]["holds"] is None for n in texture.SURVIVAL_NAMES)
     assert "fewer than 20 errors: at_adv" in v["adv_other_class_texture_nt_vs_at"]["reason"]
+    surv, *_ = _survival(nt_adv=(0.9, 0.7), at_adv=(0.5, 0.2), nt_noise=(0.02, 0.2))  # the control has no errors
+    v, _ = finding3.decide(_summary(SHAPE, survival=surv))
+    assert v["adv_other_class_texture"]["holds"] is None and "nt_noise" in v["adv_other_class_texture_vs_noise"]["reason"]
     surv, *_ = _survival(nt_adv=(0.9, 0.7), at_adv=(0.5, 0.2), nt_noise=(0.4, 0.2))
     pixel = {"saturation": [0.0, 0.2, 0.3], "shuffle": [0.0, 0.01, 0.01]}  # shuffling a blank image
     v, _ = finding3.decide(_summary(SHAPE, survival=surv, pixel=pixel))
