@@ -368,8 +368,9 @@ def _f3_summary(acc, n=2000):
                     "adv": {"accuracy": [0.0] * 3}} for k, a in acc[r].items()} for r in acc}
     for r in dist:  # one undistorted measurement shared by both kinds
         dist[r]["shuffle"]["clean"]["correct_bits"][0] = dist[r]["saturation"]["clean"]["correct_bits"][0]
-    return {"results": {"num_classes": 10, "data": {"images": n}, "distortion": dist, "adversarial_confusion": {}},
-            "run": {r: {"train_acc": [0.95]} for r in acc}}
+    pixel = {k: [0.0, 0.2, 0.3] for k in levels}  # every level changes the images (the no-op rule)
+    return {"results": {"num_classes": 10, "data": {"images": n}, "distortion": dist, "adversarial_confusion": {},
+                        "pixel_change": pixel}, "run": {r: {"train_acc": [0.95]} for r in acc}}
 
 
 def _ret(a, a0):
@@ -384,7 +385,7 @@ def test_f3_interaction_holds_for_a_shape_preference_and_not_for_general_robustn
     d_shuf = np.mean([_ret(0.4, 0.8) - _ret(0.7, 0.9), _ret(0.3, 0.8) - _ret(0.6, 0.9)])
     assert v["at_prefers_shape"]["effect"] == pytest.approx(d_sat, abs=1e-9)
     assert v["shape_texture_interaction"]["effect"] == pytest.approx(d_sat - d_shuf, abs=1e-9)
-    assert all(r["holds"] is True for r in v.values())
+    assert all(v[n]["holds"] is True for n in ("at_prefers_shape", "nt_prefers_texture", "shape_texture_interaction"))
     # AT merely more robust to both distortions by the same margin: D ≈ 0 does not hold
     acc = {"nt": {"saturation": [0.9, 0.5, 0.4], "shuffle": [0.9, 0.5, 0.4]},
            "at": {"saturation": [0.8, 0.6, 0.5], "shuffle": [0.8, 0.6, 0.5]}}
@@ -398,7 +399,8 @@ def test_f3_levels_at_the_chance_floor_are_left_out_and_all_floor_is_untestable(
     acc = {"nt": {"saturation": [0.9, 0.4, 0.3], "shuffle": [0.9, 0.7, 0.12]},
            "at": {"saturation": [0.8, 0.7, 0.6], "shuffle": [0.8, 0.4, 0.11]}}
     v, e = finding3.decide(_f3_summary(acc))
-    assert e["levels_shuffle"] == {"used": [2], "skipped_at_floor": [4]}
+    assert {k: e["levels_shuffle"][k] for k in ("used", "skipped_at_floor", "untestable")} == {
+        "used": [2], "skipped_at_floor": [4], "untestable": []}
     acc["nt"]["shuffle"] = [0.9, 0.11, 0.1]
     v, _ = finding3.decide(_f3_summary(acc))
     assert v["nt_prefers_texture"]["holds"] is None and v["shape_texture_interaction"]["holds"] is None

@@ -26,6 +26,15 @@ preference can show). With Δ_d = mean over the used levels of (r_AT − r_NT) u
   A model that is merely more robust to every distortion raises both Δs alike and leaves D
   near 0; only a preference for shape over texture makes it positive.
 
+Guards and second readings (:mod:`jaxmi.findings.texture`, whose docstring gives the rules):
+a level is testable only if it moves pixels by ≥ δ_px = 0.05 on average and some model's clean
+accuracy by ≥ δ_acc = 0.02 (no testable level on a side: untestable, never "no");
+``retention_information_{at_shape,nt_texture,interaction}`` repeat the three comparisons on
+I(T;Y) of the last hidden probe at a relative σ² (``information_noise_var``);
+``adv_other_class_texture`` (with its parts ``_nt_vs_at`` and ``_vs_noise``) tests whether NT's
+adversarial wrong classes survive patch shuffling more often than AT's and than its own
+wrong classes on random-sign noise. ``data_note`` flags JPEG test images.
+
 Intervals: a paired bootstrap over the images (the same resampled images for NT and AT and
 for every level; per-image correctness is stored in the summary), and seeds with ``--seeds``.
 The evidence repeats D on the images both models classify correctly undistorted
@@ -57,10 +66,13 @@ from jaxmi.config import Config, check_minimums, setting
 from jaxmi.data import DATASETS, class_names
 from jaxmi.evaluation import confusion
 from jaxmi import verdicts as verdict_lib
+from jaxmi.findings import texture
 from jaxmi.findings.common import ModelOptions, measurement_draw, model_passes, trained_models
 from jaxmi.findings.runner import Finding, Measured
 from jaxmi.findings.summary import config_record, final_train_acc, record_rows, verdict_lines
 from jaxmi.history import INPUTS, REGIMES
+from jaxmi.models import probe_widths
+from jaxmi.plan import pgd_config
 from jaxmi.run import log_line
 from jaxmi.verdicts import format_record
 
@@ -84,8 +96,13 @@ class Options(ModelOptions):
     smoothgrad_std: float = setting(0.2, "SmoothGrad noise std (pixel units in [0, 1])")
     ig_steps: int = setting(50, "Integrated-Gradients path steps (black baseline)", minimum=1)
     example_images: int = setting(4, "rows of the distortion example grid", minimum=1)
+    information_noise_var: float = setting(texture.INFO_NOISE_VAR, "σ² of the I(T;Y) retention verdicts, relative "
+                                                                  "to the layer's scale (noise_scale relative)")
 
     def __post_init__(self):
+        if not (np.isfinite(self.information_noise_var) and self.information_noise_var > 0):
+            raise ValueError(f"information_noise_var must be a finite number > 0 (a relative σ², e.g. "
+                             f"{texture.INFO_NOISE_VAR}); got {self.information_noise_var}.")
         for p in self.saturation:
             distortions.check_saturation_level(p)
         if not self.saturation or 2 not in [float(p) for p in self.saturation]:
@@ -110,11 +127,14 @@ PRESETS: dict[str, dict[str, Any]] = {
 
 
 def _evaluate(passes, params, batch_stats, x, y, *, conditions, key, num_classes: int, noise_var: float, layers,
-              log, regime: str) -> dict:
+              log, regime: str, eps: float, info_probe: str, info_noise_var: float) -> dict:
     """Accuracy, loss, probabilities and KDE-lower MI per (distortion, level, inputs) for one model.
 
     The adversarial inputs are PGD examples of the undistorted images, distorted afterwards;
-    the shuffle key of level k is ``fold_in(key, k)``.
+    the shuffle key of level k is ``fold_in(key, k)``. Clean inputs also get I(T;Y) of
+    ``info_probe`` at the relative σ² ``info_noise_var``; ``"error_survival"`` holds the
+    predictions on adversarial and on random-sign-noise (size ``eps``) images shuffled at
+    k = 0, 2, 4 (:mod:`jaxmi.findings.texture`).
     """
     y_dev = jnp.asarray(y)
     x = jnp.asarray(x)
@@ -137,6 +157,10 @@ def _evaluate(passes, params, batch_stats, x, y, *, conditions, key, num_classes
                              "correct_bits": np.packbits(correct).tobytes().hex(),
                              "I_XT": [float(mi[p][ESTIMATOR]["I_XT"]) for p in layers],
                              "I_TY": [float(mi[p][ESTIMATOR]["I_TY"]) for p in layers], "_probs": probs}
+                if inputs == "clean":
+                    cache[ck]["_info"] = texture.probe_label_information(
+                        passes, params, batch_stats, xd, y_dev, y, probe=info_probe, num_classes=num_classes,
+                        noise_var=info_noise_var)
                 log(f"[{regime.upper()}] {kind} {level:g} {inputs}: acc {cache[ck]['accuracy']:.4f} "
                     f"loss {cache[ck]['loss']:.4f}")
             results[(kind, level, inputs)] = cache[ck]
@@ -148,6 +172,11 @@ def _evaluate(passes, params, batch_stats, x, y, *, conditions, key, num_classes
                     "adv_perturbation_kept": float(jnp.abs(distortions.saturate(sources["adv"], lv)
                                                            - distortions.saturate(x, lv)).sum() / jnp.maximum(pert, 1e-12))}
         for kind, lv in conditions if kind == "saturation"}
+    noisy = texture.sign_noise(x, eps, jax.random.fold_in(key, 5))  # the same noise for NT and AT
+    ks = [lv for kind, lv in conditions if kind == "shuffle" and (lv in texture.SURVIVAL_LEVELS
+                                                                  or distortions.is_identity(kind, lv))]
+    results["error_survival"] = {"levels": ks, **texture.survival_predictions(
+        passes.forward, params, batch_stats, {"adv": sources["adv"], "noise": noisy}, y_dev, ks, key, num_classes)}
     return results
 
 
@@ -159,9 +188,11 @@ def _correct(bits: str, n: int) -> np.ndarray:
     return np.unpackbits(np.frombuffer(bytes.fromhex(bits), np.uint8))[:n].astype(bool)
 
 
-def _side(dist, kind, select, chance, idx, subset=None):
+def _side(dist, kind, select, chance, idx, subset=None, allowed=None):
     """Δ = mean over the usable levels of (r_AT − r_NT) with its resample values, the levels used
-    and why others were not; retention above chance on the full draw or on ``subset``."""
+    and why others were not; retention above chance on the full draw or on ``subset``. Only
+    levels in ``allowed`` (the testable ones, :func:`jaxmi.findings.texture.level_testability`)
+    can be used; the others are listed as ``untestable``."""
     levels = dist["nt"][kind]["levels"]
     n = idx.shape[1]
     corr = {}
@@ -174,9 +205,12 @@ def _side(dist, kind, select, chance, idx, subset=None):
     keep = np.ones(n, bool) if subset is None else subset
     if not keep.any():
         return None
-    used, skipped, diffs, boots = [], [], [], []
+    used, skipped, noop, diffs, boots = [], [], [], [], []
     for i, lv in enumerate(levels):
         if i == ref or not select(lv):
+            continue
+        if allowed is not None and lv not in allowed:
+            noop.append(lv)
             continue
         acc = {r: corr[r][i][keep].mean() for r in REGIMES}
         if min(acc.values()) < chance + FLOOR:
@@ -197,8 +231,8 @@ def _side(dist, kind, select, chance, idx, subset=None):
         diffs.append(d)
         boots.append(b)
     if not used:
-        return {"used": used, "skipped_at_floor": skipped}
-    return {"used": used, "skipped_at_floor": skipped, "delta": float(np.mean(diffs)),
+        return {"used": used, "skipped_at_floor": skipped, "untestable": noop}
+    return {"used": used, "skipped_at_floor": skipped, "untestable": noop, "delta": float(np.mean(diffs)),
             "boot": np.mean(np.asarray(boots), axis=0)}
 
 
@@ -218,25 +252,35 @@ def decide(summary: dict[str, Any], *, strong_saturation: float = 64) -> tuple[d
         ref = lambda r: [i for i, lv in enumerate(dist[r]["saturation"]["levels"])  # noqa: E731
                          if distortions.is_identity("saturation", lv)][0]
         both = np.logical_and(*[_correct(dist[r]["saturation"]["clean"]["correct_bits"][ref(r)], n) for r in REGIMES])
-    sided = {k: _side(dist, k, f, chance, idx) for k, f in sides.items()}
-    sub = {k: _side(dist, k, f, chance, idx, subset=both) for k, f in sides.items()} if both is not None else None
+    pixel = res.get("pixel_change") or {}
+    tests = {k: texture.level_testability(dist, k, f, pixel.get(k)) for k, f in sides.items()}
+    allowed = {k: {t["level"] for t in tests[k] if t["testable"]} for k in sides}
+    sided = {k: _side(dist, k, f, chance, idx, allowed=allowed[k]) for k, f in sides.items()}
+    sub = ({k: _side(dist, k, f, chance, idx, subset=both, allowed=allowed[k]) for k, f in sides.items()}
+           if both is not None else None)
     unit = "retention above chance"
     rules = {
-        "at_prefers_shape": f"mean over saturation levels p ≥ {strong_saturation:g} (both models ≥ {FLOOR} above "
-                            "chance) of above-chance retention AT − NT; holds when its 95% interval lies above 0",
-        "nt_prefers_texture": f"mean over patch-shuffle levels k ≥ 2 (both models ≥ {FLOOR} above chance) of "
-                              "above-chance retention NT − AT; holds when its 95% interval lies above 0",
+        "at_prefers_shape": f"mean over saturation levels p ≥ {strong_saturation:g} (testable: mean |Δpixel| ≥ "
+                            f"{texture.DELTA_PX} and a model's clean accuracy drops ≥ {texture.DELTA_ACC}; both "
+                            f"models ≥ {FLOOR} above chance) of above-chance retention AT − NT; holds when its 95% "
+                            "interval lies above 0",
+        "nt_prefers_texture": f"mean over patch-shuffle levels k ≥ 2 (testable as for saturation; both models ≥ "
+                              f"{FLOOR} above chance) of above-chance retention NT − AT; holds when its 95% interval "
+                              "lies above 0",
         "shape_texture_interaction": "D = (AT − NT retention)_saturation − (AT − NT retention)_shuffle; holds when "
                                      "its 95% interval lies above 0 (general robustness cancels in D)"}
 
     def make(r_sat, r_shuf, name):
         if reason:
             return verdict_lib.untestable(reason, unit=unit, rule=rules[name], seeds=1)
-        need = {"at_prefers_shape": (r_sat,), "nt_prefers_texture": (r_shuf,),
-                "shape_texture_interaction": (r_sat, r_shuf)}[name]
-        if any(x is None or "delta" not in x for x in need):
-            return verdict_lib.untestable("no distortion level where both models stay above the chance floor "
-                                          "(or no per-image results)", unit=unit, rule=rules[name], seeds=1)
+        rs = {"saturation": r_sat, "shuffle": r_shuf}
+        need = {"at_prefers_shape": ("saturation",), "nt_prefers_texture": ("shuffle",)}.get(name, tuple(rs))
+        if any(rs[k] is None for k in need):
+            return verdict_lib.untestable("no per-image results", unit=unit, rule=rules[name], seeds=1)
+        bad = [k for k in need if "delta" not in rs[k]]
+        if bad:  # every level a no-op or at the chance floor: null with the per-level reasons, never "no"
+            why = "; ".join(texture.untestable_reason(k, tests[k], rs[k]["skipped_at_floor"]) for k in bad)
+            return verdict_lib.untestable(why, unit=unit, rule=rules[name], seeds=1)
         if name == "at_prefers_shape":
             e, b = r_sat["delta"], r_sat["boot"]
         elif name == "nt_prefers_texture":
@@ -247,10 +291,22 @@ def decide(summary: dict[str, Any], *, strong_saturation: float = 64) -> tuple[d
 
     names = ("at_prefers_shape", "nt_prefers_texture", "shape_texture_interaction")
     verdicts = {name: make(sided["saturation"], sided["shuffle"], name) for name in names}
-    ev: dict[str, Any] = {"chance_accuracy": chance, "floor": FLOOR, "resamples": RESAMPLES}
+    used = {k: (sided[k] or {}).get("used") or [] for k in sides}
+    info, info_ev = texture.information_verdicts(dist, used, reason=reason,
+                                                 noise_var=(res.get("information_probe") or {}).get("noise_var"))
+    surv, surv_ev = texture.error_survival_verdicts(res.get("error_survival"), n, sorted(allowed["shuffle"]), idx,
+                                                    reason=reason)
+    verdicts.update(info)
+    verdicts.update(surv)
+    ev: dict[str, Any] = {"chance_accuracy": chance, "floor": FLOOR, "resamples": RESAMPLES,
+                          "data_note": (res.get("data") or {}).get("note"),
+                          "noop_rule": {"delta_px": texture.DELTA_PX, "delta_acc": texture.DELTA_ACC}}
     for kind in sides:
         r = sided[kind] or {}
-        ev[f"levels_{kind}"] = {"used": r.get("used"), "skipped_at_floor": r.get("skipped_at_floor")}
+        ev[f"levels_{kind}"] = {"used": r.get("used"), "skipped_at_floor": r.get("skipped_at_floor"),
+                                "untestable": r.get("untestable"), "testability": tests[kind]}
+    ev["retention_information"] = {**info_ev, "probe": res.get("information_probe")}
+    ev["adv_other_class_texture"] = surv_ev
     if sub is not None and not reason:
         rec = make(sub["saturation"], sub["shuffle"], "shape_texture_interaction")
         rec.pop("resamples", None)
@@ -280,7 +336,7 @@ def verdict_table(summary: dict[str, Any]) -> str:
         mc = c["mean_confidence_wrong"]
         lines.append(f"adversarial inputs, {regime.upper()}: accuracy {c['accuracy']:.3f}, mean confidence of wrong "
                      f"predictions {'n/a' if mc is None else f'{mc:.3f}'}")
-    return "\n".join(lines)
+    return "\n".join(lines + texture.table_lines(e))
 
 
 def _pick_images(y: np.ndarray, n: int) -> np.ndarray:
@@ -310,8 +366,11 @@ def _measure(config: Config, opts: Options, workdir, *, log=log_line, show_progr
     key = jax.random.fold_in(jax.random.key(config.seed), 3)
     fns = model_passes(module, config, len(y), x.shape[1:])
     layers = list(module.probe_names)
+    info_probe = texture.last_hidden_probe(probe_widths(module, x.shape[1:]), num_classes)
+    eps = float(pgd_config(config).eps)
     per_regime = {r: _evaluate(fns, *trained[r], x, y, conditions=conditions, key=key, num_classes=num_classes,
-                               noise_var=config.mi.noise_var, layers=layers, log=log, regime=r) for r in REGIMES}
+                               noise_var=config.mi.noise_var, layers=layers, log=log, regime=r, eps=eps,
+                               info_probe=info_probe, info_noise_var=opts.information_noise_var) for r in REGIMES}
 
     dist: dict[str, Any] = {}
     for regime in REGIMES:
@@ -336,10 +395,12 @@ def _measure(config: Config, opts: Options, workdir, *, log=log_line, show_progr
             for r in REGIMES}
     alignment = {r: {m: attribution.edge_alignment(h, edges) for m, h in maps[r].items()} for r in REGIMES}
 
+    extra = texture.measured_blocks(per_regime, conditions, dist, probe=info_probe,  # also fills dist's probe I(T;Y)
+                                    noise_var=opts.information_noise_var, eps=eps, y=y, num_classes=num_classes)
     results: dict[str, Any] = {
-        "data": {"test": test_source, "images": int(len(y)),
-                 "note": ("JPEG-recompressed CIFAR-10 copy (quality 75): results are close to, not identical with, "
-                          "the original CIFAR-10") if "jpeg" in str(test_source).lower() else None},
+        "data": {"test": test_source, "images": int(len(y)), "note": texture.data_note(test_source)},
+        "pixel_change": texture.pixel_change(x, conditions, key),
+        **extra,
         "layers": layers,
         "num_classes": num_classes,
         "estimator": ESTIMATOR,

@@ -3,6 +3,7 @@ across the σ² / bin-size sweep."""
 
 from __future__ import annotations
 
+import textwrap
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -36,8 +37,11 @@ def plot_effects(rows: Sequence[tuple[str, Mapping[str, Any]]], path, *, title: 
         color = _COLORS[r.get("holds")]
         if r.get("effect") is not None:
             ax.axvline(r.get("null_value", 0.0), color="0.3", ls="--", lw=0.9)
-        else:  # no null line through the reason
-            ax.text(0.5, 0.5, f"untestable: {str(r.get('reason'))[:110]}", transform=ax.transAxes, ha="center",
+        else:  # no null line through the reason; two lines at most, inside the panel
+            lines = textwrap.wrap(f"untestable: {r.get('reason')}", 95)
+            if len(lines) > 2:
+                lines = [lines[0], textwrap.shorten(" ".join(lines[1:]), 95, placeholder=" …")]
+            ax.text(0.5, 0.5, "\n".join(lines), transform=ax.transAxes, ha="center",
                     va="center", fontsize=7, color=color)
             ax.set_xticks([])
             continue
