@@ -12,7 +12,8 @@ adversarial, paired), either computed here or read from a finding-2 run director
 A *series* is one (estimator, regime, quantity, probe): its clean curve c_e, adversarial
 curve a_e and control curve n_e (the clean images plus random-sign noise of the attack's ε)
 over the measurements from epoch 1 on (epoch 0, the untrained network, would dominate every
-correlation through the jump to epoch 1).
+correlation through the jump to epoch 1). An estimator that does not define a quantity (the
+kNN estimator ``knn`` gives I(T;Y) only) has no series for it.
 
 * **Informative series only**: a series counts when neither its clean nor its adversarial
   curve comes within 0.01 bits of the estimator's ceiling (log₂ N for I(X;T), Ĥ(Y) for
@@ -120,6 +121,8 @@ def _seed_regime(history: dict[str, Any], layers: list[str], idx: list[int], cei
     se_block = history.get("mi_se") or {}
     for est in history["mi"]:
         for q in QUANTITIES:
+            if np.isnan(np.asarray(history["mi"][est]["clean"][q], np.float64)).all():
+                continue  # a quantity the estimator does not define (knn's I(X;T)): no series
             clean = np.asarray(history["mi"][est]["clean"][q], np.float64)[idx]
             adv = np.asarray(history["mi"][est]["adv"][q], np.float64)[idx]
             se = (np.median(np.asarray(se_block[est]["clean"][q], np.float64)[idx], axis=0)
