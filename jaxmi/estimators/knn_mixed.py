@@ -22,9 +22,12 @@ points are dropped, as in Ross's description, and N, N_c and the counts m_i are 
 remaining points (the estimate is then I(T;Y) on the classes that remain). With no class of
 k + 1 points the estimate is NaN (:func:`mixed_knn_mi` raises instead).
 
-Scale. T is centred and divided by one global scale, the root mean square of the centred
-rows' norms (float64, on the host), so the estimate of cT equals that of T for any c ≠ 0 and
-the geometry of the layer is kept (no per-coordinate standardisation).
+Scale. The counts depend only on the order of the distances, so the estimate of cT equals
+that of T for any c ≠ 0 (exactly, where cT is computed without rounding, and up to ties
+within rounding otherwise), and the geometry of the layer is kept (no per-coordinate
+standardisation). For float32 range, T is centred and rescaled by a power of two near the
+root mean square of the row norms, on the host in float64, in a way that breaks no tie
+(:func:`scaled_activations`).
 
 Bootstrap resamples. A resample with multiplicities w (:mod:`jaxmi.estimators.bootstrap`)
 gets exactly the estimate of the materialised resample (the rows repeated w_i times): point i
@@ -106,12 +109,18 @@ def check_knn_k(k: Any) -> int:
 
 
 def scaled_activations(t: Any) -> np.ndarray:
-    """[N, D] float64, centred and divided by the root mean square of the centred row norms
-    (1 when every row is the same)."""
+    """[N, D] float64: minus the column means rounded to a grid of 2⁻²⁶ of the scale, times
+    2⁻ᵉ with 2ᵉ ≤ the root mean square of the centred row norms < 2ᵉ⁺¹. The power-of-two
+    scale is exact and so is the shift for data on a coarser grid (integers, say), so neither
+    breaks a tie that the data have; all rows the same: only centred."""
     a = np.asarray(t, np.float64)
-    a = a - a.mean(axis=0, keepdims=True)
-    s = math.sqrt(float(np.mean(np.einsum("nd,nd->n", a, a))))
-    return a / s if s > 0 else a
+    mean = a.mean(axis=0, keepdims=True)
+    rms = math.sqrt(float(np.mean(np.einsum("nd,nd->n", a - mean, a - mean))))
+    if not rms > 0:
+        return a - mean
+    e = math.floor(math.log2(rms))
+    q = 2.0 ** (e - 26)
+    return (a - np.round(mean / q) * q) * 2.0 ** -e
 
 
 def _kept_weights(y: np.ndarray, weights: np.ndarray, k: int, c: int) -> np.ndarray:
