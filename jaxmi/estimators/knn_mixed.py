@@ -141,8 +141,8 @@ def _weighted_kth(a, w, k: int):
     return v
 
 
-@functools.partial(jax.jit, static_argnames=("k", "block_size", "direct"))
-def mixed_device_counts(t, y, weights, rows, *, k: int, block_size: int, direct: bool = False):
+@functools.partial(jax.jit, static_argnames=("k", "block_size"))
+def mixed_device_counts(t, y, weights, rows, *, k: int, block_size: int):
     """float32 counts m of the given rows for every weight row, and whether float32 rounding
     could have changed them.
 
@@ -151,7 +151,6 @@ def mixed_device_counts(t, y, weights, rows, *, k: int, block_size: int, direct:
       y: [N] int32 labels.
       weights: [R, N] float32 multiplicities, 0 for dropped classes.
       rows: [M] int32 row indices, M a multiple of ``block_size``.
-      direct: distances from coordinate differences instead of the Gram identity.
 
     Returns:
       (m, undecided): [R, M] int32 and [R, M] bool.
@@ -160,13 +159,13 @@ def mixed_device_counts(t, y, weights, rows, *, k: int, block_size: int, direct:
     b = block_size
     nb = rows.shape[0] // b
     st = row_stat(t, "euclidean")
-    delta = 10.0 * _U32 * rounding_growth(d, "euclidean", direct)
+    delta = 10.0 * _U32 * rounding_growth(d, "euclidean", False)
     cols = jnp.arange(n)
 
     def block(i):
         r = jax.lax.dynamic_slice_in_dim(rows, i * b, b)
         own = r[:, None] == cols[None, :]
-        dist = jnp.where(own, 0.0, pair_distances(t[r], t, st[r], st, "euclidean", direct))
+        dist = jnp.where(own, 0.0, pair_distances(t[r], t, st[r], st, "euclidean"))
         same = y[r][:, None] == y[None, :]
 
         def resample(w):
@@ -174,7 +173,7 @@ def mixed_device_counts(t, y, weights, rows, *, k: int, block_size: int, direct:
             eps = _weighted_kth(jnp.where(same & (om > 0), dist, jnp.inf), om, k)
             m = jnp.sum(jnp.where(dist <= eps[:, None], om, 0.0), axis=1)
             reach = eps * (1.0 + delta) + delta * st[r]
-            tol = distance_tolerance(st[r], reach, d, "euclidean", direct)
+            tol = distance_tolerance(st[r], reach, d, "euclidean", False)
             band = count_rows((om > 0) & ~own & (jnp.abs(dist - eps[:, None]) <= 2.0 * tol[:, None]))
             expected = jnp.where(w[r] - 1.0 >= k, 0.0, 1.0)  # d_i set by the row's own copies: nothing in band
             undecided = (w[r] > 0) & ((band != expected) | ~jnp.isfinite(eps))
