@@ -111,8 +111,9 @@ def check_knn_k(k: Any) -> int:
 def scaled_activations(t: Any) -> np.ndarray:
     """[N, D] float64: minus the column means rounded to a grid of 2⁻²⁶ of the scale, times
     2⁻ᵉ with 2ᵉ ≤ the root mean square of the centred row norms < 2ᵉ⁺¹. The power-of-two
-    scale is exact and so is the shift for data on a coarser grid (integers, say), so neither
-    breaks a tie that the data have; all rows the same: only centred."""
+    scale is exact, and so is the shift for data on a grid of that spacing or a coarser one
+    (integers, say), so neither breaks a tie that such data have; all rows the same: only
+    centred."""
     a = np.asarray(t, np.float64)
     mean = a.mean(axis=0, keepdims=True)
     rms = math.sqrt(float(np.mean(np.einsum("nd,nd->n", a - mean, a - mean))))
