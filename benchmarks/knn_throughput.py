@@ -21,6 +21,7 @@ import sys
 import time
 from pathlib import Path
 
+import jax
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -66,8 +67,8 @@ def main(argv=None):
             row = {"samples": n, "width": d, "bootstrap": args.bootstrap}
             for name, methods in (("paper", METHODS), ("paper_and_knn", METHODS + ("knn",)), ("knn", ("knn",))):
                 row[f"{name}_s"] = median_seconds(
-                    lambda m=methods: estimate(a, y, methods=m, bootstrap=args.bootstrap), args.repeats)
-            w = bootstrap_weights(__import__("jax").random.key(0), n, args.bootstrap) if args.bootstrap else None
+                    lambda m=methods, a=a, y=y: estimate(a, y, methods=m, bootstrap=args.bootstrap), args.repeats)
+            w = bootstrap_weights(jax.random.key(0), n, args.bootstrap) if args.bootstrap else None
             c = mixed_counts(a, y, 3, weights=w)
             row["pairs"] = int(n * (1 + args.bootstrap))
             row["recounted_pairs"] = c.recounted

@@ -10,7 +10,9 @@ class c; d_i is the Euclidean distance from point i to its k-th nearest neighbou
 N_{y_i} − 1 other points of its own class; m_i is the number of points of *any* class, point i
 excluded, with distance ≤ d_i (Ross counts the k-th neighbour itself, so m_i ≥ k). For integer
 arguments ψ(m) = −γ + H_{m−1}, so the estimate is computed exactly as
-H_{N−1} − ⟨H_{N_{y_i}−1}⟩ + H_{k−1} − ⟨H_{m_i−1}⟩ in float64. It is not clipped at zero.
+H_{N−1} − ⟨H_{N_{y_i}−1}⟩ + H_{k−1} − ⟨H_{m_i−1}⟩ in float64. It is not clipped: it can be
+slightly negative, and since m_i ≥ k its largest value is ψ(N) − ⟨ψ(N_{y_i})⟩ (every point's k
+nearest neighbours of its own class), which exceeds the plug-in Ĥ(Y) for small classes.
 
 Ties and duplicates. d_i is the k-th smallest of the same-class distances counted with
 multiplicity; point i is excluded by index, never by its zero distance, so a duplicate of
@@ -70,7 +72,14 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxmi.estimators.knn import count_rows, distance_tolerance, ksg_block_size, pair_distances, rounding_growth, row_stat
+from jaxmi.estimators.knn import (
+    count_rows,
+    distance_tolerance,
+    ksg_block_size,
+    pair_distances,
+    rounding_growth,
+    row_stat,
+)
 from jaxmi.estimators.knn_mixed_host import host_mixed_counts
 
 __all__ = ["mixed_knn_mi", "mixed_counts", "MixedCounts", "knn_compute", "scaled_activations", "check_knn_k",
