@@ -35,7 +35,7 @@ from typing import Any
 
 __all__ = ["setting", "check_minimums", "DataConfig", "ModelConfig", "OptimConfig", "AttackConfig", "MIConfig", "ExecConfig",
            "Config", "PRESETS", "DEFAULT_ATTACKS", "SECTIONS", "make_config", "flat_fields",
-           "normalize_identity", "MODEL_NAMES", "PRECISIONS", "ESTIMATORS", "DEFAULT_NOISE_VARS", "DEFAULT_BIN_SIZES",
+           "normalize_identity", "MODEL_NAMES", "PRECISIONS", "ESTIMATORS", "OPTIONAL_ESTIMATORS", "DEFAULT_NOISE_VARS", "DEFAULT_BIN_SIZES",
            "LOOPS", "SEED_LOOPS", "KDE_PRECISIONS", "SPEC_FORM", "is_model_spec"]
 
 # The vocabularies the fields take. The modules that implement them check at import that they
@@ -44,6 +44,8 @@ __all__ = ["setting", "check_minimums", "DataConfig", "ModelConfig", "OptimConfi
 MODEL_NAMES: tuple[str, ...] = ("lenet", "mlp", "wrn")
 PRECISIONS: tuple[str, ...] = ("bfloat16", "float32")
 ESTIMATORS: tuple[str, ...] = ("kde_upper", "kde_lower", "binning")
+#: Estimators a run also accepts but does not use by default (``knn``: I(T;Y) only).
+OPTIONAL_ESTIMATORS: tuple[str, ...] = ("knn",)
 #: The σ² grid of a sweep: 13 values, a factor 4 apart, around the paper's 0.1.
 DEFAULT_NOISE_VARS: tuple[float, ...] = tuple(0.1 * 4.0 ** k for k in range(-5, 8))
 #: The bin-width grid of a sweep: 13 values, a factor √10 apart, around the paper's 0.5.
@@ -214,7 +216,8 @@ class MIConfig:
     """The mutual-information measurements."""
 
     samples: int = setting(5000, "test images per MI measurement (one fixed draw)")
-    estimators: tuple[str, ...] = setting(ESTIMATORS, f"MI estimators, a subset of {list(ESTIMATORS)}", nargs="+")
+    estimators: tuple[str, ...] = setting(ESTIMATORS, f"MI estimators, a subset of {list(ESTIMATORS + OPTIONAL_ESTIMATORS)} "
+                                                             f"(knn: I(T;Y) only)", nargs="+")
     noise_var: float = setting(0.1, "KDE noise variance σ² (the paper's 0.1)")
     bin_size: float = setting(0.5, "binning width (the paper's 0.5)")
     noise_scale: str = setting("absolute", "σ² as given (absolute, the paper's protocol) or in units of each "
@@ -236,9 +239,9 @@ class MIConfig:
         if self.samples < 2:
             raise ValueError(f"samples must be ≥ 2 to estimate mutual information; got {self.samples}.")
         object.__setattr__(self, "estimators", tuple(self.estimators))
-        unknown = [m for m in self.estimators if m not in ESTIMATORS]
+        unknown = [m for m in self.estimators if m not in ESTIMATORS + OPTIONAL_ESTIMATORS]
         if unknown or not self.estimators:
-            raise ValueError(f"unknown estimator(s) {unknown}; choose from {list(ESTIMATORS)}.")
+            raise ValueError(f"unknown estimator(s) {unknown}; choose from {list(ESTIMATORS + OPTIONAL_ESTIMATORS)}.")
         if not self.noise_var > 0:
             raise ValueError(f"noise_var must be > 0; got {self.noise_var}.")
         if not self.bin_size > 0:

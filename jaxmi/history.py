@@ -65,6 +65,11 @@ DIAGNOSTICS: tuple[str, ...] = ("saturated", "I_XT_gap", "I_TY_gap", "nn_sq_dist
 MIBlock = dict[str, dict[str, dict[str, list]]]  # [estimator][inputs][quantity] -> [measurement][probe]
 
 
+def _num(v: Any, cast=float) -> Any:
+    """``cast(v)``, or None for None."""
+    return None if v is None else cast(v)
+
+
 def _empty_mi(estimators: Sequence[str], inputs: Sequence[str] = INPUTS) -> MIBlock:
     return {m: {i: {q: [] for q in QUANTITIES} for i in inputs} for m in estimators}
 
@@ -132,18 +137,19 @@ class History:
         for est, per_input in self.mi.items():
             for inputs, per_q in per_input.items():
                 res = mi[inputs][est]
+                # None (an estimator without I(X;T), e.g. knn) stays None: JSON null
                 for q in QUANTITIES:
-                    per_q[q].append([float(v) for v in res[q]])
+                    per_q[q].append([_num(v) for v in res[q]])
                     if self.mi_se is not None:
-                        self.mi_se[est][inputs][q].append([float(v) for v in res[f"{q}_se"]])
+                        self.mi_se[est][inputs][q].append([_num(v) for v in res[f"{q}_se"]])
                     if self.mi_boot is not None:
-                        self.mi_boot[est][inputs][q].append([[round(float(b), 5) for b in v]
+                        self.mi_boot[est][inputs][q].append([None if v is None else [round(float(b), 5) for b in v]
                                                              for v in res[f"{q}_resamples"]])
                 diag = self.diagnostics.setdefault(est, {}).setdefault(inputs, {})
                 for key in DIAGNOSTICS:
                     if key in res:
                         cast = bool if key == "saturated" else float
-                        diag.setdefault(key, []).append([cast(v) for v in res[key]])
+                        diag.setdefault(key, []).append([_num(v, cast) for v in res[key]])
         if sweep is not None:
             if self.sweep is None:
                 self.sweep = {"epochs": []}

@@ -38,7 +38,8 @@ def _mean_diagnostics(mi: MIBlock, hs: Sequence[History], ceilings: Mapping[str,
         out[est] = {}
         for inputs, per_q in per_input.items():
             gap_xt = ceilings["I_XT"] - np.asarray(per_q["I_XT"], float)
-            d = {"saturated": (gap_xt < SATURATION_GAP_BITS).tolist(), "I_XT_gap": gap_xt.tolist(),
+            saturated = np.where(np.isnan(gap_xt), None, gap_xt < SATURATION_GAP_BITS)  # None: no I(X;T) (knn)
+            d = {"saturated": saturated.tolist(), "I_XT_gap": gap_xt.tolist(),
                  "I_TY_gap": (ceilings["I_TY"] - np.asarray(per_q["I_TY"], float)).tolist()}
             for key in DIAGNOSTICS[3:]:
                 if key in hs[0].diagnostics.get(est, {}).get(inputs, {}):
@@ -89,6 +90,8 @@ def saturation_report(summary: Mapping[str, Any], ceilings: Mapping[str, float])
         for est, per_input in (summary[regime].get("diagnostics") or {}).items():
             for d in (per_input[i] for i in INPUTS if i in per_input):  # not the noise control
                 last = d["saturated"][-1]
+                if any(v is None for v in last):  # an estimator without I(X;T) (knn)
+                    continue
                 c = by_est.setdefault(est, {"saturated": 0, "estimates": 0})
                 c["saturated"] += int(sum(last))
                 c["estimates"] += len(last)

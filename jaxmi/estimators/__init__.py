@@ -1,6 +1,6 @@
 """Mutual-information estimators for deterministic networks, in bits.
 
-Four estimators from the information-plane literature, for a deterministic layer T = f(X)
+Estimators from the information-plane literature, for a deterministic layer T = f(X)
 and class labels Y. The first three are the ones Zhang et al. (2022), arXiv:2207.05756, use
 (:data:`METHODS`):
 
@@ -14,6 +14,9 @@ and class labels Y. The first three are the ones Zhang et al. (2022), arXiv:2207
 * ``"renyi"``: the matrix-based Rényi α-entropy functional (Giraldo, Rao & Príncipe 2014),
   as used for DNN information planes by Yu et al. (2019) and Wickstrøm et al. (2019); see
   :func:`renyi_mi`. Not in :data:`METHODS`: ask for it by name.
+* ``"knn"``: Ross's (2014) mixed continuous–discrete k-nearest-neighbour estimator of I(T;Y)
+  (:mod:`~jaxmi.estimators.knn_mixed`, :func:`mixed_knn_mi`). It gives I(T;Y) only: I(X;T) is
+  not defined for it, and every public result holds ``None`` there. Not in :data:`METHODS`.
 
 KDE, with D_ij = ‖t_i − t_j‖² and s the exponent scale (2σ² for the upper, 8σ² for the
 lower bound)::
@@ -66,6 +69,7 @@ from jaxmi.estimators.binning import binning_mi
 from jaxmi.estimators.bootstrap import bootstrap_weights
 from jaxmi.estimators.kde import choose_block_size, kde_mi
 from jaxmi.estimators.knn import ksg_mi
+from jaxmi.estimators.knn_mixed import mixed_knn_mi
 from jaxmi.estimators.registry import METHODS, available_methods, register_estimator, unregister_estimator
 from jaxmi.estimators.renyi import renyi_mi
 from jaxmi.estimators.sweep import DEFAULT_BIN_SIZES, DEFAULT_NOISE_VARS, sweep_bins, sweep_kde_bounds, sweep_noise
@@ -82,6 +86,7 @@ __all__ = [
     "binning_mi",
     "renyi_mi",
     "ksg_mi",
+    "mixed_knn_mi",
     "choose_block_size",
     "sweep_noise",
     "sweep_kde_bounds",

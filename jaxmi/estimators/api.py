@@ -69,6 +69,8 @@ def _estimate_layer(activations, labels, plan: _Plan, *, flatten: bool) -> dict[
             i_xt, i_ty, *extra = res[m]  # built-in estimators add their own diagnostics
             out[m] = summarize(i_xt, i_ty, plan.resamples, plan.confidence)
             out[m].update(diagnose(out[m], labels, extra[0] if extra else None))
+            if not entry.i_xt:  # I(X;T) is not defined for this estimator: None, not NaN
+                out[m].update({k: None for k in out[m] if k.startswith("I_XT")}, saturated=None)
     return {m: out[m] for m in plan.methods}
 
 
@@ -106,7 +108,8 @@ def estimate(x, labels, *, methods: Sequence[str] = METHODS, num_classes: int | 
         resampling; default ``jax.random.key(0)``, so layers and models get paired
         resamples), ``confidence`` (coverage of the percentile interval, default 0.95),
         ``alpha``, ``kernel_width``, ``k_neighbors``, ``input_kernel_width`` (Rényi; see
-        :func:`renyi_mi`), and the options of registered estimators. An option that none of
+        :func:`renyi_mi`), ``knn_k`` (the neighbour order of ``"knn"``, default 3), and the
+        options of registered estimators. An option that none of
         ``methods`` takes is an error.
 
     Returns:
@@ -118,7 +121,11 @@ def estimate(x, labels, *, methods: Sequence[str] = METHODS, num_classes: int | 
       ``"nn_sq_dist_over_width"``, ``"self_dominated_share"``, ``"noise_var"``. With
       ``bootstrap``, each result also holds ``"I_XT_se"``, ``"I_XT_lo"``, ``"I_XT_hi"``, ``"I_XT_resamples"``
       (standard error over the resamples and the percentile interval) and the same for
-      ``"I_TY"``.
+      ``"I_TY"``. ``"knn"`` (Ross's mixed kNN estimator, :mod:`jaxmi.estimators.knn_mixed`)
+      estimates I(T;Y) only: I(X;T) is not defined for it (infinite for a deterministic
+      network of continuous inputs), so its ``"I_XT"``, every other ``"I_XT_..."`` key and
+      ``"saturated"`` are ``None``; its ceiling diagnostics are ``"I_TY_ceiling"`` = Ĥ(Y) and
+      ``"I_TY_gap"``.
 
     Raises:
       ValueError: on a bad parameter, option or layer; for a mapping, a layer's message is
@@ -146,7 +153,8 @@ def estimate_mi(activations, labels, *, method: str, num_classes: int | None = N
     Args:
       activations: [N, D] float array, one flattened layer output per sample.
       labels: [N] integer class labels (the true labels, also for adversarial inputs).
-      method: ``"kde_upper"``, ``"kde_lower"``, ``"binning"``, ``"renyi"`` or a registered name.
+      method: ``"kde_upper"``, ``"kde_lower"``, ``"binning"``, ``"renyi"``, ``"knn"`` or a
+        registered name.
       num_classes: number of classes (default: max(labels) + 1).
       noise_var: KDE kernel variance σ² (0.1 in the paper).
       bin_size: binning width (0.5 in the paper).
@@ -154,7 +162,8 @@ def estimate_mi(activations, labels, *, method: str, num_classes: int | None = N
 
     Returns:
       ``{"I_XT": float, "I_TY": float, "saturated": bool, ...}`` in bits, with the
-      diagnostics of :func:`estimate` (plus error-bar keys with ``bootstrap``).
+      diagnostics of :func:`estimate` (plus error-bar keys with ``bootstrap``); for
+      ``method="knn"`` ``{"I_XT": None, "I_TY": float, ...}`` (I(X;T) is not defined for it).
     """
     if not isinstance(method, str) or method not in available_methods():
         raise ValueError(f"unknown estimator method {method!r}; choose one of {list(available_methods())}.")

@@ -40,7 +40,7 @@ formed. Squared distances compare as the distances do, so the
 counts are those of the definition above.
 
 float32 rounding. Compared with exact arithmetic on the float64 standardised data, a float32
-distance D between rows a and b is off by at most e (:func:`_tolerance`): from the Gram
+distance D between rows a and b is off by at most e (:func:`distance_tolerance`): from the Gram
 identity, e = (2d + 8)·u·(‖a‖² + ‖b‖²) (squared distances; d the space's width; u = 2⁻²⁴;
 the cast of the inputs included); from direct coordinate differences,
 e = 4u·√D·‖a‖ + (d + 5)·u·D + u²·(2‖a‖ + √D)²; Chebyshev, e = 3u·(max|a_k| + max|b_k|).
@@ -80,7 +80,7 @@ import numpy as np
 from jaxmi.estimators.knn_host import host_counts
 
 __all__ = ["ksg_mi", "ksg_counts", "KSGCounts", "KSG_METRICS", "ksg_block_size", "standardized", "kth_smallest",
-           "device_counts"]
+           "device_counts", "pair_distances", "row_stat", "distance_tolerance", "rounding_growth", "count_rows"]
 
 #: The per-space distances :func:`ksg_mi` supports.
 KSG_METRICS = ("euclidean", "chebyshev")
@@ -177,7 +177,7 @@ def standardized(a: np.ndarray, standardize: bool) -> np.ndarray:
     return a
 
 
-def _distances(a, b, sq_a, sq_b, metric: str, direct: bool = False):
+def pair_distances(a, b, sq_a, sq_b, metric: str, direct: bool = False):
     """Distances between the rows of a [B, d] and b [N, d]: squared Euclidean from the Gram
     identity (``sq_a``, ``sq_b`` the squared norms) or, with ``direct``, as sums of squared
     coordinate differences; Chebyshev as max |a_k − b_k|. Direct forms go a coordinate at a
@@ -195,22 +195,22 @@ def _distances(a, b, sq_a, sq_b, metric: str, direct: bool = False):
     return jax.lax.fori_loop(0, a.shape[1], coordinate, jnp.zeros((a.shape[0], b.shape[0]), a.dtype))
 
 
-def _row_stat(a, metric: str):
+def row_stat(a, metric: str):
     """Per-row size that the rounding bound scales with: ‖a‖² (Euclidean) or max |a_k| (Chebyshev)."""
     return jnp.sum(jnp.square(a), axis=1) if metric == "euclidean" else jnp.max(jnp.abs(a), axis=1)
 
 
-def _growth(d: int, metric: str, direct: bool) -> float:
+def rounding_growth(d: int, metric: str, direct: bool) -> float:
     """C with the error of one float32 distance D from a row a ≤ C·u·(D + S), S = ‖a‖²
-    (Euclidean) or max|a_k| (Chebyshev): the bounds of :func:`_tolerance`, loosened."""
+    (Euclidean) or max|a_k| (Chebyshev): the bounds of :func:`distance_tolerance`, loosened."""
     if metric == "chebyshev":
         return 6.0
     return float(d + 8) if direct else 3.0 * (2 * d + 8)
 
 
-def _tolerance(stat, reach, d: int, metric: str, direct: bool):
+def distance_tolerance(stat, reach, d: int, metric: str, direct: bool):
     """Bound on the error of any float32 distance D ≤ ``reach`` from a row with
-    :func:`_row_stat` ``stat`` (see the module docstring), with 0.1 % to spare for its own
+    :func:`row_stat` ``stat`` (see the module docstring), with 0.1 % to spare for its own
     rounding:
 
     * Euclidean, Gram identity: (2d + 8)·u·(‖a‖² + ‖b‖²) with ‖b‖ ≤ ‖a‖ + √D;
@@ -227,7 +227,7 @@ def _tolerance(stat, reach, d: int, metric: str, direct: bool):
     return t * (1.0 + 1e-3)
 
 
-def _count(mask):
+def count_rows(mask):
     """Row counts of a [B, N] mask as a float32 sum (exact below 2²⁴; XLA:CPU compiles float
     sums to fast fused reductions, integer ones to a materialised [B, N] int32 array first)."""
     return jnp.sum(mask.astype(jnp.float32), axis=1)
@@ -238,7 +238,7 @@ def _threshold_kth(a, k: int):
     then k − 1 times c = #(a ≤ v) and, where c < k, v = min{a > v} (the next distinct value)."""
     v = jnp.min(a, axis=1)
     for _ in range(k - 1):
-        below = _count(a <= v[:, None])
+        below = count_rows(a <= v[:, None])
         above = jnp.min(jnp.where(a > v[:, None], a, jnp.inf), axis=1)
         v = jnp.where(below >= k, v, above)
     return v
@@ -304,9 +304,9 @@ def device_counts(x, y, rows, *, k: int, metric: str, block_size: int, selection
     nb = rows.shape[0] // b
     npad = -(-n // CHUNK) * CHUNK  # columns padded to whole chunks with points at +∞ distance
     x, y = x.astype(jnp.float32), y.astype(jnp.float32)
-    sx, sy = _row_stat(x, metric), _row_stat(y, metric)
+    sx, sy = row_stat(x, metric), row_stat(y, metric)
     dx_, dy_ = x.shape[1], y.shape[1]
-    delta = 10.0 * _U32 * max(_growth(dx_, metric, direct), _growth(dy_, metric, direct))
+    delta = 10.0 * _U32 * max(rounding_growth(dx_, metric, direct), rounding_growth(dy_, metric, direct))
     xp, yp = (jnp.pad(a, ((0, npad - n), (0, 0))) for a in (x, y))
     sxp, syp = (jnp.pad(a, (0, npad - n)) for a in (sx, sy))
     cols = jnp.arange(npad)
@@ -316,18 +316,18 @@ def device_counts(x, y, rows, *, k: int, metric: str, block_size: int, selection
         r = jax.lax.dynamic_slice_in_dim(rows, i * b, b)
         other = r[:, None] != cols[None, :]
         # exactly 0 for point i itself, +∞ for the padding columns, in both spaces
-        dx = jnp.where(real[None, :], jnp.where(other, _distances(x[r], xp, sx[r], sxp, metric, direct), 0.0), jnp.inf)
-        dy = jnp.where(real[None, :], jnp.where(other, _distances(y[r], yp, sy[r], syp, metric, direct), 0.0), jnp.inf)
+        dx = jnp.where(real[None, :], jnp.where(other, pair_distances(x[r], xp, sx[r], sxp, metric, direct), 0.0), jnp.inf)
+        dy = jnp.where(real[None, :], jnp.where(other, pair_distances(y[r], yp, sy[r], syp, metric, direct), 0.0), jnp.inf)
         eps = kth_smallest(jnp.where(other, jnp.maximum(dx, dy), jnp.inf), k, selection)
         e = eps[:, None]
         # Only points within `reach` of point i can decide ε or compare differently with it
         # (module docstring), so the bounds are those of distances up to that reach.
         reach = eps * (1.0 + delta) + delta * jnp.maximum(sx[r], sy[r])
-        tx = _tolerance(sx[r], reach, dx_, metric, direct)
-        ty = _tolerance(sy[r], reach, dy_, metric, direct)
+        tx = distance_tolerance(sx[r], reach, dx_, metric, direct)
+        ty = distance_tolerance(sy[r], reach, dy_, metric, direct)
         t_eps = jnp.maximum(tx, ty)
         # point i itself falls in the band only when ε is within rounding of 0: a recount
-        nx, ny = _count(dx < e), _count(dy < e)
+        nx, ny = count_rows(dx < e), count_rows(dy < e)
         in_band = ((jnp.abs(dx - e) <= (tx + t_eps)[:, None]).astype(jnp.float32)
                    + (jnp.abs(dy - e) <= (ty + t_eps)[:, None]).astype(jnp.float32))
         band = jnp.sum(in_band, axis=1)  # x and y together: one reduction

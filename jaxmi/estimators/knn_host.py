@@ -13,12 +13,12 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["host_counts"]
+__all__ = ["host_counts", "host_distances"]
 
 _U64 = 2.0 ** -53  # float64 unit roundoff
 
 
-def _host_distances(a: np.ndarray, b: np.ndarray, metric: str) -> np.ndarray:
+def host_distances(a: np.ndarray, b: np.ndarray, metric: str) -> np.ndarray:
     """float64 distances (squared for Euclidean) between rows of a [r, d] and b [N, d], from
     coordinate differences, one coordinate at a time (no cancellation: duplicate points are
     exactly 0 apart)."""
@@ -64,7 +64,7 @@ def _host_block(xs, ys, r, k, metric, sq):
     (``sq`` None; the third result is None)."""
     diag = (np.arange(len(r)), r)
     if sq is None:
-        dx, dy = _host_distances(xs[r], xs, metric), _host_distances(ys[r], ys, metric)
+        dx, dy = host_distances(xs[r], xs, metric), host_distances(ys[r], ys, metric)
     else:
         dx = np.maximum(sq[0][r, None] + sq[0][None, :] - 2.0 * (xs[r] @ xs.T), 0.0)
         dy = np.maximum(sq[1][r, None] + sq[1][None, :] - 2.0 * (ys[r] @ ys.T), 0.0)

@@ -21,6 +21,7 @@ from jaxmi import backend
 from jaxmi.config import ESTIMATORS
 from jaxmi.estimators.binning import binning_compute
 from jaxmi.estimators.kde import kde_compute
+from jaxmi.estimators.knn_mixed import DEFAULT_K, check_knn_k, knn_compute
 from jaxmi.estimators.renyi import renyi_compute
 from jaxmi.estimators.validation import check_alpha, check_bin_size, check_noise_scale, check_noise_var
 
@@ -45,6 +46,8 @@ class Estimator:
       compute: the compute function (module docstring).
       options: the keyword options it takes (None: any).
       check: checks its parameters once per call, given the options it receives.
+      i_xt: whether it estimates I(X;T); when not (``"knn"``), its compute function returns
+        NaN for it and every public result stores ``None``.
     """
 
     name: str
@@ -52,14 +55,15 @@ class Estimator:
     compute: Callable[..., dict[str, tuple[np.ndarray, np.ndarray]]]
     options: frozenset[str] | None
     check: Callable[[Mapping[str, Any]], None] | None = None
+    i_xt: bool = True
 
 
 _REGISTRY: dict[str, Estimator] = {}
-_BUILTIN = frozenset({"kde_upper", "kde_lower", "binning", "renyi"})
+_BUILTIN = frozenset({"kde_upper", "kde_lower", "binning", "renyi", "knn"})
 
 
-def _add(name, group, compute, options, check=None):
-    _REGISTRY[name] = Estimator(name, group, compute, None if options is None else frozenset(options), check)
+def _add(name, group, compute, options, check=None, i_xt=True):
+    _REGISTRY[name] = Estimator(name, group, compute, None if options is None else frozenset(options), check, i_xt)
 
 
 def _check_kde(opts):
@@ -84,6 +88,7 @@ _add("kde_lower", "kde", kde_compute, _KDE_OPTIONS, _check_kde)
 _add("binning", "binning", binning_compute, ("bin_size",), _check_binning)
 _add("renyi", "renyi", renyi_compute, ("alpha", "kernel_width", "k_neighbors", "inputs", "input_kernel_width"),
      _check_renyi)
+_add("knn", "knn", knn_compute, ("knn_k",), lambda opts: check_knn_k(opts.get("knn_k", DEFAULT_K)), i_xt=False)
 
 
 def available_methods() -> tuple[str, ...]:

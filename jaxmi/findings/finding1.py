@@ -15,6 +15,8 @@ network, would dominate every correlation through the jump to epoch 1): the **no
 n_e (the clean images plus random-sign noise of the attack's ε) and the **unrelated-input**
 control u_e (uniform-noise images U[0, 1] of the draw's shape, one fixed draw, unrelated to the
 data and to the labels), measured every epoch for every probe and estimator like the others.
+An estimator that does not define a quantity (the kNN estimator ``knn`` gives I(T;Y) only) has
+no series for it.
 
 * **Informative series only**: a series counts when neither its clean nor its adversarial
   curve comes within 0.01 bits of the estimator's ceiling (log₂ N for I(X;T), Ĥ(Y) for

@@ -25,7 +25,8 @@ The evidence also has ΔI per pair with its interval (``pairs``, drawn in
 (``across_sweep``, over the pairs saturated in no seed at that grid value, with the seed
 interval: the sweep has no bootstrap resamples): where ΔI
 changes sign along the sweep, it reports the kernel scale relative to the activations, not
-information.
+information. With the ``knn`` estimator in the run (I(T;Y) only, so not in ΔI), the evidence
+also has its clean I(T;Y) NT − AT per probe and averaged over probes (``knn_I_TY``).
 
 Script: ``experiments/finding2_information_amount.py`` (:func:`jaxmi.cli.main` with this module).
 """
@@ -59,6 +60,8 @@ def _pooled(nt: dict[str, Any], at: dict[str, Any], e_nt: int, e_at: int, ceilin
     pairs, deltas, boots = [], [], []
     for est in nt["mi"]:
         v_nt = np.asarray(nt["mi"][est]["clean"]["I_XT"][e_nt], np.float64)
+        if np.isnan(v_nt).all():  # no I(X;T) from this estimator (knn)
+            continue
         v_at = np.asarray(at["mi"][est]["clean"]["I_XT"][e_at], np.float64)
         b_nt = ((nt.get("mi_boot") or {}).get(est) or {}).get("clean")
         b_at = ((at.get("mi_boot") or {}).get(est) or {}).get("clean")
@@ -111,6 +114,42 @@ def _sweep_delta(summary: dict[str, Any]) -> dict[str, Any] | None:
             ci.append(interval_j)
         out[est] = {"grid": sweep["bin_size" if est == "binning" else "noise_var"], "nt_minus_at_bits": mean,
                     "ci95": ci, "seeds": len(per_seed_sweeps), "informative_pairs": ok.sum(axis=0).tolist()}
+    return out
+
+
+def _knn_information(seeds: list[dict[str, Any]], layers: list[str], reason: str | None) -> dict[str, Any] | None:
+    """Evidence beside the verdicts: the kNN estimate of clean I(T;Y) (``knn``, the only
+    estimator here that does not depend on a kernel width or bin size), NT − AT at the last
+    measurement per probe and averaged over probes, with the seed / paired-bootstrap interval.
+    None when the run did not use ``knn``."""
+    if not seeds or "knn" not in (seeds[0]["nt"].get("mi") or {}):
+        return None
+    rule = "clean I(T;Y) NT − AT of the kNN estimator at the last measurement (evidence, not a verdict)"
+    diffs, boots = [], []  # [K, P], [K, P, R] or None
+    for h in seeds:
+        v = [np.asarray(h[r]["mi"]["knn"]["clean"]["I_TY"][-1], np.float64) for r in ("nt", "at")]
+        diffs.append(v[0] - v[1])
+        b = [((h[r].get("mi_boot") or {}).get("knn") or {}).get("clean") for r in ("nt", "at")]
+        boots.append(None if None in b else np.asarray(b[0]["I_TY"][-1], np.float64)
+                     - np.asarray(b[1]["I_TY"][-1], np.float64))
+    have_boot = all(b is not None for b in boots)
+    rows = []
+    for j, layer in enumerate(layers):
+        row = {"probe": layer,
+               "nt": float(np.mean([h["nt"]["mi"]["knn"]["clean"]["I_TY"][-1][j] for h in seeds])),
+               "at": float(np.mean([h["at"]["mi"]["knn"]["clean"]["I_TY"][-1][j] for h in seeds]))}
+        if not reason:
+            row["record"] = record([float(d[j]) for d in diffs], [b[j].tolist() for b in boots] if have_boot else None,
+                                   unit="bits", rule=rule)
+            row["record"].pop("resamples", None)
+        rows.append(row)
+    out: dict[str, Any] = {"quantity": "kNN I(T;Y) on clean test inputs at the last measurement, bits",
+                           "probes": rows}
+    if not reason:
+        out["mean_over_probes"] = record([float(np.mean(d)) for d in diffs],
+                                         [b.mean(axis=0).tolist() for b in boots] if have_boot else None,
+                                         unit="bits", rule=rule + ", mean over probes")
+        out["mean_over_probes"].pop("resamples", None)
     return out
 
 
@@ -190,6 +229,7 @@ def decide(summary: dict[str, Any]) -> tuple[dict[str, dict[str, Any]], dict[str
         "quantity": "I(X;T) on clean test inputs at the last measurement, bits", "pairs": pairs_ev,
         "informative_pairs": sum(not p["saturated"] for p in pairs_ev), "pairs_total": len(pairs_ev),
         "across_sweep": _sweep_delta(summary)}
+    evidence["at_less_information"]["knn_I_TY"] = _knn_information(seeds, layers, reason)
     evidence["at_less_information_matched"] = {"nt_epochs": matched_epochs}
     if reason:
         evidence["warning"] = reason

@@ -87,7 +87,7 @@ def plot_information_planes(summary: dict, out_dir) -> list[Path]:
     norm = Normalize(vmin=epochs.min(), vmax=max(epochs.max(), epochs.min() + 1))
     cmap = colormaps[EPOCH_CMAP]
     written = []
-    for est in estimators_present(summary):
+    for est in estimators_present(summary, "I_XT"):  # a plane needs both quantities
         n_rows, n_cols = len(regimes), len(layers)
         fig = Figure(figsize=(2.7 * n_cols + 1.4, 2.5 * n_rows + 1.2), layout="constrained")
         axes = fig.subplots(n_rows, n_cols, sharex="row", sharey="row", squeeze=False)
@@ -214,7 +214,7 @@ def plot_final_information(summary: dict, out_dir, *, quantity: str = "I_XT") ->
     out_dir = Path(out_dir)
     n_samples = sample_count(summary) if quantity == "I_XT" else None
     ceiling = math.log2(n_samples) if n_samples else None
-    layers, estimators = list(run["layers"]), estimators_present(summary)
+    layers, estimators = list(run["layers"]), estimators_present(summary, quantity)
     regimes = regimes_present(summary)
     bars = [(r, inputs) for r in regimes for inputs in INPUTS]
 
@@ -266,7 +266,7 @@ def plot_mi_trajectories(summary: dict, out_dir, *, quantity: str = "I_XT") -> l
     regimes = regimes_present(summary)
     epochs = epoch_axis(summary)
     written = []
-    for est in estimators_present(summary):
+    for est in estimators_present(summary, quantity):
         n_rows, n_cols = len(regimes), len(layers)
         fig = Figure(figsize=(2.6 * n_cols + 0.8, 2.3 * n_rows + 1.2), layout="constrained")
         axes = fig.subplots(n_rows, n_cols, sharex=True, sharey="col", squeeze=False)

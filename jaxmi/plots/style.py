@@ -86,14 +86,18 @@ def regimes_present(summary: Mapping) -> list[str]:
     return [r for r in REGIMES if summary["run"].get(r) is not None]
 
 
-def estimators_present(summary: Mapping) -> list[str]:
-    """Estimator names in order of first appearance across regimes."""
+def estimators_present(summary: Mapping, quantity: str | None = None) -> list[str]:
+    """Estimator names in order of first appearance across regimes; with ``quantity``, only
+    those with a finite value of it (``knn`` has no I(X;T): its values are null)."""
     names: list[str] = []
     for r in regimes_present(summary):
         for est in (summary["run"][r].get("mi") or {}):
             if est not in names:
                 names.append(est)
-    return names
+    if quantity is None:
+        return names
+    return [est for est in names if any(np.isfinite(v).any() for r in regimes_present(summary) for i in INPUTS
+                                        if (v := mi_values(summary, r, est, i, quantity)) is not None)]
 
 
 def mi_values(summary: Mapping, regime: str, estimator: str, inputs: str, quantity: str, *, band: bool = False):
