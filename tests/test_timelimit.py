@@ -97,3 +97,48 @@ def test_process_start_is_this_process_start():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60,
                          check=True).stdout
     assert 0.5 <= float(out) < 60.0
+
+
+def _finding_stopped_at(regime, epoch, seen):
+    """Finding 2 whose measure records the limit in force and stops as a run would."""
+    import dataclasses
+    from jaxmi.findings import finding2
+
+    def measure(config, options, workdir, **_):
+        seen.append(timelimit.current())
+        raise TimeLimitReached(regime, epoch, config.optim.epochs, timelimit.current().minutes)
+
+    return dataclasses.replace(finding2.FINDING, measure=measure)
+
+
+def test_the_command_line_prints_the_stop_and_exits_75(tmp_path, capsys):
+    from jaxmi import cli
+    seen = []
+    rc = cli.main(_finding_stopped_at("at", 4, seen), ["--preset", "smoke", "--epochs", "6", "--out",
+                                                       str(tmp_path / "r"), "--no-progress", "--time-limit", "9"])
+    out = capsys.readouterr().out
+    assert rc == 75
+    assert "stopped after AT epoch 4 of 6; rerun the same command to continue (time limit 9 min)" in out
+    budget = seen[0]
+    assert budget.minutes == 9.0 and budget.t0 == pytest.approx(timelimit.process_start(), abs=1.0)
+    assert timelimit.current() is None  # the limit ends with the command
+    seen.clear()  # without --time-limit: no limit
+    with pytest.raises(AttributeError):  # the stub reads the limit's minutes: there is none
+        cli.main(_finding_stopped_at("at", 4, seen), ["--preset", "smoke", "--out", str(tmp_path / "r2"),
+                                                      "--no-progress"])
+    assert seen == [None]
+
+
+@pytest.mark.parametrize("args,msg", [
+    (["--time-limit", "0"], "--time-limit must be a number of minutes > 0; got 0.0"),
+    (["--time-limit", "-3"], "--time-limit must be a number of minutes > 0"),
+    (["--time-limit", "inf"], "--time-limit must be a number of minutes > 0"),
+    (["--time-limit", "nine"], "invalid float value: 'nine'"),
+    (["--time-limit", "9", "--overwrite"], "--overwrite with --time-limit would start the run over"),
+])
+def test_bad_time_limit_flags(tmp_path, capsys, args, msg):
+    from jaxmi import cli
+    with pytest.raises(SystemExit) as e:
+        cli.main(_finding_stopped_at("nt", 1, []), ["--preset", "smoke", "--out", str(tmp_path / "r"), *args])
+    assert e.value.code == 2 and msg in capsys.readouterr().err
+    assert not (tmp_path / "r").exists()
