@@ -285,8 +285,10 @@ def test_bad_seed_bootstrap_precision_values(overrides, msg):
 
 @pytest.fixture(scope="module")
 def two_seed_run(tmp_path_factory):
+    """Two seeds trained and measured in one program on one device, vmapped over the seed axis
+    (the accelerator default; the CPU default lax.map is covered in test_training.py)."""
     workdir = tmp_path_factory.mktemp("seeds") / "run"
-    config = tiny(epochs=3, seeds=2)
+    config = tiny(epochs=3, seeds=2, seed_loop="vmap", devices=1)
     results.prepare_run_dir(workdir, config.identity())
     return config, workdir, _run(config, workdir=workdir)
 

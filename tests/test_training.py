@@ -176,10 +176,10 @@ def test_bad_optimizer_and_batch():
 AT_TOY = PGDConfig(0.2, 0.05, 2, True)
 
 
-# Each loop with each seed loop once: the CPU defaults (unrolled, map) with PGD-AT, the
-# accelerator defaults (scan, vmap) with NT.
-@pytest.mark.parametrize("loop,seed_loop,attack", [("unrolled", "map", AT_TOY), ("scan", "vmap", None)],
-                         ids=["at-unrolled-map", "nt-scan-vmap"])
+# Each loop with each seed loop once: the CPU defaults (unrolled, map) and the accelerator
+# defaults (scan, vmap: K = 3 seeds in one vmapped program on one device), both with PGD-AT.
+@pytest.mark.parametrize("loop,seed_loop,attack", [("unrolled", "map", AT_TOY), ("scan", "vmap", AT_TOY)],
+                         ids=["at-unrolled-map", "at-scan-vmap"])
 def test_vmapped_seeds_match_separate_runs(loop, seed_loop, attack):
     """K seeds in one program = K single runs with the same initial state and key."""
     x, y = _toy_data(n=96)
