@@ -24,7 +24,9 @@ initial weights, ``fold_in(k_train, epoch)`` for each epoch's data order, augmen
 attack noise, and the test draw. With ``seeds = K`` the K runs of seeds ``seed … seed+K−1``
 are trained as one stack (:mod:`jaxmi.training`); every seed is measured on seed ``seed``'s
 draw of test images. A run with a ``workdir`` checkpoints after every epoch and resumes from
-the last one with identical results.
+the last one with identical results. Under a time limit (``time_limit``, or an enclosing
+:func:`jaxmi.timelimit.time_limit`) the loop stops at the first epoch boundary where the next
+epoch would not finish in time, raising :class:`~jaxmi.timelimit.TimeLimitReached`.
 """
 
 from __future__ import annotations
@@ -50,9 +52,8 @@ from jaxmi.plan import RunPlan, resolve
 from jaxmi.models import ModelSpecError
 from jaxmi.results import as_path, read_json
 from jaxmi.runlog import RunLog
-from jaxmi.training import create_train_states, epoch_means, make_optimizer, make_train_epoch, unstack
-
 from jaxmi.timelimit import TimeLimitReached
+from jaxmi.training import create_train_states, epoch_means, make_optimizer, make_train_epoch, unstack
 
 __all__ = ["log_line", "train_and_measure", "train_pair", "load_trained", "Trained", "TimeLimitReached"]
 

@@ -142,3 +142,30 @@ def test_bad_time_limit_flags(tmp_path, capsys, args, msg):
         cli.main(_finding_stopped_at("nt", 1, []), ["--preset", "smoke", "--out", str(tmp_path / "r"), *args])
     assert e.value.code == 2 and msg in capsys.readouterr().err
     assert not (tmp_path / "r").exists()
+
+
+def test_per_seed_findings_stop_in_a_seed_and_continue_there(tmp_path, capsys):
+    """--seeds K of findings 3 and 4: a seed stopped by the limit is continued by the next
+    invocation; finished seeds are reused, not run again."""
+    from jaxmi import cli
+    from jaxmi.findings.runner import Finding, Measured
+
+    calls = []
+
+    def measure(config, options, workdir, **_):
+        calls.append(config.seed)
+        if config.seed == 1 and calls.count(1) == 1:  # seed 1's training reaches the limit once
+            raise TimeLimitReached("at", 2, config.optim.epochs, timelimit.current().minutes)
+        return Measured({"seed": config.seed}, {"value": config.seed})
+
+    from jaxmi import verdicts
+    rec = verdicts.record([0.5], unit="x", rule="stub", null_value=0.0)
+    finding = Finding(name="stub", title="stub", measure=measure, decide=lambda s, o: ({"v": rec}, {}),
+                      table=lambda s: "")
+    argv = ["--preset", "smoke", "--epochs", "3", "--seeds", "2", "--out", str(tmp_path / "r"), "--no-progress", "--time-limit", "5"]
+    assert cli.main(finding, argv) == 75
+    assert "stopped after AT epoch 2 of 3; rerun the same command" in capsys.readouterr().out
+    assert (tmp_path / "r" / "seed0" / "summary.json").is_file() and not (tmp_path / "r" / "summary.json").exists()
+    assert cli.main(finding, argv) == 0
+    assert calls == [0, 1, 1]  # seed 0 once, seed 1 stopped and continued
+    assert (tmp_path / "r" / "summary.json").is_file()
