@@ -77,6 +77,10 @@ def _train_epochs(plan: RunPlan, run_log: RunLog, measurer: Measurer | None, x_t
     budget, epochs = timelimit.current(), config.optim.epochs
     costs = {"nt": 1.0, "at": 1.0 + plan.attack_train.steps}  # relative cost of a training step
     last = None if resumed is None else (resumed.regime, resumed.epoch)  # the last saved epoch
+    if budget is not None:
+        for r in REGIMES:  # a final robust evaluation an earlier process measured
+            if run_log.timing[r].get("robust_seconds") is not None:
+                budget.note_robust(run_log.timing[r]["robust_seconds"])
     final: dict[str, Any] = {}
     for regime in REGIMES:
         if resumed is not None and REGIMES.index(regime) < REGIMES.index(resumed.regime):

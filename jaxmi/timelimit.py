@@ -13,12 +13,14 @@ completes any run in pieces of at most about 9 minutes.
 
 How the next epoch is judged: its estimate is the wall time (training, measurement and
 checkpoint) of the last epoch of the same regime trained under this limit. A regime with no
-epoch of its own yet (AT after NT) is estimated from the other regime's last epoch, its
-training time scaled by the cost of a training step (1 for NT, 1 + PGD steps for AT). A regime
-starting from scratch adds its epoch-0 measurement (the last one measured, or else the
-measurement part of an epoch); a regime's last epoch adds the final robust evaluation (the last
-one measured). Compilation is not predicted: the first epoch in a process includes it, which
-makes the estimates from it conservative.
+epoch of its own yet (AT after NT) is estimated from the other regime's first epoch under this
+limit, which includes compiling its program, its training time scaled by the cost of a
+training step (1 for NT, 1 + PGD steps for AT): AT's compilation is then covered too, with
+room to spare. A regime starting from scratch adds its epoch-0 measurement (the last one
+measured, or else the measurement part of an epoch); a regime's last epoch adds the final
+robust evaluation (the last one measured, in this process or, from the run's timing record,
+in an earlier one). What a finding does after training (its own measurements, figures,
+``summary.json``) is not divided: leave room for it in the limit.
 
 A limit shorter than one epoch still makes progress: every process (every ``with time_limit``)
 trains at least one epoch before it may stop, so a too-small limit costs restarts, never a loop
@@ -95,7 +97,7 @@ class Budget:
         self.minutes, self.t0 = float(minutes), float(t0)
         self.done = 0  # epochs (and epoch-0 measurements) completed under this limit
         self._epoch: dict[str, tuple[float, float]] = {}  # regime -> (training s, measurement + checkpoint s)
-        self._per_cost: float | None = None  # training seconds per unit of step cost, the last epoch's
+        self._per_cost: float | None = None  # training seconds per unit of step cost, the first epoch's
         self._rest: float = 0.0  # the last epoch's measurement + checkpoint, s
         self._start: float | None = None  # the last epoch-0 measurement + checkpoint, s
         self._robust: float | None = None  # the last final robust evaluation, s
@@ -111,10 +113,18 @@ class Budget:
         """An epoch of ``regime`` (training step cost ``cost``): ``train`` s of training, ``rest`` s
         of measurement and checkpoint, and ``robust`` s of final robust evaluation (its last epoch)."""
         self._epoch[regime] = (train, rest)
-        self._per_cost, self._rest = train / cost, rest
+        if self._per_cost is None:  # the first epoch: with its compilation, as another regime's first will be
+            self._per_cost = train / cost
+        self._rest = rest
         if robust is not None:
             self._robust = robust
         self.done += 1
+
+    def note_robust(self, seconds: float) -> None:
+        """A final robust evaluation took ``seconds`` in an earlier process (the run's timing
+        record); one measured under this limit takes precedence."""
+        if self._robust is None:
+            self._robust = seconds
 
     def estimate(self, regime: str, costs: Mapping[str, float], *, start: bool, final: bool) -> float | None:
         """Seconds the next epoch of ``regime`` would take (with its epoch-0 measurement when

@@ -127,11 +127,12 @@ def test_resume_after_an_interruption_equals_the_uninterrupted_run(first_run, tm
 
 
 def test_a_run_stopped_twice_by_the_time_limit_equals_the_uninterrupted_run(first_run, tmp_path, monkeypatch):
-    """A fake clock on which every measured epoch takes 60 s; a 3.5-minute limit stops the run
-    after NT epoch 2 (the next would end at 240 s) and, in the second call, after AT epoch 1 (AT's
-    epoch 0 + 1 were estimated from NT's: 120 s from 60 s; AT epoch 2 would end at 240 s). Each
-    stop leaves the folder as that epoch's end left it, and the third call finishes the same run,
-    bit for bit: results, metrics.jsonl, models."""
+    """A fake clock on which every measured epoch takes 60 s; a 3.9-minute limit (234 s) stops the
+    run after NT epoch 2 (the next would end at 240 s) and, in the second call, after AT epoch 1
+    (AT's epoch 0 + 1 were estimated from NT's: 120 s from 60 s; AT epoch 2 would end at 240 s).
+    The third call's last epoch adds NT's robust evaluation (real seconds, from the run's record)
+    to its 120 s. Each stop leaves the folder as that epoch's end left it, and the third call
+    finishes the same run, bit for bit: results, metrics.jsonl, models."""
     config, workdir, out, _ = first_run
     now = [0.0]
     monkeypatch.setattr(timelimit, "clock", lambda: now[0])
@@ -148,7 +149,7 @@ def test_a_run_stopped_twice_by_the_time_limit_equals_the_uninterrupted_run(firs
     for _ in range(4):
         logs.clear()
         try:
-            res = train_and_measure(config, log=log, show_progress=False, workdir=run_dir, time_limit=3.5).to_dict()
+            res = train_and_measure(config, log=log, show_progress=False, workdir=run_dir, time_limit=3.9).to_dict()
             break
         except TimeLimitReached as e:
             stops.append((e.regime, e.epoch, e.epochs, str(e)))

@@ -38,8 +38,10 @@ def test_the_first_epoch_always_runs_then_the_measured_epoch_decides(now):
 def test_at_is_estimated_from_nt_by_the_cost_of_a_step_then_from_its_own_epochs(now):
     b = Budget(10.0, t0=now[0])
     b.note_start(7.0)
-    b.note_epoch("nt", COSTS["nt"], train=10.0, rest=5.0)
-    # AT from scratch: 4 × NT's training, NT's measurement, the epoch-0 measurement
+    b.note_epoch("nt", COSTS["nt"], train=10.0, rest=5.0)  # the first epoch: with compilation
+    b.note_epoch("nt", COSTS["nt"], train=2.0, rest=5.0)
+    assert b.estimate("nt", COSTS, start=False, final=False) == 7.0  # NT: its last epoch
+    # AT from scratch: 4 × NT's first training (AT compiles too), NT's measurement, the epoch-0 measurement
     assert b.estimate("at", COSTS, start=True, final=False) == 40.0 + 5.0 + 7.0
     # without a measured epoch 0 (resumed after it), the measurement part of an epoch stands in
     fresh = Budget(10.0, t0=now[0])
@@ -48,10 +50,15 @@ def test_at_is_estimated_from_nt_by_the_cost_of_a_step_then_from_its_own_epochs(
     b.note_epoch("at", COSTS["at"], train=50.0, rest=6.0)
     assert b.estimate("at", COSTS, start=False, final=False) == 56.0
     # NT of the next seed (findings 3 and 4), from NT's own last epoch
-    assert b.estimate("nt", COSTS, start=True, final=False) == 15.0 + 7.0
-    # a regime's last epoch adds the last final robust evaluation
+    assert b.estimate("nt", COSTS, start=True, final=False) == 7.0 + 7.0
+    # a regime's last epoch adds the final robust evaluation: one measured here wins over the record
+    assert b.estimate("nt", COSTS, start=False, final=True) == 7.0
+    b.note_robust(20.0)  # an earlier process's, from the run's timing record
+    assert b.estimate("nt", COSTS, start=False, final=True) == 7.0 + 20.0
     b.note_epoch("at", COSTS["at"], train=50.0, rest=6.0, robust=30.0)
-    assert b.estimate("nt", COSTS, start=False, final=True) == 15.0 + 30.0
+    assert b.estimate("nt", COSTS, start=False, final=True) == 7.0 + 30.0
+    b.note_robust(20.0)
+    assert b.estimate("nt", COSTS, start=False, final=True) == 7.0 + 30.0
 
 
 def test_the_outer_limit_holds_and_none_is_no_limit(now):
