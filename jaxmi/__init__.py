@@ -17,7 +17,7 @@ The data flows one way, and so do the modules:
 * :mod:`jaxmi.stats`, :mod:`jaxmi.geometry` — correlations; the geometry of a layer's output;
 * :mod:`jaxmi.distortions`, :mod:`jaxmi.attribution` — saturation, patch shuffling; saliency, SmoothGrad, IG;
 * :mod:`jaxmi.parallel`, :mod:`jaxmi.checkpoint`, :mod:`jaxmi.results`, :mod:`jaxmi.progress` — meshes,
-  checkpoints, run directories, progress bars;
+  checkpoints, run directories, progress bars; :mod:`jaxmi.timelimit` — runs that stop within a wall-clock limit;
 * :mod:`jaxmi.plots`, :mod:`jaxmi.findings`, :mod:`jaxmi.cli` — figures, the paper's four findings,
   their command line.
 """

@@ -10,6 +10,13 @@ given. A finding declares itself with a :class:`jaxmi.findings.runner.Finding` (
 Errors a user can fix (bad values, missing data, an occupied run directory, a diverged
 run) print as ``error: …`` with exit status 2; ``JAXMI_DEBUG=1`` shows the traceback.
 
+``--time-limit MINUTES`` (counted from the start of the process) stops a training run cleanly
+at the first epoch boundary where the next epoch would not finish in time
+(:mod:`jaxmi.timelimit`): it prints ``stopped after NT epoch k of N; rerun the same command to
+continue`` and exits with status 75 (``os.EX_TEMPFAIL``); a finished run exits with 0. So
+``until python3 experiments/finding2_information_amount.py … --time-limit 9; do :; done``
+completes a run of any length in pieces of about 9 minutes.
+
 ``--model package.module:factory`` trains your own model (:mod:`jaxmi.probes`); the module is
 imported from the current directory or anywhere on ``PYTHONPATH``.
 """
@@ -23,6 +30,7 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
+from jaxmi import timelimit
 from jaxmi.config import PRESETS, flat_fields, make_config
 from jaxmi.findings.runner import Finding, parse_options, run_per_seed
 from jaxmi.models import model_label
@@ -66,6 +74,10 @@ def build_parser(finding: Finding, description: str) -> tuple[argparse.ArgumentP
                         help="start over in --out, replacing the run (and checkpoints) there; without it a "
                              "different run is refused and the same run resumes from its last checkpoint")
     parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    parser.add_argument("--time-limit", type=float, default=None, metavar="MINUTES",
+                        help="stop at the first epoch boundary where the next epoch would end more than MINUTES "
+                             "after the start, with the run saved, and exit with status 75; rerun the same "
+                             "command to continue (not part of the run's identity; default: no limit)")
     config_names = []
     group = parser.add_argument_group("configuration (jaxmi.config)")
     for name, (_, f) in flat_fields().items():
@@ -110,6 +122,12 @@ def parse(finding: Finding, argv: Sequence[str] | None, description: str = ""):
     args = parser.parse_args(argv)
     _import_from_cwd()
     try:
+        if args.time_limit is not None and not 0 < args.time_limit < float("inf"):
+            raise ValueError(f"--time-limit must be a number of minutes > 0; got {args.time_limit}. Give e.g. "
+                             "--time-limit 9, or leave it out for no limit.")
+        if args.time_limit is not None and args.overwrite:
+            raise ValueError("--overwrite with --time-limit would start the run over at every rerun of the same "
+                             "command; delete the --out directory (or choose another --out) instead of --overwrite.")
         if args.preset not in PRESETS:
             raise ValueError(f"unknown preset {args.preset!r}; choose one of {sorted(PRESETS)}.")
         preset = {**PRESETS[args.preset], **finding.presets.get(args.preset, {})}
@@ -129,16 +147,21 @@ def parse(finding: Finding, argv: Sequence[str] | None, description: str = ""):
 
 
 def main(finding: Finding, argv: Sequence[str] | None = None, *, description: str = "") -> int:
-    """Runs a finding from the command line; returns the exit status."""
+    """Runs a finding from the command line; returns the exit status (0 finished, 75 stopped by
+    ``--time-limit``, 2 a user error)."""
     config, options, args = parse(finding, argv, description)
     out = args.out or f"runs/{finding.name}_{config.data.dataset}_{model_label(config.model.model)}"
     show = not args.no_progress
     try:
-        if config.seeds > 1 and not finding.seeds_native:
-            summary = run_per_seed(finding, config, out, options=options, overwrite=args.overwrite,
-                                   show_progress=show)
-        else:
-            summary = finding.run(config, out, options=options, overwrite=args.overwrite, show_progress=show)
+        with timelimit.time_limit(args.time_limit, t0=timelimit.process_start()):
+            if config.seeds > 1 and not finding.seeds_native:
+                summary = run_per_seed(finding, config, out, options=options, overwrite=args.overwrite,
+                                       show_progress=show)
+            else:
+                summary = finding.run(config, out, options=options, overwrite=args.overwrite, show_progress=show)
+    except timelimit.TimeLimitReached as e:  # the run is saved: the same command continues it
+        print(str(e), flush=True)
+        return timelimit.EXIT_STATUS
     except (ValueError, OSError, FloatingPointError) as e:  # user-facing problems: no traceback
         if os.environ.get("JAXMI_DEBUG"):
             raise

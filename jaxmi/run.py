@@ -24,7 +24,9 @@ initial weights, ``fold_in(k_train, epoch)`` for each epoch's data order, augmen
 attack noise, and the test draw. With ``seeds = K`` the K runs of seeds ``seed … seed+K−1``
 are trained as one stack (:mod:`jaxmi.training`); every seed is measured on seed ``seed``'s
 draw of test images. A run with a ``workdir`` checkpoints after every epoch and resumes from
-the last one with identical results.
+the last one with identical results. Under a time limit (``time_limit``, or an enclosing
+:func:`jaxmi.timelimit.time_limit`) the loop stops at the first epoch boundary where the next
+epoch would not finish in time, raising :class:`~jaxmi.timelimit.TimeLimitReached`.
 """
 
 from __future__ import annotations
@@ -38,7 +40,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxmi import backend, parallel, progress
+from jaxmi import backend, parallel, progress, timelimit
 from jaxmi import data as data_lib
 from jaxmi.checkpoint import CheckpointError, load_models
 from jaxmi.config import Config
@@ -50,9 +52,10 @@ from jaxmi.plan import RunPlan, resolve
 from jaxmi.models import ModelSpecError
 from jaxmi.results import as_path, read_json
 from jaxmi.runlog import RunLog
+from jaxmi.timelimit import TimeLimitReached
 from jaxmi.training import create_train_states, epoch_means, make_optimizer, make_train_epoch, unstack
 
-__all__ = ["log_line", "train_and_measure", "train_pair", "load_trained", "Trained"]
+__all__ = ["log_line", "train_and_measure", "train_pair", "load_trained", "Trained", "TimeLimitReached"]
 
 Trained = dict[str, tuple[Any, Any]]  # {"nt": (params, batch_stats), "at": (params, batch_stats)}
 
@@ -71,6 +74,13 @@ def _train_epochs(plan: RunPlan, run_log: RunLog, measurer: Measurer | None, x_t
     init_states = parallel.place_states(create_train_states(plan.module, plan.init_keys, plan.input_shape, tx),
                                         exe.mesh)
     resumed = run_log.resume(init_states)
+    budget, epochs = timelimit.current(), config.optim.epochs
+    costs = {"nt": 1.0, "at": 1.0 + plan.attack_train.steps}  # relative cost of a training step
+    last = None if resumed is None else (resumed.regime, resumed.epoch)  # the last saved epoch
+    if budget is not None:
+        for r in REGIMES:  # a final robust evaluation an earlier process measured
+            if run_log.timing[r].get("robust_seconds") is not None:
+                budget.note_robust(run_log.timing[r]["robust_seconds"])
     final: dict[str, Any] = {}
     for regime in REGIMES:
         if resumed is not None and REGIMES.index(regime) < REGIMES.index(resumed.regime):
@@ -80,22 +90,31 @@ def _train_epochs(plan: RunPlan, run_log: RunLog, measurer: Measurer | None, x_t
                                     show_progress=show_progress, loop=exe.loop, mesh=exe.mesh,
                                     seed_loop=exe.seed_loop, attack_unroll=exe.attack_unroll,
                                     eps_warmup_steps=plan.eps_warmup_steps if regime == "at" else 0)
+        judged = False  # whether the next epoch was judged against the time limit already
         if resumed is not None and regime == resumed.regime:
             states, start = resumed.state, resumed.epoch + 1
         else:
+            judged = _check_time(budget, costs, regime, 0, epochs, last, measured=measurer is not None)
             states, start = jax.tree.map(jnp.copy, init_states), 1  # NT and AT start from the same weights
             if measurer is not None:
-                t0 = time.perf_counter()
+                t0, c0 = time.perf_counter(), timelimit.clock()
                 run_log.record(regime, 0, measurer(regime, states, None, 0))
                 run_log.publish(regime, 0, measure_seconds=time.perf_counter() - t0)
                 run_log.save(regime, 0, states)
                 log(f"[{regime.upper()}] epoch 0: {run_log.line(regime)} ({time.perf_counter() - t0:.1f} s)")
+                last = (regime, 0)
+                if budget is not None:
+                    budget.note_start(timelimit.clock() - c0)
         for epoch in range(start, config.optim.epochs + 1):
-            t0 = time.perf_counter()
+            if not judged:  # a fresh regime's first epoch was judged together with its epoch 0
+                _check_time(budget, costs, regime, epoch, epochs, last, measured=measurer is not None)
+            judged = False
+            t0, c0 = time.perf_counter(), timelimit.clock()
             with progress.bar(plan.steps_per_epoch, f"{regime.upper()} epoch {epoch}/{config.optim.epochs}"):
                 keys = jax.vmap(lambda k: jax.random.fold_in(k, epoch))(plan.train_keys)
                 states, metrics = epoch_fn(states, x_train, y_train, keys)
                 means = epoch_means(metrics)
+            c_train = timelimit.clock()
             bad = [m["loss"] for m in means if not np.isfinite(m["loss"])]
             if bad:
                 raise FloatingPointError(f"{regime.upper()} training loss became {bad[0]} in epoch {epoch}; "
@@ -108,13 +127,31 @@ def _train_epochs(plan: RunPlan, run_log: RunLog, measurer: Measurer | None, x_t
             run_log.publish(regime, epoch, epoch_seconds=train_s, measure_seconds=measure_s)
             tail = f"train {train_s:.1f} s, measure {measure_s:.1f} s" if measurer is not None else f"{train_s:.1f} s"
             log(f"[{regime.upper()}] epoch {epoch}: {run_log.line(regime)} ({tail})")
+            robust_c = None
             if epoch == config.optim.epochs and config.attack.robust_samples:
-                t0 = time.perf_counter()
+                t0, robust_c = time.perf_counter(), timelimit.clock()
                 run_log.robust[regime] = robust_evaluation(plan, regime, states, log)
                 run_log.timing[regime]["robust_seconds"] = time.perf_counter() - t0
+                robust_c = timelimit.clock() - robust_c
             run_log.save(regime, epoch, states)
+            last = (regime, epoch)
+            if budget is not None:
+                budget.note_epoch(regime, costs[regime], c_train - c0, timelimit.clock() - c_train - (robust_c or 0.0),
+                                  robust_c)
         final[regime] = states
     return final
+
+
+def _check_time(budget: timelimit.Budget | None, costs: dict[str, float], regime: str, epoch: int, epochs: int,
+                last: tuple[str, int] | None, *, measured: bool) -> bool:
+    """Stops the run (:class:`~jaxmi.timelimit.TimeLimitReached`) before ``epoch`` of ``regime``
+    (0: a fresh regime's epoch-0 measurement and epoch 1) when that would end past the time
+    limit (never before the first epoch under the limit, nor in a run of 0 epochs). Returns True."""
+    if budget is not None and epochs:
+        estimate = budget.estimate(regime, costs, start=epoch == 0 and measured, final=max(epoch, 1) == epochs)
+        if budget.should_stop(estimate):
+            raise timelimit.TimeLimitReached(*(last or (regime, None)), epochs, budget.minutes)
+    return True
 
 
 def _run(config: Config, *, measure: bool, workdir, log, show_progress: bool, mesh
@@ -139,7 +176,7 @@ def _run(config: Config, *, measure: bool, workdir, log, show_progress: bool, me
 
 def train_and_measure(config: Config, *, log: Callable[[str], None] = log_line, show_progress: bool = True,
                       workdir: str | os.PathLike | None = None,
-                      mesh: jax.sharding.Mesh | None = None) -> RunResult:
+                      mesh: jax.sharding.Mesh | None = None, time_limit: float | None = None) -> RunResult:
     """Trains NT and AT from the same initial weights, measuring at epoch 0 and after every epoch.
 
     Each batch is split over the devices of ``mesh`` (data parallelism; parameters and
@@ -155,16 +192,21 @@ def train_and_measure(config: Config, *, log: Callable[[str], None] = log_line, 
         Live metrics go to ``workdir/metrics.jsonl`` and ``workdir/tensorboard``
         (:mod:`jaxmi.live`) after every measurement. ``None``: nothing is saved.
       mesh: the device mesh; ``None``: :func:`jaxmi.plan.run_mesh`.
+      time_limit: minutes from this call (:mod:`jaxmi.timelimit`; inside a
+        :func:`jaxmi.timelimit.time_limit` block that limit holds); ``None``: no limit.
 
     Returns:
       A :class:`~jaxmi.result.RunResult`; ``timing`` holds wall-clock seconds per epoch.
 
     Raises:
+      jaxmi.timelimit.TimeLimitReached: the time limit stopped the run after a saved epoch
+        (with a ``workdir``, call again to continue; its result is the uninterrupted run's).
       jaxmi.checkpoint.CheckpointError: the checkpoint in ``workdir`` is unreadable or was
         written by another configuration.
     """
-    plan, run_log, measurer, _ = _run(config, measure=True, workdir=workdir, log=log, show_progress=show_progress,
-                                      mesh=mesh)
+    with timelimit.time_limit(time_limit):
+        plan, run_log, measurer, _ = _run(config, measure=True, workdir=workdir, log=log,
+                                          show_progress=show_progress, mesh=mesh)
     data_info = {"train": plan.train.source, "test": plan.test.source, "train_examples": len(plan.train),
                  "eval_examples": measurer.n_eval, "mi_samples": config.mi.samples}
     result = RunResult(layers=list(plan.layers), epochs_measured=list(range(config.optim.epochs + 1)),
@@ -178,12 +220,14 @@ def train_and_measure(config: Config, *, log: Callable[[str], None] = log_line, 
 
 
 def train_pair(config: Config, *, log: Callable[[str], None] = log_line, show_progress: bool = True,
-               workdir: str | os.PathLike | None = None) -> tuple[Any, Trained, dict[str, Any]]:
+               workdir: str | os.PathLike | None = None, time_limit: float | None = None
+               ) -> tuple[Any, Trained, dict[str, Any]]:
     """Trains NT and PGD-AT copies of one model from the same initial weights, without measurements.
 
     The same keys, data order and schedule as :func:`train_and_measure`, so for equal configs
     the models are the same. With ``workdir``, checkpoints after every epoch (a stopped run
-    resumes) and the trained models go there (readable by :func:`load_trained`).
+    resumes) and the trained models go there (readable by :func:`load_trained`). ``time_limit``
+    as in :func:`train_and_measure` (it raises :class:`~jaxmi.timelimit.TimeLimitReached`).
 
     Returns:
       ``(module, {"nt": (params, batch_stats), "at": (...)}, history)`` with per-epoch training
@@ -193,8 +237,9 @@ def train_pair(config: Config, *, log: Callable[[str], None] = log_line, show_pr
     if config.seeds > 1:
         raise ValueError(f"seeds={config.seeds}: train_pair gives one NT/AT pair; run the finding per seed "
                          "(what --seeds does for findings 3 and 4).")
-    plan, run_log, _, final = _run(config, measure=False, workdir=workdir, log=log, show_progress=show_progress,
-                                   mesh=None)
+    with timelimit.time_limit(time_limit):
+        plan, run_log, _, final = _run(config, measure=False, workdir=workdir, log=log,
+                                       show_progress=show_progress, mesh=None)
     trained: Trained = {}
     for regime in REGIMES:
         if regime in final:

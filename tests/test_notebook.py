@@ -41,4 +41,7 @@ def test_colab_notebook_cells_run_on_cpu(tmp_path, monkeypatch, restore_compile_
     assert set(summary["verdicts"]) == {"at_harder", "at_less_information", "at_less_information_matched"}
     assert (out / "checkpoints").is_dir() and os.listdir(tmp_path / "compile_cache")
     assert (out / "metrics.jsonl").read_text().count("\n") == 2 * (summary["config"]["epochs"] + 1)  # live metrics
+    # its --time-limit (below one epoch here) stopped the run after NT; the rerun continued it
+    assert json.loads((out / "timing.json").read_text())["run"]["resumed_from"] == {"regime": "nt", "epoch": 1}
+    assert namespace["status"] == 0
     assert jax.config.jax_compilation_cache_dir == str(tmp_path / "compile_cache")  # the notebook's cache is on

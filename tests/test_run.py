@@ -19,7 +19,9 @@ from jaxmi.attacks import pgd as jaxmi_pgd
 from test_live import read_events as _read_events
 from jaxmi.data import load_dataset, to_float
 from jaxmi.plan import pgd_config, run_mesh
-from jaxmi.run import load_trained, train_and_measure
+from jaxmi import timelimit
+from jaxmi.history import REGIMES
+from jaxmi.run import TimeLimitReached, load_trained, train_and_measure
 
 COMPILE_EVENT = "/jax/core/compile/backend_compile_duration"
 _compiles = {"n": 0}
@@ -71,10 +73,9 @@ def test_no_recompilation_after_the_first_epoch(first_run):
         assert marks[f"[{mode}] epoch 2"] == marks[f"[{mode}] epoch 1"], marks
 
 
-def test_same_seed_same_results_different_seed_different(first_run):
+def test_different_seed_different_results(first_run):
+    # same seed, same results: test_a_run_stopped_twice_by_the_time_limit_equals_the_uninterrupted_run
     config, _, out, _ = first_run
-    again = _run(config)
-    assert json.dumps(_results(again)) == json.dumps(_results(out))
     other = _run(tiny(epochs=3, seed=1, robust_samples=24, apgd_steps=5))
     assert other["nt"]["train_loss"] != out["nt"]["train_loss"]
     assert other["at"]["mi"]["kde_upper"]["clean"]["I_XT"] != out["at"]["mi"]["kde_upper"]["clean"]["I_XT"]
@@ -123,6 +124,47 @@ def test_resume_after_an_interruption_equals_the_uninterrupted_run(first_run, tm
     _, _, original = load_trained(workdir)
     for a, b in zip(jax.tree.leaves(variables), jax.tree.leaves(original)):
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+
+
+def test_a_run_stopped_twice_by_the_time_limit_equals_the_uninterrupted_run(first_run, tmp_path, monkeypatch):
+    """A fake clock on which every measured epoch takes 60 s; a 3.9-minute limit (234 s) stops the
+    run after NT epoch 2 (the next would end at 240 s) and, in the second call, after AT epoch 1
+    (AT's epoch 0 + 1 were estimated from NT's: 120 s from 60 s; AT epoch 2 would end at 240 s).
+    The third call's last epoch adds NT's robust evaluation (real seconds, from the run's record)
+    to its 120 s. Each stop leaves the folder as that epoch's end left it, and the third call
+    finishes the same run, bit for bit: results, metrics.jsonl, models."""
+    config, workdir, out, _ = first_run
+    now = [0.0]
+    monkeypatch.setattr(timelimit, "clock", lambda: now[0])
+    logs = []
+
+    def log(msg):
+        logs.append(msg)
+        if "] epoch " in msg:
+            now[0] += 60.0
+
+    run_dir = tmp_path / "run"
+    results.prepare_run_dir(run_dir, config.identity())
+    stops = []
+    for _ in range(4):
+        logs.clear()
+        try:
+            res = train_and_measure(config, log=log, show_progress=False, workdir=run_dir, time_limit=3.9).to_dict()
+            break
+        except TimeLimitReached as e:
+            stops.append((e.regime, e.epoch, e.epochs, str(e)))
+            live = [(r["regime"], r["epoch"]) for r in read_metrics(run_dir)]
+            assert live[-1] == (e.regime, e.epoch) and len(live) == len(set(live))  # every epoch once, up to k
+            assert int(_latest_step_dir(run_dir).name) == REGIMES.index(e.regime) * (config.optim.epochs + 1) + e.epoch
+            assert logs[-1].startswith(f"[{e.regime.upper()}] epoch {e.epoch}:")  # stopped at the boundary
+    assert [s[:3] for s in stops] == [("nt", 2, 3), ("at", 1, 3)], stops
+    assert stops[0][3].startswith("stopped after NT epoch 2 of 3; rerun the same command to continue")
+    assert res["timing"]["resumed_from"] == {"regime": "at", "epoch": 1}
+    assert json.dumps(_results(res)) == json.dumps(_results(out))
+    assert _live(run_dir) == _live(workdir)
+    for (_, a), (_, b) in zip(*(sorted(load_trained(d)[2].items()) for d in (run_dir, workdir))):
+        for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)):
+            np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
 
 
 def _latest_step_dir(workdir):
@@ -244,8 +286,10 @@ def test_bad_seed_bootstrap_precision_values(overrides, msg):
 
 @pytest.fixture(scope="module")
 def two_seed_run(tmp_path_factory):
+    """Two seeds trained and measured in one program on one device, vmapped over the seed axis
+    (the accelerator default; the CPU default lax.map is covered in test_training.py)."""
     workdir = tmp_path_factory.mktemp("seeds") / "run"
-    config = tiny(epochs=3, seeds=2)
+    config = tiny(epochs=3, seeds=2, seed_loop="vmap", devices=1)
     results.prepare_run_dir(workdir, config.identity())
     return config, workdir, _run(config, workdir=workdir)
 

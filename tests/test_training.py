@@ -176,10 +176,10 @@ def test_bad_optimizer_and_batch():
 AT_TOY = PGDConfig(0.2, 0.05, 2, True)
 
 
-# Each loop with each seed loop once: the CPU defaults (unrolled, map) with PGD-AT, the
-# accelerator defaults (scan, vmap) with NT.
-@pytest.mark.parametrize("loop,seed_loop,attack", [("unrolled", "map", AT_TOY), ("scan", "vmap", None)],
-                         ids=["at-unrolled-map", "nt-scan-vmap"])
+# Each loop with each seed loop once: the CPU defaults (unrolled, map) and the accelerator
+# defaults (scan, vmap: K = 3 seeds in one vmapped program on one device), both with PGD-AT.
+@pytest.mark.parametrize("loop,seed_loop,attack", [("unrolled", "map", AT_TOY), ("scan", "vmap", AT_TOY)],
+                         ids=["at-unrolled-map", "at-scan-vmap"])
 def test_vmapped_seeds_match_separate_runs(loop, seed_loop, attack):
     """K seeds in one program = K single runs with the same initial state and key."""
     x, y = _toy_data(n=96)
@@ -228,8 +228,16 @@ def test_seed_stacking_errors():
         training.create_train_states(module, jax.random.key(0), (28, 28, 1), tx)
 
 
-def test_bfloat16_lenet_trains_with_float32_parameters_and_outputs():
-    """Mixed precision: bfloat16 compute, float32 parameters, optimizer state and outputs."""
+def test_bfloat16_lenet_trains_like_float32_with_float32_parameters_and_outputs():
+    """Mixed precision: bfloat16 compute, float32 parameters, optimizer state, loss and outputs;
+    trained from the same initial weights with the same keys, it follows the float32 run.
+
+    Measured on this setting (PGD-AT LeNet, 18 epochs of 6 steps): the epoch losses of epochs
+    1–8 differ by at most 4e-4 (bfloat16 rounding of near-chance networks); in the fast-learning
+    epochs 11–15 the runs drift apart (float32 learns first: loss differences up to 0.52, accuracy
+    up to 0.15); both end at loss < 0.002 and 100 % training accuracy, where clean and PGD
+    accuracies are equal. Tolerances: 3e-3 on the loss of epochs 1–8 (7× the difference seen),
+    and the end state (loss < 0.05, equal accuracies within one image)."""
     x, y = _toy_data()
     n, batch = 192, 32
     module = models.create_model("lenet", precision="bfloat16")
@@ -245,19 +253,28 @@ def test_bfloat16_lenet_trains_with_float32_parameters_and_outputs():
     np.testing.assert_allclose(np.asarray(lb), np.asarray(lf), atol=0.05 * float(jnp.abs(lf).max()) + 1e-3)
     assert not np.array_equal(np.asarray(lb), np.asarray(lf))  # the compute really is bfloat16
     attack = PGDConfig(0.1, 0.03, 2, True)
-    epoch = training.make_train_epoch(module, tx, num_examples=n, batch_size=batch, attack=attack,
-                                      show_progress=False)
-    losses = []
-    state = training.stack([state])
-    for e in range(18):  # float32 on this setting: 2.32 at epoch 1, 0.011 at epoch 16
-        state, m = epoch(state, x, y, _key(e))
-        losses.append(training.epoch_means(m)[0]["loss"])
-    assert losses[0] > 2.0 and max(losses[-2:]) < 0.2, losses
-    floats = [p for p in jax.tree.leaves((state.params, state.opt_state)) if jnp.issubdtype(p.dtype, jnp.floating)]
+    runs = {}
+    for name, mod in (("bfloat16", module), ("float32", ref)):
+        epoch = training.make_train_epoch(mod, tx, num_examples=n, batch_size=batch, attack=attack, loop="scan",
+                                          show_progress=False)
+        st, losses, accs = training.stack([state]), [], []
+        for e in range(18):
+            st, m = epoch(st, x, y, _key(e))
+            losses.append(training.epoch_means(m)[0]["loss"])
+            accs.append(training.epoch_means(m)[0]["accuracy"])
+        evaluate = make_evaluator(mod, PGDConfig(0.1, 0.03, 3, False), batch_size=64)
+        runs[name] = st, np.array(losses), np.array(accs), _unstacked(evaluate(st.params, st.batch_stats, x, y))
+    (st, lb, ab, out), (_, lf, af, out_f) = runs["bfloat16"], runs["float32"]
+    assert lb[0] > 2.0 and lf[0] > 2.0  # chance level at first
+    np.testing.assert_allclose(lb[:8], lf[:8], atol=3e-3, rtol=0)
+    assert not np.array_equal(lb, lf)
+    assert max(lb[-2:]) < 0.05 and max(lf[-2:]) < 0.05, (lb, lf)
+    assert abs(ab[-1] - af[-1]) <= 1 / n
+    floats = [p for p in jax.tree.leaves((st.params, st.opt_state)) if jnp.issubdtype(p.dtype, jnp.floating)]
     assert floats and all(p.dtype == jnp.float32 for p in floats)
-    evaluate = make_evaluator(module, PGDConfig(0.1, 0.03, 3, False), batch_size=64)
-    out = _unstacked(evaluate(state.params, state.batch_stats, x, y))
-    assert out["clean_loss"].dtype == jnp.float32
+    assert out["clean_loss"].dtype == jnp.float32 and out["adv_loss"].dtype == jnp.float32
+    for k in ("clean_correct", "adv_correct"):
+        assert abs(float(out[k].mean()) - float(out_f[k].mean())) <= 1 / n
     assert float(out["clean_correct"].mean()) > 0.9
     assert float(out["adv_loss"].mean()) > float(out["clean_loss"].mean())  # the attack works in bfloat16
 

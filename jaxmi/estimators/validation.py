@@ -26,7 +26,9 @@ def validate(activations: Any, labels: Any, num_classes: int | None, *, flatten:
 
     Args:
       activations: [N, D] array, one layer output per row; with ``flatten``, any [N, ...]
-        array, reshaped to [N, prod(...)] first. Non-float dtypes are cast to float32.
+        array, reshaped to [N, prod(...)] first. Non-float dtypes and floats narrower than
+        float32 (bfloat16, float16: a mixed-precision model's layers) are cast to float32, so
+        every estimate computes in float32 or wider.
       labels: [N] non-negative integer class indices.
       num_classes: number of classes C > max(labels), or None for max(labels) + 1.
       flatten: flatten each sample of an [N, ...] array (probe mappings do).
@@ -78,7 +80,7 @@ def validate(activations: Any, labels: Any, num_classes: int | None, *, flatten:
             "(or leave it None to infer max(label) + 1)."
         )
     act = jnp.asarray(activations)
-    if not jnp.issubdtype(act.dtype, jnp.floating):
+    if not jnp.issubdtype(act.dtype, jnp.floating) or jnp.finfo(act.dtype).bits < 32:
         act = act.astype(jnp.float32)
     return act, jnp.asarray(labels_np, jnp.int32), int(num_classes)
 
