@@ -83,6 +83,11 @@ class History:
         the estimator reports, same layout.
       sweep: ``{"epochs": [...], inputs: {estimator: {quantity: [measurement][probe][value]}}}``:
         the estimates over the σ² (KDE) or bin-size (binning) grid at some measurements.
+      scale_free: the scale-free sweep of the clean inputs at the last swept measurement
+        (:meth:`jaxmi.measure.Measurer`), or ``None``: ``{"epoch": e, "noise_var": [S] relative σ²,
+        "spread": [P], est: {"I_XT": [P][S], "I_TY": [P][S], "I_XT_resamples": [P][S][R]},
+        "temperature": {...}}`` for both KDE bounds (the temperature curve of the logits,
+        :func:`jaxmi.estimators.scale_free.temperature_curve`, when the last probe is the logits).
     """
 
     metrics: dict[str, list[float]]
@@ -91,6 +96,7 @@ class History:
     diagnostics: MIBlock = dataclasses.field(default_factory=dict)
     sweep: dict[str, Any] | None = None
     mi_boot: MIBlock | None = None
+    scale_free: dict[str, Any] | None = None
 
     @classmethod
     def empty(cls, estimators: Sequence[str], *, with_se: bool = False,
@@ -142,6 +148,9 @@ class History:
                     if key in res:
                         cast = bool if key == "saturated" else float
                         diag.setdefault(key, []).append([cast(v) for v in res[key]])
+        if sweep is not None and "scale_free" in sweep:
+            sweep = dict(sweep)
+            self.scale_free = {"epoch": int(epoch), **sweep.pop("scale_free")}
         if sweep is not None:
             if self.sweep is None:
                 self.sweep = {"epochs": []}
@@ -165,6 +174,8 @@ class History:
         out["diagnostics"] = self.diagnostics
         if self.sweep is not None:
             out["sweep"] = self.sweep
+        if self.scale_free is not None:
+            out["scale_free"] = self.scale_free
         return out
 
     @classmethod
@@ -172,7 +183,7 @@ class History:
         if "mi" not in d:
             return cls({k: list(d[k]) for k in TRAIN_METRICS}, {})
         return cls({k: list(d[k]) for k in METRICS}, d["mi"], d.get("mi_se"), d.get("diagnostics") or {},
-                   d.get("sweep"), d.get("mi_boot"))
+                   d.get("sweep"), d.get("mi_boot"), d.get("scale_free"))
 
 
 def robust_summary(per_seed: list[dict[str, Any]]) -> dict[str, Any]:
