@@ -218,9 +218,10 @@ def test_shift_alignment_reports_c_and_the_residual_with_intervals():
     assert row["c"] == pytest.approx(2 ** -0.5, rel=0.02) and row["c_ci95"][0] <= row["c"] <= row["c_ci95"][1]
     assert row["residual_sign"] == "none" and len(row["residual"]) == len(RELATIVE_GRID)
     assert row["residual_band_ci95"][0] < 0 < row["residual_band_ci95"][1]
+    assert row["residual_band_rms"] < 0.01  # the full sample: an exact shift (up to the search resolution)
     weaker = _seeds(nt, [lambda x, p=p: 0.6 * min(CEIL, max(0.0, nt[p](x))) for p in range(P)])
     ev = shift_alignment(weaker, ["a", "b", "c"], CEIL)  # 0.6 times NT's bits: no shift maps it onto NT
-    assert {r["residual_sign"] for r in ev["kde_lower"]} == {"positive"}
+    assert all(r["residual_band_rms"] > 0.3 and r["residual_sign"] != "none" for r in ev["kde_lower"])
     sat = [lambda x: CEIL] * P
     ev = shift_alignment(_seeds(sat, at), ["a", "b", "c"], CEIL)
     assert all(r["c"] is None and "flat" in r["reason"] for r in ev["kde_upper"])

@@ -9,7 +9,7 @@ last measurement for the full sample and every bootstrap resample of the run):
 * ``at_less_information_scale_free`` (pre-registered primary endpoint of the question). The
   effect is ΔI = I_NT − I_AT of clean I(X;T), pooled (an unweighted mean) over the *cells*
   (KDE bound ∈ {upper, lower}) × probe × v ∈ :data:`jaxmi.estimators.scale_free.BAND`
-  (v = 2^-10 … 2^-2 of the spread, ratio 2). A cell is excluded only when both networks are
+  (v = 2^-8 … 2^0 of the spread, ratio 2). A cell is excluded only when both networks are
   within :data:`jaxmi.estimators.SATURATION_GAP_BITS` of log₂ N (both at the ceiling) or
   both below that many bits (both at the floor): there the estimator cannot tell them apart.
   A cell where only one side is at the ceiling is kept, with the ceiling value as a censored
@@ -23,9 +23,12 @@ last measurement for the full sample and every bootstrap resample of the run):
   I(X;T) against log σ² onto NT's (least squares over NT's grid points of
   I_NT(x) − I_AT(x + log₂ ĉ²), AT's curve linearly interpolated in x = log₂ σ² and held
   constant past its ends), refitted on every resample; ĉ reads as "AT's activations are ĉ
-  times NT's". The residual ΔI curve after the shift is reported with its intervals: a residual
-  near 0 at every σ² means the two layers differ by scale alone; a residual of consistent sign
-  means they differ in geometry.
+  times NT's". The residual ΔI curve after the shift is reported with its intervals, with its
+  mean over the band (``residual_band``, interval; ``residual_sign`` positive / negative / none)
+  and its root mean square there (``residual_band_rms``): a residual near 0 at every σ² means
+  the two layers differ by scale alone; a residual away from 0 means they differ in geometry
+  (the least-squares shift centres the residual, so a difference in shape often leaves one
+  of mixed sign: the band mean then says which side dominates in the band).
 * Temperature control of the logits (evidence): the τ at which NT's NLL on the MI draw, with
   its logits divided by τ, equals AT's (the root on the softening side of NT's NLL minimum,
   from the measured NLL curve interpolated in log τ), and I(X;T), I(T;Y) of NT's logits/τ
@@ -47,7 +50,7 @@ __all__ = ["BOUNDS", "band_cells", "pooled_scale_free", "decide_scale_free", "fi
 
 BOUNDS = ("kde_upper", "kde_lower")
 RULE = ("clean I(X;T) NT − AT at the last measurement, σ² in units of each layer's mean squared distance to its "
-        "centroid, pooled over (KDE bound × probe × relative σ² = 2^-10 … 2^-2); cells where both networks are at "
+        "centroid, pooled over (KDE bound × probe × relative σ² = 2^-8 … 2^0); cells where both networks are at "
         f"log2 N or both below {SATURATION_GAP_BITS} bits excluded, one-sided ceiling cells kept as censored "
         "values; holds when its 95% interval lies above 0")
 
@@ -277,6 +280,8 @@ def shift_alignment(seeds: list[dict[str, Any]], layers: list[str], ceiling: flo
                 e, c = interval([p[0] for p in pooled], [p[1:][np.isfinite(p[1:])] for p in pooled]
                                 if len(pooled[0]) > 1 else None)
                 row["residual_band"], row["residual_band_ci95"] = e, c
+                row["residual_band_rms"] = float(np.mean([np.sqrt(_band_mean(np.square(f[1][:1]), band)[0])
+                                                          for f in fits]))
                 row["residual_sign"] = ("undefined" if c is None else "positive" if c[0] > 0 else
                                         "negative" if c[1] < 0 else "none")
             rows.append(row)
