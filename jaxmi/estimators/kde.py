@@ -118,8 +118,10 @@ def _gram_pass(t, y, c, weights, scales, *, paired: bool, block_size, devices, c
 
 @jax.jit
 def _spread(t):
+    """(spread, mean squared norm of the uncentred rows)."""
     t = t.astype(jnp.float32)
-    return jnp.sum(jnp.square(t - column_mean(t, t.shape[0]))) / t.shape[0]
+    n = t.shape[0]
+    return jnp.sum(jnp.square(t - column_mean(t, n))) / n, jnp.sum(jnp.square(t)) / n
 
 
 def spread(t) -> float:
@@ -138,7 +140,9 @@ def spread(t) -> float:
     t = jnp.asarray(t)
     if t.ndim != 2 or t.shape[0] < 1:
         raise ValueError(f"spread: t must be an [N, D] array with N ≥ 1; got shape {tuple(t.shape)}.")
-    return float(_spread(t))
+    s, norm = (float(v) for v in _spread(t))
+    # Rows equal up to float32 rounding of the centroid: no spread (not a σ² of rounding noise).
+    return 0.0 if s <= 1e-10 * norm else s
 
 
 def _relative(noise_var: float, t) -> float:

@@ -56,6 +56,8 @@ def plot_shift_alignment(summary: Mapping[str, Any], out_dir) -> list[Path]:
             if i == len(bounds) - 1:
                 ax.set_xlabel("σ² (absolute)", fontsize=8)
             ax.legend(fontsize=6, frameon=False)
-    fig.suptitle(figure_title("Clean I(X;T) against σ², last measurement: NT, AT and AT shifted by ĉ", summary),
-                 fontsize=10)
+    cfg = summary.get("config") or {}
+    where = {k: cfg[k] for k in ("dataset", "model") if isinstance(cfg.get(k), str)}  # no bands drawn: no band note
+    fig.suptitle(figure_title("Clean I(X;T) against σ², last measurement: NT, AT and AT shifted by ĉ (seed 0, "
+                              "full sample; ĉ pooled over seeds)", {"config": where}), fontsize=10)
     return [save_figure(fig, Path(out_dir) / "shift_alignment.png")]
