@@ -23,6 +23,7 @@ the summary needs around them (and averages seeds). Their JSON layout (:meth:`Hi
                                              "adv": {...}}},
             "mi_se": {...},                     # with bootstrap standard errors
             "mi_boot": {est: {inputs: {q: [[[R] * P] * M]}}},  # with bootstrap: every resample's value
+            "scale_free": {...},                # with the sweep: the scale-free sweep (History.scale_free)
             "diagnostics": {est: {"clean": {"saturated": [[P] * M], "I_XT_gap": ..., ...}, "adv": ...}}},
      "at": {...},
      "saturation": {"threshold_bits": 0.01, "I_XT_ceiling": ..., "final_saturated": ..., "warning": ...},
