@@ -111,6 +111,18 @@ def test_scale_free_sweep_is_invariant_under_scaling_and_checks_its_weights():
         scale_free_sweep(t, y, w, grid=[0.1, -1.0])
 
 
+def test_scale_free_sweep_uses_the_resamples_of_the_main_estimates():
+    """A run's scale-free sweep takes resample_weights(N, R, key) with the run's key: the same
+    resamples as estimate(..., bootstrap=R, key=key), so NT − AT is paired across both."""
+    t, y = _layer(n=90, seed=4)
+    key = jax.random.key(7)
+    main = estimate(t, y, methods=KDE, noise_var=0.125, noise_scale="relative", bootstrap=6, key=key)
+    sw = scale_free_sweep(t, y, resample_weights(90, 6, key), grid=[0.125])
+    for m in KDE:
+        np.testing.assert_allclose(sw[m]["I_XT"][0, 1:], main[m]["I_XT_resamples"], atol=2e-4)
+        assert sw[m]["I_XT"][0, 0] == pytest.approx(main[m]["I_XT"], abs=2e-4)
+
+
 # ----------------------------------------------------------------------------- the verdict
 
 CEIL = math.log2(128)

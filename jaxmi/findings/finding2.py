@@ -11,7 +11,7 @@ bootstrap of the test draw, holds / fails / untestable):
   in the paper) above 0. Several seeds: the seed interval; one seed: the normal
   approximation of the binomial error of the two epoch-mean accuracies over the training
   examples. The final training losses are in the evidence.
-* ``at_less_information``: the primary endpoint ΔI = I_NT − I_AT of clean I(X;T) at the last
+* ``at_less_information`` (the paper's protocol: one absolute σ²): ΔI = I_NT − I_AT of clean I(X;T) at the last
   measurement, averaged over the *informative* (estimator, probe) pairs — those where
   neither estimate is within 0.01 bits of log₂ N — above 0. NT and AT are measured on the
   same draw and the same bootstrap resamples, so the difference is paired. Untestable when
