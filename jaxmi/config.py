@@ -221,7 +221,7 @@ class MIConfig:
     noise_var: float = setting(0.1, "KDE noise variance σ² (the paper's 0.1)")
     bin_size: float = setting(0.5, "binning width (the paper's 0.5)")
     noise_scale: str = setting("absolute", "σ² as given (absolute, the paper's protocol) or in units of each "
-                                           "layer's median nearest-neighbour squared distance (relative)",
+                                           "layer's mean squared distance to its centroid (relative)",
                                choices=("absolute", "relative"))
     bootstrap: int = setting(100, "paired bootstrap resamples of the test draw for every MI estimate: standard "
                                   "errors, and the intervals of the verdicts (0: off)")

@@ -24,6 +24,7 @@ the summary needs around them (and averages seeds). Their JSON layout (:meth:`Hi
                                              "adv": {...}}},
             "mi_se": {...},                     # with bootstrap standard errors
             "mi_boot": {est: {inputs: {q: [[[R] * P] * M]}}},  # with bootstrap: every resample's value
+            "scale_free": {...},                # with the sweep: the scale-free sweep (History.scale_free)
             "diagnostics": {est: {"clean": {"saturated": [[P] * M], "I_XT_gap": ..., ...}, "adv": ...}}},
      "at": {...},
      "saturation": {"threshold_bits": 0.01, "I_XT_ceiling": ..., "final_saturated": ..., "warning": ...},
@@ -90,6 +91,11 @@ class History:
         the estimator reports, same layout.
       sweep: ``{"epochs": [...], inputs: {estimator: {quantity: [measurement][probe][value]}}}``:
         the estimates over the σ² (KDE) or bin-size (binning) grid at some measurements.
+      scale_free: the scale-free sweep of the clean inputs at the last swept measurement
+        (:meth:`jaxmi.measure.Measurer`), or ``None``: ``{"epoch": e, "noise_var": [S] relative σ²,
+        "spread": [P], est: {"I_XT": [P][S], "I_TY": [P][S], "I_XT_resamples": [P][S][R]},
+        "temperature": {...}}`` for both KDE bounds (the temperature curve of the logits,
+        :func:`jaxmi.estimators.scale_free.temperature_curve`, when the last probe is the logits).
     """
 
     metrics: dict[str, list[float]]
@@ -98,6 +104,7 @@ class History:
     diagnostics: MIBlock = dataclasses.field(default_factory=dict)
     sweep: dict[str, Any] | None = None
     mi_boot: MIBlock | None = None
+    scale_free: dict[str, Any] | None = None
 
     @classmethod
     def empty(cls, estimators: Sequence[str], *, with_se: bool = False,
@@ -150,6 +157,9 @@ class History:
                     if key in res:
                         cast = bool if key == "saturated" else float
                         diag.setdefault(key, []).append([_num(v, cast) for v in res[key]])
+        if sweep is not None and "scale_free" in sweep:
+            sweep = dict(sweep)
+            self.scale_free = {"epoch": int(epoch), **sweep.pop("scale_free")}
         if sweep is not None:
             if self.sweep is None:
                 self.sweep = {"epochs": []}
@@ -173,6 +183,8 @@ class History:
         out["diagnostics"] = self.diagnostics
         if self.sweep is not None:
             out["sweep"] = self.sweep
+        if self.scale_free is not None:
+            out["scale_free"] = self.scale_free
         return out
 
     @classmethod
@@ -180,7 +192,7 @@ class History:
         if "mi" not in d:
             return cls({k: list(d[k]) for k in TRAIN_METRICS}, {})
         return cls({k: list(d[k]) for k in METRICS}, d["mi"], d.get("mi_se"), d.get("diagnostics") or {},
-                   d.get("sweep"), d.get("mi_boot"))
+                   d.get("sweep"), d.get("mi_boot"), d.get("scale_free"))
 
 
 def robust_summary(per_seed: list[dict[str, Any]]) -> dict[str, Any]:

@@ -23,6 +23,8 @@ import numpy as np
 from jaxmi import estimators, parallel
 from jaxmi import data as data_lib
 from jaxmi.data import to_float
+from jaxmi.estimators.bootstrap import resample_weights
+from jaxmi.estimators.scale_free import scale_free_sweep, temperature_curve
 from jaxmi.evaluation import make_evaluator, make_forward, robust_report
 from jaxmi.history import INPUTS
 from jaxmi.plan import RunPlan
@@ -73,11 +75,26 @@ class Measurer:
             out["binning"] = {q: res[q] for q in ("I_XT", "I_TY")}
         return out
 
-    def _information(self, params, batch_stats, x_adv, swept: bool):
-        """One model's estimates (and sweeps) on clean and adversarial inputs, a probe group at a time."""
+    def _scale_free(self, a) -> dict[str, Any]:
+        """One probe's scale-free sweep (:mod:`jaxmi.estimators.scale_free`) on the clean inputs, with
+        the run's bootstrap resamples (the same as the main estimates', so NT − AT is paired)."""
+        opts = self.plan.mi.options
+        w = resample_weights(len(self.y_mi_host), opts.get("bootstrap", 0), opts.get("key"))
+        r = scale_free_sweep(a, self.y_mi_host, w, num_classes=self.plan.num_classes,
+                             precision=self.plan.execution.kde_precision)
+        out: dict[str, Any] = {"spread": r["spread"], "noise_var": r["noise_var"].tolist()}
+        for m in ("kde_upper", "kde_lower"):
+            out[m] = {q: r[m][q][:, 0].tolist() for q in ("I_XT", "I_TY")}
+            out[m]["I_XT_resamples"] = np.round(r[m]["I_XT"][:, 1:], 5).tolist()
+        return out
+
+    def _information(self, params, batch_stats, x_adv, swept: bool, final: bool = False):
+        """One model's estimates (and sweeps) on clean and adversarial inputs, a probe group at a time;
+        ``final`` (the last swept measurement) adds the scale-free sweep of every probe."""
         mi = self.plan.mi
         res: dict[str, dict[str, Any]] = {i: {} for i in mi.inputs}
         sweeps: dict[str, dict[str, Any]] = {i: {} for i in INPUTS}
+        scale_free: dict[str, Any] = {}
         sources = {"clean": self.x_mi_float, "adv": x_adv, "noise": self.x_mi_noise,
                    "unrelated": self.x_mi_unrelated}
         for group, forward in self.forward.items():
@@ -88,6 +105,12 @@ class Measurer:
                     res[inputs][p] = estimators.estimate(a, self.y_mi_host, block_size=mi.blocks[p], **mi.options)
                     if swept and inputs in INPUTS:
                         sweeps[inputs][p] = self._sweep(p, a)
+                    if swept and final and inputs == "clean" and self._scale_free_on:
+                        scale_free[p] = self._scale_free(a)
+                        if p == self.plan.layers[-1] and a.shape[1] == self.plan.num_classes:  # the logits
+                            scale_free["temperature"] = temperature_curve(
+                                a, self.y_mi_host, mi.options["noise_var"], num_classes=self.plan.num_classes,
+                                precision=self.plan.execution.kde_precision)
                 del probes
         layers = self.plan.layers
         out = {i: _mi_lists({p: res[i][p] for p in layers}, mi.estimators) for i in mi.inputs}
@@ -95,7 +118,19 @@ class Measurer:
             return out, None
         sweep = {i: {m: {q: [sweeps[i][p][m][q] for p in layers] for q in ("I_XT", "I_TY")}
                      for m in mi.sweep_grid["estimators"]} for i in INPUTS}
+        if scale_free:
+            sweep["scale_free"] = {"noise_var": scale_free[layers[0]]["noise_var"],
+                                   "spread": [scale_free[p]["spread"] for p in layers],
+                                   **{m: {k: [scale_free[p][m][k] for p in layers] for k in scale_free[layers[0]][m]}
+                                      for m in ("kde_upper", "kde_lower")}}
+            if "temperature" in scale_free:
+                sweep["scale_free"]["temperature"] = scale_free["temperature"]
         return out, sweep
+
+    @property
+    def _scale_free_on(self) -> bool:
+        """The scale-free sweep runs with the σ² sweep when a KDE bound is measured."""
+        return any(m in ("kde_upper", "kde_lower") for m in self.plan.mi.estimators)
 
     @functools.cached_property
     def x_mi_float(self):
@@ -138,7 +173,8 @@ class Measurer:
                 metrics[f"test_{inputs}_acc"] = float(cat[f"{inputs}_correct"][k].mean())
                 metrics[f"test_{inputs}_loss"] = float(cat[f"{inputs}_loss"][k].mean())
             params, batch_stats = jax.tree.map(lambda a, k=k: a[k], (states.params, states.batch_stats))
-            mi, sweep = self._information(params, batch_stats, x_adv[k], epoch in self.plan.mi.sweep_epochs)
+            mi, sweep = self._information(params, batch_stats, x_adv[k], epoch in self.plan.mi.sweep_epochs,
+                                          final=epoch == max(self.plan.mi.sweep_epochs, default=-1))
             out.append((metrics, mi, sweep))
         return out
 

@@ -100,7 +100,8 @@ def test_summary_has_the_documented_keys(smoke_run):
                     assert np.all(arr >= -1e-4) and np.all(arr <= ceiling + 1e-4), (est, kind, q, arr)
         # the KDE upper bound is never below the lower bound
         assert np.all(np.asarray(h["mi"]["kde_upper"]["clean"]["I_XT"]) >= np.asarray(h["mi"]["kde_lower"]["clean"]["I_XT"]) - 1e-4)
-    assert set(s["verdicts"]) == {"at_harder", "at_less_information", "at_less_information_matched"}
+    assert set(s["verdicts"]) == {"at_harder", "at_less_information", "at_less_information_matched",
+                                                    "at_less_information_scale_free"}
     for r in s["verdicts"].values():  # records; the smoke networks barely learn, so untestable is allowed
         assert r["holds"] in (True, False, None) and {"effect", "ci95", "unit", "seeds", "rule"} <= set(r)
         assert (r["holds"] is None) == (r["effect"] is None or r["ci95"] is None)
@@ -117,6 +118,17 @@ def test_summary_has_the_documented_keys(smoke_run):
     assert run["nt"]["test_clean_acc"][0] == run["at"]["test_clean_acc"][0]
     assert run["nt"]["mi"]["kde_upper"]["clean"]["I_XT"][0] == run["at"]["mi"]["kde_upper"]["clean"]["I_XT"][0]
     assert "at_harder" in stdout and "at_less_information" in stdout
+    # the scale-free sweep of the last measurement: every probe, both bounds, every resample
+    for mode in ("nt", "at"):
+        sf = run[mode]["scale_free"]
+        assert sf["epoch"] == 1 and len(sf["spread"]) == 5 and all(v > 0 for v in sf["spread"])
+        g = len(sf["noise_var"])
+        for est in ("kde_upper", "kde_lower"):
+            assert np.asarray(sf[est]["I_XT"]).shape == (5, g)
+            assert np.asarray(sf[est]["I_XT_resamples"]).shape == (5, g, s["config"]["bootstrap"])
+        assert len(sf["temperature"]["tau"]) == len(sf["temperature"]["nll"])  # fc3 is the logits
+    ev = s["evidence"]["at_less_information_scale_free"]
+    assert {"band", "shift_alignment", "logit_temperature"} <= set(ev)
 
 
 def test_figures_are_written(smoke_run):
@@ -124,7 +136,7 @@ def test_figures_are_written(smoke_run):
     s = json.loads((out / "summary.json").read_text())
     names = set(s["figures"])
     for required in ("info_plane_kde_upper.png", "info_plane_kde_lower.png", "info_plane_binning.png",
-                     "training_curves.png", "final_IXT.png"):
+                     "training_curves.png", "final_IXT.png", "shift_alignment.png", "verdicts.png"):
         assert required in names
     for n in names:
         data = (out / n).read_bytes()

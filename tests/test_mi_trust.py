@@ -126,26 +126,28 @@ def test_sweep_noise_matches_single_calls_and_bins_match_binning():
 
 
 def test_relative_noise_scale_is_scale_free():
+    """σ² in units of the layer's spread (mean squared distance to the centroid): the estimate at
+    σ² = v · spread, and the same at every activation scale."""
     t, y = _layer(n=160, d=6, scale=0.4, seed=5)
-    med, _ = _brute_kde(t, 0.1)
+    t64 = np.asarray(t, np.float64)
+    spread = float(np.mean(np.sum((t64 - t64.mean(0)) ** 2, axis=1)))
     rel = estimate(t, y, methods=KDE, noise_var=0.5, noise_scale="relative")
-    ab = estimate(t, y, methods=KDE, noise_var=0.5 * med)
+    ab = estimate(t, y, methods=KDE, noise_var=0.5 * spread)
     for m in KDE:
-        assert rel[m]["noise_var"] == pytest.approx(0.5 * med, rel=1e-4)
+        assert rel[m]["noise_var"] == pytest.approx(0.5 * spread, rel=1e-4)
         assert rel[m]["I_XT"] == pytest.approx(ab[m]["I_XT"], abs=2e-4)
-        assert rel[m]["nn_sq_dist_over_width"] == pytest.approx(1 / (2 * 0.5) if m == "kde_upper" else 1 / 4, rel=1e-4)
     scaled = estimate(25.0 * t, y, methods=KDE, noise_var=0.5, noise_scale="relative")
     for m in KDE:  # the same layer at another activation scale reads the same
         assert scaled[m]["I_XT"] == pytest.approx(rel[m]["I_XT"], abs=2e-4)
         assert scaled[m]["I_TY"] == pytest.approx(rel[m]["I_TY"], abs=2e-4)
     sw = sweep_noise(25.0 * t, y, [0.5, 2.0], noise_scale="relative")
     assert sw["I_XT"][0] == pytest.approx(rel["kde_upper"]["I_XT"], abs=2e-4)
-    assert sw["noise_var_absolute"][0] == pytest.approx(0.5 * 625 * med, rel=1e-4)
+    assert sw["noise_var_absolute"][0] == pytest.approx(0.5 * 625 * spread, rel=1e-4)
     with pytest.raises(ValueError, match="noise_scale must be one of"):
         estimate(t, y, methods=KDE, noise_scale="log")
-    dup = np.repeat(t[:40], 3, axis=0)
-    with pytest.raises(ValueError, match="median nearest-neighbour"):
-        estimate(dup, np.repeat(y[:40], 3), methods=KDE, noise_scale="relative")
+    same = np.repeat(t[:1], 12, axis=0)
+    with pytest.raises(ValueError, match="rows are not all equal"):
+        estimate(same, np.arange(12) % 2, methods=KDE, noise_scale="relative")
 
 
 def test_diagnostics_keep_bootstrap_and_registered_estimators_working():

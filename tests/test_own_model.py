@@ -136,7 +136,8 @@ def test_finding2_command_line_runs_the_model_given_as_a_spec(bn_run, tmp_path, 
     _check_mi(s["run"], fx.BN_PROBES, 64)
     # the same configuration as train_and_measure's run: the same measurements
     assert json.dumps({r: s["run"][r] for r in ("nt", "at")}) == json.dumps({r: out[r] for r in ("nt", "at")})
-    assert set(s["verdicts"]) == {"at_harder", "at_less_information", "at_less_information_matched"}
+    assert set(s["verdicts"]) == {"at_harder", "at_less_information", "at_less_information_matched",
+                                                    "at_less_information_scale_free"}
     assert {p["probe"] for p in s["evidence"]["at_less_information"]["pairs"]} == set(fx.BN_PROBES)
     assert s["figures"] and all((run_dir / f).is_file() for f in s["figures"])
     cfg, module, _ = load_trained(run_dir)

@@ -60,14 +60,16 @@ Entry points: :func:`estimate` (any methods, one layer or a mapping of probes),
 :func:`binning_mi`, :func:`renyi_mi`. Every estimate comes with diagnostics (its distance
 to the log₂ N and Ĥ(Y) ceilings, a ``saturated`` flag: :mod:`~jaxmi.estimators.diagnostics`);
 :func:`sweep_noise` / :func:`sweep_kde_bounds` give the KDE bounds over a σ² grid from one
-distance pass and :func:`sweep_bins` binning over bin sizes (:mod:`~jaxmi.estimators.sweep`).
+distance pass and :func:`sweep_bins` binning over bin sizes (:mod:`~jaxmi.estimators.sweep`);
+:func:`spread` is the unit of ``noise_scale="relative"`` and
+:mod:`~jaxmi.estimators.scale_free` sweeps both bounds over σ² in that unit, with bootstrap resamples.
 """
 
 from jaxmi.estimators.api import estimate, estimate_mi
 from jaxmi.estimators.diagnostics import SATURATION_GAP_BITS
 from jaxmi.estimators.binning import binning_mi
 from jaxmi.estimators.bootstrap import bootstrap_weights
-from jaxmi.estimators.kde import choose_block_size, kde_mi
+from jaxmi.estimators.kde import choose_block_size, kde_mi, spread
 from jaxmi.estimators.knn import ksg_mi
 from jaxmi.estimators.knn_mixed import mixed_knn_mi
 from jaxmi.estimators.registry import METHODS, available_methods, register_estimator, unregister_estimator
@@ -88,6 +90,7 @@ __all__ = [
     "ksg_mi",
     "mixed_knn_mi",
     "choose_block_size",
+    "spread",
     "sweep_noise",
     "sweep_kde_bounds",
     "sweep_bins",

@@ -97,7 +97,7 @@ def estimate(x, labels, *, methods: Sequence[str] = METHODS, num_classes: int | 
       noise_var: KDE kernel variance σ² > 0 (0.1 in the paper).
       bin_size: binning width > 0 (0.5 in the paper).
       **options: ``noise_scale`` (KDE: ``"absolute"``, the paper's, or ``"relative"``: σ² in
-        units of each layer's median nearest-neighbour squared distance; a secondary
+        units of each layer's mean squared distance to its centroid; a secondary
         analysis, not the paper's protocol), ``block_size`` (KDE rows per block; default from the free memory),
         ``devices`` (devices the KDE pass is split over; default all local devices),
         ``rows`` (with several devices: ``"sharded"``, each device holds N/M rows of the layer,

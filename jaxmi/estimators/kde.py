@@ -15,7 +15,7 @@ layer to an exact float64 host pass when float32 could be off by more than
 :data:`MAX_KERNEL_ROUNDING`.
 
 This module turns the sums into the bounds (:func:`kde_compute`, :func:`kde_sweep`,
-:func:`kde_mi`, σ² relative to the nearest-neighbour distances) and checks each pass; the
+:func:`kde_mi`, σ² relative to the layer's spread, :func:`spread`) and checks each pass; the
 sums come from :mod:`jaxmi.estimators.kde_pass` (rows replicated on every device; block
 size, rounding bound, float64 fallback) or :mod:`jaxmi.estimators.kde_ring` (rows sharded
 over the devices).
@@ -39,12 +39,12 @@ from jaxmi import backend, parallel
 from jaxmi.estimators import kde_pass
 from jaxmi.estimators.bootstrap import unit_weights
 # choose_block_size, pass_block_size, sweep_scales, MAX_KERNEL_ROUNDING: also this module's API
-from jaxmi.estimators.kde_pass import (MAX_KERNEL_ROUNDING, choose_block_size, float32_rounding_bound,
+from jaxmi.estimators.kde_pass import (MAX_KERNEL_ROUNDING, choose_block_size, column_mean, float32_rounding_bound,
                                        full_sample_totals, kde_mesh, kde_sums, pass_block_size, sweep_scales)
 from jaxmi.estimators.kde_ring import kde_sums_ring
 from jaxmi.estimators.validation import all_finite, check_noise_var, raise_if_nonfinite, validate
 
-__all__ = ["kde_mi", "kde_compute", "kde_sweep", "choose_block_size", "pass_block_size", "sweep_scales",
+__all__ = ["kde_mi", "kde_compute", "kde_sweep", "spread", "choose_block_size", "pass_block_size", "sweep_scales",
            "MAX_KERNEL_ROUNDING", "SELF_DOMINATED"]
 
 _LOG2E = 1.0 / math.log(2.0)
@@ -116,13 +116,42 @@ def _gram_pass(t, y, c, weights, scales, *, paired: bool, block_size, devices, c
     return sums, nn
 
 
-def _relative(noise_var: float, nn) -> float:
-    """σ² in units of the layer's median nearest-neighbour squared distance."""
-    med = float(np.median(np.asarray(nn)))
-    if not med > 0:
-        raise ValueError("noise_scale='relative' needs a positive median nearest-neighbour distance, but at least "
-                         "half of the rows have an exact duplicate; use noise_scale='absolute'.")
-    return noise_var * med
+@jax.jit
+def _spread(t):
+    """(spread, mean squared norm of the uncentred rows)."""
+    t = t.astype(jnp.float32)
+    n = t.shape[0]
+    return jnp.sum(jnp.square(t - column_mean(t, n))) / n, jnp.sum(jnp.square(t)) / n
+
+
+def spread(t) -> float:
+    """The layer's spread: the mean squared distance of its rows to their centroid,
+    (1/N) Σ_i ‖t_i − t̄‖² (= half the mean pairwise squared distance, over ordered pairs with i ≠ j
+    counted as N² − N of N²).
+
+    ``noise_scale="relative"`` reads σ² in units of it. It is scale covariant, spread(c·T) =
+    c²·spread(T), so a KDE estimate at σ² = v·spread(T) does not change when a layer is scaled;
+    and, unlike the nearest-neighbour distance, it does not shrink when the rows cluster, so
+    it does not normalise real compression away.
+
+    Args:
+      t: [N, D] activations (float32 on the device; the rows are centred first).
+    """
+    t = jnp.asarray(t)
+    if t.ndim != 2 or t.shape[0] < 1:
+        raise ValueError(f"spread: t must be an [N, D] array with N ≥ 1; got shape {tuple(t.shape)}.")
+    s, norm = (float(v) for v in _spread(t))
+    # Rows equal up to float32 rounding of the centroid: no spread (not a σ² of rounding noise).
+    return 0.0 if s <= 1e-10 * norm else s
+
+
+def _relative(noise_var: float, t) -> float:
+    """σ² in units of the layer's spread (:func:`spread`)."""
+    s = spread(t)
+    if not (s > 0 and math.isfinite(s)):
+        raise ValueError(f"noise_scale='relative' needs a layer whose rows are not all equal, but its spread (mean "
+                         f"squared distance to the centroid) is {s!r}; use noise_scale='absolute'.")
+    return noise_var * s
 
 
 def kde_compute(t, y, c, weights, *, noise_var: float = 0.1, block_size: int | None = None, devices=None,
@@ -134,8 +163,8 @@ def kde_compute(t, y, c, weights, *, noise_var: float = 0.1, block_size: int | N
       y: [N] int32 labels.
       c: number of classes C.
       weights: [R, N] point multiplicities (row 0: the full sample).
-      noise_var: σ² > 0; with ``noise_scale="relative"``, in units of the layer's median
-        nearest-neighbour squared distance (then a second pass runs at the scaled σ²).
+      noise_var: σ² > 0; with ``noise_scale="relative"``, in units of the layer's spread
+        (:func:`spread`: its mean squared distance to the centroid).
       block_size: rows per block (default :func:`choose_block_size`).
       devices: devices to split the pass over (default: all local devices).
       noise_scale: ``"absolute"`` (the paper's protocol) or ``"relative"``.
@@ -152,12 +181,10 @@ def kde_compute(t, y, c, weights, *, noise_var: float = 0.1, block_size: int | N
       only their own term) and ``noise_var``, the σ² used.
     """
     precision = backend.resolve_kde_precision(precision)
+    if noise_scale == "relative":
+        noise_var = _relative(noise_var, t)
     sums, nn = _gram_pass(t, y, c, weights, (2.0 * noise_var, 8.0 * noise_var), paired=True,
                           block_size=block_size, devices=devices, precision=precision, rows=rows)
-    if noise_scale == "relative":
-        noise_var = _relative(noise_var, nn)
-        sums, nn = _gram_pass(t, y, c, weights, (2.0 * noise_var, 8.0 * noise_var), paired=True,
-                              block_size=block_size, devices=devices, precision=precision, rows=rows)
     i_xt, i_ty = jax.device_get(_kde_from_sums(sums, y, jnp.asarray(weights, jnp.float32), num_classes=c))
     med = float(np.median(np.asarray(nn)))
     self_share = np.asarray(jnp.mean(full_sample_totals(sums, c) < 1.0 + SELF_DOMINATED, axis=0))
@@ -170,22 +197,23 @@ def kde_compute(t, y, c, weights, *, noise_var: float = 0.1, block_size: int | N
 
 
 def kde_sweep(t, y, c, noise_vars, *, block_size: int | None = None, devices=None,
-              noise_scale: str = "absolute", precision: str = "auto", rows: str = "auto") -> dict[str, np.ndarray]:
-    """Both KDE bounds at every σ² of ``noise_vars`` from one Gram pass (the full sample).
+              noise_scale: str = "absolute", precision: str = "auto", rows: str = "auto",
+              weights=None) -> dict[str, np.ndarray]:
+    """Both KDE bounds at every σ² of ``noise_vars`` from one Gram pass.
 
     Every σ² gets exactly the computation of :func:`kde_compute` at that σ² (two exponent
-    scales each), but the distances are computed once for all of them.
+    scales each), but the distances are computed once for all of them. ``noise_scale="relative"``:
+    σ² in units of the layer's spread (:func:`spread`). ``weights``: [R, N] point
+    multiplicities (row 0: the full sample), or None for the full sample alone.
 
     Returns:
       ``{"noise_var": [S] σ² used, "kde_upper_I_XT": [S], "kde_upper_I_TY": [S],
-      "kde_lower_I_XT": [S], "kde_lower_I_TY": [S]}`` in bits.
+      "kde_lower_I_XT": [S], "kde_lower_I_TY": [S]}`` in bits; with ``weights``, [S, R] arrays.
     """
     nv = np.asarray(noise_vars, np.float64)
-    w = unit_weights(t.shape[0])
+    w = unit_weights(t.shape[0]) if weights is None else weights
     if noise_scale == "relative":
-        _, nn = _gram_pass(t, y, c, w, (2.0, 8.0), paired=True, block_size=block_size, devices=devices,
-                           precision=backend.resolve_kde_precision(precision), rows=rows)
-        nv = nv * _relative(1.0, nn)
+        nv = nv * _relative(1.0, t)
     # The exponent scales 2σ² (upper) and 8σ² (lower) of all σ², each computed once: on a grid
     # of ratio 4 (the default), the lower bound at σ² shares its kernel with the upper at 4σ².
     scales, index = np.unique(np.concatenate([2.0 * nv, 8.0 * nv]), return_inverse=True)
@@ -193,8 +221,10 @@ def kde_sweep(t, y, c, noise_vars, *, block_size: int | None = None, devices=Non
     sums, _ = _gram_pass(t, y, c, w, tuple(float(v) for v in scales), paired=False, block_size=block_size,
                          devices=devices, chain=chain, with_nn=False,
                          precision=backend.resolve_kde_precision(precision), rows=rows)
-    i_xt, i_ty = jax.device_get(_kde_from_sums(sums, y, jnp.asarray(w), num_classes=c))
-    i_xt, i_ty = np.asarray(i_xt)[index, 0], np.asarray(i_ty)[index, 0]
+    i_xt, i_ty = jax.device_get(_kde_from_sums(sums, y, jnp.asarray(w, jnp.float32), num_classes=c))
+    i_xt, i_ty = np.asarray(i_xt)[index], np.asarray(i_ty)[index]  # [2S, R]
+    if weights is None:
+        i_xt, i_ty = i_xt[:, 0], i_ty[:, 0]
     s = len(nv)
     return {"noise_var": nv, "kde_upper_I_XT": i_xt[:s], "kde_upper_I_TY": i_ty[:s],
             "kde_lower_I_XT": i_xt[s:], "kde_lower_I_TY": i_ty[s:]}

@@ -7,8 +7,9 @@ distances are computed once; only the kernels differ); :func:`sweep_bins` runs t
 binning per bin size (each a fast hashing pass).
 
 ``noise_scale="relative"`` (a secondary analysis, not the paper's protocol) reads σ² in units
-of the layer's median nearest-neighbour squared distance, so layers and networks of
-different activation scale are compared at the same *relative* kernel width.
+of the layer's spread, its mean squared distance to the centroid
+(:func:`jaxmi.estimators.kde.spread`), so layers and networks of different activation scale
+are compared at the same *relative* kernel width, and a layer scaled by c reads the same.
 """
 
 from __future__ import annotations
@@ -83,7 +84,7 @@ def sweep_noise(activations, labels, noise_vars: Sequence[float] = DEFAULT_NOISE
       method: ``"kde_upper"`` or ``"kde_lower"``.
       num_classes: number of classes (default: max(labels) + 1).
       noise_scale: ``"absolute"`` (σ² as given, the paper's protocol) or ``"relative"`` (σ² in
-        units of the layer's median nearest-neighbour squared distance).
+        units of the layer's spread, its mean squared distance to the centroid).
       block_size, devices: as in :func:`jaxmi.estimators.estimate`.
 
     Returns:

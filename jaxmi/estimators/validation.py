@@ -116,7 +116,7 @@ NOISE_SCALES = ("absolute", "relative")
 
 def check_noise_scale(noise_scale: str) -> None:
     """How σ² is read: ``"absolute"`` (the paper's) or ``"relative"`` (in units of a layer's
-    median nearest-neighbour squared distance)."""
+    spread, its mean squared distance to the centroid: :func:`jaxmi.estimators.kde.spread`)."""
     if noise_scale not in NOISE_SCALES:
         raise ValueError(f"noise_scale must be one of {NOISE_SCALES}; got {noise_scale!r}.")
 

@@ -11,7 +11,7 @@ bootstrap of the test draw, holds / fails / untestable):
   in the paper) above 0. Several seeds: the seed interval; one seed: the normal
   approximation of the binomial error of the two epoch-mean accuracies over the training
   examples. The final training losses are in the evidence.
-* ``at_less_information``: the primary endpoint ΔI = I_NT − I_AT of clean I(X;T) at the last
+* ``at_less_information`` (the paper's protocol: one absolute σ²): ΔI = I_NT − I_AT of clean I(X;T) at the last
   measurement, averaged over the *informative* (estimator, probe) pairs — those where
   neither estimate is within 0.01 bits of log₂ N — above 0. NT and AT are measured on the
   same draw and the same bootstrap resamples, so the difference is paired. Untestable when
@@ -19,6 +19,11 @@ bootstrap of the test draw, holds / fails / untestable):
 * ``at_less_information_matched`` (control): the same ΔI with NT taken at the epoch whose clean
   test accuracy is closest to AT's final one, so that a difference in how well the networks
   fit cannot alone produce ΔI.
+* ``at_less_information_scale_free`` (pre-registered primary endpoint of "less information, or
+  only smaller activations?"): ΔI with σ² in units of each layer's spread, pooled over both
+  KDE bounds × probes × a fixed band of relative σ² (:mod:`jaxmi.findings.finding2_scale`, which
+  also gives the shift alignment and the temperature control of the logits in the evidence).
+  ``at_less_information`` stays as the paper's protocol (one absolute σ²).
 
 The evidence also has ΔI per pair with its interval (``pairs``, drawn in
 ``nt_minus_at_pairs.png``) and ΔI over the σ² / bin-size sweep at the last measurement
@@ -42,8 +47,10 @@ from jaxmi import plots
 from jaxmi.config import Config
 from jaxmi.estimators import SATURATION_GAP_BITS
 from jaxmi.findings.common import measured_run
+from jaxmi.findings.finding2_scale import decide_scale_free, scale_free_lines, shift_alignment, temperature_evidence
 from jaxmi.findings.runner import Finding
 from jaxmi.findings.summary import learn_reason, record_rows, seed_runs, verdict_lines
+from jaxmi.plots.finding2_scale import plot_shift_alignment
 from jaxmi.run import log_line
 from jaxmi.verdicts import interval, record, untestable
 
@@ -231,6 +238,10 @@ def decide(summary: dict[str, Any]) -> tuple[dict[str, dict[str, Any]], dict[str
         "across_sweep": _sweep_delta(summary)}
     evidence["at_less_information"]["knn_I_TY"] = _knn_information(seeds, layers, reason)
     evidence["at_less_information_matched"] = {"nt_epochs": matched_epochs}
+    verdicts["at_less_information_scale_free"], ev = decide_scale_free(seeds, ceiling, reason)
+    ev["shift_alignment"] = shift_alignment(seeds, layers, ceiling)
+    ev["logit_temperature"] = temperature_evidence(seeds)
+    evidence["at_less_information_scale_free"] = ev
     if reason:
         evidence["warning"] = reason
     return verdicts, evidence
@@ -244,6 +255,7 @@ def verdict_table(summary: dict[str, Any]) -> str:
     rows[1] = (rows[1][0], rows[1][1], rows[1][2] + f"; {i['informative_pairs']}/{i['pairs_total']} pairs informative")
     rows[2] = (rows[2][0], rows[2][1], rows[2][2] + f"; NT at epoch {e['at_less_information_matched']['nt_epochs']}")
     lines = [verdict_lines(rows, summary)]
+    lines += scale_free_lines(e.get("at_less_information_scale_free") or {})
     sweep = i.get("across_sweep") or {}
     if sweep:
         lines.append("clean I(X;T) NT − AT across the sweep (bits, pairs saturated in no seed) at "
@@ -259,7 +271,7 @@ def verdict_table(summary: dict[str, Any]) -> str:
 
 
 def _figures(summary: dict[str, Any], workdir: Path, artifacts) -> list[Path]:
-    return plots.plot_all(summary, workdir)
+    return plots.plot_all(summary, workdir) + plot_shift_alignment(summary, workdir)
 
 
 FINDING = Finding(name="finding2", title=TITLE, measure=measured_run, decide=lambda summary, opts: decide(summary),
