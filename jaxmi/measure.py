@@ -88,9 +88,11 @@ class Measurer:
             out[m]["I_XT_resamples"] = np.round(r[m]["I_XT"][:, 1:], 5).tolist()
         return out
 
-    def _information(self, params, batch_stats, x_adv, swept: bool, final: bool = False):
+    def _information(self, params, batch_stats, x_adv, swept: bool):
         """One model's estimates (and sweeps) on clean and adversarial inputs, a probe group at a time;
-        ``final`` (the last swept measurement) adds the scale-free sweep of every probe."""
+        a swept measurement adds the scale-free sweep of every probe (at the first measurement too,
+        so that its programs are compiled once, before the epochs, like the σ² sweep's; the
+        history keeps the last one)."""
         mi = self.plan.mi
         res: dict[str, dict[str, Any]] = {i: {} for i in mi.inputs}
         sweeps: dict[str, dict[str, Any]] = {i: {} for i in INPUTS}
@@ -105,7 +107,7 @@ class Measurer:
                     res[inputs][p] = estimators.estimate(a, self.y_mi_host, block_size=mi.blocks[p], **mi.options)
                     if swept and inputs in INPUTS:
                         sweeps[inputs][p] = self._sweep(p, a)
-                    if swept and final and inputs == "clean" and self._scale_free_on:
+                    if swept and inputs == "clean" and self._scale_free_on:
                         scale_free[p] = self._scale_free(a)
                         if p == self.plan.layers[-1] and a.shape[1] == self.plan.num_classes:  # the logits
                             scale_free["temperature"] = temperature_curve(
@@ -173,8 +175,7 @@ class Measurer:
                 metrics[f"test_{inputs}_acc"] = float(cat[f"{inputs}_correct"][k].mean())
                 metrics[f"test_{inputs}_loss"] = float(cat[f"{inputs}_loss"][k].mean())
             params, batch_stats = jax.tree.map(lambda a, k=k: a[k], (states.params, states.batch_stats))
-            mi, sweep = self._information(params, batch_stats, x_adv[k], epoch in self.plan.mi.sweep_epochs,
-                                          final=epoch == max(self.plan.mi.sweep_epochs, default=-1))
+            mi, sweep = self._information(params, batch_stats, x_adv[k], epoch in self.plan.mi.sweep_epochs)
             out.append((metrics, mi, sweep))
         return out
 
