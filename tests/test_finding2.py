@@ -16,7 +16,9 @@ SCRIPT = ROOT / "experiments" / "finding2_information_amount.py"
 
 
 def _cmd(out):
-    return [sys.executable, str(SCRIPT), "--preset", "smoke", "--out", str(out), "--no-progress"]
+    # the paper's three estimators and the kNN estimator of I(T;Y) (one run tests both)
+    return [sys.executable, str(SCRIPT), "--preset", "smoke", "--estimators", "kde_upper", "kde_lower", "binning",
+            "knn", "--out", str(out), "--no-progress"]
 
 
 @pytest.fixture(scope="module")
@@ -91,10 +93,12 @@ def test_summary_has_the_documented_keys(smoke_run):
             assert all(v is not None and math.isfinite(v) for v in h[k])
         for k in ("train_acc", "test_clean_acc", "test_adv_acc"):
             assert all(0.0 <= v <= 1.0 for v in h[k])
-        assert set(h["mi"]) == {"kde_upper", "kde_lower", "binning"}
+        assert set(h["mi"]) == {"kde_upper", "kde_lower", "binning", "knn"}
         for est, d in h["mi"].items():
             for kind in ("clean", "adv"):
                 for q, ceiling in (("I_XT", math.log2(128)), ("I_TY", math.log2(10))):
+                    if est == "knn":  # I(T;Y) only (test_knn_end_to_end)
+                        continue
                     arr = np.asarray(d[kind][q])
                     assert arr.shape == (m, 5)
                     assert np.all(arr >= -1e-4) and np.all(arr <= ceiling + 1e-4), (est, kind, q, arr)
@@ -129,6 +133,29 @@ def test_summary_has_the_documented_keys(smoke_run):
         assert len(sf["temperature"]["tau"]) == len(sf["temperature"]["nll"])  # fc3 is the logits
     ev = s["evidence"]["at_less_information_scale_free"]
     assert {"band", "shift_alignment", "logit_temperature"} <= set(ev)
+
+
+def test_knn_end_to_end(smoke_run):
+    """``--estimators … knn``: kNN I(T;Y) of every input kind with its resamples, I(X;T) null,
+    no saturation report, evidence rows per probe, and its I(T;Y) figures only."""
+    out, _ = smoke_run
+    s = json.loads((out / "summary.json").read_text())
+    run = s["run"]
+    m = len(run["epochs_measured"])
+    for r in ("nt", "at"):
+        knn = run[r]["mi"]["knn"]
+        for inputs in ("clean", "adv", "noise", "unrelated"):
+            assert knn[inputs]["I_XT"] == [[None] * 5] * m
+            ity = np.asarray(knn[inputs]["I_TY"], float)
+            assert ity.shape == (m, 5) and np.isfinite(ity).all()
+            assert np.all(ity <= run["saturation"]["I_TY_ceiling"] + 0.5)  # small-sample bias aside
+        assert np.asarray(run[r]["mi_boot"]["knn"]["clean"]["I_TY"]).shape == (m, 5, s["config"]["bootstrap"])
+        assert run[r]["diagnostics"]["knn"]["clean"]["saturated"] == [[None] * 5] * m
+    assert "knn" not in run["saturation"]["by_estimator"] and "knn" not in run["sweep"]["estimators"]
+    ev = s["evidence"]["at_less_information"]
+    assert [p["probe"] for p in ev["knn_I_TY"]["probes"]] == run["layers"]
+    assert {p["estimator"] for p in ev["pairs"]} == {"kde_upper", "kde_lower", "binning"}
+    assert "trajectories_I_TY_knn.png" in s["figures"] and "info_plane_knn.png" not in s["figures"]
 
 
 def test_figures_are_written(smoke_run):

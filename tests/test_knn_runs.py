@@ -6,9 +6,6 @@ from __future__ import annotations
 
 import json
 import math
-import subprocess
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -18,7 +15,6 @@ from jaxmi.history import History, validate_summary
 from jaxmi.result import RunResult
 from jaxmi.results import to_jsonable
 
-ROOT = Path(__file__).resolve().parents[1]
 LAYERS = ["conv1", "conv2", "fc1"]
 
 
@@ -178,25 +174,4 @@ def test_figures_skip_the_missing_i_xt(tmp_path):
     assert "trend_agreement_knn.png" in f1
 
 
-def test_finding2_smoke_run_with_knn_end_to_end(tmp_path):
-    out = tmp_path / "f2"
-    proc = subprocess.run([sys.executable, str(ROOT / "experiments" / "finding2_information_amount.py"), "--preset",
-                           "smoke", "--estimators", "kde_upper", "kde_lower", "binning", "knn", "--no-sweep",
-                           "--out", str(out), "--no-progress"], capture_output=True, text=True, timeout=900, cwd=ROOT)
-    assert proc.returncode == 0, proc.stderr[-4000:]
-    s = json.loads((out / "summary.json").read_text())
-    run = s["run"]
-    for r in ("nt", "at"):
-        knn = run[r]["mi"]["knn"]
-        for inputs in ("clean", "adv", "noise"):
-            assert knn[inputs]["I_XT"] == [[None] * 5] * 2
-            ity = np.asarray(knn[inputs]["I_TY"], float)
-            assert ity.shape == (2, 5) and np.isfinite(ity).all()
-            assert np.all(ity <= run["saturation"]["I_TY_ceiling"] + 0.5)  # small-sample bias aside
-        assert np.asarray(run[r]["mi_boot"]["knn"]["clean"]["I_TY"]).shape == (2, 5, s["config"]["bootstrap"])
-        assert run[r]["diagnostics"]["knn"]["clean"]["saturated"] == [[None] * 5] * 2
-    assert "knn" not in run["saturation"]["by_estimator"]
-    ev = s["evidence"]["at_less_information"]
-    assert [p["probe"] for p in ev["knn_I_TY"]["probes"]] == run["layers"]
-    assert {p["estimator"] for p in ev["pairs"]} == {"kde_upper", "kde_lower", "binning"}
-    assert "trajectories_I_TY_knn.png" in s["figures"] and "info_plane_knn.png" not in s["figures"]
+# The end-to-end run with --estimators … knn: tests/test_finding2.py::test_knn_end_to_end.
