@@ -79,7 +79,7 @@ import numpy as np
 
 from jaxmi.estimators.knn_host import host_counts
 
-__all__ = ["ksg_mi", "ksg_counts", "KSGCounts", "KSG_METRICS", "ksg_block_size", "standardized", "kth_smallest",
+__all__ = ["ksg_mi", "padded_rows", "ksg_counts", "KSGCounts", "KSG_METRICS", "ksg_block_size", "standardized", "kth_smallest",
            "device_counts", "pair_distances", "row_stat", "distance_tolerance", "rounding_growth", "count_rows"]
 
 #: The per-space distances :func:`ksg_mi` supports.
@@ -338,15 +338,22 @@ def device_counts(x, y, rows, *, k: int, metric: str, block_size: int, selection
     return nx.reshape(-1), ny.reshape(-1), band.reshape(-1)
 
 
+def padded_rows(rows: np.ndarray, n: int, block_size: int) -> np.ndarray:
+    """Row indices padded (by repeating the last) to a whole number of blocks of ``block_size``;
+    a subset of the ``n`` rows to a power-of-two number of blocks, so that few sizes compile."""
+    nb = -(-len(rows) // block_size)
+    if len(rows) < n:
+        nb = 1 << (nb - 1).bit_length()
+    idx = np.full(nb * block_size, rows[-1], np.int32)
+    idx[:len(rows)] = rows
+    return idx
+
+
 def _device_rows(x, y, rows: np.ndarray, k: int, metric: str, block_size: int, direct: bool):
     """:func:`device_counts` for any row indices: padded to a whole number of blocks (to a
     power-of-two number of blocks for a subset, so that few sizes compile), results trimmed."""
     m = len(rows)
-    nb = -(-m // block_size)
-    if m < x.shape[0]:
-        nb = 1 << (nb - 1).bit_length()
-    idx = np.full(nb * block_size, rows[-1], np.int32)
-    idx[:m] = rows
+    idx = padded_rows(rows, x.shape[0], block_size)
     out = device_counts(x, y, jnp.asarray(idx), k=k, metric=metric, block_size=block_size,
                          selection=default_selection(k), direct=direct)
     return [a[:m].astype(np.int64) for a in jax.device_get(out)]

@@ -76,6 +76,7 @@ from jaxmi.estimators.knn import (
     count_rows,
     distance_tolerance,
     ksg_block_size,
+    padded_rows,
     pair_distances,
     rounding_growth,
     row_stat,
@@ -200,11 +201,7 @@ def _device_rows(t, y, w, rows: np.ndarray, k: int, block_size: int):
     """:func:`mixed_device_counts` for any row indices (padded to a power-of-two number of
     blocks for a subset, so that few sizes compile), trimmed, on the host."""
     m_ = len(rows)
-    nb = -(-m_ // block_size)
-    if m_ < t.shape[0]:
-        nb = 1 << (nb - 1).bit_length()
-    idx = np.full(nb * block_size, rows[-1], np.int32)
-    idx[:m_] = rows
+    idx = padded_rows(rows, t.shape[0], block_size)
     m, und = jax.device_get(mixed_device_counts(t, y, w, jnp.asarray(idx), k=k, block_size=block_size))
     return np.asarray(m[:, :m_], np.int64), np.asarray(und[:, :m_])
 
