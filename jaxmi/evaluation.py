@@ -29,9 +29,9 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxmi import backend, parallel
-from jaxmi.attacks import PGDConfig, checks, pgd, robust_accuracy
+from jaxmi.attacks import PGDConfig, checks, pgd_core, robust_accuracy
 from jaxmi.data import to_float
-from jaxmi.models import apply_model
+from jaxmi.models import apply_model, apply_model_core
 from jaxmi.probes import check_model
 from jaxmi.training import cross_entropy, over_seeds
 
@@ -142,8 +142,14 @@ def _unroll(attack_unroll: bool | None) -> bool:
     return backend.resolve_attack_unroll("auto") if attack_unroll is None else bool(attack_unroll)
 
 
+def _pgd_eval(logits_fn: Callable[[Array], Array], x: Array, y: Array, attack: PGDConfig, unroll: bool) -> Array:
+    """The evaluation PGD (from the clean image) of a checked attack on loaded data."""
+    return pgd_core(logits_fn, x, y, eps=attack.eps, step_size=attack.step_size, steps=attack.steps, key=None,
+                    random_start=False, unroll=unroll, norm="linf", target=None, restarts=1)
+
+
 def _logits_fn(module: nn.Module, params: Any, batch_stats: Any) -> Callable[[Array], Array]:
-    return lambda xx: apply_model(module, params, batch_stats, xx, train=False)[0]
+    return lambda xx: apply_model_core(module, params, batch_stats, xx, train=False)[0]
 
 
 def make_adversary(module: nn.Module, attack: PGDConfig, *, attack_unroll: bool | None = None, **batching: Any
@@ -157,15 +163,14 @@ def make_adversary(module: nn.Module, attack: PGDConfig, *, attack_unroll: bool 
     unroll = _unroll(attack_unroll)
 
     def per_batch(params, batch_stats, x, y):
-        return pgd(_logits_fn(module, params, batch_stats), x, y, eps=attack.eps, step_size=attack.step_size,
-                   steps=attack.steps, unroll=unroll)
+        return _pgd_eval(_logits_fn(module, params, batch_stats), x, y, attack, unroll)
 
     return batched(per_batch, **batching)
 
 
 def _forward(module, params, batch_stats, x, y, *, with_probes: bool | Sequence[str],
              with_probs: bool = False) -> dict[str, Any]:
-    logits, probes, _ = apply_model(module, params, batch_stats, x, train=False)
+    logits, probes, _ = apply_model_core(module, params, batch_stats, x, train=False)
     out = {"loss": cross_entropy(logits, y), "correct": jnp.argmax(logits, -1) == y}
     if with_probs:
         out["probs"] = jax.nn.softmax(logits)
@@ -221,8 +226,7 @@ def make_evaluator(module: nn.Module, attack: PGDConfig, *, with_probes: bool = 
 
     def per_batch(params, batch_stats, xb, yb):
         x = to_float(xb)
-        x_adv = pgd(_logits_fn(module, params, batch_stats), x, yb, eps=attack.eps, step_size=attack.step_size,
-                    steps=attack.steps, unroll=unroll)
+        x_adv = _pgd_eval(_logits_fn(module, params, batch_stats), x, yb, attack, unroll)
         out = {"adv_inputs": x_adv} if with_adversarial else {}
         for inputs, xi in (("clean", x), ("adv", x_adv)):
             for k, v in _forward(module, params, batch_stats, xi, yb, with_probes=with_probes).items():
@@ -270,7 +274,7 @@ def _robust_compiled(module, params, batch_stats, x, y, key, *, attack: PGDConfi
     """The paper's PGD accuracy and :func:`jaxmi.attacks.robust_accuracy`, compiled once per
     model and shape: the parameters are arguments, so NT, AT and every seed share the program."""
     logits_fn = _logits_fn(module, params, batch_stats)
-    x_pgd = pgd(logits_fn, x, y, eps=attack.eps, step_size=attack.step_size, steps=attack.steps)
+    x_pgd = _pgd_eval(logits_fn, x, y, attack, backend.resolve_attack_unroll("auto"))
     pgd_acc = jnp.mean(jnp.argmax(logits_fn(x_pgd), -1) == y)
     return pgd_acc, robust_accuracy(logits_fn, x, y, eps=attack.eps, key=key, steps=steps, n_targets=n_targets)
 
@@ -309,7 +313,8 @@ def robust_report(module: nn.Module, params: Any, batch_stats: Any, x: Array, y:
     if attack.random_start:
         raise ValueError("evaluation attacks start from the clean image: pass a PGDConfig with random_start=False.")
     x, y = jnp.asarray(x), jnp.asarray(y)
-    checks.check_inputs(_logits_fn(module, params, batch_stats), x, y, eps=attack.eps)
+    # the public apply_model: a wrong image shape is named here, before anything is compiled
+    checks.check_inputs(lambda z: apply_model(module, params, batch_stats, z)[0], x, y, eps=attack.eps)
     checks.check_key(key, "robust_report")
     pgd_acc, r = _robust_compiled(module, params, batch_stats, x, y, key,
                                   attack=attack, steps=int(steps), n_targets=n_targets)

@@ -35,7 +35,8 @@ from jaxmi.specs import ModelSpecError, build_model
 from jaxmi.ops import conv2d_valid, max_pool_2x2, torch_default_bias_init, torch_default_kernel_init
 
 __all__ = ["MLP", "LeNet", "WideResNet", "Conv", "MODELS", "PRECISIONS", "create_model", "init_variables",
-           "apply_model", "probe_widths", "model_label", "ModelSpecError", "build_model"]
+           "apply_model", "probe_widths", "model_label", "ModelSpecError", "build_model", "init_variables_core",
+           "apply_model_core", "check_input_shape"]
 
 Array = jax.Array
 
@@ -278,7 +279,9 @@ def _flax_message(e: Exception) -> str:
     return str(e).split(" (https://", 1)[0].strip().rstrip(".")
 
 
-def _check_input_shape(module: nn.Module, input_shape) -> tuple[int, ...]:
+def check_input_shape(module: nn.Module, input_shape) -> tuple[int, ...]:
+    """``input_shape`` as a tuple of positive ints, (H, W, C) for the convolutional models; a
+    ``ValueError`` naming the value and the fix otherwise."""
     try:
         shape = tuple(operator.index(d) for d in input_shape)
         ok = len(shape) > 0 and all(d > 0 and not isinstance(d, bool) for d in input_shape)
@@ -309,16 +312,21 @@ def init_variables(module: nn.Module, key: Array, input_shape: tuple[int, ...]) 
       ValueError: a bad ``input_shape``.
     """
     probes_lib.check_model(module)
-    input_shape = _check_input_shape(module, input_shape)
+    input_shape = check_input_shape(module, input_shape)
     try:
-        variables = module.init(key, jnp.zeros((1, *input_shape), jnp.float32), train=False)
+        return init_variables_core(module, key, input_shape)
     except TypeError as e:  # the models' own ValueErrors (the WideResNet's minimum size) already name the fix
         if not isinstance(module, _BUILTIN_MODELS):
             raise
         raise ValueError(f"input_shape {input_shape} does not fit {type(module).__name__}: its layers fail on it "
                          f"({_flax_message(e)}). The images are probably too small; pass the shape of your "
                          "dataset's images, e.g. (28, 28, 1) or (32, 32, 3).") from None
-    variables = dict(variables)
+
+
+def init_variables_core(module: nn.Module, key: Array, input_shape: tuple[int, ...]) -> dict[str, Any]:
+    """:func:`init_variables` without its checks, for code that checked the module and the shape
+    once (a run's plan, :func:`jaxmi.training.create_train_states`): the same variables."""
+    variables = dict(module.init(key, jnp.zeros((1, *input_shape), jnp.float32), train=False))
     variables.setdefault("batch_stats", {})
     return {"params": variables["params"], "batch_stats": variables["batch_stats"]}
 
@@ -349,33 +357,34 @@ def apply_model(module: nn.Module, params, batch_stats, x: Array, *, train: bool
         raise ValueError(f"x must be a batch of images [B, H, W, C] for {type(module).__name__}; got shape "
                          f"{getattr(x, 'shape', type(x).__name__)}. Add the batch axis for one image (x[None]) or the "
                          "channel axis of grayscale images (x[..., None]).")
-    variables = {"params": params}
-    if batch_stats:
-        variables["batch_stats"] = batch_stats
     try:
-        if train and batch_stats:
-            out, updates = module.apply(variables, x, train=True, mutable=["batch_stats"])
-            probes_lib.check_outputs(module, out)
-            logits, probes = out
-            return logits, probes, updates["batch_stats"]
-        out = module.apply(variables, x, train=train)
+        return apply_model_core(module, params, batch_stats, x, train=train)
     except flax.errors.ScopeParamShapeError as e:
         raise ValueError(f"x of shape {tuple(x.shape)} does not fit the model's parameters: {_flax_message(e)}. The "
                          "parameters were initialised for inputs of another shape; pass images of the input_shape "
                          "given to init_variables (e.g. [B, 28, 28, 1] for MNIST), or initialise the model for "
                          "these images.") from None
+
+
+def apply_model_core(module: nn.Module, params, batch_stats, x: Array, *, train: bool = False):
+    """:func:`apply_model` without its checks of the module and of ``x``, for code that checked
+    them once (a run's plan, the public factories of :mod:`jaxmi.training` and
+    :mod:`jaxmi.evaluation`): the same ``(logits, probes, new_batch_stats)``. The output's
+    structure is still checked as it is traced (:func:`jaxmi.probes.check_outputs`; no compute)."""
+    variables = {"params": params}
+    if batch_stats:
+        variables["batch_stats"] = batch_stats
+    if train and batch_stats:
+        out, updates = module.apply(variables, x, train=True, mutable=["batch_stats"])
+        new_stats = updates["batch_stats"]
+    else:
+        out, new_stats = module.apply(variables, x, train=train), batch_stats
     probes_lib.check_outputs(module, out)
     logits, probes = out
-    return logits, probes, batch_stats
+    return logits, probes, new_stats
 
 
 def probe_widths(module: nn.Module, input_shape: tuple[int, ...]) -> dict[str, int]:
-    """The flattened width of every probe for inputs of shape ``(H, W, C)`` (no compute)."""
-    probes_lib.check_model(module)
-
-    def f(x):
-        variables = module.init(jax.random.key(0), x, train=False)
-        return module.apply(variables, x, train=False)[1]
-
-    shapes = jax.eval_shape(f, jax.ShapeDtypeStruct((1, *input_shape), jnp.float32))
-    return {k: int(shapes[k].shape[-1]) for k in module.probe_names}
+    """The flattened width of every probe for inputs of shape ``(H, W, C)`` (no compute), the
+    model checked as :func:`jaxmi.probes.check_model` does."""
+    return probes_lib.check_model(module, check_input_shape(module, input_shape))

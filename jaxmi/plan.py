@@ -40,7 +40,7 @@ from jaxmi.config import Config
 from jaxmi.estimators.diagnostics import ceilings
 from jaxmi.estimators.kde import pass_block_size, sweep_scales
 from jaxmi.history import CONTROL_INPUTS, INPUTS
-from jaxmi.models import create_model, probe_widths
+from jaxmi.models import create_model
 from jaxmi.probes import check_model
 
 __all__ = ["Execution", "Draws", "MIPlan", "RunPlan", "resolve", "precheck", "execution", "pgd_config", "run_keys", "run_mesh",
@@ -274,8 +274,7 @@ def resolve(config: Config, *, mesh: jax.sharding.Mesh | None = None,
                          "lower --samples.")
     module = create_model(config.model.model, train.num_classes, precision=config.model.precision)
     input_shape = tuple(train.images.shape[1:])
-    check_model(module, input_shape)  # once: everything downstream takes the checked module
-    widths = probe_widths(module, input_shape)
+    widths = check_model(module, input_shape)  # once: everything downstream takes the checked module
     steps_per_epoch = len(train) // config.optim.batch_size
     # Seed k of K uses the keys of a single run with seed config.seed + k; the test draw is seed 0's.
     keys = jax.vmap(lambda s: jnp.stack(run_keys(s)))(config.seed + jnp.arange(config.seeds))

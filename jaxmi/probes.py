@@ -418,7 +418,7 @@ def check_outputs(module: Any, out: Any) -> None:
         raise _protocol_error(module, f"probes {bad} do not have the batch ({logits.shape[0]}) as leading axis")
 
 
-def check_model(module: Any, input_shape: Sequence[int] | None = None) -> None:
+def check_model(module: Any, input_shape: Sequence[int] | None = None) -> dict[str, int] | None:
     """Checks that ``module`` is a jaxmi model; raises :class:`ModelProtocolError` saying what is
     missing and how to fix it (:data:`PROTOCOL`).
 
@@ -428,6 +428,10 @@ def check_model(module: Any, input_shape: Sequence[int] | None = None) -> None:
         initialised and called abstractly (:func:`jax.eval_shape`, no compute) and its outputs
         checked (:func:`check_outputs`). ``None``: only what needs no input is checked (a
         ``probe_names`` tuple, a ``train`` keyword).
+
+    Returns:
+      With ``input_shape``, the flattened width of every probe, ``{probe: D}`` in model order
+      (what :func:`jaxmi.models.probe_widths` gives); ``None`` without.
     """
     if isinstance(module, ProbedModel):
         pass  # validated when built; its outputs are checked below
@@ -444,4 +448,7 @@ def check_model(module: Any, input_shape: Sequence[int] | None = None) -> None:
             v = module.init(jax.random.key(0), x, train=False)
             return module.apply(v, x, train=False)
 
-        check_outputs(module, jax.eval_shape(f, jax.ShapeDtypeStruct((2, *input_shape), jnp.float32)))
+        out = jax.eval_shape(f, jax.ShapeDtypeStruct((2, *input_shape), jnp.float32))
+        check_outputs(module, out)
+        return {k: int(out[1][k].shape[-1]) for k in module.probe_names}
+    return None

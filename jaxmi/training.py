@@ -34,10 +34,10 @@ import numpy as np
 import optax
 
 from jaxmi import backend, parallel, progress
-from jaxmi.attacks import PGDConfig, pgd
+from jaxmi.attacks import PGDConfig, pgd_core
 from jaxmi.config import OptimConfig
 from jaxmi.data import augment_crop_flip, to_float
-from jaxmi.models import apply_model, init_variables
+from jaxmi.models import apply_model_core, check_input_shape, init_variables, init_variables_core
 from jaxmi.probes import check_model
 
 __all__ = ["TrainState", "make_optimizer", "create_train_state", "create_train_states", "stack", "unstack",
@@ -72,8 +72,12 @@ def make_optimizer(cfg: OptimConfig, steps_per_epoch: int) -> optax.GradientTran
 def create_train_state(module: nn.Module, key: Array, input_shape: tuple[int, ...],
                        tx: optax.GradientTransformation) -> TrainState:
     """One run's initial state: fresh variables (:func:`jaxmi.models.init_variables`) and optimizer."""
-    v = init_variables(module, key, input_shape)
-    return TrainState(jnp.zeros((), jnp.int32), v["params"], v["batch_stats"], tx.init(v["params"]))
+    return _initial_state(init_variables(module, key, input_shape), tx)
+
+
+def _initial_state(variables: dict[str, Any], tx: optax.GradientTransformation) -> TrainState:
+    return TrainState(jnp.zeros((), jnp.int32), variables["params"], variables["batch_stats"],
+                      tx.init(variables["params"]))
 
 
 def create_train_states(module: nn.Module, keys: Array, input_shape: tuple[int, ...],
@@ -86,9 +90,10 @@ def create_train_states(module: nn.Module, keys: Array, input_shape: tuple[int, 
         with :class:`jaxmi.probes.ProbedModel`).
     """
     check_model(module)
+    input_shape = check_input_shape(module, input_shape)
     if keys.ndim != 1:
         raise ValueError(f"keys must be a 1-D array of K PRNG keys (jax.random.split(key, K)); got shape {keys.shape}.")
-    return jax.vmap(lambda k: create_train_state(module, k, input_shape, tx))(keys)
+    return jax.vmap(lambda k: _initial_state(init_variables_core(module, k, input_shape), tx))(keys)
 
 
 def stack(trees: Sequence[Any]) -> Any:
@@ -181,7 +186,7 @@ def make_train_step(module: nn.Module, tx: optax.GradientTransformation, *, atta
         return jnp.minimum(1.0, (step.astype(jnp.float32) + 1.0) / eps_warmup_steps)
 
     def loss_fn(params, batch_stats, x, y):
-        logits, _, new_stats = apply_model(module, params, batch_stats, x, train=True)
+        logits, _, new_stats = apply_model_core(module, params, batch_stats, x, train=True)
         return cross_entropy(logits, y).mean(), (new_stats, jnp.mean(jnp.argmax(logits, -1) == y))
 
     def train_step(state: TrainState, x: Array, y: Array, key: Array):
@@ -189,13 +194,14 @@ def make_train_step(module: nn.Module, tx: optax.GradientTransformation, *, atta
             x = augment_crop_flip(jax.random.fold_in(key, 1), x)
         if attack is not None:
             def logits_fn(xx):
-                return apply_model(module, state.params, state.batch_stats, xx, train=True)[0]
+                return apply_model_core(module, state.params, state.batch_stats, xx, train=True)[0]
 
             scale = attack_scale(state.step)
-            x = jax.lax.stop_gradient(pgd(logits_fn, x, y, eps=attack.eps * scale,
-                                          step_size=attack.step_size * scale, steps=attack.steps,
-                                          key=jax.random.fold_in(key, 2),
-                                          random_start=attack.random_start, unroll=unroll))
+            # the attack was checked when its PGDConfig was built, the data where it was loaded
+            x = jax.lax.stop_gradient(pgd_core(logits_fn, x, y, eps=attack.eps * scale,
+                                               step_size=attack.step_size * scale, steps=attack.steps,
+                                               key=jax.random.fold_in(key, 2), random_start=attack.random_start,
+                                               unroll=unroll, norm="linf", target=None, restarts=1))
         (loss, (new_stats, acc)), grads = jax.value_and_grad(loss_fn, has_aux=True)(
             state.params, state.batch_stats, x, y)
         updates, opt_state = tx.update(grads, state.opt_state, state.params)

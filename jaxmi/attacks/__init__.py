@@ -43,9 +43,9 @@ checks, run once at each public entry point).
 
 from jaxmi.attacks.apgd import apgd, apgd_checkpoints, apgd_targeted, dlr_loss, targeted_dlr_loss
 from jaxmi.attacks.checks import APGD_LOSSES, CURVE_ATTACKS, DEFAULT_CLIP, NORMS, validate_attack
-from jaxmi.attacks.pgd import PGDConfig, fgsm, pgd
+from jaxmi.attacks.pgd import PGDConfig, fgsm, pgd, pgd_core
 from jaxmi.attacks.robust import RobustnessCurve, RobustResult, masking_flags, robust_accuracy, robustness_curve
 
-__all__ = ["PGDConfig", "fgsm", "pgd", "apgd", "apgd_targeted", "apgd_checkpoints", "dlr_loss", "targeted_dlr_loss",
+__all__ = ["PGDConfig", "fgsm", "pgd", "pgd_core", "apgd", "apgd_targeted", "apgd_checkpoints", "dlr_loss", "targeted_dlr_loss",
            "validate_attack", "robust_accuracy", "RobustResult", "robustness_curve", "RobustnessCurve",
            "masking_flags", "NORMS", "APGD_LOSSES", "CURVE_ATTACKS", "DEFAULT_CLIP"]
