@@ -55,7 +55,8 @@ from jaxmi.runlog import RunLog
 from jaxmi.timelimit import TimeLimitReached
 from jaxmi.training import create_train_states, epoch_means, make_optimizer, make_train_epoch, unstack
 
-__all__ = ["log_line", "train_and_measure", "train_pair", "load_trained", "Trained", "TimeLimitReached"]
+__all__ = ["log_line", "train_and_measure", "train_pair", "load_trained", "initial_states", "make_epoch", "Trained",
+           "TimeLimitReached"]
 
 Trained = dict[str, tuple[Any, Any]]  # {"nt": (params, batch_stats), "at": (params, batch_stats)}
 
@@ -65,14 +66,31 @@ def log_line(message: str) -> None:
     print(message, flush=True)
 
 
+def initial_states(plan: RunPlan, tx) -> Any:
+    """The plan's K stacked initial training states, placed on its mesh (NT and AT start from
+    copies of them)."""
+    return parallel.place_states(create_train_states(plan.module, plan.init_keys, plan.input_shape, tx),
+                                 plan.execution.mesh)
+
+
+def make_epoch(plan: RunPlan, regime: str, tx, *, show_progress: bool = False) -> Callable:
+    """The compiled training epoch of ``regime`` (``"nt"`` or ``"at"``) with the plan's loop, mesh,
+    seed loop, attack and ε warm-up: ``epoch(states, images, labels, keys) -> (states, metrics)``
+    (:func:`jaxmi.training.make_train_epoch`; the states are donated)."""
+    exe, at = plan.execution, regime == "at"
+    return make_train_epoch(plan.module, tx, num_examples=len(plan.train), batch_size=plan.config.optim.batch_size,
+                            attack=plan.attack_train if at else None, augment=plan.augment,
+                            show_progress=show_progress, loop=exe.loop, mesh=exe.mesh, seed_loop=exe.seed_loop,
+                            attack_unroll=exe.attack_unroll, eps_warmup_steps=plan.eps_warmup_steps if at else 0)
+
+
 def _train_epochs(plan: RunPlan, run_log: RunLog, measurer: Measurer | None, x_train, y_train,
                   show_progress: bool) -> dict[str, Any]:
     """The one training loop of NT and AT (measured after every epoch with a ``measurer``) on the
     training set on the device; returns the final states of the regimes trained here."""
-    config, exe, log = plan.config, plan.execution, run_log.log
+    config, log = plan.config, run_log.log
     tx = make_optimizer(config.optim, plan.steps_per_epoch)
-    init_states = parallel.place_states(create_train_states(plan.module, plan.init_keys, plan.input_shape, tx),
-                                        exe.mesh)
+    init_states = initial_states(plan, tx)
     resumed = run_log.resume(init_states)
     budget, epochs = timelimit.current(), config.optim.epochs
     costs = {"nt": 1.0, "at": 1.0 + plan.attack_train.steps}  # relative cost of a training step
@@ -85,11 +103,7 @@ def _train_epochs(plan: RunPlan, run_log: RunLog, measurer: Measurer | None, x_t
     for regime in REGIMES:
         if resumed is not None and REGIMES.index(regime) < REGIMES.index(resumed.regime):
             continue  # finished before the interruption: its models are saved
-        epoch_fn = make_train_epoch(plan.module, tx, num_examples=len(plan.train), batch_size=config.optim.batch_size,
-                                    attack=plan.attack_train if regime == "at" else None, augment=plan.augment,
-                                    show_progress=show_progress, loop=exe.loop, mesh=exe.mesh,
-                                    seed_loop=exe.seed_loop, attack_unroll=exe.attack_unroll,
-                                    eps_warmup_steps=plan.eps_warmup_steps if regime == "at" else 0)
+        epoch_fn = make_epoch(plan, regime, tx, show_progress=show_progress)
         judged = False  # whether the next epoch was judged against the time limit already
         if resumed is not None and regime == resumed.regime:
             states, start = resumed.state, resumed.epoch + 1
