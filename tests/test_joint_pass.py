@@ -19,6 +19,7 @@ import pytest
 
 from jaxmi.estimators import estimate, sweep_kde_bounds
 from jaxmi.estimators.bootstrap import resample_weights
+from jaxmi.estimators import joint_pass
 from jaxmi.estimators.joint_pass import joint_estimate, joint_kde, kernel_links
 from jaxmi.estimators.kde import kde_compute, kde_sweep
 from jaxmi.estimators.scale_free import RELATIVE_GRID, scale_free_sweep
@@ -38,7 +39,7 @@ def _close(a, b, tol=TOL):
     assert not bad.any(), f"{int(bad.sum())} values differ, largest by {np.max(np.abs(a - b)):.3g} bits"
 
 
-def _clusters(n=240, d=12, seed=0, width=0.5):
+def _clusters(n=160, d=8, seed=0, width=0.5):
     rng = np.random.default_rng(seed)
     y = rng.integers(0, 5, n).astype(np.int32)
     return (rng.normal(0, 1, (5, d))[y] + width * rng.normal(0, 1, (n, d))).astype(np.float32), y
@@ -71,8 +72,8 @@ def test_kernel_links_chain_fourth_powers_at_most_two_in_a_row():
 def test_joint_kde_equals_the_separate_passes_and_float64_with_bootstrap():
     a, y = _clusters()
     t, yy, c = validate(a, y, None, min_samples=2)
-    w = resample_weights(len(y), 6, jax.random.key(3))
-    grid = RELATIVE_GRID[::2]
+    w = resample_weights(len(y), 4, jax.random.key(3))
+    grid = RELATIVE_GRID
     r = joint_kde(t, yy, c, w, noise_var=0.1, sweep=GRID, scale_free=grid)
     est = kde_compute(t, yy, c, w, noise_var=0.1)
     for m in KDE:
@@ -92,14 +93,14 @@ def test_joint_kde_equals_the_separate_passes_and_float64_with_bootstrap():
     sp = r["spread"]
     assert sp == pytest.approx(np.mean(np.sum((a - a.mean(0)) ** 2, axis=1)), rel=1e-5)
     _close([r["sweep"]["kde_lower_I_XT"][0], r["sweep"]["kde_lower_I_TY"][0]], _kde64(a, y, w[0], 8 * GRID[0]))
-    _close([r["scale_free"]["kde_upper_I_XT"][3, 2], r["scale_free"]["kde_upper_I_TY"][3, 2]],
-           _kde64(a, y, w[2], 2 * grid[3] * sp))
+    _close([r["scale_free"]["kde_upper_I_XT"][8, 2], r["scale_free"]["kde_upper_I_TY"][8, 2]],
+           _kde64(a, y, w[2], 2 * grid[8] * sp))
 
 
 def test_joint_estimate_equals_estimate_sweep_and_scale_free_with_knn():
     """The public results: estimate() (with binning and the mixed kNN from their own passes),
     sweep_kde_bounds() and scale_free_sweep(), same resamples, same keys."""
-    a, y = _clusters(n=200, d=8, seed=1)
+    a, y = _clusters(seed=1)
     key, methods = jax.random.key(5), ("kde_upper", "binning", "kde_lower", "knn")
     opts = dict(num_classes=6, noise_var=0.25, bootstrap=4, key=key)
     j = joint_estimate(a, y, methods=methods, sweep=GRID, scale_free=RELATIVE_GRID, **opts)
@@ -125,7 +126,7 @@ def test_joint_estimate_equals_estimate_sweep_and_scale_free_with_knn():
 
 
 def test_relative_sweep_and_estimate_read_the_spread_once():
-    a, y = _clusters(n=150, d=6, seed=2)
+    a, y = _clusters(seed=2)
     j = joint_estimate(a, y, methods=KDE, noise_var=0.05, noise_scale="relative", sweep=GRID, sweep_scale="relative")
     ref = estimate(a, y, methods=KDE, noise_var=0.05, noise_scale="relative")
     sw = sweep_kde_bounds(a, y, GRID, noise_scale="relative")
@@ -137,17 +138,17 @@ def test_relative_sweep_and_estimate_read_the_spread_once():
 
 def test_lenet_probes_joint_equals_separate():
     """Real activations (the bundled MNIST test images through a randomly initialised LeNet):
-    the widest probe and the logits."""
+    conv2's ReLU outputs."""
     from mi_measurement import lenet_probes
 
-    probes, y = lenet_probes(200, 0)
+    probes, y = lenet_probes(160, 0)
     key = jax.random.key(1)
-    w = resample_weights(200, 3, key)
-    for p in ("conv1", "fc3"):
-        a = np.asarray(probes[p]).reshape(200, -1)
-        j = joint_estimate(a, y, methods=KDE, num_classes=10, bootstrap=3, key=key, sweep=GRID,
+    w = resample_weights(160, 4, key)
+    for p in ("conv2",):
+        a = np.asarray(probes[p]).reshape(160, -1)
+        j = joint_estimate(a, y, methods=KDE, num_classes=10, bootstrap=4, key=key, sweep=GRID,
                            scale_free=RELATIVE_GRID)
-        ref = estimate(a, y, methods=KDE, num_classes=10, bootstrap=3, key=key)
+        ref = estimate(a, y, methods=KDE, num_classes=10, bootstrap=4, key=key)
         sw = sweep_kde_bounds(a, y, GRID, num_classes=10)
         sf = scale_free_sweep(a, y, w, num_classes=10)
         for m in KDE:
@@ -158,7 +159,7 @@ def test_lenet_probes_joint_equals_separate():
                 _close(j["scale_free"][m][q], sf[m][q])
 
 
-def test_a_product_whose_float32_rounding_is_too_coarse_is_redone_exactly_alone():
+def test_a_product_whose_float32_rounding_is_too_coarse_is_redone_exactly_alone(monkeypatch):
     """Large norms with close neighbours: the estimate at σ² = 0.1 fails the rounding bound and
     is redone in float64 (matching the dense reference), while the scale-free sweep, whose
     scales follow the spread, keeps the float32 pass."""
@@ -168,7 +169,11 @@ def test_a_product_whose_float32_rounding_is_too_coarse_is_redone_exactly_alone(
     y = np.repeat(np.arange(40) % 4, 2).astype(np.int32)
     t, yy, c = validate(a.astype(np.float32), y, None, min_samples=2)
     w = resample_weights(80, 0, None)
+    redone = []
+    exact = joint_pass.kde_pass.kde_sums_float64
+    monkeypatch.setattr(joint_pass.kde_pass, "kde_sums_float64", lambda *a: redone.append(list(a[3])) or exact(*a))
     r = joint_kde(t, yy, c, w, noise_var=0.1, scale_free=RELATIVE_GRID[-4:])
+    assert redone == [[0.2, 0.8]]  # the estimate's scales alone
     ref = _kde64(np.asarray(t), y, w[0], 0.2)
     _close([r["estimate"]["kde_upper"][0][0], r["estimate"]["kde_upper"][1][0]], ref)
     est = kde_compute(t, yy, c, w, noise_var=0.1)
@@ -187,9 +192,10 @@ def _flat(x, path=""):
 
 
 def test_a_swept_measurement_stores_the_same_numbers_with_the_joint_pass():
-    """A finding-2-style measurement (KDE bounds, binning, bootstrap; σ², bin-size and scale-free
-    sweeps) of one LeNet on the same states, once with the joint pass and once with a pass per
-    product: the same keys and layout, the same numbers up to float32 rounding."""
+    """A finding-2-style measurement (both KDE bounds with bootstrap; σ² and scale-free sweeps;
+    binning's routing beside the joint pass is tested above) of one LeNet on the same states, once
+    with the joint pass and once with a pass per product: the same keys and layout, the same
+    numbers up to float32 rounding."""
     from jaxmi import parallel
     from jaxmi import data as data_lib
     from jaxmi.config import make_config
@@ -197,7 +203,8 @@ def test_a_swept_measurement_stores_the_same_numbers_with_the_joint_pass():
     from jaxmi.plan import resolve
     from jaxmi.training import create_train_states, make_optimizer
 
-    config = make_config("smoke", samples=96, eval_samples=96, bootstrap=3)
+    config = make_config("smoke", samples=64, eval_samples=64, bootstrap=3, noise_control=False,
+                         estimators=KDE, sweep_noise_vars=(0.025, 0.1, 0.4))
     plan = resolve(config, log=lambda _: None)
     x_train, y_train = data_lib.as_device_arrays(plan.train, parallel.replicated(plan.execution.mesh))
     measurer = Measurer(plan, x_train, y_train)
