@@ -20,7 +20,7 @@ import pytest
 from jaxmi.estimators import estimate, sweep_kde_bounds
 from jaxmi.estimators.bootstrap import resample_weights
 from jaxmi.estimators import joint_pass
-from jaxmi.estimators.joint_pass import joint_estimate, joint_kde, kernel_links
+from jaxmi.estimators.joint_pass import class_blocks, joint_estimate, joint_kde, kernel_links
 from jaxmi.estimators.kde import kde_compute, kde_sweep
 from jaxmi.estimators.scale_free import RELATIVE_GRID, scale_free_sweep
 from jaxmi.estimators.validation import validate
@@ -69,12 +69,31 @@ def test_kernel_links_chain_fourth_powers_at_most_two_in_a_row():
     assert kernel_links([1.0, 4.0], stride=1) == (-1, -1)
 
 
+def test_class_blocks_sort_rows_by_class_and_split_pairs_by_a_shared_class():
+    y = np.array([2, 0, 1, 0, 2, 2, 1, 0, 0, 1, 2])
+    order, mixed, cross = class_blocks(y, 4, devices=4)  # sorted classes: 0 0 0 0 | 1 1 1 2 | 2 2 2 | pad
+    assert order.shape == (12,) and sorted(order[:11].tolist()) == list(range(11))
+    ys = y[order[:11]]
+    assert np.all(np.diff(ys) >= 0) and order[:11].tolist() == np.argsort(y, kind="stable").tolist()
+    blocks = [set(ys[k:k + 4].tolist()) for k in (0, 4, 8)]
+    real = [tuple(p[:2]) for p in mixed if p[2]] + [tuple(p[:2]) for p in cross if p[2]]
+    assert sorted(real) == [(i, j) for i in range(3) for j in range(i, 3)]  # every pair once
+    for p in mixed[mixed[:, 2] == 1]:
+        assert blocks[p[0]] & blocks[p[1]]
+    for p in cross[cross[:, 2] == 1]:
+        assert not blocks[p[0]] & blocks[p[1]]
+    assert mixed.tolist() == [[0, 0, 1], [1, 1, 1], [1, 2, 1], [2, 2, 1]]
+    assert cross.tolist() == [[0, 1, 1], [0, 2, 1], [0, 0, 0], [0, 0, 0]]  # padded to the 4 devices, not real
+
+
 def test_joint_kde_equals_the_separate_passes_and_float64_with_bootstrap():
     a, y = _clusters()
     t, yy, c = validate(a, y, None, min_samples=2)
     w = resample_weights(len(y), 4, jax.random.key(3))
     grid = RELATIVE_GRID
-    r = joint_kde(t, yy, c, w, noise_var=0.1, sweep=GRID, scale_free=grid)
+    # Blocks of 24 rows: a padded last block, and block pairs with no class in common (no same-class products).
+    assert len(class_blocks(y, 24)[2]) > 0
+    r = joint_kde(t, yy, c, w, noise_var=0.1, sweep=GRID, scale_free=grid, block_size=24)
     est = kde_compute(t, yy, c, w, noise_var=0.1)
     for m in KDE:
         _close(r["estimate"][m][0], est[m][0])

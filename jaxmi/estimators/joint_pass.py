@@ -53,13 +53,11 @@ from jaxmi.estimators.kde import (
 )
 from jaxmi.estimators.kde_pass import (
     block_distances,
-    centred_block,
     choose_block_size,
     column_mean,
     kde_columns,
     kde_mesh,
     kde_sums,
-    two_sums,
 )
 from jaxmi.estimators.registry import lookup
 from jaxmi.estimators.validation import (
@@ -70,7 +68,7 @@ from jaxmi.estimators.validation import (
     validate,
 )
 
-__all__ = ["KDE_METHODS", "joint_block_size", "joint_estimate", "joint_kde", "joint_sums", "kernel_links"]
+__all__ = ["KDE_METHODS", "class_blocks", "joint_block_size", "joint_estimate", "joint_kde", "joint_sums", "kernel_links"]
 
 #: The methods the joint pass computes (one registry group); the others keep their own passes.
 KDE_METHODS = ("kde_upper", "kde_lower")
@@ -94,14 +92,48 @@ def kernel_links(scales, stride: int = CHAIN_STRIDE) -> tuple[int, ...]:
     return tuple(links)
 
 
+def class_blocks(labels, block_size: int, devices: int = 1) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The rows sorted by class, and the block pairs of :func:`joint_sums` split by whether any
+    two of their rows share a class.
+
+    Args:
+      labels: [N] host labels; block_size: B; devices: the pair lists are padded to a multiple of it.
+
+    Returns:
+      ``(order [nb·B] int32, mixed [P, 3], cross [Q, 3])``: the row of the layer at every sorted
+      position (padding positions ≥ N read row 0 and are masked); the pairs (i, j ≤ i's blocks,
+      i ≤ j, real?) with a class in common, which need the same-class sums, and the others.
+    """
+    y = np.asarray(labels)
+    n, b = y.shape[0], block_size
+    nb = -(-n // b)
+    order = np.argsort(y, kind="stable").astype(np.int32)
+    ys = np.concatenate([y[order], np.full(nb * b - n, -1)]).reshape(nb, b)
+    classes = [set(row[row >= 0].tolist()) for row in ys]
+    ii, jj = np.triu_indices(nb)
+    shared = np.array([bool(classes[i] & classes[j]) for i, j in zip(ii, jj)], bool)
+
+    def padded(i, j):
+        out = np.zeros((-(-len(i) // devices) * devices, 3), np.int32)
+        out[:len(i)] = np.stack([i, j, np.ones_like(i)], axis=1)
+        return out
+
+    return (np.concatenate([order, np.zeros(nb * b - n, np.int32)]), padded(ii[shared], jj[shared]),
+            padded(ii[~shared], jj[~shared]))
+
+
 @functools.partial(jax.jit, static_argnames=("links", "full", "unit", "block_size", "mesh", "with_nn", "precision"))
-def joint_sums(t, labels, weights, scales, *, links: tuple[int, ...], full: tuple[int, ...], unit: tuple[int, ...],
-               block_size: int, mesh=None, with_nn: bool = True, precision: str = "highest"):
+def joint_sums(t, labels, weights, scales, order, mixed, cross, *, links: tuple[int, ...], full: tuple[int, ...],
+               unit: tuple[int, ...], block_size: int, mesh=None, with_nn: bool = True, precision: str = "highest"):
     """Kernel row sums at every scale of ``scales`` from one blockwise distance pass.
+
+    The rows are read in class order (``order``), so that a block pair whose rows share no class
+    (``cross``) needs no same-class products: only the ``mixed`` pairs compute them.
 
     Args:
       t: [N, D] activations; labels: [N] int32; weights: [R, N] multiplicities (row 0 the full sample).
       scales: [S] ascending distinct exponent scales (traced).
+      order, mixed, cross: :func:`class_blocks` of the labels with this block size.
       links: :func:`kernel_links` of ``scales``.
       full: indices of the scales summed against every weight row.
       unit: indices of the scales summed against row 0 alone.
@@ -109,30 +141,26 @@ def joint_sums(t, labels, weights, scales, *, links: tuple[int, ...], full: tupl
 
     Returns:
       ``(full_sums [N, len(full), 2R], unit_sums [N, len(unit), 2], finite, max_sq, nn [N])``,
-      the sums laid out as :func:`~jaxmi.estimators.kde_pass.kde_sums`'s.
+      the sums laid out as :func:`~jaxmi.estimators.kde_pass.kde_sums`'s, in the layer's row order.
     """
     n, _ = t.shape
     t = t.astype(jnp.float32)
-    h = kde_columns(labels, weights, 0)
-    k = h.shape[1]
     b = block_size
     nb = -(-n // b)
-    pad = nb * b - n
+    real = jnp.arange(nb * b) < n  # sorted positions holding a row
     mean = column_mean(t, n)
-    sq = jnp.pad(jnp.sum(jnp.square(t - mean), axis=1), (0, pad))
+    sq = jnp.where(real, jnp.sum(jnp.square(t - mean), axis=1)[order], 0.0)
     finite = jnp.isfinite(jnp.sum(sq))
-    hb = jnp.pad(h, ((0, pad), (0, 0))).reshape(nb, b, k)
-    yb = jnp.pad(labels.astype(jnp.int32), (0, pad), constant_values=-1).reshape(nb, b)
-    sqb = sq.reshape(nb, b)
-    realb = (jnp.arange(nb * b) < n).reshape(nb, b)
-    block = functools.partial(centred_block, size=b, rows=n, mean=mean)
-    ndev = 1 if mesh is None else mesh.size
-    ii, jj = np.triu_indices(nb)
-    per_dev = -(-len(ii) // ndev)
-    pairs = np.zeros((per_dev * ndev, 3), np.int32)
-    pairs[:len(ii)] = np.stack([ii, jj, np.ones_like(ii)], axis=1)
+    h = jnp.where(real[:, None], kde_columns(labels, weights, 0)[order], 0.0)
+    k = h.shape[1]
+    hb, sqb, realb = h.reshape(nb, b, k), sq.reshape(nb, b), real.reshape(nb, b)
+    yb = jnp.where(real, labels.astype(jnp.int32)[order], -1).reshape(nb, b)
+    ob = order.reshape(nb, b)
     hi = jax.lax.Precision[precision.upper()]
     sets = [(full, k), (unit, 1)] if unit else [(full, k)]
+
+    def block(t, i):
+        return jnp.where(realb[i][:, None], jnp.take(t, ob[i], axis=0) - mean, 0.0)
 
     def kernels(dist):
         out = [None] * len(links)
@@ -141,47 +169,59 @@ def joint_sums(t, labels, weights, scales, *, links: tuple[int, ...], full: tupl
                       else jnp.square(jnp.square(out[links[s]])))
         return out
 
-    def run(t, sqb, hb, pairs):
-        eye = jnp.eye(b, dtype=bool)
+    def sums(kk, x, cols, rows: bool):  # [B, S', B] against x [B, cols] → [S', B, cols]
+        m, s_ = kk.shape[0], kk.shape[1]
+        if rows:
+            return jnp.swapaxes(jnp.dot(kk.reshape(m * s_, -1), x, precision=hi).reshape(m, s_, cols), 0, 1)
+        return jnp.transpose(jnp.dot(x.T, kk.reshape(m, -1), precision=hi).reshape(cols, s_, -1), (1, 2, 0))
 
-        def step(carry, pair):
-            accs, nn = carry
-            i, j, real = pair[0], pair[1], pair[2].astype(jnp.float32)
-            dist = block_distances(block(t, i), block(t, j), sqb[i], sqb[j], exact=False, precision=hi)
-            self_pair = eye & (i == j)
-            dist = jnp.where(self_pair, 0.0, dist)
-            kern = kernels(dist)
-            same = yb[i][:, None] == yb[j][None, :]
-            new = []
-            for acc, (idx, cols) in zip(accs, sets):
-                kk = jnp.stack([kern[s] for s in idx], axis=1)  # [B, S', B]
-                rows = jnp.swapaxes(two_sums(kk, same, hb[j][:, :cols], precision=hi, rows=True), 0, 1)
-                colsum = jnp.transpose(two_sums(kk, same, hb[i][:, :cols], precision=hi, rows=False), (1, 2, 0))
-                acc = acc.at[i].add(rows * real)
-                new.append(acc.at[j].add(colsum * (real * (i != j).astype(jnp.float32))))
-            if with_nn:
-                other = jnp.where(self_pair | ~realb[j][None, :] | ~realb[i][:, None], jnp.inf, dist)
-                nn = nn.at[i].min(jnp.where(real > 0, jnp.min(other, axis=1), jnp.inf))
-                nn = nn.at[j].min(jnp.where((real > 0) & (i != j), jnp.min(other, axis=0), jnp.inf))
-            return (tuple(new), nn), None
+    def step(carry, pair, with_same: bool, t):
+        accs, nn = carry
+        i, j, on = pair[0], pair[1], pair[2].astype(jnp.float32)
+        dist = block_distances(block(t, i), block(t, j), sqb[i], sqb[j], exact=False, precision=hi)
+        self_pair = jnp.eye(b, dtype=bool) & (i == j)
+        dist = jnp.where(self_pair, 0.0, dist)
+        kern = kernels(dist)
+        same = yb[i][:, None] == yb[j][None, :]
+        off = on * (i != j).astype(jnp.float32)
+        new = []
+        for acc, (idx, cols) in zip(accs, sets):
+            kk = jnp.stack([kern[s] for s in idx], axis=1)  # [B, S', B]
+            acc = acc.at[i, :, :, :cols].add(sums(kk, hb[j][:, :cols], cols, True) * on)
+            acc = acc.at[j, :, :, :cols].add(sums(kk, hb[i][:, :cols], cols, False) * off)
+            if with_same:
+                kk = kk * same[:, None, :].astype(kk.dtype)
+                acc = acc.at[i, :, :, cols:].add(sums(kk, hb[j][:, :cols], cols, True) * on)
+                acc = acc.at[j, :, :, cols:].add(sums(kk, hb[i][:, :cols], cols, False) * off)
+            new.append(acc)
+        if with_nn:
+            other = jnp.where(self_pair | ~realb[j][None, :] | ~realb[i][:, None], jnp.inf, dist)
+            nn = nn.at[i].min(jnp.where(on > 0, jnp.min(other, axis=1), jnp.inf))
+            nn = nn.at[j].min(jnp.where(off > 0, jnp.min(other, axis=0), jnp.inf))
+        return (tuple(new), nn), None
 
+    def run(t, mixed, cross):
         init = (tuple(jnp.zeros((nb, len(idx), b, 2 * cols), jnp.float32) for idx, cols in sets),
                 jnp.full((nb, b), jnp.inf, jnp.float32))
-        return jax.lax.scan(step, init, pairs)[0]
+        carry = jax.lax.scan(functools.partial(step, with_same=True, t=t), init, mixed)[0]
+        if cross.shape[0]:
+            carry = jax.lax.scan(functools.partial(step, with_same=False, t=t), carry, cross)[0]
+        return carry
 
-    if ndev == 1:
-        accs, nn = run(t, sqb, hb, jnp.asarray(pairs))
+    if mesh is None:
+        accs, nn = run(t, mixed, cross)
     else:
-        def local(t, sqb, hb, pairs):
-            accs, nn = run(t, sqb, hb, pairs)
+        def local(t, mixed, cross):
+            accs, nn = run(t, mixed, cross)
             return jax.lax.psum(accs, parallel.DATA_AXIS), jax.lax.pmin(nn, parallel.DATA_AXIS)
 
-        rep = PartitionSpec()
-        accs, nn = jax.shard_map(local, mesh=mesh, in_specs=(rep, rep, rep, PartitionSpec(parallel.DATA_AXIS)),
-                                 out_specs=(rep, rep), check_vma=False)(t, sqb, hb, jnp.asarray(pairs))
-    out = [jnp.moveaxis(a, 1, 2).reshape(nb * b, a.shape[1], a.shape[3])[:n] for a in accs]
+        rep, split = PartitionSpec(), PartitionSpec(parallel.DATA_AXIS)
+        accs, nn = jax.shard_map(local, mesh=mesh, in_specs=(rep, split, split), out_specs=(rep, rep),
+                                 check_vma=False)(t, mixed, cross)
+    back = jnp.zeros((n,), jnp.int32).at[order[:n]].set(jnp.arange(n, dtype=jnp.int32))  # sorted position of a row
+    out = [jnp.moveaxis(a, 1, 2).reshape(nb * b, a.shape[1], a.shape[3])[back] for a in accs]
     unit_sums = out[1] if unit else jnp.zeros((n, 0, 2), jnp.float32)
-    return out[0], unit_sums, finite, jnp.max(sq), nn.reshape(-1)[:n]
+    return out[0], unit_sums, finite, jnp.max(sq), nn.reshape(-1)[back]
 
 
 def joint_block_size(n: int, d: int, *, resamples: int, full: int, unit: int) -> int:
@@ -273,7 +313,9 @@ def joint_kde(t, y, c: int, weights, *, noise_var: float | None = None, noise_sc
         t, y = jax.device_put((t, y), parallel.replicated(mesh))
     b = int(block_size or joint_block_size(t.shape[0], t.shape[1], resamples=weights.shape[0], full=len(full),
                                            unit=len(unit)))
+    order, mixed, cross = class_blocks(np.asarray(y), b, 1 if mesh is None else mesh.size)
     fs, us, finite, max_sq, nn = joint_sums(t, y, jnp.asarray(weights), jnp.asarray(every, jnp.float32),
+                                            jnp.asarray(order), jnp.asarray(mixed), jnp.asarray(cross),
                                             links=kernel_links(every), full=full, unit=unit, block_size=b,
                                             mesh=mesh, with_nn="estimate" in products, precision=precision)
     raise_if_nonfinite(finite or all_finite(t), "activations")
