@@ -153,6 +153,12 @@ def test_relative_sweep_and_estimate_read_the_spread_once():
         _close([j["estimate"][m]["I_XT"], j["estimate"][m]["I_TY"]], [ref[m]["I_XT"], ref[m]["I_TY"]])
         _close(j["sweep"][m]["I_XT"], sw[m]["I_XT"])
     _close(j["sweep"]["noise_var_absolute"], sw["noise_var_absolute"])
+    t, yy, c = validate(a, y, None, min_samples=2)
+    alone = joint_kde(t, yy, c, resample_weights(len(y), 3, None), sweep=GRID)  # the sweep alone: full sample
+    for k, v in kde_sweep(t, yy, c, GRID).items():
+        _close(alone["sweep"][k], v)
+    with pytest.raises(ValueError, match="no product asked for"):
+        joint_kde(t, yy, c, resample_weights(len(y), 0, None))
 
 
 def test_lenet_probes_joint_equals_separate():

@@ -286,6 +286,11 @@ def joint_kde(t, y, c: int, weights, *, noise_var: float | None = None, noise_sc
     """
     precision = backend.resolve_kde_precision(precision)
     weights = np.asarray(weights, np.float32)
+    if noise_var is None and sweep is None and scale_free is None:
+        raise ValueError("joint_kde: no product asked for; pass noise_var (the estimate), sweep (a σ² grid) "
+                         "and/or scale_free (a relative σ² grid).")
+    if noise_var is None and scale_free is None:  # the sweep alone: its sums on the full sample
+        weights = unit_weights(t.shape[0])
     relative = (noise_var is not None and noise_scale == "relative") or (sweep is not None and sweep_scale == "relative") \
         or scale_free is not None
     sp = relative_noise_var(1.0, t) if relative else None
@@ -300,7 +305,7 @@ def joint_kde(t, y, c: int, weights, *, noise_var: float | None = None, noise_sc
         products["estimate"] = (np.array([2.0 * v, 8.0 * v]), v, True)
     if sweep is not None:
         nv = np.asarray(sweep, np.float64) * (sp if sweep_scale == "relative" else 1.0)
-        products["sweep"] = (*_pair_scales(nv), False) + (nv,)
+        products["sweep"] = (*_pair_scales(nv), weights.shape[0] == 1) + (nv,)
     if scale_free is not None:
         g = np.asarray(scale_free, np.float64) * sp
         products["scale_free"] = (*_pair_scales(g), True) + (np.asarray(scale_free, np.float64),)
@@ -343,7 +348,7 @@ def joint_kde(t, y, c: int, weights, *, noise_var: float | None = None, noise_sc
                          for k, m in enumerate(KDE_METHODS)}
             continue
         i_xt, i_ty = i_xt[index], i_ty[index]  # [2S, R]: upper at every σ², then lower
-        if not every_row:
+        if name == "sweep":  # the full sample's
             i_xt, i_ty = i_xt[:, 0], i_ty[:, 0]
         s = len(grid[0])
         out[name] = {"noise_var": grid[0] * (sp if name == "scale_free" else 1.0),
