@@ -19,6 +19,7 @@ It checks that joint and separate agree (the largest |difference| in bits over e
 and writes JSON (``--out``, default ``benchmarks/results/swept_measurement.json``).
 
     python benchmarks/swept_measurement.py                          # N = 5,000, R = 100, median of 3
+    python benchmarks/swept_measurement.py --resamples 0 --no-scale-free   # the estimate and the σ² sweep alone
     python benchmarks/swept_measurement.py --samples 500 --resamples 10 --repeats 1   # seconds
 """
 
@@ -53,8 +54,9 @@ def _largest_difference(joint, separate) -> float:
         est, sw, sf = separate[p]
         for m in KDE:
             for q in ("I_XT", "I_TY"):
-                pairs = [(joint[p]["estimate"][m][q], est[m][q]), (joint[p]["sweep"][m][q], sw[m][q]),
-                         (joint[p]["scale_free"][m][q], sf[m][q])]
+                pairs = [(joint[p]["estimate"][m][q], est[m][q]), (joint[p]["sweep"][m][q], sw[m][q])]
+                if sf is not None:
+                    pairs.append((joint[p]["scale_free"][m][q], sf[m][q]))
                 worst = max([worst] + [float(np.max(np.abs(np.asarray(a) - np.asarray(b)))) for a, b in pairs])
     return worst
 
@@ -64,11 +66,14 @@ def main(argv=None) -> dict:
     ap.add_argument("--samples", type=int, default=5000, help="N (default 5000)")
     ap.add_argument("--resamples", type=int, default=100, help="bootstrap resamples R (default 100, a run's)")
     ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--no-scale-free", action="store_true",
+                    help="leave the scale-free sweep out (the estimate and the σ² sweep alone, as on adversarial inputs)")
     ap.add_argument("--out", type=Path, default=DEFAULT_OUT)
     args = ap.parse_args(argv)
     probes, labels = lenet_probes(args.samples, 0)
     probes = {k: np.asarray(v).reshape(args.samples, -1) for k, v in probes.items()}
     key, r, grid = jax.random.key(1), args.resamples, list(DEFAULT_NOISE_VARS)
+    sf_grid = None if args.no_scale_free else RELATIVE_GRID
     opts = dict(num_classes=10, noise_var=0.1, bootstrap=r, key=key)
     w = resample_weights(args.samples, r, key)
 
@@ -77,10 +82,11 @@ def main(argv=None) -> dict:
 
     def separate():
         return {p: (estimate(a, labels, methods=KDE, **opts), sweep_kde_bounds(a, labels, grid, num_classes=10),
-                    scale_free_sweep(a, labels, w, num_classes=10)) for p, a in probes.items()}
+                    None if sf_grid is None else scale_free_sweep(a, labels, w, num_classes=10))
+                for p, a in probes.items()}
 
     def joint():
-        return {p: joint_estimate(a, labels, methods=KDE, sweep=grid, scale_free=RELATIVE_GRID, **opts)
+        return {p: joint_estimate(a, labels, methods=KDE, sweep=grid, scale_free=sf_grid, **opts)
                 for p, a in probes.items()}
 
     fns = {"estimate": one, "separate": separate, "joint": joint}
@@ -94,13 +100,13 @@ def main(argv=None) -> dict:
     med = {name: statistics.median(v) for name, v in times.items()}
     worst = _largest_difference(results["joint"], results["separate"])
     result = {**machine_info(), "samples": args.samples, "resamples": r, "noise_vars": grid,
-              "relative_grid": list(RELATIVE_GRID), "probes": {p: int(a.shape[1]) for p, a in probes.items()},
+              "relative_grid": None if sf_grid is None else list(sf_grid), "probes": {p: int(a.shape[1]) for p, a in probes.items()},
               "seconds": times, "median_s": med, "separate_over_joint": med["separate"] / med["joint"],
               "joint_over_estimate": med["joint"] / med["estimate"], "max_abs_diff_bits": worst}
     print(f"device: {result['device']}; N = {args.samples}, R = {r}, {len(probes)} probes, median of {args.repeats}")
     print(f"estimate alone (both bounds, σ² = 0.1): {med['estimate']:.2f} s")
-    print(f"separate passes (estimate + {len(grid)}-value σ² sweep + {len(RELATIVE_GRID)}-value scale-free sweep): "
-          f"{med['separate']:.2f} s")
+    sf_text = "" if sf_grid is None else f" + {len(sf_grid)}-value scale-free sweep"
+    print(f"separate passes (estimate + {len(grid)}-value σ² sweep{sf_text}): {med['separate']:.2f} s")
     print(f"joint pass (the same products): {med['joint']:.2f} s  ->  separate / joint "
           f"{med['separate'] / med['joint']:.2f}×, joint / estimate {med['joint'] / med['estimate']:.2f}×")
     print(f"largest |joint − separate| over every value: {worst:.2e} bits")
