@@ -17,10 +17,14 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jaxmi.estimators import estimate, sweep_kde_bounds
+from jaxmi.estimators import estimate, joint_pass, sweep_kde_bounds
 from jaxmi.estimators.bootstrap import resample_weights
-from jaxmi.estimators import joint_pass
-from jaxmi.estimators.joint_pass import class_blocks, joint_estimate, joint_kde, kernel_links
+from jaxmi.estimators.joint_pass import (
+    class_blocks,
+    joint_estimate,
+    joint_kde,
+    kernel_links,
+)
 from jaxmi.estimators.kde import kde_compute, kde_sweep
 from jaxmi.estimators.scale_free import RELATIVE_GRID, scale_free_sweep
 from jaxmi.estimators.validation import validate
@@ -121,7 +125,7 @@ def test_joint_estimate_equals_estimate_sweep_and_scale_free_with_knn():
     sweep_kde_bounds() and scale_free_sweep(), same resamples, same keys."""
     a, y = _clusters(seed=1)
     key, methods = jax.random.key(5), ("kde_upper", "binning", "kde_lower", "knn")
-    opts = dict(num_classes=6, noise_var=0.25, bootstrap=4, key=key)
+    opts = {"num_classes": 6, "noise_var": 0.25, "bootstrap": 4, "key": key}
     j = joint_estimate(a, y, methods=methods, sweep=GRID, scale_free=RELATIVE_GRID, **opts)
     ref = estimate(a, y, methods=methods, **opts)
     assert list(j["estimate"]) == list(methods)
@@ -221,8 +225,8 @@ def test_a_swept_measurement_stores_the_same_numbers_with_the_joint_pass():
     binning's routing beside the joint pass is tested above) of one LeNet on the same states, once
     with the joint pass and once with a pass per product: the same keys and layout, the same
     numbers up to float32 rounding."""
-    from jaxmi import parallel
     from jaxmi import data as data_lib
+    from jaxmi import parallel
     from jaxmi.config import make_config
     from jaxmi.measure import Measurer
     from jaxmi.plan import resolve
