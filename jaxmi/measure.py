@@ -76,9 +76,9 @@ class Measurer:
         out: dict[str, dict[str, list]] = {}
         if any(m != "binning" for m in grid["estimators"]):
             res = kde or estimators.sweep_kde_bounds(a, self.y_mi_host, grid["noise_var"], num_classes=c,
-                                              noise_scale=grid["noise_scale"],
-                                              precision=self.plan.execution.kde_precision,
-                                              block_size=mi.sweep_blocks[probe])
+                                                     noise_scale=grid["noise_scale"],
+                                                     precision=self.plan.execution.kde_precision,
+                                                     block_size=mi.sweep_blocks[probe])
             out.update({m: res[m] for m in grid["estimators"] if m != "binning"})
         if "binning" in grid["estimators"]:
             res = estimators.sweep_bins(a, self.y_mi_host, grid["bin_size"], num_classes=c)

@@ -11,7 +11,8 @@ exponential, or, where the set also holds 4s, the fourth power of that kernel
 row, the accuracy rule of :func:`jaxmi.estimators.kde_pass.kde_sums`'s chain; the scales of
 the estimate and of the scale-free sweep are summed against every weight row, the σ² sweep's
 against the full sample alone (a scale shared with the others reads its full-sample columns).
-Each product then gets its own float32 rounding check
+The rows are read in class order (:func:`class_blocks`), so the block pairs whose rows share no
+class, most of them, skip the same-class products. Each product then gets its own float32 rounding check
 (:func:`~jaxmi.estimators.kde_pass.float32_rounding_bound`) and, where that fails, its own
 exact pass, as it would alone. The results equal the separate functions' up to float32
 rounding (summation order, block size, kernels as powers).
