@@ -253,3 +253,40 @@ def test_a_swept_measurement_stores_the_same_numbers_with_the_joint_pass():
             assert fj[k] == v, k
         else:
             assert abs(fj[k] - v) <= TOL * max(1.0, abs(v)), (k, fj[k], v)
+
+
+_DEVICES_SCRIPT = r'''
+import jax, numpy as np
+from jaxmi.estimators.bootstrap import resample_weights
+from jaxmi.estimators.joint_pass import joint_kde
+from jaxmi.estimators.validation import validate
+assert len(jax.devices()) == 2
+rng = np.random.default_rng(0)
+y = rng.integers(0, 4, 90).astype(np.int32)
+a = (rng.normal(0, 1, (4, 5))[y] + 0.5 * rng.normal(0, 1, (90, 5))).astype(np.float32)
+t, yy, c = validate(a, y, None, min_samples=2)
+w = resample_weights(90, 3, jax.random.key(2))
+kw = {"noise_var": 0.1, "sweep": [0.025, 0.1, 0.4], "scale_free": [0.25, 0.5, 1.0], "block_size": 16}
+one = joint_kde(t, yy, c, w, devices=jax.devices()[:1], **kw)
+for rows in ("replicated", "sharded"):  # block pairs split over the devices; rows sharded: a pass per product
+    two = joint_kde(t, yy, c, w, rows=rows, **kw)
+    worst = max(float(np.max(np.abs(np.asarray(two[p][m][q]) - np.asarray(one[p][m][q]))))
+                for p in ("estimate",) for m in one[p] for q in (0, 1))
+    worst = max([worst] + [float(np.max(np.abs(np.asarray(two[p][k]) - np.asarray(one[p][k]))))
+                           for p in ("sweep", "scale_free") for k in one[p]])
+    assert worst < 1e-5, (rows, worst)
+print("OK")
+'''
+
+
+def test_two_devices_give_the_one_device_results():
+    """With two forced CPU devices: the block pairs split over them, and the sharded-rows layout
+    (which computes each product by its own pass), equal one device (a subprocess: XLA_FLAGS
+    must be set before JAX starts)."""
+    import os
+    import subprocess
+
+    env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=2", "JAX_PLATFORMS": "cpu"}
+    proc = subprocess.run([sys.executable, "-c", _DEVICES_SCRIPT], capture_output=True, text=True, timeout=600,
+                          cwd=Path(__file__).resolve().parents[1], env=env)
+    assert proc.returncode == 0 and proc.stdout.strip().endswith("OK"), proc.stdout[-2000:] + proc.stderr[-4000:]
