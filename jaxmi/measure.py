@@ -24,7 +24,9 @@ from jaxmi import estimators, parallel
 from jaxmi import data as data_lib
 from jaxmi.data import to_float
 from jaxmi.estimators.bootstrap import resample_weights
-from jaxmi.estimators.scale_free import scale_free_sweep, temperature_curve
+from jaxmi.estimators.joint_pass import joint_block_size, joint_estimate
+from jaxmi.estimators.kde import sweep_scales
+from jaxmi.estimators.scale_free import RELATIVE_GRID, scale_free_scales, scale_free_sweep, temperature_curve
 from jaxmi.evaluation import make_evaluator, make_forward, robust_report
 from jaxmi.history import INPUTS
 from jaxmi.plan import RunPlan
@@ -40,7 +42,13 @@ def _mi_lists(per_probe: dict[str, dict[str, dict[str, float]]], methods) -> dic
 
 
 class Measurer:
-    """``measurer(regime, states, train_means, epoch) -> [(metrics, mi, sweep)]`` per seed."""
+    """``measurer(regime, states, train_means, epoch) -> [(metrics, mi, sweep)]`` per seed.
+
+    At a swept measurement the KDE bounds of a probe's estimate, σ² sweep and scale-free sweep
+    come from one distance pass (:func:`jaxmi.estimators.joint_pass.joint_estimate`; ``joint =
+    False``: a pass each, the same values up to float32 rounding)."""
+
+    joint: bool = True
 
     def __init__(self, plan: RunPlan, x_train: jax.Array, y_train: jax.Array):
         self.plan = plan
@@ -57,31 +65,35 @@ class Measurer:
         self.evaluate_mi = make_evaluator(plan.module, plan.attack_eval, with_adversarial=True,
                                           attack_unroll=exe.attack_unroll, **batching)
         self.evaluate = make_evaluator(plan.module, plan.attack_eval, attack_unroll=exe.attack_unroll, **batching)
+        self._joint_blocks: dict[tuple[str, bool], int] = {}  # joint-pass block size per (probe, scale-free)
         self.forward = {g: make_forward(plan.module, with_probes=g, with_probs=False, stacked=False, **batching)
                         for g in mi.groups}
 
-    def _sweep(self, probe: str, a) -> dict[str, dict[str, list]]:
-        """``{estimator: {quantity: [value]}}`` of one probe over the σ² and bin-size grids."""
+    def _sweep(self, probe: str, a, kde: dict | None = None) -> dict[str, dict[str, list]]:
+        """``{estimator: {quantity: [value]}}`` of one probe over the σ² and bin-size grids
+        (``kde``: the KDE bounds' sweep, already computed)."""
         mi, grid, c = self.plan.mi, self.plan.mi.sweep_grid, self.plan.num_classes
         out: dict[str, dict[str, list]] = {}
         if any(m != "binning" for m in grid["estimators"]):
-            res = estimators.sweep_kde_bounds(a, self.y_mi_host, grid["noise_var"], num_classes=c,
-                                              noise_scale=grid["noise_scale"],
-                                              precision=self.plan.execution.kde_precision,
-                                              block_size=mi.sweep_blocks[probe])
+            res = kde or estimators.sweep_kde_bounds(a, self.y_mi_host, grid["noise_var"], num_classes=c,
+                                                     noise_scale=grid["noise_scale"],
+                                                     precision=self.plan.execution.kde_precision,
+                                                     block_size=mi.sweep_blocks[probe])
             out.update({m: res[m] for m in grid["estimators"] if m != "binning"})
         if "binning" in grid["estimators"]:
             res = estimators.sweep_bins(a, self.y_mi_host, grid["bin_size"], num_classes=c)
             out["binning"] = {q: res[q] for q in ("I_XT", "I_TY")}
         return out
 
-    def _scale_free(self, a) -> dict[str, Any]:
+    def _scale_free(self, a, r: dict | None = None) -> dict[str, Any]:
         """One probe's scale-free sweep (:mod:`jaxmi.estimators.scale_free`) on the clean inputs, with
-        the run's bootstrap resamples (the same as the main estimates', so NT − AT is paired)."""
+        the run's bootstrap resamples (the same as the main estimates', so NT − AT is paired);
+        ``r``: the sweep, already computed."""
         opts = self.plan.mi.options
-        w = resample_weights(len(self.y_mi_host), opts.get("bootstrap", 0), opts.get("key"))
-        r = scale_free_sweep(a, self.y_mi_host, w, num_classes=self.plan.num_classes,
-                             precision=self.plan.execution.kde_precision)
+        if r is None:
+            w = resample_weights(len(self.y_mi_host), opts.get("bootstrap", 0), opts.get("key"))
+            r = scale_free_sweep(a, self.y_mi_host, w, num_classes=self.plan.num_classes,
+                                 precision=self.plan.execution.kde_precision)
         out: dict[str, Any] = {"spread": r["spread"], "noise_var": r["noise_var"].tolist()}
         for m in ("kde_upper", "kde_lower"):
             out[m] = {q: r[m][q][:, 0].tolist() for q in ("I_XT", "I_TY")}
@@ -104,11 +116,13 @@ class Measurer:
                 probes = forward(params, batch_stats, sources[inputs], self.y_mi)["probes"]
                 for p in group:
                     a = probes[p].reshape(probes[p].shape[0], -1)
-                    res[inputs][p] = estimators.estimate(a, self.y_mi_host, block_size=mi.blocks[p], **mi.options)
+                    joint = self._joint(p, a, inputs) if swept and inputs in INPUTS and self._joint_on else None
+                    res[inputs][p] = joint["estimate"] if joint else estimators.estimate(
+                        a, self.y_mi_host, block_size=mi.blocks[p], **mi.options)
                     if swept and inputs in INPUTS:
-                        sweeps[inputs][p] = self._sweep(p, a)
+                        sweeps[inputs][p] = self._sweep(p, a, joint and joint["sweep"])
                     if swept and inputs == "clean" and self._scale_free_on:
-                        scale_free[p] = self._scale_free(a)
+                        scale_free[p] = self._scale_free(a, joint and joint["scale_free"])
                         if p == self.plan.layers[-1] and a.shape[1] == self.plan.num_classes:  # the logits
                             scale_free["temperature"] = temperature_curve(
                                 a, self.y_mi_host, mi.options["noise_var"], num_classes=self.plan.num_classes,
@@ -128,6 +142,25 @@ class Measurer:
             if "temperature" in scale_free:
                 sweep["scale_free"]["temperature"] = scale_free["temperature"]
         return out, sweep
+
+    def _joint(self, probe: str, a, inputs: str) -> dict[str, Any]:
+        """The estimate, σ² sweep and (clean inputs) scale-free sweep of one probe from one KDE
+        distance pass; the pass's block size is fixed at the first swept measurement."""
+        mi = self.plan.mi
+        sf = RELATIVE_GRID if inputs == "clean" else None
+        key = (probe, sf is not None)
+        if key not in self._joint_blocks:
+            self._joint_blocks[key] = joint_block_size(
+                a.shape[0], a.shape[1], resamples=1 + mi.options.get("bootstrap", 0),
+                full=2 + (scale_free_scales(sf) if sf else 0), unit=sweep_scales(mi.sweep_grid["noise_var"]))
+        return joint_estimate(a, self.y_mi_host, block_size=mi.blocks[probe], sweep=mi.sweep_grid["noise_var"],
+                              sweep_scale=mi.sweep_grid["noise_scale"], scale_free=sf,
+                              joint_block_size=self._joint_blocks[key], **mi.options)
+
+    @property
+    def _joint_on(self) -> bool:
+        """The joint pass serves swept measurements when a KDE bound is measured (``joint``)."""
+        return self.joint and self._scale_free_on
 
     @property
     def _scale_free_on(self) -> bool:

@@ -44,8 +44,8 @@ from jaxmi.estimators.kde_pass import (MAX_KERNEL_ROUNDING, choose_block_size, c
 from jaxmi.estimators.kde_ring import kde_sums_ring
 from jaxmi.estimators.validation import all_finite, check_noise_var, raise_if_nonfinite, validate
 
-__all__ = ["kde_mi", "kde_compute", "kde_sweep", "spread", "choose_block_size", "pass_block_size", "sweep_scales",
-           "MAX_KERNEL_ROUNDING", "SELF_DOMINATED"]
+__all__ = ["kde_mi", "kde_compute", "kde_sweep", "kde_from_sums", "spread", "relative_noise_var", "choose_block_size",
+           "pass_block_size", "sweep_scales", "MAX_KERNEL_ROUNDING", "SELF_DOMINATED", "CHAIN_STRIDE"]
 
 _LOG2E = 1.0 / math.log(2.0)
 #: A row whose kernel sum is below 1 + this is "self-dominated": its neighbours add less than
@@ -58,7 +58,7 @@ CHAIN_STRIDE = 3
 
 
 @functools.partial(jax.jit, static_argnames=("num_classes",))
-def _kde_from_sums(sums, labels, weights, *, num_classes: int):
+def kde_from_sums(sums, labels, weights, *, num_classes: int):
     """I(X;T), I(T;Y) in bits at every scale and for every resample: arrays [S, R]."""
     n = sums.shape[0]
     r = weights.shape[0]
@@ -145,8 +145,9 @@ def spread(t) -> float:
     return 0.0 if s <= 1e-10 * norm else s
 
 
-def _relative(noise_var: float, t) -> float:
-    """σ² in units of the layer's spread (:func:`spread`)."""
+def relative_noise_var(noise_var: float, t) -> float:
+    """σ² in units of the layer's spread (:func:`spread`): ``noise_var · spread(t)``; a
+    ValueError when the rows are all equal (no spread)."""
     s = spread(t)
     if not (s > 0 and math.isfinite(s)):
         raise ValueError(f"noise_scale='relative' needs a layer whose rows are not all equal, but its spread (mean "
@@ -182,10 +183,10 @@ def kde_compute(t, y, c, weights, *, noise_var: float = 0.1, block_size: int | N
     """
     precision = backend.resolve_kde_precision(precision)
     if noise_scale == "relative":
-        noise_var = _relative(noise_var, t)
+        noise_var = relative_noise_var(noise_var, t)
     sums, nn = _gram_pass(t, y, c, weights, (2.0 * noise_var, 8.0 * noise_var), paired=True,
                           block_size=block_size, devices=devices, precision=precision, rows=rows)
-    i_xt, i_ty = jax.device_get(_kde_from_sums(sums, y, jnp.asarray(weights, jnp.float32), num_classes=c))
+    i_xt, i_ty = jax.device_get(kde_from_sums(sums, y, jnp.asarray(weights, jnp.float32), num_classes=c))
     med = float(np.median(np.asarray(nn)))
     self_share = np.asarray(jnp.mean(full_sample_totals(sums, c) < 1.0 + SELF_DOMINATED, axis=0))
     out = {}
@@ -213,7 +214,7 @@ def kde_sweep(t, y, c, noise_vars, *, block_size: int | None = None, devices=Non
     nv = np.asarray(noise_vars, np.float64)
     w = unit_weights(t.shape[0]) if weights is None else weights
     if noise_scale == "relative":
-        nv = nv * _relative(1.0, t)
+        nv = nv * relative_noise_var(1.0, t)
     # The exponent scales 2σ² (upper) and 8σ² (lower) of all σ², each computed once: on a grid
     # of ratio 4 (the default), the lower bound at σ² shares its kernel with the upper at 4σ².
     scales, index = np.unique(np.concatenate([2.0 * nv, 8.0 * nv]), return_inverse=True)
@@ -221,7 +222,7 @@ def kde_sweep(t, y, c, noise_vars, *, block_size: int | None = None, devices=Non
     sums, _ = _gram_pass(t, y, c, w, tuple(float(v) for v in scales), paired=False, block_size=block_size,
                          devices=devices, chain=chain, with_nn=False,
                          precision=backend.resolve_kde_precision(precision), rows=rows)
-    i_xt, i_ty = jax.device_get(_kde_from_sums(sums, y, jnp.asarray(w, jnp.float32), num_classes=c))
+    i_xt, i_ty = jax.device_get(kde_from_sums(sums, y, jnp.asarray(w, jnp.float32), num_classes=c))
     i_xt, i_ty = np.asarray(i_xt)[index], np.asarray(i_ty)[index]  # [2S, R]
     if weights is None:
         i_xt, i_ty = i_xt[:, 0], i_ty[:, 0]
