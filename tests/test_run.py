@@ -353,12 +353,29 @@ def test_seed_runs_save_every_model_and_resume(two_seed_run, tmp_path):
     assert json.dumps(again["seeds"]) == json.dumps(out["seeds"])
 
 
-def test_bootstrap_standard_errors_in_the_history():
-    out = _run(tiny(epochs=1, bootstrap=8, estimators=("kde_upper", "binning")))
+@pytest.fixture(scope="module")
+def budget_run():
+    """Three estimators with bootstrap resamples, while the free memory the KDE's block size is
+    chosen from changes at every query; records the XLA compilations at every epoch's log line."""
+    from jaxmi import backend
+
+    budgets = iter(np.tile([1 << 22, 1 << 34, 1 << 25], 1000))
+    marks = []
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(backend, "available_memory_bytes", lambda device=None: int(next(budgets)))
+        out = train_and_measure(tiny(epochs=3, bootstrap=8, estimators=("kde_upper", "kde_lower", "binning"),
+                                     samples=64, eval_samples=64),
+                                log=lambda msg: marks.append((msg.split(":")[0], _compiles["n"])),
+                                show_progress=False).to_dict()
+    return out, dict(marks)
+
+
+def test_bootstrap_standard_errors_in_the_history(budget_run):
+    out, _ = budget_run
     se = out["nt"]["mi_se"]
-    for est in ("kde_upper", "binning"):
+    for est in ("kde_upper", "kde_lower", "binning"):
         arr = np.asarray(se[est]["clean"]["I_XT"])
-        assert arr.shape == np.asarray(out["nt"]["mi"][est]["clean"]["I_XT"]).shape == (2, len(out["layers"]))
+        assert arr.shape == np.asarray(out["nt"]["mi"][est]["clean"]["I_XT"]).shape == (4, len(out["layers"]))
         assert np.all(np.isfinite(arr)) and np.all(arr >= 0) and arr.max() > 0
 
 
@@ -465,17 +482,10 @@ def test_no_sweep_and_relative_noise_scale():
     assert ratio.shape == (2, len(out["layers"])) and np.all(np.isfinite(ratio)) and np.all(ratio > 0)
 
 
-def test_kde_block_size_is_fixed_for_a_run(monkeypatch):
+def test_kde_block_size_is_fixed_for_a_run(budget_run):
     """The free memory changes between epochs: the estimators must not recompile (their block
     size is fixed when the run starts)."""
-    from jaxmi import backend
-
-    budgets = iter(np.tile([1 << 22, 1 << 34, 1 << 25], 1000))
-    monkeypatch.setattr(backend, "available_memory_bytes", lambda device=None: int(next(budgets)))
-    marks = []
-    train_and_measure(tiny(epochs=3, estimators=("kde_upper", "kde_lower"), samples=64, eval_samples=64),
-                      log=lambda msg: marks.append((msg.split(":")[0], _compiles["n"])), show_progress=False)
-    marks = dict(marks)
+    _, marks = budget_run
     for regime in ("NT", "AT"):
         assert marks[f"[{regime}] epoch 3"] == marks[f"[{regime}] epoch 2"] == marks[f"[{regime}] epoch 1"], marks
 
