@@ -171,12 +171,15 @@ def test_figures_are_written(smoke_run):
     assert not list(out.glob("*.tmp")) and not list(out.glob(".*.tmp"))
 
 
-def test_refuses_a_different_run_in_out(smoke_run):
+def test_refuses_a_different_run_in_out(smoke_run, capsys):
+    # In-process, like the bad flags below (the smoke-run fixtures run the CLI as a process)
     out, _ = smoke_run
-    proc = subprocess.run([sys.executable, str(SCRIPT), "--preset", "smoke", "--seed", "3", "--out", str(out),
-                           "--no-progress"], capture_output=True, text=True, timeout=300, cwd=ROOT)
-    assert proc.returncode != 0
-    assert "holds a different run" in proc.stderr and "--overwrite" in proc.stderr
+    summary = (out / "summary.json").read_bytes()
+    rc = _script_module().main(["--preset", "smoke", "--seed", "3", "--out", str(out), "--no-progress"])
+    err = capsys.readouterr().err
+    assert rc not in (0, None)
+    assert "holds a different run" in err and "--overwrite" in err and "Traceback" not in err
+    assert (out / "summary.json").read_bytes() == summary  # the run found there is untouched
 
 
 def _script_module():

@@ -29,6 +29,22 @@ def _script(name, *args, timeout=600):
                           text=True, timeout=timeout, cwd=ROOT)
 
 
+def _main(capsys, name, *args):
+    """A script's main() in this process: (exit status, stderr). For the refusals, which stop
+    before any training; the runs that finish go through a process (_script)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(name.removesuffix(".py"), EXP / name)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    capsys.readouterr()
+    try:
+        rc = mod.main(["--no-progress", *map(str, args)])
+    except SystemExit as e:  # argparse errors
+        rc = e.code
+    return rc, capsys.readouterr().err
+
+
 def _check_layout(out):
     """Every finding writes the one summary layout and the same timing keys."""
     s = json.loads((out / "summary.json").read_text())
@@ -71,7 +87,7 @@ def _summary(clean_fn, adv_fn, m=8, r=40):
             "source": {"trained": True}, "run": run, "results": {}, "verdicts": {}, "evidence": {}, "figures": []}
 
 
-def test_finding1_script_from_a_run_directory(tmp_path):
+def test_finding1_script_from_a_run_directory(tmp_path, capsys):
     src = tmp_path / "f2"
     src.mkdir()
     grow = lambda t, j: 1 + j + 0.3 * t + 0.2 * math.sin(1.3 * t + j)  # noqa: E731
@@ -92,14 +108,14 @@ def test_finding1_script_from_a_run_directory(tmp_path):
                  "trajectories_I_XT_binning.png"):
         assert name in s["figures"] and (out / name).read_bytes()[:4] == b"\x89PNG"
     assert "trends_agree" in proc.stdout
-    bad = _script("finding1_mi_trends.py", "--from-run", tmp_path / "nowhere", "--out", tmp_path / "x")
-    assert bad.returncode == 2 and "error: --from-run" in bad.stderr and "Traceback" not in bad.stderr
+    rc, err = _main(capsys, "finding1_mi_trends.py", "--from-run", tmp_path / "nowhere", "--out", tmp_path / "x")
+    assert rc == 2 and "error: --from-run" in err and "Traceback" not in err
     assert not (tmp_path / "x").exists()  # refused before the run directory is written
     old = tmp_path / "old"  # a summary of the layout before "run" (NT/AT at the top level)
     old.mkdir()
     (old / "summary.json").write_text(json.dumps({k: v for k, v in _summary(grow, grow).items() if k != "run"}))
-    bad = _script("finding1_mi_trends.py", "--from-run", old, "--out", tmp_path / "y")
-    assert bad.returncode == 2 and "lacks ['run']" in bad.stderr
+    rc, err = _main(capsys, "finding1_mi_trends.py", "--from-run", old, "--out", tmp_path / "y")
+    assert rc == 2 and "lacks ['run']" in err
 
 
 # ----------------------------------------------------------------------------- finding 3
@@ -170,15 +186,15 @@ def test_finding3_smoke_end_to_end(f3_run):
     (["--dataset", "mnist", "--saturation", "8", "64"], "must include 2"),
     (["--dataset", "mnist", "--model", "resnet"], "unknown model"),
 ])
-def test_finding3_bad_flags(tmp_path, args, msg):
-    proc = _script("finding3_texture_shape.py", "--preset", "smoke", "--out", tmp_path / "r", *args, timeout=300)
-    assert proc.returncode == 2 and msg in proc.stderr and "Traceback" not in proc.stderr
+def test_finding3_bad_flags(tmp_path, args, msg, capsys):
+    rc, err = _main(capsys, "finding3_texture_shape.py", "--preset", "smoke", "--out", tmp_path / "r", *args)
+    assert rc == 2 and msg in err and "Traceback" not in err
 
 
 # ----------------------------------------------------------------------------- finding 4
 
 
-def test_finding4_smoke_end_to_end_from_the_finding3_models(f3_run, tmp_path):
+def test_finding4_smoke_end_to_end_from_the_finding3_models(f3_run, tmp_path, capsys):
     models_dir, _ = f3_run
     out = tmp_path / "f4"
     proc = _script("finding4_estimator_geometry.py", "--preset", "smoke", "--from-run", models_dir, "--out", out)
@@ -206,9 +222,9 @@ def test_finding4_smoke_end_to_end_from_the_finding3_models(f3_run, tmp_path):
     assert rho is not None and -1 <= rho <= 1
     for name in ("geometry_scatter.png", "geometry_sweeps.png", "verdicts.png"):
         assert name in s["figures"] and (out / name).read_bytes()[:4] == b"\x89PNG"
-    bad = _script("finding4_estimator_geometry.py", "--preset", "smoke", "--from-run", tmp_path / "none",
-                  "--out", tmp_path / "y")
-    assert bad.returncode == 2 and "error:" in bad.stderr and "Traceback" not in bad.stderr
+    rc, err = _main(capsys, "finding4_estimator_geometry.py", "--preset", "smoke", "--from-run", tmp_path / "none",
+                    "--out", tmp_path / "y")
+    assert rc == 2 and "error:" in err and "Traceback" not in err
 
 
 # ----------------------------------------------------------------------------- --seeds for findings 3 and 4

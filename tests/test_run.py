@@ -73,10 +73,16 @@ def test_no_recompilation_after_the_first_epoch(first_run):
         assert marks[f"[{mode}] epoch 2"] == marks[f"[{mode}] epoch 1"], marks
 
 
-def test_different_seed_different_results(first_run):
+@pytest.fixture(scope="module")
+def seed1_run():
+    """first_run's configuration with seed 1 (no run directory)."""
+    return _run(tiny(epochs=3, seed=1, robust_samples=24, apgd_steps=5))
+
+
+def test_different_seed_different_results(first_run, seed1_run):
     # same seed, same results: test_a_run_stopped_twice_by_the_time_limit_equals_the_uninterrupted_run
     config, _, out, _ = first_run
-    other = _run(tiny(epochs=3, seed=1, robust_samples=24, apgd_steps=5))
+    other = seed1_run
     assert other["nt"]["train_loss"] != out["nt"]["train_loss"]
     assert other["at"]["mi"]["kde_upper"]["clean"]["I_XT"] != out["at"]["mi"]["kde_upper"]["clean"]["I_XT"]
     assert "epoch_seconds" not in out["nt"] and len(out["timing"]["nt"]["epoch_seconds"]) == 3
@@ -120,6 +126,8 @@ def test_resume_after_an_interruption_equals_the_uninterrupted_run(first_run, tm
     assert redone == ["[AT] epoch 3", "[AT] robust accuracy on 24 test images at eps 0.1765"]  # then saved
     assert json.dumps(_results(resumed)) == json.dumps(_results(out))
     assert resumed["timing"]["resumed_from"] == {"regime": "at", "epoch": 2}
+    # killed after the last AT epoch's line was written: the resumed run rewrites it once
+    assert _live(copy) == _live(workdir)
     _, _, variables = load_trained(copy)
     _, _, original = load_trained(workdir)
     for a, b in zip(jax.tree.leaves(variables), jax.tree.leaves(original)):
@@ -298,10 +306,10 @@ def _close(a, b, atol):
     np.testing.assert_allclose(np.asarray(a, float), np.asarray(b, float), atol=atol, rtol=0)
 
 
-def test_seeds_in_one_program_match_separate_single_seed_runs(first_run, two_seed_run):
+def test_seeds_in_one_program_match_separate_single_seed_runs(first_run, two_seed_run, seed1_run):
     _, _, single0, _ = first_run
     _, _, out = two_seed_run
-    single1 = _run(tiny(epochs=3, seed=1))
+    single1 = seed1_run  # with a robust evaluation after training, which the compared values precede
     assert [s["seed"] for s in out["seeds"]] == [0, 1]
     # Training matches the single runs of seeds 0 and 1; test metrics and MI are measured on
     # seed 0's draw of test images for every seed, so they match the single run of seed 0.
@@ -345,12 +353,29 @@ def test_seed_runs_save_every_model_and_resume(two_seed_run, tmp_path):
     assert json.dumps(again["seeds"]) == json.dumps(out["seeds"])
 
 
-def test_bootstrap_standard_errors_in_the_history():
-    out = _run(tiny(epochs=1, bootstrap=8, estimators=("kde_upper", "binning")))
+@pytest.fixture(scope="module")
+def budget_run():
+    """Three estimators with bootstrap resamples, while the free memory the KDE's block size is
+    chosen from changes at every query; records the XLA compilations at every epoch's log line."""
+    from jaxmi import backend
+
+    budgets = iter(np.tile([1 << 22, 1 << 34, 1 << 25], 1000))
+    marks = []
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(backend, "available_memory_bytes", lambda device=None: int(next(budgets)))
+        out = train_and_measure(tiny(epochs=3, bootstrap=8, estimators=("kde_upper", "kde_lower", "binning"),
+                                     samples=64, eval_samples=64),
+                                log=lambda msg: marks.append((msg.split(":")[0], _compiles["n"])),
+                                show_progress=False).to_dict()
+    return out, dict(marks)
+
+
+def test_bootstrap_standard_errors_in_the_history(budget_run):
+    out, _ = budget_run
     se = out["nt"]["mi_se"]
-    for est in ("kde_upper", "binning"):
+    for est in ("kde_upper", "kde_lower", "binning"):
         arr = np.asarray(se[est]["clean"]["I_XT"])
-        assert arr.shape == np.asarray(out["nt"]["mi"][est]["clean"]["I_XT"]).shape == (2, len(out["layers"]))
+        assert arr.shape == np.asarray(out["nt"]["mi"][est]["clean"]["I_XT"]).shape == (4, len(out["layers"]))
         assert np.all(np.isfinite(arr)) and np.all(arr >= 0) and arr.max() > 0
 
 
@@ -457,17 +482,10 @@ def test_no_sweep_and_relative_noise_scale():
     assert ratio.shape == (2, len(out["layers"])) and np.all(np.isfinite(ratio)) and np.all(ratio > 0)
 
 
-def test_kde_block_size_is_fixed_for_a_run(monkeypatch):
+def test_kde_block_size_is_fixed_for_a_run(budget_run):
     """The free memory changes between epochs: the estimators must not recompile (their block
     size is fixed when the run starts)."""
-    from jaxmi import backend
-
-    budgets = iter(np.tile([1 << 22, 1 << 34, 1 << 25], 1000))
-    monkeypatch.setattr(backend, "available_memory_bytes", lambda device=None: int(next(budgets)))
-    marks = []
-    train_and_measure(tiny(epochs=3, estimators=("kde_upper", "kde_lower"), samples=64, eval_samples=64),
-                      log=lambda msg: marks.append((msg.split(":")[0], _compiles["n"])), show_progress=False)
-    marks = dict(marks)
+    _, marks = budget_run
     for regime in ("NT", "AT"):
         assert marks[f"[{regime}] epoch 3"] == marks[f"[{regime}] epoch 2"] == marks[f"[{regime}] epoch 1"], marks
 
@@ -498,7 +516,8 @@ def _live(workdir):
     return [{k: v for k, v in r.items() if k not in drop} for r in read_metrics(workdir)]
 
 
-def test_live_metrics_match_the_summary_and_survive_a_resume(first_run, tmp_path):
+def test_live_metrics_match_the_summary(first_run):
+    """(and survive a resume: test_resume_after_an_interruption_equals_the_uninterrupted_run)"""
     config, workdir, out, _ = first_run
     lines = _live(workdir)
     assert [(r["regime"], r["epoch"]) for r in lines] == [(m, e) for m in ("nt", "at") for e in range(4)]
@@ -510,13 +529,6 @@ def test_live_metrics_match_the_summary_and_survive_a_resume(first_run, tmp_path
         assert [i_xt[p] for p in out["layers"]] == h["mi"]["kde_upper"]["adv"]["I_XT"][r["epoch"]]
     tags = {tag for tag, *_ in _read_events(workdir / "tensorboard" / "at")}
     assert {"metrics/test_clean_acc", f"I_XT/clean/kde_upper/{out['layers'][0]}"} <= tags
-    # killed during the last AT epoch, after its line was written: the resumed run rewrites it once
-    copy = tmp_path / "run"
-    shutil.copytree(workdir, copy)
-    shutil.rmtree(_latest_step_dir(copy))
-    shutil.rmtree(copy / "models" / "at")
-    _run(config, workdir=copy)
-    assert _live(copy) == lines
 
 
 def test_final_robust_evaluation_matches_an_independent_attack(first_run):
