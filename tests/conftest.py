@@ -1,4 +1,6 @@
+import atexit
 import os
+import shutil
 import tempfile
 
 # Tests run on the CPU with float32, like CI.
@@ -8,7 +10,14 @@ os.environ.setdefault("JAX_PLATFORMS", "cpu")
 # tests start (experiment scripts, benchmarks): a program compiled once (the same model, step or
 # estimator pass built again by another test or process) is loaded instead of recompiled. The
 # same mechanism as --compile-cache; results are unaffected.
-_CACHE = os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", tempfile.mkdtemp(prefix="jaxmi-test-xla-cache-"))
+# The process that creates the cache removes it when the session ends (xdist workers and
+# subprocesses inherit the variable, so they neither create nor remove one).
+_OWN_CACHE = "JAX_COMPILATION_CACHE_DIR" not in os.environ
+if _OWN_CACHE:
+    os.environ["JAX_COMPILATION_CACHE_DIR"] = tempfile.mkdtemp(prefix="jaxmi-test-xla-cache-")
+    # at exit, after pytest-xdist's workers (which may write to it until they stop) are gone
+    atexit.register(shutil.rmtree, os.environ["JAX_COMPILATION_CACHE_DIR"], ignore_errors=True)
+_CACHE = os.environ["JAX_COMPILATION_CACHE_DIR"]
 os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
 os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES", "0")
 
