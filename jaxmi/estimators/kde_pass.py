@@ -5,7 +5,8 @@ S_isr = Σ_j w_rj exp(−D_ij / s) at the pass's exponent scales s, over all poi
 points of the row's own class (the kernel block masked by label equality), for every
 resample r (:mod:`jaxmi.estimators.bootstrap`). Rows are processed in blocks of B
 (:func:`choose_block_size`), only the blocks on and above the diagonal, in O(N·B + B²)
-memory; with several devices every device holds the layer and the block pairs are split
+memory, read in class order so that the block pairs whose rows share no class skip the
+same-class products; with several devices every device holds the layer and the block pairs are split
 between them (:func:`kde_sums`). float32, with a rounding bound
 (:func:`float32_rounding_bound`) that sends a layer to an exact pass (:func:`kde_sums_float64`
 on the host) when float32 could be off by more than :data:`MAX_KERNEL_ROUNDING`.
