@@ -9,13 +9,17 @@ images through a LeNet with PyTorch-default random initialisation, as in ``mi_me
 it times, after a warm-up (compilation), as the median of ``--repeats`` interleaved runs, in the
 same process:
 
-* **registry**: :func:`jaxmi.estimators.estimate` with ``methods=("kde_upper", "kde_lower")``;
-* **registry_unsorted**: the same with the pass's class-order skip off
+* **estimate**: :func:`jaxmi.estimators.estimate` with ``methods=("kde_upper", "kde_lower")``,
+  end to end (input checks, the resample weights, the pass, the summaries);
+* **kde_compute**: the registry's pass alone, :func:`jaxmi.estimators.kde.kde_compute` on checked
+  inputs and the same weights;
+* **kde_compute_unsorted**: the same with the pass's class-order skip off
   (``kde_sums(..., class_order=False)``: every block pair computes the same-class sums), the
   pass as it was before the skip;
-* **joint**: :func:`jaxmi.estimators.joint_pass.joint_kde` with only the estimate product.
+* **joint**: :func:`jaxmi.estimators.joint_pass.joint_kde` with only the estimate product, on
+  the same checked inputs and weights.
 
-It prints the largest |difference| in bits of each against ``registry`` over every value (both
+It prints the largest |difference| in bits of each against ``kde_compute`` over every value (both
 bounds, I(X;T) and I(T;Y), every resample) and writes JSON (``--out``, default
 ``benchmarks/results/plain_estimate.json``).
 
@@ -67,30 +71,29 @@ def main(argv=None) -> dict:
     def values(res):  # {probe: {bound: (I_XT [1 + R], I_TY [1 + R])}}
         return {p: {m: (np.asarray(v[m][0]), np.asarray(v[m][1])) for m in KDE} for p, v in res.items()}
 
-    def registry():
+    def end_to_end():
         out = {p: estimate(a, labels, methods=KDE, **opts) for p, a in probes.items()}
         return {p: {m: (np.asarray([v[m]["I_XT"]] + v[m]["I_XT_resamples"]),
                         np.asarray([v[m]["I_TY"]] + v[m]["I_TY_resamples"])) for m in KDE} for p, v in out.items()}
 
-    def registry_unsorted():
+    def registry():
+        return values({p: kde.kde_compute(t, y, c, w, noise_var=0.1) for p, (t, y, c) in checked.items()})
+
+    def unsorted():
         saved = kde.kde_sums
         kde.kde_sums = functools.partial(kde_sums, class_order=False)
         try:
-            return values({p: kde.kde_compute(t, y, c, w, noise_var=0.1) for p, (t, y, c) in checked.items()})
+            return registry()
         finally:
             kde.kde_sums = saved
-
-    def registry_sums():
-        return values({p: kde.kde_compute(t, y, c, w, noise_var=0.1) for p, (t, y, c) in checked.items()})
 
     def joint():
         return values({p: joint_kde(t, y, c, w, noise_var=0.1)["estimate"] for p, (t, y, c) in checked.items()})
 
-    fns = {"registry": registry, "registry_unsorted": registry_unsorted, "joint": joint}
+    fns = {"estimate": end_to_end, "kde_compute": registry, "kde_compute_unsorted": unsorted, "joint": joint}
     if "class_order" not in getattr(kde_sums, "__wrapped__", kde_sums).__code__.co_varnames:
-        del fns["registry_unsorted"]  # a pass without the skip: it is the registry itself
+        del fns["kde_compute_unsorted"]  # a pass without the skip: it is kde_compute itself
     results = {name: fn() for name, fn in fns.items()}  # warm-up: compiles
-    reference = registry_sums()
     times: dict[str, list[float]] = {name: [] for name in fns}
     for _ in range(args.repeats):  # interleaved, so that a change of load hits all of them
         for name, fn in fns.items():
@@ -102,16 +105,16 @@ def main(argv=None) -> dict:
     def worst(a, b):
         return max(float(np.max(np.abs(a[p][m][q] - b[p][m][q]))) for p in a for m in KDE for q in (0, 1))
 
-    diff = {name: worst(results[name], reference) for name in fns}
+    diff = {name: worst(results[name], results["kde_compute"]) for name in fns}
     result = {**machine_info(), "samples": args.samples, "resamples": r, "probes": {p: int(a.shape[1])
               for p, a in probes.items()}, "seconds": times, "median_s": med,
-              "over_registry": {name: med[name] / med["registry"] for name in fns},
-              "max_abs_diff_bits_vs_registry": diff}
+              "over_kde_compute": {name: med[name] / med["kde_compute"] for name in fns},
+              "max_abs_diff_bits_vs_kde_compute": diff}
     print(f"device: {result['device']}; N = {args.samples}, R = {r}, {len(probes)} probes, median of {args.repeats}, "
           f"load {result['load_avg'][0]:.1f}")
     for name in fns:
-        print(f"{name:18s} {med[name]:6.2f} s  ({med[name] / med['registry']:.2f}× registry; "
-              f"max |Δ| vs registry {diff[name]:.1e} bits)")
+        print(f"{name:20s} {med[name]:6.2f} s  ({med[name] / med['kde_compute']:.2f}× kde_compute; "
+              f"max |Δ| vs kde_compute {diff[name]:.1e} bits)")
     return write_result(str(args.out), result)
 
 
