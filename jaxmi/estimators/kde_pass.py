@@ -211,6 +211,7 @@ def kde_sums(t, labels, weights, scale, *, num_classes: int, block_size: int, me
     per_dev = -(-num_pairs // ndev)
     pairs = np.zeros((per_dev * ndev, 3), np.int32)  # (row block, column block, real pair?)
     pairs[:num_pairs] = np.stack([ii, jj, np.ones_like(ii)], axis=1)
+    ii_, jj_ = pairs[:, 0], pairs[:, 1]
     num_scales = 2 if paired else scale.shape[0]
     hi = jax.lax.Precision[precision.upper()]
 
@@ -225,34 +226,28 @@ def kde_sums(t, labels, weights, scale, *, num_classes: int, block_size: int, me
                                     0, 1)
             return jnp.transpose(jnp.dot(h_.T, x.reshape(b, -1), precision=hi).reshape(k, num_scales, -1), (1, 2, 0))
 
-        def step(carry, pair):
+        def step(carry, pair, with_same: bool = True):
             acc, nn = carry
             i, j, real = pair[0], pair[1], pair[2].astype(jnp.float32)
             dist = block_distances(block(t, i), block(t, j), sqb[i], sqb[j], exact=exact, precision=hi)
             self_pair = eye & (i == j)
             dist = jnp.where(self_pair, 0.0, dist)  # exact zeros on the diagonal
             kern = kernels(dist)  # [B, S, B]: a row of block i, a scale, a row of block j
-            same = yb[i][:, None] == yb[j][None, :]
             off = real * (i != j).astype(jnp.float32)
-            if class_order:  # the same-class products only where the two blocks share a class
-                def with_same(kern):
-                    masked = kern * same[:, None, :].astype(kern.dtype)
-                    return sums(masked, hb[j], True), sums(masked, hb[i], False)
-
-                def without(kern):
-                    z = jnp.zeros((num_scales, b, k), jnp.float32)
-                    return z, z
-
-                shared = (top[i] >= lo[j]) & (top[j] >= lo[i])
-                rows_same, cols_same = jax.lax.cond(shared, with_same, without, kern)
-                rows = jnp.concatenate([sums(kern, hb[j], True), rows_same], axis=-1)  # [S, B, 2K]
-                cols = jnp.concatenate([sums(kern, hb[i], False), cols_same], axis=-1)
+            if class_order:  # the same-class products only where the two blocks share a class (with_same)
+                acc = acc.at[i, :, :, :k].add(sums(kern, hb[j], True) * real)
+                acc = acc.at[j, :, :, :k].add(sums(kern, hb[i], False) * off)
+                if with_same:
+                    masked = kern * (yb[i][:, None] == yb[j][None, :])[:, None, :].astype(kern.dtype)
+                    acc = acc.at[i, :, :, k:].add(sums(masked, hb[j], True) * real)
+                    acc = acc.at[j, :, :, k:].add(sums(masked, hb[i], False) * off)
             else:  # both halves at every pair: plain matrix products on the [B·S, B] / [B, S·B] views
+                same = yb[i][:, None] == yb[j][None, :]
                 rows = two_sums(kern, same, hb[j], precision=hi, rows=True)  # [B, S, 2K]
                 cols = two_sums(kern, same, hb[i], precision=hi, rows=False)  # [2K, S, B]
                 rows, cols = jnp.swapaxes(rows, 0, 1), jnp.transpose(cols, (1, 2, 0))  # [S, B, 2K]
-            acc = acc.at[i].add(rows * real)
-            acc = acc.at[j].add(cols * off)
+                acc = acc.at[i].add(rows * real)
+                acc = acc.at[j].add(cols * off)
             if with_nn:  # nearest neighbours: the smallest distance to another real row
                 other = jnp.where(self_pair | ~realb[j][None, :] | ~realb[i][:, None], jnp.inf, dist)
                 nn = nn.at[i].min(jnp.where(real > 0, jnp.min(other, axis=1), jnp.inf))
@@ -260,10 +255,22 @@ def kde_sums(t, labels, weights, scale, *, num_classes: int, block_size: int, me
             return (acc, nn), None
 
         init = (jnp.zeros((nb, num_scales, b, 2 * k), jnp.float32), jnp.full((nb, b), jnp.inf, jnp.float32))
-        return jax.lax.scan(step, init, pairs)[0]
+        if not class_order:
+            return jax.lax.scan(step, init, pairs)[0]
+        # The pairs whose blocks share a class first (their number depends on the labels: loops
+        # with a traced trip count), then the others, without the same-class products.
+        shared = pairs[:, 3] > 0
+        pairs = pairs[jnp.argsort(~shared, stable=True)]
+        m = jnp.sum(shared.astype(jnp.int32))
+        carry = jax.lax.fori_loop(0, m, lambda p, c: step(c, pairs[p], True)[0], init)
+        return jax.lax.fori_loop(m, pairs.shape[0], lambda p, c: step(c, pairs[p], False)[0], carry)
 
+    pairs = jnp.asarray(pairs)
+    if class_order:  # a fourth column: do the pair's blocks share a class?
+        pairs = jnp.concatenate([pairs, ((top[ii_] >= lo[jj_]) & (top[jj_] >= lo[ii_])).astype(jnp.int32)[:, None]],
+                                axis=1)
     if ndev == 1:
-        acc, nn = run(t, sqb, hb, jnp.asarray(pairs))
+        acc, nn = run(t, sqb, hb, pairs)
     else:
         def local(t, sqb, hb, pairs):  # each device: its share of the block pairs, then a reduction
             acc, nn = run(t, sqb, hb, pairs)
@@ -271,7 +278,7 @@ def kde_sums(t, labels, weights, scale, *, num_classes: int, block_size: int, me
 
         rep = PartitionSpec()
         acc, nn = jax.shard_map(local, mesh=mesh, in_specs=(rep, rep, rep, PartitionSpec(parallel.DATA_AXIS)),
-                                out_specs=(rep, rep), check_vma=False)(t, sqb, hb, jnp.asarray(pairs))
+                                out_specs=(rep, rep), check_vma=False)(t, sqb, hb, pairs)
     acc = jnp.moveaxis(acc, 1, 2).reshape(nb * b, num_scales, 2 * k)[:n]  # [N, S, 2K] at the read positions
     nn = nn.reshape(-1)[:n]
     if class_order:  # back to the layer's row order
