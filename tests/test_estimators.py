@@ -599,3 +599,40 @@ def test_kde_exact_fallback_on_the_device(monkeypatch):
                                   chunk_bytes=4 * 16 * 16 * 37)
     ref = ((wide[:16, None].astype(np.float64) - wide[None, 16:32]) ** 2).sum(-1)
     np.testing.assert_allclose(np.asarray(d), ref, rtol=1e-5)
+
+
+@pytest.mark.parametrize("case", ["shuffled", "every_pair_shares", "contiguous"])
+def test_kde_sums_class_order_equals_the_unsorted_pass_and_float64(case):
+    """The pass reads the rows in class order and skips the same-class products of block pairs
+    that share no class: with bootstrap weights, the sums, nearest neighbours and bits equal the
+    unsorted pass (every pair computes both) and the float64 host pass, up to float32 rounding.
+    Cases: shuffled labels (most pairs skip); one class spanning every block, so that every pair
+    shares it (none skips); classes already contiguous (the order is the identity)."""
+    from jaxmi.estimators.bootstrap import resample_weights
+    from jaxmi.estimators.joint_pass import class_blocks
+    from jaxmi.estimators.kde import kde_from_sums
+
+    rng = np.random.default_rng(5)
+    n, d, b = 150, 6, 24  # 7 blocks, the last one padded
+    y = {"shuffled": rng.integers(0, 5, n),
+         "every_pair_shares": np.r_[0, np.ones(n - 2, int), 2][rng.permutation(n)],
+         "contiguous": np.repeat(np.arange(5), n // 5)}[case].astype(np.int32)
+    c = int(y.max()) + 1
+    t = (rng.normal(0, 0.5, (c, d))[y] + 0.3 * rng.normal(0, 1, (n, d))).astype(np.float32)
+    order, _, cross = class_blocks(y, b)
+    assert (len(cross) == 0) == (case == "every_pair_shares")  # the case holds: pairs skip, or none does
+    if case == "contiguous":
+        assert order[:n].tolist() == list(range(n))
+    w = resample_weights(n, 4, jax.random.key(3))
+    args = (jax.numpy.asarray(t), jax.numpy.asarray(y), jax.numpy.asarray(w), np.float32(NOISE_VAR))
+    new = kde_pass.kde_sums(*args, num_classes=c, block_size=b)
+    old = kde_pass.kde_sums(*args, num_classes=c, block_size=b, class_order=False)
+    ref, nn64 = kde_pass.kde_sums_float64(t, y, w, (2 * NOISE_VAR, 8 * NOISE_VAR), c, b)
+    assert float(new[2]) == pytest.approx(float(old[2]), rel=1e-6) and bool(new[1])
+    for sums, nn in ((new[0], new[3]), (old[0], old[3])):
+        np.testing.assert_allclose(np.asarray(sums), ref, rtol=1e-5)
+        np.testing.assert_allclose(np.asarray(nn), nn64, rtol=1e-4)
+    r = w.shape[0]  # at 8σ² the same-class sums hold neighbours (not just the diagonal), the others more
+    assert np.mean(ref[:, 1, r:]) > 2.0 and np.max(ref[:, 1, :r] - ref[:, 1, r:]) > 0.5
+    bits = [np.asarray(kde_from_sums(s, args[1], args[2], num_classes=c)) for s in (new[0], old[0])]
+    np.testing.assert_allclose(bits[0], bits[1], rtol=0, atol=1e-5 * max(1.0, float(np.abs(bits[1]).max())))

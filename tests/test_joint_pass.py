@@ -259,6 +259,7 @@ _DEVICES_SCRIPT = r'''
 import jax, numpy as np
 from jaxmi.estimators.bootstrap import resample_weights
 from jaxmi.estimators.joint_pass import joint_kde
+from jaxmi.estimators.kde import kde_compute
 from jaxmi.estimators.validation import validate
 assert len(jax.devices()) == 2
 rng = np.random.default_rng(0)
@@ -275,13 +276,20 @@ for rows in ("replicated", "sharded"):  # block pairs split over the devices; ro
     worst = max([worst] + [float(np.max(np.abs(np.asarray(two[p][k]) - np.asarray(one[p][k]))))
                            for p in ("sweep", "scale_free") for k in one[p]])
     assert worst < 1e-5, (rows, worst)
+# The registry's pass (rows in class order, same-class products skipped): pairs split, rows sharded.
+ref = kde_compute(t, yy, c, w, noise_var=0.1, devices=jax.devices()[:1], block_size=16)
+for rows in ("replicated", "sharded"):
+    got = kde_compute(t, yy, c, w, noise_var=0.1, rows=rows, block_size=16)
+    worst = max(float(np.max(np.abs(np.asarray(got[m][q]) - np.asarray(ref[m][q])))) for m in ref for q in (0, 1))
+    assert worst < 1e-5, ("kde_compute", rows, worst)
 print("OK")
 '''
 
 
 def test_two_devices_give_the_one_device_results():
     """With two forced CPU devices: the block pairs split over them, and the sharded-rows layout
-    (which computes each product by its own pass), equal one device (a subprocess: XLA_FLAGS
+    (which computes each product by its own pass), equal one device, for the joint pass and for
+    the registry's (:func:`jaxmi.estimators.kde.kde_compute`) (a subprocess: XLA_FLAGS
     must be set before JAX starts)."""
     import os
     import subprocess

@@ -5,7 +5,8 @@ S_isr = Σ_j w_rj exp(−D_ij / s) at the pass's exponent scales s, over all poi
 points of the row's own class (the kernel block masked by label equality), for every
 resample r (:mod:`jaxmi.estimators.bootstrap`). Rows are processed in blocks of B
 (:func:`choose_block_size`), only the blocks on and above the diagonal, in O(N·B + B²)
-memory; with several devices every device holds the layer and the block pairs are split
+memory, read in class order so that the block pairs whose rows share no class skip the
+same-class products; with several devices every device holds the layer and the block pairs are split
 between them (:func:`kde_sums`). float32, with a rounding bound
 (:func:`float32_rounding_bound`) that sends a layer to an exact pass (:func:`kde_sums_float64`
 on the host) when float32 could be off by more than :data:`MAX_KERNEL_ROUNDING`.
@@ -131,9 +132,10 @@ def two_sums(kern, same, h, *, precision, rows: bool):
 
 
 @functools.partial(jax.jit, static_argnames=("num_classes", "block_size", "mesh", "paired", "chain", "with_nn",
-                                             "precision", "exact"))
+                                             "precision", "exact", "class_order"))
 def kde_sums(t, labels, weights, scale, *, num_classes: int, block_size: int, mesh=None, paired: bool = True,
-             chain: int = 0, with_nn: bool = True, precision: str = "highest", exact: bool = False):
+             chain: int = 0, with_nn: bool = True, precision: str = "highest", exact: bool = False,
+             class_order: bool = True):
     """Weighted kernel row sums at several scales s, blockwise, and every row's
     nearest-neighbour squared distance: S_isr = Σ_j w_rj exp(−D_ij / s) and, in columns R …
     2R − 1, the same over the j with y_j = y_i.
@@ -157,6 +159,10 @@ def kde_sums(t, labels, weights, scale, *, num_classes: int, block_size: int, me
       exact: distances as sums of squared coordinate differences, in chunks of columns (no
         cancellation between large norms: the fallback when the Gram identity's float32
         rounding could matter), instead of |a|² + |b|² − 2 a·b.
+      class_order: read the rows sorted by label (stable), so that the block pairs whose rows
+        share no class, most of them, skip the same-class products (their sums there are zero);
+        the sums come back in the layer's row order and equal the unsorted pass's (``False``:
+        every pair computes both) up to float32 summation order.
 
     Returns:
       ``(sums [N, S, 2R], finite, max_sq, nn [N])``: the sums over all points (columns < R)
@@ -170,21 +176,34 @@ def kde_sums(t, labels, weights, scale, *, num_classes: int, block_size: int, me
     b = block_size
     nb = -(-n // b)
     pad = nb * b - n
+    labels = labels.astype(jnp.int32)
+    # The pass reads row order[p] at position p: sorted by class (class_order), else the layer's order.
+    order = jnp.argsort(labels, stable=True).astype(jnp.int32) if class_order else jnp.arange(n, dtype=jnp.int32)
     # Distances are shift-invariant; centring limits float32 rounding. Rows are centred block
     # by block as the pass reads them, so beside the layer itself the pass holds O(B·D), not
-    # a second [N, D] copy; rows past N (the last block's padding) are zeros with zero weight.
+    # a second [N, D] copy; positions past N (the last block's padding) are zeros with zero weight.
     mean = column_mean(t, n)
-    sq = jnp.pad(jnp.sum(jnp.square(t - mean), axis=1), (0, pad))  # fused: no [N, D] temporary
+    sq = jnp.pad(jnp.sum(jnp.square(t - mean), axis=1)[order], (0, pad))  # fused: no [N, D] temporary
     # NaN/±Inf anywhere reach the mean, hence every row's norm; a non-finite sum that is a
     # mere overflow is told apart on the host (all_finite).
     finite = jnp.isfinite(jnp.sum(sq))
-    h = jnp.pad(h, ((0, pad), (0, 0)))  # padded rows carry zero weight in every column
+    h = jnp.pad(h[order], ((0, pad), (0, 0)))  # padded rows carry zero weight in every column
     hb = h.reshape(nb, b, k)
-    yb = jnp.pad(labels.astype(jnp.int32), (0, pad), constant_values=-1).reshape(nb, b)
+    yb = jnp.pad(labels[order], (0, pad), constant_values=-1).reshape(nb, b)
     sqb = sq.reshape(nb, b)
     realb = (jnp.arange(nb * b) < n).reshape(nb, b)  # not a padded row
+    # Each block's smallest and largest label: two blocks whose ranges do not overlap share no
+    # class (in class order, every pair but those near the diagonal).
+    lo = jnp.min(jnp.where(realb, yb, jnp.iinfo(jnp.int32).max), axis=1)
+    top = jnp.max(yb, axis=1)
 
-    block = functools.partial(centred_block, size=b, rows=n, mean=mean)
+    if class_order:
+        ob = jnp.pad(order, (0, pad)).reshape(nb, b)
+
+        def block(t, i):
+            return jnp.where(realb[i][:, None], jnp.take(t, ob[i], axis=0) - mean, 0.0)
+    else:
+        block = functools.partial(centred_block, size=b, rows=n, mean=mean)
 
     ndev = 1 if mesh is None else mesh.size
     ii, jj = np.triu_indices(nb)
@@ -192,6 +211,7 @@ def kde_sums(t, labels, weights, scale, *, num_classes: int, block_size: int, me
     per_dev = -(-num_pairs // ndev)
     pairs = np.zeros((per_dev * ndev, 3), np.int32)  # (row block, column block, real pair?)
     pairs[:num_pairs] = np.stack([ii, jj, np.ones_like(ii)], axis=1)
+    ii_, jj_ = pairs[:, 0], pairs[:, 1]
     num_scales = 2 if paired else scale.shape[0]
     hi = jax.lax.Precision[precision.upper()]
 
@@ -200,21 +220,34 @@ def kde_sums(t, labels, weights, scale, *, num_classes: int, block_size: int, me
     def run(t, sqb, hb, pairs):
         eye = jnp.eye(b, dtype=bool)
 
-        def step(carry, pair):
+        def sums(x, h_, rows: bool):  # x [B, S, B] against h_ [B, K] → [S, B, K]
+            if rows:  # to the rows of block i
+                return jnp.swapaxes(jnp.dot(x.reshape(b * num_scales, -1), h_, precision=hi).reshape(b, num_scales, k),
+                                    0, 1)
+            return jnp.transpose(jnp.dot(h_.T, x.reshape(b, -1), precision=hi).reshape(k, num_scales, -1), (1, 2, 0))
+
+        def step(carry, pair, with_same: bool = True):
             acc, nn = carry
             i, j, real = pair[0], pair[1], pair[2].astype(jnp.float32)
             dist = block_distances(block(t, i), block(t, j), sqb[i], sqb[j], exact=exact, precision=hi)
             self_pair = eye & (i == j)
             dist = jnp.where(self_pair, 0.0, dist)  # exact zeros on the diagonal
             kern = kernels(dist)  # [B, S, B]: a row of block i, a scale, a row of block j
-            same = yb[i][:, None] == yb[j][None, :]
-            # Plain matrix products on the [B·S, B] / [B, S·B] views (no batch dimension): to
-            # the rows of block i, and (transposed) to the rows of block j; all and same-class.
-            rows = two_sums(kern, same, hb[j], precision=hi, rows=True)  # [B, S, 2K]
-            cols = two_sums(kern, same, hb[i], precision=hi, rows=False)  # [2K, S, B]
-            rows, cols = jnp.swapaxes(rows, 0, 1), jnp.transpose(cols, (1, 2, 0))  # [S, B, 2K]
-            acc = acc.at[i].add(rows * real)
-            acc = acc.at[j].add(cols * (real * (i != j).astype(jnp.float32)))
+            off = real * (i != j).astype(jnp.float32)
+            if class_order:  # the same-class products only where the two blocks share a class (with_same)
+                acc = acc.at[i, :, :, :k].add(sums(kern, hb[j], True) * real)
+                acc = acc.at[j, :, :, :k].add(sums(kern, hb[i], False) * off)
+                if with_same:
+                    masked = kern * (yb[i][:, None] == yb[j][None, :])[:, None, :].astype(kern.dtype)
+                    acc = acc.at[i, :, :, k:].add(sums(masked, hb[j], True) * real)
+                    acc = acc.at[j, :, :, k:].add(sums(masked, hb[i], False) * off)
+            else:  # both halves at every pair: plain matrix products on the [B·S, B] / [B, S·B] views
+                same = yb[i][:, None] == yb[j][None, :]
+                rows = two_sums(kern, same, hb[j], precision=hi, rows=True)  # [B, S, 2K]
+                cols = two_sums(kern, same, hb[i], precision=hi, rows=False)  # [2K, S, B]
+                rows, cols = jnp.swapaxes(rows, 0, 1), jnp.transpose(cols, (1, 2, 0))  # [S, B, 2K]
+                acc = acc.at[i].add(rows * real)
+                acc = acc.at[j].add(cols * off)
             if with_nn:  # nearest neighbours: the smallest distance to another real row
                 other = jnp.where(self_pair | ~realb[j][None, :] | ~realb[i][:, None], jnp.inf, dist)
                 nn = nn.at[i].min(jnp.where(real > 0, jnp.min(other, axis=1), jnp.inf))
@@ -222,10 +255,22 @@ def kde_sums(t, labels, weights, scale, *, num_classes: int, block_size: int, me
             return (acc, nn), None
 
         init = (jnp.zeros((nb, num_scales, b, 2 * k), jnp.float32), jnp.full((nb, b), jnp.inf, jnp.float32))
-        return jax.lax.scan(step, init, pairs)[0]
+        if not class_order:
+            return jax.lax.scan(step, init, pairs)[0]
+        # The pairs whose blocks share a class first (their number depends on the labels: loops
+        # with a traced trip count), then the others, without the same-class products.
+        shared = pairs[:, 3] > 0
+        pairs = pairs[jnp.argsort(~shared, stable=True)]
+        m = jnp.sum(shared.astype(jnp.int32))
+        carry = jax.lax.fori_loop(0, m, lambda p, c: step(c, pairs[p], True)[0], init)
+        return jax.lax.fori_loop(m, pairs.shape[0], lambda p, c: step(c, pairs[p], False)[0], carry)
 
+    pairs = jnp.asarray(pairs)
+    if class_order:  # a fourth column: do the pair's blocks share a class?
+        pairs = jnp.concatenate([pairs, ((top[ii_] >= lo[jj_]) & (top[jj_] >= lo[ii_])).astype(jnp.int32)[:, None]],
+                                axis=1)
     if ndev == 1:
-        acc, nn = run(t, sqb, hb, jnp.asarray(pairs))
+        acc, nn = run(t, sqb, hb, pairs)
     else:
         def local(t, sqb, hb, pairs):  # each device: its share of the block pairs, then a reduction
             acc, nn = run(t, sqb, hb, pairs)
@@ -233,9 +278,13 @@ def kde_sums(t, labels, weights, scale, *, num_classes: int, block_size: int, me
 
         rep = PartitionSpec()
         acc, nn = jax.shard_map(local, mesh=mesh, in_specs=(rep, rep, rep, PartitionSpec(parallel.DATA_AXIS)),
-                                out_specs=(rep, rep), check_vma=False)(t, sqb, hb, jnp.asarray(pairs))
-    acc = jnp.moveaxis(acc, 1, 2).reshape(nb * b, num_scales, 2 * k)[:n]  # [N, S, 2K]
-    return acc, finite, jnp.max(sq), nn.reshape(-1)[:n]
+                                out_specs=(rep, rep), check_vma=False)(t, sqb, hb, pairs)
+    acc = jnp.moveaxis(acc, 1, 2).reshape(nb * b, num_scales, 2 * k)[:n]  # [N, S, 2K] at the read positions
+    nn = nn.reshape(-1)[:n]
+    if class_order:  # back to the layer's row order
+        back = jnp.zeros((n,), jnp.int32).at[order].set(jnp.arange(n, dtype=jnp.int32))  # the position of a row
+        acc, nn = acc[back], nn[back]
+    return acc, finite, jnp.max(sq), nn
 
 
 def full_sample_totals(sums, num_classes: int):
