@@ -422,27 +422,20 @@ def check_model(module: Any, input_shape: Sequence[int] | None = None) -> dict[s
     """Checks that ``module`` is a jaxmi model; raises :class:`ModelProtocolError` saying what is
     missing and how to fix it (:data:`PROTOCOL`).
 
-    Args:
-      module: the model.
-      input_shape: the shape of one input, e.g. ``(28, 28, 1)``; given, the model is also
-        initialised and called abstractly (:func:`jax.eval_shape`, no compute) and its outputs
-        checked (:func:`check_outputs`). ``None``: only what needs no input is checked (a
-        ``probe_names`` tuple, a ``train`` keyword).
-
-    Returns:
-      With ``input_shape``, the flattened width of every probe, ``{probe: D}`` in model order
-      (what :func:`jaxmi.models.probe_widths` gives); ``None`` without.
+    ``input_shape`` (of one input, e.g. ``(28, 28, 1)``) given, the model is also initialised and
+    called abstractly (:func:`jax.eval_shape`, no compute), its outputs are checked
+    (:func:`check_outputs`) and the flattened width of every probe is returned, ``{probe: D}``
+    in model order; ``None``: only what needs no input is checked (a ``probe_names`` tuple, a
+    ``train`` keyword) and ``None`` is returned. A :class:`ProbedModel` was validated when built.
     """
-    if isinstance(module, ProbedModel):
-        pass  # validated when built; its outputs are checked below
-    elif isinstance(module, nn.Module):
+    if not isinstance(module, ProbedModel):
+        if not isinstance(module, nn.Module):
+            raise _protocol_error(module, "it is not a Flax module (flax.linen.Module) or a jaxmi.probes.ProbedModel")
         if not hasattr(module, "probe_names"):
             raise _protocol_error(module, "it has no `probe_names` attribute")
         _check_names(module.probe_names, module)
         if not _accepts_train(module):
             raise _protocol_error(module, "its __call__ takes no `train` keyword argument")
-    else:
-        raise _protocol_error(module, "it is not a Flax module (flax.linen.Module) or a jaxmi.probes.ProbedModel")
     if input_shape is not None:
         def f(x):
             v = module.init(jax.random.key(0), x, train=False)
