@@ -133,7 +133,8 @@ def joint_sums(t, labels, weights, scales, order, mixed, cross, *, links: tuple[
 
     Args:
       t: [N, D] activations; labels: [N] int32; weights: [R, N] multiplicities (row 0 the full sample).
-      scales: [S] ascending distinct exponent scales (traced).
+      scales: [S] distinct exponent scales (traced), in families whose kernels chain only among
+        themselves (``links`` points to a higher index).
       order, mixed, cross: :func:`class_blocks` of the labels with this block size.
       links: :func:`kernel_links` of ``scales``.
       full: indices of the scales summed against every weight row.
@@ -300,21 +301,40 @@ def joint_kde(t, y, c: int, weights, *, noise_var: float | None = None, noise_sc
         out = _separate(t, y, c, weights, noise_var, noise_scale, sweep, sweep_scale, scale_free,
                         devices=devices, precision=precision, rows=rows)
         return {**out, "spread": sp}
-    products: dict[str, tuple[np.ndarray, Any, bool]] = {}  # name: (scales, read index, every weight row?)
+    # Every scale is keyed (family, base): family "a" absolute, "r" in units of the spread, whose
+    # value is base·spread. The compiled pass's structure (which kernels chain, which are summed
+    # against every weight row) is built from the bases of each family, so it does not change with
+    # the spread from one measurement to the next: no recompilation.
+    mult = {"a": 1.0, "r": sp}
+    # name: (scale values, read index, every weight row?, grid...); keys[name]: the scales' keys
+    products: dict[str, tuple] = {}
+    keys: dict[str, list[tuple[str, float]]] = {}
+
+    def add(name, bases, family, index, every_row, *grid):
+        keys[name] = [(family, float(v)) for v in bases]
+        products[name] = (np.asarray(bases, np.float64) * mult[family], index, every_row, *grid)
+
     if noise_var is not None:
-        v = noise_var * sp if noise_scale == "relative" else float(noise_var)
-        products["estimate"] = (np.array([2.0 * v, 8.0 * v]), v, True)
+        fam = "r" if noise_scale == "relative" else "a"
+        add("estimate", [2.0 * noise_var, 8.0 * noise_var], fam, float(noise_var) * mult[fam], True)
     if sweep is not None:
-        nv = np.asarray(sweep, np.float64) * (sp if sweep_scale == "relative" else 1.0)
-        products["sweep"] = (*_pair_scales(nv), weights.shape[0] == 1) + (nv,)
+        fam = "r" if sweep_scale == "relative" else "a"
+        bases, index = _pair_scales(np.asarray(sweep, np.float64))
+        add("sweep", bases, fam, index, weights.shape[0] == 1, np.asarray(sweep, np.float64) * mult[fam])
     if scale_free is not None:
-        g = np.asarray(scale_free, np.float64) * sp
-        products["scale_free"] = (*_pair_scales(g), True) + (np.asarray(scale_free, np.float64),)
-    full_set = np.unique(np.concatenate([p[0] for p in products.values() if p[2]] or [np.zeros(0)]))
-    unit_set = np.setdiff1d(np.concatenate([p[0] for p in products.values() if not p[2]] or [np.zeros(0)]), full_set)
-    every = np.unique(np.concatenate([full_set, unit_set]))
-    pos = {float(v): i for i, v in enumerate(every)}
-    full, unit = tuple(pos[float(v)] for v in full_set), tuple(pos[float(v)] for v in unit_set)
+        bases, index = _pair_scales(np.asarray(scale_free, np.float64))
+        add("scale_free", bases, "r", index, True, np.asarray(scale_free, np.float64))
+    full_keys = sorted({k for name, ks in keys.items() if products[name][2] for k in ks})
+    unit_keys = sorted({k for name, ks in keys.items() if not products[name][2] for k in ks} - set(full_keys))
+    every_keys = sorted(set(full_keys) | set(unit_keys))  # family by family, ascending bases in each
+    every = np.array([base * mult[fam] for fam, base in every_keys], np.float64)
+    pos = {k: i for i, k in enumerate(every_keys)}
+    full, unit = tuple(pos[k] for k in full_keys), tuple(pos[k] for k in unit_keys)
+    links = []
+    for fam in ("a", "r"):  # kernels chain within a family only
+        start = len(links)
+        links += [p if p < 0 else p + start for p in kernel_links([b for f, b in every_keys if f == fam])]
+    links = tuple(links)
     if mesh is not None:
         t, y = jax.device_put((t, y), parallel.replicated(mesh))
     b = int(block_size or joint_block_size(t.shape[0], t.shape[1], resamples=weights.shape[0], full=len(full),
@@ -322,20 +342,20 @@ def joint_kde(t, y, c: int, weights, *, noise_var: float | None = None, noise_sc
     order, mixed, cross = class_blocks(np.asarray(y), b, 1 if mesh is None else mesh.size)
     fs, us, finite, max_sq, nn = joint_sums(t, y, jnp.asarray(weights), jnp.asarray(every, jnp.float32),
                                             jnp.asarray(order), jnp.asarray(mixed), jnp.asarray(cross),
-                                            links=kernel_links(every), full=full, unit=unit, block_size=b,
+                                            links=links, full=full, unit=unit, block_size=b,
                                             mesh=mesh, with_nn="estimate" in products, precision=precision)
     raise_if_nonfinite(finite or all_finite(t), "activations")
-    fpos = {float(v): i for i, v in enumerate(full_set)}
-    upos = {float(v): i for i, v in enumerate(unit_set)}
+    fpos = {k: i for i, k in enumerate(full_keys)}
+    upos = {k: i for i, k in enumerate(unit_keys)}
     r = weights.shape[0]
     out: dict[str, Any] = {"spread": sp}
     for name, (scales, index, every_row, *grid) in products.items():
         if every_row:
-            sums = fs[:, np.array([fpos[float(v)] for v in scales])]
+            sums = fs[:, np.array([fpos[k] for k in keys[name]])]
             w = weights
         else:  # the full sample's columns: its own sums, or the total and same-class columns of row 0
-            sums = jnp.concatenate([fs[:, [fpos[float(v)]]][..., np.array([0, r])] if float(v) in fpos
-                                    else us[:, [upos[float(v)]]] for v in scales], axis=1)
+            sums = jnp.concatenate([fs[:, [fpos[k]]][..., np.array([0, r])] if k in fpos
+                                    else us[:, [upos[k]]] for k in keys[name]], axis=1)
             w = unit_weights(t.shape[0])
         p_nn = nn
         if kde_pass.float32_rounding_bound(sums, max_sq, scales, c, precision) > MAX_KERNEL_ROUNDING:
