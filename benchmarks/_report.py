@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import os
 import platform
+from pathlib import Path
 from typing import Any
 
 import jax
 
-from jaxmi.results import write_json
+from jaxmi.results import atomic_write_text, write_json
 
 
 def machine_info() -> dict[str, Any]:
@@ -23,3 +24,20 @@ def write_result(out: str, result: dict[str, Any]) -> dict[str, Any]:
     write_json(out, result)
     print(f"wrote {out}")
     return result
+
+
+def save_report(report: dict[str, Any], out_dir, stem: str, markdown) -> tuple[Path, Path]:
+    """Writes ``report`` as ``<stem>.json`` and its table ``markdown(report)`` as ``<stem>.md`` into
+    ``out_dir``, each atomically (a report saved after every part keeps what it measured)."""
+    out_json, out_md = Path(out_dir) / f"{stem}.json", Path(out_dir) / f"{stem}.md"
+    write_json(out_json, report)
+    atomic_write_text(out_md, markdown(report))
+    return out_json, out_md
+
+
+def finish_report(report: dict[str, Any], out_dir, stem: str, markdown) -> dict[str, Any]:
+    """Saves the report a last time, prints its table and where it went, and returns it."""
+    out_json, out_md = save_report(report, out_dir, stem, markdown)
+    print(markdown(report))
+    print(f"wrote {out_json} and {out_md}")
+    return report

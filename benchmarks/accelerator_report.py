@@ -39,7 +39,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _report import machine_info  # noqa: E402
+from _report import finish_report, machine_info, save_report  # noqa: E402
 from measurement_memory import inputs as mi_inputs  # noqa: E402
 from measurement_memory import measure, peak_bytes, reset_peak  # noqa: E402
 
@@ -49,7 +49,6 @@ from jaxmi.estimators import estimate  # noqa: E402
 from jaxmi.evaluation import make_adversary  # noqa: E402
 from jaxmi.models import create_model, init_variables  # noqa: E402
 from jaxmi.plan import pgd_config  # noqa: E402
-from jaxmi.results import atomic_write_text, write_json  # noqa: E402
 
 LENET_WIDTHS = {"conv1": 3456, "conv2": 1024, "fc1": 120, "fc2": 84, "fc3": 10}
 FULL_EPOCH = {"lenet-mnist": 60000, "wrn-cifar10": 50000}
@@ -191,12 +190,10 @@ def main(argv=None) -> dict:
         report["memory"] = f"{stats['bytes_limit'] / 2 ** 30:.1f} GiB device memory" if "bytes_limit" in stats else ""
     except Exception:  # noqa: BLE001 - backends without statistics
         report["memory"] = ""
-    out_json, out_md = args.out_dir / "accelerator_report.json", args.out_dir / "accelerator_report.md"
 
     def save():
         report["peak_gib"] = peak_bytes() / 2 ** 30
-        write_json(out_json, report)
-        atomic_write_text(out_md, markdown(report))
+        save_report(report, args.out_dir, "accelerator_report", markdown)
 
     reset_peak()
     if "training" in args.parts:
@@ -212,10 +209,8 @@ def main(argv=None) -> dict:
         report["matmul_tflops"] = matmul_rate(8192 if not args.quick else 256) / 1e12
         report["kde"] = kde_rows(args.kde_samples, report["matmul_tflops"] * 1e12)
         save()
-    save()
-    print(markdown(report))
-    print(f"wrote {out_json} and {out_md}")
-    return report
+    report["peak_gib"] = peak_bytes() / 2 ** 30
+    return finish_report(report, args.out_dir, "accelerator_report", markdown)
 
 
 if __name__ == "__main__":

@@ -38,11 +38,10 @@ import time
 from pathlib import Path
 
 import jax
-import jax.numpy as jnp
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _report import machine_info  # noqa: E402
+from _report import finish_report, machine_info, save_report  # noqa: E402
 from accelerator_report import matmul_rate  # noqa: E402
 
 from jaxmi import data, parallel  # noqa: E402
@@ -51,7 +50,6 @@ from jaxmi.history import REGIMES  # noqa: E402
 from jaxmi.measure import Measurer  # noqa: E402
 from jaxmi.plan import resolve  # noqa: E402
 from jaxmi.probes import check_model  # noqa: E402
-from jaxmi.results import atomic_write_text, write_json  # noqa: E402
 from jaxmi.run import initial_states, make_epoch, train_pair  # noqa: E402
 from jaxmi.training import make_optimizer  # noqa: E402
 
@@ -212,11 +210,9 @@ def main(argv=None) -> dict:
     report = {**machine_info(), "quick": args.quick, "epochs": args.epochs,
               "case": f"{overrides['model']} on {overrides['dataset']}, N = {overrides['samples']:,} for MI, "
                       f"{overrides['train_examples']:,} images per timed epoch"}
-    out_json, out_md = args.out_dir / "protocol_report.json", args.out_dir / "protocol_report.md"
 
     def save():
-        write_json(out_json, report)
-        atomic_write_text(out_md, markdown(report))
+        save_report(report, args.out_dir, "protocol_report", markdown)
 
     report["matmul_tflops"] = matmul_rate(args.matmul_size) / 1e12
     report["settings"] = []
@@ -230,9 +226,7 @@ def main(argv=None) -> dict:
         precisions = sorted({p for p, _ in args.settings})
         report["accuracy"] = accuracy_rows(overrides, precisions, args.accuracy_epochs)
         save()
-    print(markdown(report))
-    print(f"wrote {out_json} and {out_md}")
-    return report
+    return finish_report(report, args.out_dir, "protocol_report", markdown)
 
 
 if __name__ == "__main__":
