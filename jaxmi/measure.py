@@ -24,9 +24,8 @@ from jaxmi import estimators, parallel
 from jaxmi import data as data_lib
 from jaxmi.data import to_float
 from jaxmi.estimators.bootstrap import resample_weights
-from jaxmi.estimators.joint_pass import joint_block_size, joint_estimate
-from jaxmi.estimators.kde import sweep_scales
-from jaxmi.estimators.scale_free import RELATIVE_GRID, scale_free_scales, scale_free_sweep, temperature_curve
+from jaxmi.estimators.joint_pass import joint_estimate
+from jaxmi.estimators.scale_free import RELATIVE_GRID, scale_free_sweep, temperature_curve
 from jaxmi.evaluation import make_evaluator, make_forward, robust_report
 from jaxmi.history import INPUTS
 from jaxmi.plan import RunPlan
@@ -65,7 +64,6 @@ class Measurer:
         self.evaluate_mi = make_evaluator(plan.module, plan.attack_eval, with_adversarial=True,
                                           attack_unroll=exe.attack_unroll, **batching)
         self.evaluate = make_evaluator(plan.module, plan.attack_eval, attack_unroll=exe.attack_unroll, **batching)
-        self._joint_blocks: dict[tuple[str, bool], int] = {}  # joint-pass block size per (probe, scale-free)
         self.forward = {g: make_forward(plan.module, with_probes=g, with_probs=False, stacked=False, **batching)
                         for g in mi.groups}
 
@@ -145,17 +143,12 @@ class Measurer:
 
     def _joint(self, probe: str, a, inputs: str) -> dict[str, Any]:
         """The estimate, σ² sweep and (clean inputs) scale-free sweep of one probe from one KDE
-        distance pass; the pass's block size is fixed at the first swept measurement."""
+        distance pass, with the plan's block size for it."""
         mi = self.plan.mi
         sf = RELATIVE_GRID if inputs == "clean" else None
-        key = (probe, sf is not None)
-        if key not in self._joint_blocks:
-            self._joint_blocks[key] = joint_block_size(
-                a.shape[0], a.shape[1], resamples=1 + mi.options.get("bootstrap", 0),
-                full=2 + (scale_free_scales(sf) if sf else 0), unit=sweep_scales(mi.sweep_grid["noise_var"]))
         return joint_estimate(a, self.y_mi_host, block_size=mi.blocks[probe], sweep=mi.sweep_grid["noise_var"],
                               sweep_scale=mi.sweep_grid["noise_scale"], scale_free=sf,
-                              joint_block_size=self._joint_blocks[key], **mi.options)
+                              joint_block_size=mi.joint_blocks[(probe, sf is not None)], **mi.options)
 
     @property
     def _joint_on(self) -> bool:

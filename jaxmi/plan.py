@@ -38,7 +38,9 @@ from jaxmi import data as data_lib
 from jaxmi.attacks import PGDConfig
 from jaxmi.config import Config
 from jaxmi.estimators.diagnostics import ceilings
+from jaxmi.estimators.joint_pass import joint_block_size
 from jaxmi.estimators.kde import pass_block_size, sweep_scales
+from jaxmi.estimators.scale_free import scale_free_scales
 from jaxmi.history import CONTROL_INPUTS, INPUTS
 from jaxmi.models import create_model
 from jaxmi.probes import check_model
@@ -92,6 +94,7 @@ class MIPlan:
     groups: list[tuple[str, ...]]  # probes held at a time (jaxmi.plan.probe_groups)
     blocks: dict[str, int]  # KDE block size per probe
     sweep_blocks: dict[str, int]  # KDE block size per probe for the σ² sweep
+    joint_blocks: dict[tuple[str, bool], int]  # joint-pass block size per (probe, with the scale-free sweep)
     sweep_grid: dict[str, Any] | None  # {"noise_var", "bin_size", "estimators", "noise_scale"}; None: no sweep
     sweep_epochs: frozenset[int]
     inputs: tuple[str, ...]  # clean, adv (and noise, unrelated with the controls)
@@ -237,9 +240,13 @@ def _mi_plan(config: Config, exe: Execution, widths: dict[str, int], num_classes
     grid = None if not (mi.sweep and swept) else {
         "noise_var": list(mi.sweep_noise_vars), "bin_size": list(mi.sweep_bin_sizes), "estimators": swept,
         "noise_scale": mi.noise_scale}
+    # the joint pass of a swept measurement (estimate, σ² sweep and, on clean inputs, the scale-free sweep)
+    joint_blocks = {(p, sf): joint_block_size(n, w, resamples=1 + mi.bootstrap, unit=sweep_scales(mi.sweep_noise_vars),
+                                              full=2 + (scale_free_scales() if sf else 0))
+                    for p, w in widths.items() for sf in (False, True)}
     c_xt, c_ty = ceilings(y_mi)
     return MIPlan(estimators=tuple(mi.estimators), options=options, groups=probe_groups(widths), blocks=blocks,
-                  sweep_blocks=sweep_blocks, sweep_grid=grid,
+                  sweep_blocks=sweep_blocks, joint_blocks=joint_blocks, sweep_grid=grid,
                   sweep_epochs=frozenset({0, config.optim.epochs} if grid else ()),
                   inputs=INPUTS + (CONTROL_INPUTS if mi.noise_control else ()), ceilings={"I_XT": c_xt, "I_TY": c_ty})
 
