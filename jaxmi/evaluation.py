@@ -33,9 +33,10 @@ from jaxmi.attacks import PGDConfig, checks, pgd_core, robust_accuracy
 from jaxmi.data import to_float
 from jaxmi.models import apply_model, apply_model_core
 from jaxmi.probes import check_model
-from jaxmi.training import cross_entropy, over_seeds
+from jaxmi.training import cross_entropy, over_seeds_core
 
-__all__ = ["batched", "make_adversary", "make_forward", "make_evaluator", "confusion", "robust_report"]
+__all__ = ["batched", "make_adversary", "make_forward", "make_evaluator", "confusion", "robust_report",
+           "batched_core", "adversary_core", "forward_core", "evaluator_core", "robust_report_core"]
 
 Array = jax.Array
 
@@ -91,6 +92,15 @@ def batched(per_batch: Callable, *, batch_size: int, loop: str = "auto", mesh: j
       ``fn(params, batch_stats, *arrays)`` with arrays [N, ...] shared by the K models; every
       output leaf has shape [K, N, ...] (``stacked``) or [N, ...].
     """
+    return batched_core(per_batch, batch_size=batch_size, loop=backend.resolve_loop(loop), mesh=mesh,
+                        seed_loop=backend.resolve_seed_loop(seed_loop), stacked=stacked,
+                        wait=backend.dispatch_wait(mesh))
+
+
+def batched_core(per_batch: Callable, *, batch_size: int, loop: str, mesh: jax.sharding.Mesh | None, seed_loop: str,
+                 stacked: bool, wait: Callable) -> Callable:
+    """:func:`batched` with every choice decided (a run's plan, :meth:`jaxmi.plan.Execution.batching`):
+    ``loop`` "scan"/"unrolled", ``seed_loop`` "vmap"/"map", ``wait`` (:func:`jaxmi.backend.dispatch_wait`)."""
     shards = parallel.data_size(mesh)
     batch_size = -(-batch_size // shards) * shards
     ax = 1 if stacked else 0  # the example axis of the outputs
@@ -101,9 +111,9 @@ def batched(per_batch: Callable, *, batch_size: int, loop: str = "auto", mesh: j
     def one_batch(params, batch_stats, *arrays):
         if not stacked:
             return sharded(params, batch_stats, *arrays)
-        return over_seeds(sharded, (0, 0) + (None,) * len(arrays), seed_loop, mesh)(params, batch_stats, *arrays)
+        return over_seeds_core(sharded, (0, 0) + (None,) * len(arrays), seed_loop, mesh)(params, batch_stats, *arrays)
 
-    if backend.resolve_loop(loop) == "scan":
+    if loop == "scan":
         @jax.jit
         def scanned(params, batch_stats, *arrays):
             n = arrays[0].shape[0]
@@ -119,7 +129,6 @@ def batched(per_batch: Callable, *, batch_size: int, loop: str = "auto", mesh: j
         return scanned
 
     batch_fn = jax.jit(one_batch)
-    wait = backend.dispatch_wait(mesh)
 
     def host_loop(params, batch_stats, *arrays):
         n = arrays[0].shape[0]
@@ -160,12 +169,17 @@ def make_adversary(module: nn.Module, attack: PGDConfig, *, attack_unroll: bool 
     check_model(module)
     if attack.random_start:
         raise ValueError("evaluation attacks start from the clean image: pass a PGDConfig with random_start=False.")
-    unroll = _unroll(attack_unroll)
+    return adversary_core(module, attack, unroll=_unroll(attack_unroll), batching=_decided(**batching))
+
+
+def adversary_core(module: nn.Module, attack: PGDConfig, *, unroll: bool, batching: dict[str, Any]) -> Callable:
+    """:func:`make_adversary` of a checked model and evaluation attack, with ``unroll`` and
+    ``batching`` decided (:func:`batched_core`'s options)."""
 
     def per_batch(params, batch_stats, x, y):
         return _pgd_eval(_logits_fn(module, params, batch_stats), x, y, attack, unroll)
 
-    return batched(per_batch, **batching)
+    return batched_core(per_batch, **batching)
 
 
 def _forward(module, params, batch_stats, x, y, *, with_probes: bool | Sequence[str],
@@ -188,11 +202,24 @@ def make_forward(module: nn.Module, *, with_probes: bool | Sequence[str] = True,
     ``with_probes=True``; only the named ones for a sequence of names, so that a measurement
     can hold one layer at a time), each [K, N, ...] (``batching`` as in :func:`batched`)."""
     check_model(module)
+    return forward_core(module, with_probes=with_probes, with_probs=with_probs, batching=_decided(**batching))
+
+
+def _decided(*, batch_size: int, loop: str = "auto", mesh: jax.sharding.Mesh | None = None, seed_loop: str = "auto",
+             stacked: bool = True) -> dict[str, Any]:
+    """:func:`batched`'s options with every choice decided, for :func:`batched_core`."""
+    return dict(batch_size=batch_size, loop=backend.resolve_loop(loop), mesh=mesh,
+                seed_loop=backend.resolve_seed_loop(seed_loop), stacked=stacked, wait=backend.dispatch_wait(mesh))
+
+
+def forward_core(module: nn.Module, *, with_probes: bool | Sequence[str], with_probs: bool,
+                 batching: dict[str, Any]) -> Callable:
+    """:func:`make_forward` of a checked model, ``batching`` decided (:func:`batched_core`'s options)."""
 
     def per_batch(params, batch_stats, x, y):
         return _forward(module, params, batch_stats, x, y, with_probes=with_probes, with_probs=with_probs)
 
-    return batched(per_batch, **batching)
+    return batched_core(per_batch, **batching)
 
 
 def make_evaluator(module: nn.Module, attack: PGDConfig, *, with_probes: bool = False,
@@ -222,7 +249,14 @@ def make_evaluator(module: nn.Module, attack: PGDConfig, *, with_probes: bool = 
     check_model(module)
     if attack.random_start:
         raise ValueError("evaluation attacks start from the clean image: pass a PGDConfig with random_start=False.")
-    unroll = _unroll(attack_unroll)
+    return evaluator_core(module, attack, with_probes=with_probes, with_adversarial=with_adversarial,
+                          unroll=_unroll(attack_unroll), batching=_decided(**batching))
+
+
+def evaluator_core(module: nn.Module, attack: PGDConfig, *, with_probes: bool, with_adversarial: bool, unroll: bool,
+                   batching: dict[str, Any]) -> Callable:
+    """:func:`make_evaluator` of a checked model and evaluation attack, with ``unroll`` and
+    ``batching`` decided (a run's plan; :func:`batched_core`'s options)."""
 
     def per_batch(params, batch_stats, xb, yb):
         x = to_float(xb)
@@ -233,7 +267,7 @@ def make_evaluator(module: nn.Module, attack: PGDConfig, *, with_probes: bool = 
                 out[f"{inputs}_{k}"] = v
         return out
 
-    return batched(per_batch, **batching)
+    return batched_core(per_batch, **batching)
 
 
 def confusion(y_true: np.ndarray, probs: np.ndarray, num_classes: int) -> dict[str, Any]:
@@ -268,13 +302,13 @@ def confusion(y_true: np.ndarray, probs: np.ndarray, num_classes: int) -> dict[s
     }
 
 
-@functools.partial(jax.jit, static_argnames=("module", "attack", "steps", "n_targets"))
+@functools.partial(jax.jit, static_argnames=("module", "attack", "steps", "n_targets", "unroll"))
 def _robust_compiled(module, params, batch_stats, x, y, key, *, attack: PGDConfig, steps: int,
-                     n_targets: int | None):
+                     n_targets: int | None, unroll: bool):
     """The paper's PGD accuracy and :func:`jaxmi.attacks.robust_accuracy`, compiled once per
     model and shape: the parameters are arguments, so NT, AT and every seed share the program."""
     logits_fn = _logits_fn(module, params, batch_stats)
-    x_pgd = _pgd_eval(logits_fn, x, y, attack, backend.resolve_attack_unroll("auto"))
+    x_pgd = _pgd_eval(logits_fn, x, y, attack, unroll)
     pgd_acc = jnp.mean(jnp.argmax(logits_fn(x_pgd), -1) == y)
     return pgd_acc, robust_accuracy(logits_fn, x, y, eps=attack.eps, key=key, steps=steps, n_targets=n_targets)
 
@@ -316,8 +350,16 @@ def robust_report(module: nn.Module, params: Any, batch_stats: Any, x: Array, y:
     # the public apply_model: a wrong image shape is named here, before anything is compiled
     checks.check_inputs(lambda z: apply_model(module, params, batch_stats, z)[0], x, y, eps=attack.eps)
     checks.check_key(key, "robust_report")
+    return robust_report_core(module, params, batch_stats, x, y, attack=attack, key=key, steps=int(steps),
+                              n_targets=n_targets, unroll=backend.resolve_attack_unroll("auto"))
+
+
+def robust_report_core(module: nn.Module, params: Any, batch_stats: Any, x: Array, y: Array, *, attack: PGDConfig,
+                       key: Array, steps: int, n_targets: int | None, unroll: bool) -> dict[str, Any]:
+    """:func:`robust_report` of a checked model, attack, key and data (a run's plan and its test
+    split), with ``unroll`` decided."""
     pgd_acc, r = _robust_compiled(module, params, batch_stats, x, y, key,
-                                  attack=attack, steps=int(steps), n_targets=n_targets)
+                                  attack=attack, steps=steps, n_targets=n_targets, unroll=unroll)
     pgd_acc, robust = float(pgd_acc), float(r.robust_accuracy)
     flags = {"zero_gradients": bool(r.zero_gradients), "weaker_beats_stronger": bool(r.weaker_beats_stronger),
              "paper_pgd_beats_ensemble": pgd_acc + 0.01 < robust}

@@ -26,7 +26,7 @@ from jaxmi.data import to_float
 from jaxmi.estimators.bootstrap import resample_weights
 from jaxmi.estimators.joint_pass import joint_estimate
 from jaxmi.estimators.scale_free import RELATIVE_GRID, scale_free_sweep, temperature_curve
-from jaxmi.evaluation import make_evaluator, make_forward, robust_report
+from jaxmi.evaluation import evaluator_core, forward_core, robust_report_core
 from jaxmi.history import INPUTS
 from jaxmi.plan import RunPlan
 from jaxmi.training import unstack
@@ -59,12 +59,13 @@ class Measurer:
         samples = plan.config.mi.samples
         self.train0 = (x_train[:samples], y_train[:samples])
         self.n_eval = len(plan.draws.mi) + len(plan.draws.rest)
-        batching = exe.batching()
-        batching.pop("stacked")
-        self.evaluate_mi = make_evaluator(plan.module, plan.attack_eval, with_adversarial=True,
-                                          attack_unroll=exe.attack_unroll, **batching)
-        self.evaluate = make_evaluator(plan.module, plan.attack_eval, attack_unroll=exe.attack_unroll, **batching)
-        self.forward = {g: make_forward(plan.module, with_probes=g, with_probs=False, stacked=False, **batching)
+        # the plan checked the model and the attack and decided the loops: the unchecked builders
+        batching, one = exe.batching(), exe.batching(stacked=False)
+        self.evaluate_mi = evaluator_core(plan.module, plan.attack_eval, with_probes=False, with_adversarial=True,
+                                          unroll=exe.attack_unroll, batching=batching)
+        self.evaluate = evaluator_core(plan.module, plan.attack_eval, with_probes=False, with_adversarial=False,
+                                       unroll=exe.attack_unroll, batching=batching)
+        self.forward = {g: forward_core(plan.module, with_probes=g, with_probs=False, batching=one)
                         for g in mi.groups}
 
     def _sweep(self, probe: str, a, kde: dict | None = None) -> dict[str, dict[str, list]]:
@@ -215,9 +216,9 @@ def robust_evaluation(plan: RunPlan, regime: str, states, log: Callable[[str], N
     config = plan.config
     reports = []
     for k, st in enumerate(unstack(jax.device_get(states), config.seeds)):
-        r = robust_report(plan.module, st.params, st.batch_stats, x, y, attack=plan.attack_eval,
-                          key=jax.random.fold_in(jax.random.fold_in(plan.draw_key, 2), k),
-                          steps=config.attack.apgd_steps)
+        r = robust_report_core(plan.module, st.params, st.batch_stats, x, y, attack=plan.attack_eval,
+                               key=jax.random.fold_in(jax.random.fold_in(plan.draw_key, 2), k),
+                               steps=config.attack.apgd_steps, n_targets=None, unroll=plan.execution.attack_unroll)
         reports.append(r)
         who = f"[{regime.upper()}]" + ("" if config.seeds == 1 else f" seed {config.seed + k}")
         log(f"{who} robust accuracy on {r['samples']} test images at eps {r['eps']:.4g}: clean {r['clean_acc']:.4f}, "

@@ -61,6 +61,8 @@ class Execution:
       kde_precision: ``"highest"``, ``"high"`` or ``"default"``.
       eval_batch_size: images per compiled evaluation batch.
       mesh: the device mesh (``("data",)``, or ``("seeds", "data")`` for K > 1 seeds).
+      wait: what the host does with each dispatched call of a host loop
+        (:func:`jaxmi.backend.dispatch_wait` of the mesh; decided when left out).
     """
 
     loop: str
@@ -69,11 +71,16 @@ class Execution:
     kde_precision: str
     eval_batch_size: int
     mesh: jax.sharding.Mesh | None = None
+    wait: Callable | None = None
+
+    def __post_init__(self):
+        if self.wait is None:
+            object.__setattr__(self, "wait", backend.dispatch_wait(self.mesh))
 
     def batching(self, *, stacked: bool = True, batch_size: int | None = None) -> dict[str, Any]:
-        """Keyword arguments of :func:`jaxmi.evaluation.batched` (and the passes built on it)."""
+        """Keyword arguments of :func:`jaxmi.evaluation.batched_core` (and the passes built on it)."""
         return dict(batch_size=self.eval_batch_size if batch_size is None else batch_size, loop=self.loop,
-                    mesh=self.mesh, seed_loop=self.seed_loop, stacked=stacked)
+                    mesh=self.mesh, seed_loop=self.seed_loop, stacked=stacked, wait=self.wait)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -283,6 +290,9 @@ def resolve(config: Config, *, mesh: jax.sharding.Mesh | None = None,
     input_shape = tuple(train.images.shape[1:])
     widths = check_model(module, input_shape)  # once: everything downstream takes the checked module
     steps_per_epoch = len(train) // config.optim.batch_size
+    if steps_per_epoch < 1:
+        raise ValueError(f"batch_size {config.optim.batch_size} is larger than the {len(train)} training images of "
+                         f"{d.dataset}; lower --batch-size.")
     # Seed k of K uses the keys of a single run with seed config.seed + k; the test draw is seed 0's.
     keys = jax.vmap(lambda s: jnp.stack(run_keys(s)))(config.seed + jnp.arange(config.seeds))
     draw_key = run_keys(config.seed)[2]

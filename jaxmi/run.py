@@ -53,7 +53,7 @@ from jaxmi.models import ModelSpecError
 from jaxmi.results import as_path, read_json
 from jaxmi.runlog import RunLog
 from jaxmi.timelimit import TimeLimitReached
-from jaxmi.training import create_train_states, epoch_means, make_optimizer, make_train_epoch, unstack
+from jaxmi.training import epoch_means, make_optimizer, train_epoch_core, train_states_core, unstack
 
 __all__ = ["log_line", "train_and_measure", "train_pair", "load_trained", "initial_states", "make_epoch", "Trained",
            "TimeLimitReached"]
@@ -69,19 +69,20 @@ def log_line(message: str) -> None:
 def initial_states(plan: RunPlan, tx) -> Any:
     """The plan's K stacked initial training states, placed on its mesh (NT and AT start from
     copies of them)."""
-    return parallel.place_states(create_train_states(plan.module, plan.init_keys, plan.input_shape, tx),
+    return parallel.place_states(train_states_core(plan.module, plan.init_keys, plan.input_shape, tx),
                                  plan.execution.mesh)
 
 
 def make_epoch(plan: RunPlan, regime: str, tx, *, show_progress: bool = False) -> Callable:
     """The compiled training epoch of ``regime`` (``"nt"`` or ``"at"``) with the plan's loop, mesh,
     seed loop, attack and ε warm-up: ``epoch(states, images, labels, keys) -> (states, metrics)``
-    (:func:`jaxmi.training.make_train_epoch`; the states are donated)."""
+    (:func:`jaxmi.training.make_train_epoch`, built unchecked from the plan; the states are donated)."""
     exe, at = plan.execution, regime == "at"
-    return make_train_epoch(plan.module, tx, num_examples=len(plan.train), batch_size=plan.config.optim.batch_size,
+    return train_epoch_core(plan.module, tx, num_examples=len(plan.train), batch_size=plan.config.optim.batch_size,
                             attack=plan.attack_train if at else None, augment=plan.augment,
-                            show_progress=show_progress, loop=exe.loop, mesh=exe.mesh, seed_loop=exe.seed_loop,
-                            attack_unroll=exe.attack_unroll, eps_warmup_steps=plan.eps_warmup_steps if at else 0)
+                            show_progress=show_progress, loop=exe.loop, chunk=2, mesh=exe.mesh,
+                            seed_loop=exe.seed_loop, unroll=exe.attack_unroll,
+                            eps_warmup_steps=plan.eps_warmup_steps if at else 0, wait=exe.wait)
 
 
 def _train_epochs(plan: RunPlan, run_log: RunLog, measurer: Measurer | None, x_train, y_train,

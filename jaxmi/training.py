@@ -41,7 +41,8 @@ from jaxmi.models import apply_model_core, check_input_shape, init_variables, in
 from jaxmi.probes import check_model
 
 __all__ = ["TrainState", "make_optimizer", "create_train_state", "create_train_states", "stack", "unstack",
-           "num_stacked", "over_seeds", "cross_entropy", "make_train_step", "make_train_epoch", "epoch_means"]
+           "num_stacked", "over_seeds", "cross_entropy", "make_train_step", "make_train_epoch", "epoch_means",
+           "train_states_core", "over_seeds_core", "train_step_core", "train_epoch_core"]
 
 Array = jax.Array
 
@@ -93,6 +94,12 @@ def create_train_states(module: nn.Module, keys: Array, input_shape: tuple[int, 
     input_shape = check_input_shape(module, input_shape)
     if keys.ndim != 1:
         raise ValueError(f"keys must be a 1-D array of K PRNG keys (jax.random.split(key, K)); got shape {keys.shape}.")
+    return train_states_core(module, keys, input_shape, tx)
+
+
+def train_states_core(module: nn.Module, keys: Array, input_shape: tuple[int, ...],
+                      tx: optax.GradientTransformation) -> TrainState:
+    """:func:`create_train_states` of a checked model and input shape (a run's plan checked them)."""
     return jax.vmap(lambda k: _initial_state(init_variables_core(module, k, input_shape), tx))(keys)
 
 
@@ -119,7 +126,11 @@ def over_seeds(fn: Callable, in_axes: tuple, seed_loop: str = "auto",
     over the seeds (:func:`jaxmi.backend.resolve_seed_loop`). On a mesh whose ``"seeds"`` axis
     has several device groups the seeds are always ``vmap``ped, with ``spmd_axis_name="seeds"``,
     so each device group computes its share of them. Outputs gain the leading K axis."""
-    seed_loop = backend.resolve_seed_loop(seed_loop)
+    return over_seeds_core(fn, in_axes, backend.resolve_seed_loop(seed_loop), mesh)
+
+
+def over_seeds_core(fn: Callable, in_axes: tuple, seed_loop: str, mesh: jax.sharding.Mesh | None) -> Callable:
+    """:func:`over_seeds` with ``seed_loop`` decided (``"vmap"`` or ``"map"``: a run's plan)."""
     # Seeds split over device groups (a "seeds" axis of more than one group) need the vmap with
     # spmd_axis_name; a seeds axis of size 1 (one device) leaves the choice to ``seed_loop``.
     spmd = parallel.SEEDS_AXIS if parallel.seed_axis_size(mesh) > 1 else None
@@ -173,12 +184,26 @@ def make_train_step(module: nn.Module, tx: optax.GradientTransformation, *, atta
       jaxmi.probes.ModelProtocolError: ``module`` is not a jaxmi model (wrap a plain Flax module
         with :class:`jaxmi.probes.ProbedModel`).
     """
+    unroll = _checked_step(module, attack, attack_unroll, eps_warmup_steps)
+    return train_step_core(module, tx, attack=attack, augment=augment, mesh=mesh, unroll=unroll,
+                           eps_warmup_steps=int(eps_warmup_steps))
+
+
+def _checked_step(module: nn.Module, attack: PGDConfig | None, attack_unroll: bool | None,
+                  eps_warmup_steps: int) -> bool:
+    """Checks a training step's arguments; returns whether the PGD iterations are unrolled."""
     check_model(module)
-    unroll = backend.resolve_attack_unroll("auto") if attack_unroll is None else bool(attack_unroll)
     if isinstance(eps_warmup_steps, bool) or int(eps_warmup_steps) != eps_warmup_steps or eps_warmup_steps < 0:
         raise ValueError(f"eps_warmup_steps must be a non-negative integer; got {eps_warmup_steps}.")
     if eps_warmup_steps and attack is None:
         raise ValueError("eps_warmup_steps ramps the training attack; normal training (attack=None) has none.")
+    return backend.resolve_attack_unroll("auto") if attack_unroll is None else bool(attack_unroll)
+
+
+def train_step_core(module: nn.Module, tx: optax.GradientTransformation, *, attack: PGDConfig | None,
+                    augment: bool, mesh: jax.sharding.Mesh | None, unroll: bool, eps_warmup_steps: int) -> Callable:
+    """:func:`make_train_step` of a checked model, attack and warm-up, with ``unroll`` decided
+    (a run's plan)."""
 
     def attack_scale(step: Array) -> Array | float:
         if not eps_warmup_steps:
@@ -239,14 +264,27 @@ def make_train_epoch(module: nn.Module, tx: optax.GradientTransformation, *, num
       seeds) and keys [K]. ``metrics`` holds per-batch ``"loss"`` and ``"accuracy"`` [K, steps]
       (on the examples trained on: adversarial ones for AT).
     """
-    steps = num_examples // batch_size
-    if steps < 1:
+    unroll = _checked_step(module, attack, attack_unroll, eps_warmup_steps)
+    if num_examples // batch_size < 1:
         raise ValueError(f"batch_size {batch_size} is larger than the training set ({num_examples} examples).")
     if batch_size % parallel.data_size(mesh):
         raise ValueError(f"batch_size {batch_size} is not divisible by the {parallel.data_size(mesh)} devices of "
                          "the mesh's data axis; choose a multiple of the device count or fewer devices.")
-    loop = backend.resolve_loop(loop)
-    train_step = make_train_step(module, tx, attack=attack, augment=augment, mesh=mesh, attack_unroll=attack_unroll,
+    return train_epoch_core(module, tx, num_examples=num_examples, batch_size=batch_size, attack=attack,
+                            augment=augment, show_progress=show_progress, loop=backend.resolve_loop(loop), chunk=chunk,
+                            mesh=mesh, seed_loop=backend.resolve_seed_loop(seed_loop), unroll=unroll,
+                            eps_warmup_steps=int(eps_warmup_steps), wait=backend.dispatch_wait(mesh))
+
+
+def train_epoch_core(module: nn.Module, tx: optax.GradientTransformation, *, num_examples: int, batch_size: int,
+                     attack: PGDConfig | None, augment: bool, show_progress: bool, loop: str, chunk: int,
+                     mesh: jax.sharding.Mesh | None, seed_loop: str, unroll: bool, eps_warmup_steps: int,
+                     wait: Callable) -> Callable:
+    """:func:`make_train_epoch` of checked arguments with every choice decided (a run's plan:
+    ``loop`` "scan"/"unrolled", ``seed_loop`` "vmap"/"map", ``unroll``, and ``wait``, what the
+    host does with each dispatched chunk, :func:`jaxmi.backend.dispatch_wait`)."""
+    steps = num_examples // batch_size
+    train_step = train_step_core(module, tx, attack=attack, augment=augment, mesh=mesh, unroll=unroll,
                                  eps_warmup_steps=eps_warmup_steps)
 
     def one_step(st, images, labels, perm, key, i):
@@ -254,7 +292,7 @@ def make_train_epoch(module: nn.Module, tx: optax.GradientTransformation, *, num
         x, y = parallel.shard_batch((to_float(images[idx]), labels[idx]), mesh)
         return train_step(st, x, y, jax.random.fold_in(key, i + 1))
 
-    step_fn = over_seeds(one_step, (0, None, None, 0, 0, None), seed_loop, mesh)
+    step_fn = over_seeds_core(one_step, (0, None, None, 0, 0, None), seed_loop, mesh)
     every = progress.ticks_every(steps)  # ≤ progress.MAX_TICKS host callbacks per epoch
 
     def check(states):
@@ -290,7 +328,6 @@ def make_train_epoch(module: nn.Module, tx: optax.GradientTransformation, *, num
     # "unrolled": the host dispatches compiled chunks of `chunk` unrolled steps. Dispatch is
     # asynchronous and nothing is read back inside the epoch, so the device never waits.
     chunk_fn = jax.jit(run_steps, static_argnames=("count", "unroll"), donate_argnums=(0,))
-    wait = backend.dispatch_wait(mesh)
     starts = list(range(0, steps, chunk))
 
     def epoch(states: TrainState, images: Array, labels: Array, keys: Array):

@@ -22,7 +22,7 @@ import numpy as np
 from jaxmi.config import Config, setting
 from jaxmi.data import load_dataset, to_float
 from jaxmi.estimators import estimate
-from jaxmi.evaluation import make_adversary, make_forward
+from jaxmi.evaluation import adversary_core, forward_core
 from jaxmi.findings.runner import Measured
 from jaxmi.findings.summary import config_record, read_summary, seed_record
 from jaxmi.history import REGIMES
@@ -137,11 +137,11 @@ def model_passes(module: Any, config: Config, n: int, input_shape: tuple[int, ..
     """The :class:`Passes` of ``module`` for ``n`` images under ``config``'s evaluation attack,
     batch and loop; probes come a group at a time (:func:`jaxmi.plan.probe_groups`)."""
     exe = execution(config)
-    batching = dict(batch_size=min(exe.eval_batch_size, n), loop=exe.loop, stacked=False)
-    groups = probe_groups(probe_widths(module, input_shape))
-    return Passes(make_adversary(module, pgd_config(config), attack_unroll=exe.attack_unroll, **batching),
-                  make_forward(module, with_probes=False, **batching),
-                  {g: make_forward(module, with_probes=g, with_probs=False, **batching) for g in groups},
+    batching = exe.batching(batch_size=min(exe.eval_batch_size, n), stacked=False)
+    groups = probe_groups(probe_widths(module, input_shape))  # checks the model
+    return Passes(adversary_core(module, pgd_config(config), unroll=exe.attack_unroll, batching=batching),
+                  forward_core(module, with_probes=False, with_probs=True, batching=batching),
+                  {g: forward_core(module, with_probes=g, with_probs=False, batching=batching) for g in groups},
                   exe.kde_precision)
 
 
