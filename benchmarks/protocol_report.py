@@ -51,7 +51,6 @@ from jaxmi.measure import Measurer  # noqa: E402
 from jaxmi.plan import resolve  # noqa: E402
 from jaxmi.probes import check_model  # noqa: E402
 from jaxmi.run import initial_states, make_epoch, train_pair  # noqa: E402
-from jaxmi.training import make_optimizer  # noqa: E402
 
 QUICK = {"model": "lenet", "dataset": "mnist", "train_examples": 256, "batch_size": 32, "samples": 64,
          "eval_samples": 128, "eval_batch_size": 64, "bootstrap": 5, "robust_samples": 32, "apgd_steps": 5}
@@ -80,13 +79,12 @@ def setting_row(overrides: dict, precision: str, seeds: int, *, epochs: int, epo
     config = make_config("paper", **{**overrides, "precision": precision, "seeds": seeds})
     plan = resolve(config, log=lambda m: None)
     x_train, y_train = data.as_device_arrays(plan.train, parallel.replicated(plan.execution.mesh))
-    tx = make_optimizer(config.optim, plan.steps_per_epoch)
     images = plan.steps_per_epoch * config.optim.batch_size * seeds
     row = {"precision": precision, "seeds": seeds, "train_examples": len(plan.train), "batch": config.optim.batch_size}
     states = None
     for regime in REGIMES:
-        epoch = make_epoch(plan, regime, tx)
-        states = initial_states(plan, tx)
+        epoch = make_epoch(plan, regime)
+        states = initial_states(plan)
         keys = [jax.vmap(lambda k, e=e: jax.random.fold_in(k, e))(plan.train_keys) for e in (1, 2)]
         states, _ = _block(epoch(states, x_train, y_train, keys[0]))  # warm-up: compiles
         t0 = time.perf_counter()

@@ -29,7 +29,6 @@ from jaxmi.estimators.scale_free import RELATIVE_GRID, scale_free_sweep, tempera
 from jaxmi.evaluation import evaluator_core, forward_core, robust_report_core
 from jaxmi.history import INPUTS
 from jaxmi.plan import RunPlan
-from jaxmi.training import unstack
 
 __all__ = ["Measurer", "robust_evaluation"]
 
@@ -215,7 +214,9 @@ def robust_evaluation(plan: RunPlan, regime: str, states, log: Callable[[str], N
     x, y = to_float(jnp.asarray(plan.test.images[idx])), jnp.asarray(plan.test.labels[idx], jnp.int32)
     config = plan.config
     reports = []
-    for k, st in enumerate(unstack(jax.device_get(states), config.seeds)):
+    host = jax.device_get(states)
+    for k in range(config.seeds):
+        st = jax.tree.map(lambda a: a[k], host)
         r = robust_report_core(plan.module, st.params, st.batch_stats, x, y, attack=plan.attack_eval,
                                key=jax.random.fold_in(jax.random.fold_in(plan.draw_key, 2), k),
                                steps=config.attack.apgd_steps, n_targets=None, unroll=plan.execution.attack_unroll)

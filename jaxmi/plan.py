@@ -10,6 +10,8 @@ it into a :class:`RunPlan`, deciding each open choice exactly once:
   ``jaxmi.backend.resolve_*``; everything downstream takes these values as they are.
 * **data and model**: the train and test splits, the model (built for the dataset's number of
   classes and checked against the probe protocol once), its input shape and probe widths.
+* **optimizer**: SGD with the schedule in the run's steps per epoch
+  (:func:`jaxmi.training.make_optimizer`).
 * **attacks**: the training PGD (random start, with the ε warm-up in optimizer steps) and the
   evaluation PGD (from the clean image), as :class:`jaxmi.attacks.PGDConfig`.
 * **keys and draws**: per seed ``(k_init, k_train, k_draw) = split(key(seed + k), 3)``
@@ -44,6 +46,7 @@ from jaxmi.estimators.scale_free import scale_free_scales
 from jaxmi.history import CONTROL_INPUTS, INPUTS
 from jaxmi.models import create_model
 from jaxmi.probes import check_model
+from jaxmi.training import make_optimizer
 
 __all__ = ["Execution", "Draws", "MIPlan", "RunPlan", "resolve", "precheck", "execution", "pgd_config", "run_keys", "run_mesh",
            "mi_indices", "probe_groups"]
@@ -122,6 +125,7 @@ class RunPlan:
     input_shape: tuple[int, ...]
     layers: tuple[str, ...]  # probe names in model order
     steps_per_epoch: int
+    tx: Any  # the optimizer (optax), its schedule in the plan's steps per epoch
     attack_train: PGDConfig  # random start
     attack_eval: PGDConfig  # from the clean image
     eps_warmup_steps: int
@@ -302,7 +306,7 @@ def resolve(config: Config, *, mesh: jax.sharding.Mesh | None = None,
     return RunPlan(config=config, execution=exe, train=train, test=test,
                    augment=info.augment if info is not None else False, module=module,
                    num_classes=train.num_classes, input_shape=input_shape, layers=tuple(module.probe_names),
-                   steps_per_epoch=steps_per_epoch, attack_train=pgd_config(config, random_start=True),
+                   steps_per_epoch=steps_per_epoch, tx=make_optimizer(config.optim, steps_per_epoch), attack_train=pgd_config(config, random_start=True),
                    attack_eval=pgd_config(config), eps_warmup_steps=config.attack.warmup_steps(steps_per_epoch),
                    init_keys=keys[:, 0], train_keys=keys[:, 1], draw_key=draw_key, draws=draws,
                    mi=_mi_plan(config, exe, widths, train.num_classes, test.labels[mi_idx].astype(np.int32),

@@ -53,7 +53,7 @@ from jaxmi.models import ModelSpecError
 from jaxmi.results import as_path, read_json
 from jaxmi.runlog import RunLog
 from jaxmi.timelimit import TimeLimitReached
-from jaxmi.training import epoch_means, make_optimizer, train_epoch_core, train_states_core, unstack
+from jaxmi.training import epoch_means, train_epoch_core, train_states_core, unstack
 
 __all__ = ["log_line", "train_and_measure", "train_pair", "load_trained", "initial_states", "make_epoch", "Trained",
            "TimeLimitReached"]
@@ -66,19 +66,19 @@ def log_line(message: str) -> None:
     print(message, flush=True)
 
 
-def initial_states(plan: RunPlan, tx) -> Any:
-    """The plan's K stacked initial training states, placed on its mesh (NT and AT start from
-    copies of them)."""
-    return parallel.place_states(train_states_core(plan.module, plan.init_keys, plan.input_shape, tx),
+def initial_states(plan: RunPlan) -> Any:
+    """The plan's K stacked initial training states with its optimizer, placed on its mesh (NT
+    and AT start from copies of them)."""
+    return parallel.place_states(train_states_core(plan.module, plan.init_keys, plan.input_shape, plan.tx),
                                  plan.execution.mesh)
 
 
-def make_epoch(plan: RunPlan, regime: str, tx, *, show_progress: bool = False) -> Callable:
+def make_epoch(plan: RunPlan, regime: str, *, show_progress: bool = False) -> Callable:
     """The compiled training epoch of ``regime`` (``"nt"`` or ``"at"``) with the plan's loop, mesh,
     seed loop, attack and ε warm-up: ``epoch(states, images, labels, keys) -> (states, metrics)``
     (:func:`jaxmi.training.make_train_epoch`, built unchecked from the plan; the states are donated)."""
     exe, at = plan.execution, regime == "at"
-    return train_epoch_core(plan.module, tx, num_examples=len(plan.train), batch_size=plan.config.optim.batch_size,
+    return train_epoch_core(plan.module, plan.tx, num_examples=len(plan.train), batch_size=plan.config.optim.batch_size,
                             attack=plan.attack_train if at else None, augment=plan.augment,
                             show_progress=show_progress, loop=exe.loop, chunk=2, mesh=exe.mesh,
                             seed_loop=exe.seed_loop, unroll=exe.attack_unroll,
@@ -90,8 +90,7 @@ def _train_epochs(plan: RunPlan, run_log: RunLog, measurer: Measurer | None, x_t
     """The one training loop of NT and AT (measured after every epoch with a ``measurer``) on the
     training set on the device; returns the final states of the regimes trained here."""
     config, log = plan.config, run_log.log
-    tx = make_optimizer(config.optim, plan.steps_per_epoch)
-    init_states = initial_states(plan, tx)
+    init_states = initial_states(plan)
     resumed = run_log.resume(init_states)
     budget, epochs = timelimit.current(), config.optim.epochs
     costs = {"nt": 1.0, "at": 1.0 + plan.attack_train.steps}  # relative cost of a training step
@@ -104,7 +103,7 @@ def _train_epochs(plan: RunPlan, run_log: RunLog, measurer: Measurer | None, x_t
     for regime in REGIMES:
         if resumed is not None and REGIMES.index(regime) < REGIMES.index(resumed.regime):
             continue  # finished before the interruption: its models are saved
-        epoch_fn = make_epoch(plan, regime, tx, show_progress=show_progress)
+        epoch_fn = make_epoch(plan, regime, show_progress=show_progress)
         judged = False  # whether the next epoch was judged against the time limit already
         if resumed is not None and regime == resumed.regime:
             states, start = resumed.state, resumed.epoch + 1
