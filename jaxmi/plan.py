@@ -186,8 +186,10 @@ def run_mesh(config: Config, log: Callable[[str], None] | None = None) -> jax.sh
 
 
 def execution(config: Config, mesh: jax.sharding.Mesh | None = None) -> Execution:
-    """The :class:`Execution` of ``config``'s ``exec`` section on this platform."""
+    """The :class:`Execution` of ``config``'s ``exec`` section on this platform (its
+    ``compile_cache``, when set, is switched on here: :func:`jaxmi.backend.enable_compile_cache`)."""
     e = config.exec
+    backend.enable_compile_cache(e.compile_cache)
     return Execution(loop=backend.resolve_loop(e.loop), seed_loop=backend.resolve_seed_loop(e.seed_loop),
                      attack_unroll=backend.resolve_attack_unroll(e.attack_loop),
                      kde_precision=backend.resolve_kde_precision(e.kde_precision),

@@ -172,7 +172,6 @@ def _run(config: Config, *, measure: bool, workdir, log, show_progress: bool, me
          ) -> tuple[RunPlan, RunLog, Measurer | None, dict[str, Any]]:
     """Plan, then train (and measure) NT and AT; the run log holds what was recorded."""
     progress.enabled(show_progress)
-    backend.enable_compile_cache(config.exec.compile_cache)
     plan = resolve(config, mesh=mesh, log=log)
     run_log = RunLog(plan, measured=measure, workdir=workdir, log=log)
     x_train, y_train = data_lib.as_device_arrays(plan.train, parallel.replicated(plan.execution.mesh))
