@@ -267,9 +267,9 @@ def test_fixed_margins_keep_labels_inside_the_figure_and_off_other_panels(tmp_pa
 
     figures = {}
 
-    def keep(fig, path, **kwargs):
+    def keep(fig, path, **kwargs):  # laid out and measured below, not written (saving: the tests above)
         figures[os.path.basename(str(path))] = fig
-        return plots.save_figure(fig, path, **kwargs)
+        return path
 
     for module in (f1, f2, sw, vd):
         monkeypatch.setattr(module, "save_figure", keep)
