@@ -223,3 +223,79 @@ def test_sweep_and_ceiling_figures(tmp_path):
     assert all(p.read_bytes().startswith(PNG_SIGNATURE) for p in paths)
     del s["run"]["sweep"]
     assert not any(p.name.startswith("sweep_") for p in plots.plot_all(s, tmp_path / "b"))
+
+
+def _layout_faults(fig) -> list[str]:
+    """Texts outside the figure, axis labels or titles on another panel, a figure legend or the
+    suptitle on a panel (the fixed margins of :func:`jaxmi.plots.style.set_margins`)."""
+    fig.draw_without_rendering()
+    renderer = fig._get_renderer()
+    inside = fig.bbox.padded(1.0)
+    faults = []
+
+    def overlap(a, b):  # more than a pixel's touch
+        return a.x0 < b.x1 - 1 and b.x0 < a.x1 - 1 and a.y0 < b.y1 - 1 and b.y0 < a.y1 - 1
+
+    parts = []
+    for i, ax in enumerate(fig.axes):
+        for name, artist in (("x axis", ax.xaxis), ("y axis", ax.yaxis), ("title", ax.title)):
+            if artist.get_visible() and (name != "title" or artist.get_text()):
+                box = artist.get_tightbbox(renderer) if name != "title" else artist.get_window_extent(renderer)
+                if box is not None and box.width > 0:
+                    parts.append((f"axes {i} {name}", i, box))
+    for legend in fig.legends:
+        parts.append(("figure legend", None, legend.get_window_extent(renderer)))
+    if fig._suptitle is not None:
+        parts.append(("suptitle", None, fig._suptitle.get_window_extent(renderer)))
+    for label, owner, box in parts:
+        if not (inside.x0 <= box.x0 and box.x1 <= inside.x1 and inside.y0 <= box.y0 and box.y1 <= inside.y1):
+            faults.append(f"{label} leaves the figure: {box.bounds}")
+        for j, other in enumerate(fig.axes):
+            if j != owner and overlap(box, other.bbox):
+                faults.append(f"{label} overlaps the panel of axes {j}")
+    return faults
+
+
+def test_fixed_margins_keep_labels_inside_the_figure_and_off_other_panels(tmp_path, monkeypatch):
+    """The grids drawn with fixed margins (no layout engine): every tick label, axis label,
+    title, figure legend and suptitle inside the figure and off the other panels, also with
+    tick labels of very small values (written as multiples of a power of ten)."""
+    import jaxmi.plots.finding1 as f1
+    import jaxmi.plots.finding2 as f2
+    import jaxmi.plots.sweep as sw
+    import jaxmi.plots.verdicts as vd
+
+    figures = {}
+
+    def keep(fig, path, **kwargs):  # laid out and measured below, not written (saving: the tests above)
+        figures[os.path.basename(str(path))] = fig
+        return path
+
+    for module in (f1, f2, sw, vd):
+        monkeypatch.setattr(module, "save_figure", keep)
+    s = make_summary(with_se=True)
+    for regime in ("nt", "at"):  # a probe whose estimates are tiny: long tick labels without the power of ten
+        for kind in ("clean", "adv"):
+            for q in ("I_XT", "I_TY"):
+                values = s["run"][regime]["mi"]["binning"][kind][q]
+                for row in values:
+                    row[-1] = 1e-4 * (1.0 + 0.3 * len(values)) + 1.234e-5 * row[0]
+    s["run"]["saturation"] = {"I_XT_ceiling": 10.0, "I_TY_ceiling": 3.3}
+    grid = [0.01, 0.1, 1.0, 10.0]
+    curve = [[[6.0 - j - v for v in range(4)] for j in range(len(LAYERS))] for _ in range(2)]
+    s["run"]["sweep"] = {"noise_var": grid, "bin_size": grid, "estimators": list(ESTIMATORS), "epochs": [0, 2],
+                         **{r: {i: {e: {"I_XT": curve, "I_TY": curve} for e in ESTIMATORS} for i in ("clean", "adv")}
+                            for r in ("nt", "at")}}
+    s["evidence"] = {"at_less_information": {"across_sweep": {
+        e: {"grid": grid, "nt_minus_at_bits": [0.5, 0.0012, None, -0.3], "ci95": [[0.1, 0.9]] * 4,
+            "informative_pairs": [3, 2, 0, 1]} for e in ESTIMATORS}}}
+    plots.plot_all(s, tmp_path)
+    plots.plot_trend_agreement(s, tmp_path)
+    vd.plot_sweep_delta(s["evidence"]["at_less_information"]["across_sweep"], tmp_path / "nt_minus_at_sweep.png",
+                        summary=s)
+    names = {"training_curves.png", "final_IXT.png", "final_ITY.png", "difference_IXT.png", "nt_minus_at_sweep.png"}
+    names |= {f"{kind}_{e}.png" for kind in ("info_plane", "sweep", "trajectories_I_XT", "trajectories_I_TY",
+                                              "trend_agreement") for e in ESTIMATORS}
+    assert names <= set(figures)
+    faults = {name: f for name in sorted(names) if (f := _layout_faults(figures[name]))}
+    assert not faults, faults

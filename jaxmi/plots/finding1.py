@@ -10,7 +10,8 @@ from matplotlib.figure import Figure
 from jaxmi.history import QUANTITIES
 from jaxmi.plots.style import (QUANTITY_TEX, REGIME_COLORS, REGIME_SHORT, clean_adv_legend, draw_clean_adv_curves,
                                epoch_axis, estimator_label, estimators_present, figure_title, label_epoch_panel,
-                               mark_no_data, regimes_present, run_record, safe_name, save_figure)
+                               mark_no_data, regimes_present, run_record, safe_name, save_figure, set_margins,
+                               suptitle)
 
 __all__ = ["plot_trend_agreement"]
 
@@ -57,8 +58,10 @@ def plot_trend_agreement(summary: dict, out_dir) -> list[Path]:
     rows = [(r, q) for r in regimes_present(summary) for q in QUANTITIES]
     written = []
     for est in estimators_present(summary):
-        fig = Figure(figsize=(2.6 * len(layers) + 0.8, 2.1 * len(rows) + 1.2), layout="constrained")
+        fig = Figure(figsize=(2.6 * len(layers) + 0.8, 2.1 * len(rows) + 1.2))
         axes = fig.subplots(len(rows), len(layers), sharex=True, squeeze=False)
+        set_margins(fig, len(rows), len(layers), left=0.9, right=0.15, top=0.75, bottom=0.85, wspace=0.5,
+                    hspace=0.3)
         for i, (r, q) in enumerate(rows):
             color = REGIME_COLORS[r]
             for j, layer in enumerate(layers):
@@ -70,7 +73,7 @@ def plot_trend_agreement(summary: dict, out_dir) -> list[Path]:
                     _agreement_text(ax, s)
                 label_epoch_panel(ax, i, j, len(rows), layer, f"{REGIME_SHORT[r]} {QUANTITY_TEX[q]}\n(bits)", color)
         fig.legend(handles=clean_adv_legend(1.3), loc="outside lower center", ncols=2, frameon=False)
-        fig.suptitle(figure_title(f"Clean vs adversarial MI over training — {estimator_label(est)} "
-                                  "(CCC: concordance of epoch-to-epoch changes from epoch 1)", summary))
+        suptitle(fig, figure_title(f"Clean vs adversarial MI over training — {estimator_label(est)}\n"
+                                  "(CCC: concordance of epoch-to-epoch changes from epoch 1)", summary), fontsize=10)
         written.append(save_figure(fig, out_dir / f"trend_agreement_{safe_name(est)}.png"))
     return written

@@ -21,11 +21,11 @@ from matplotlib.ticker import MaxNLocator
 
 from jaxmi.history import INPUTS, QUANTITIES
 from jaxmi.plots.sweep import plot_information_difference, plot_noise_sweep
-from jaxmi.plots.style import (EPOCH_CMAP, INPUT_LABELS, INPUT_LINESTYLES, QUANTITY_TEX, REGIME_COLORS, REGIME_SHORT,
+from jaxmi.plots.style import (EPOCH_CMAP, compact_yticks, INPUT_LABELS, INPUT_LINESTYLES, QUANTITY_TEX, REGIME_COLORS, REGIME_SHORT,
                                check_quantity, clean_adv_legend, draw_clean_adv_curves, epoch_axis, estimator_label,
                                estimators_present, figure_title, finite_mask, label_epoch_panel, mark_no_data,
                                metric_values, mi_values, regimes_present, run_record, safe_name, sample_count,
-                               save_figure)
+                               save_figure, set_margins, suptitle)
 
 __all__ = ["plot_information_planes", "plot_training_curves", "plot_final_information", "plot_mi_trajectories",
            "plot_all"]
@@ -89,8 +89,9 @@ def plot_information_planes(summary: dict, out_dir) -> list[Path]:
     written = []
     for est in estimators_present(summary, "I_XT"):  # a plane needs both quantities
         n_rows, n_cols = len(regimes), len(layers)
-        fig = Figure(figsize=(2.7 * n_cols + 1.4, 2.5 * n_rows + 1.2), layout="constrained")
+        fig = Figure(figsize=(2.7 * n_cols + 1.4, 2.5 * n_rows + 1.2))
         axes = fig.subplots(n_rows, n_cols, sharex="row", sharey="row", squeeze=False)
+        set_margins(fig, n_rows, n_cols, left=0.9, right=0.8, top=0.55, bottom=0.85, wspace=0.15, hspace=0.45)
         ceil = run.get("saturation") or {}
         for i, r in enumerate(regimes):
             for j, layer in enumerate(layers):
@@ -102,13 +103,17 @@ def plot_information_planes(summary: dict, out_dir) -> list[Path]:
                     ax.axhline(ceil["I_TY_ceiling"], color="0.45", lw=0.8, ls=":", zorder=0)
                 ax.grid(True, lw=0.3, alpha=0.5)
                 if i == 0:
-                    ax.set_title(layer, fontsize=11)
+                    ax.set_title(layer, fontsize=11, y=1.0)
                 if i == n_rows - 1:
                     ax.set_xlabel(r"$I(X;T)$ (bits)")
                 if j == 0:
                     ax.set_ylabel(f"{REGIME_SHORT[r]}\n" + r"$I(T;Y)$ (bits)")
                     ax.yaxis.label.set_color(REGIME_COLORS[r])
-        cbar = fig.colorbar(ScalarMappable(norm=norm, cmap=cmap), ax=axes, shrink=0.9, pad=0.02)
+        top, bottom = axes[0, -1].get_position(), axes[-1, -1].get_position()  # the colour bar beside the grid
+        w = fig.get_size_inches()[0]
+        cax = fig.add_axes((top.x1 + 0.15 / w, bottom.y0 + 0.05 * (top.y1 - bottom.y0), 0.14 / w,
+                            0.9 * (top.y1 - bottom.y0)))
+        cbar = fig.colorbar(ScalarMappable(norm=norm, cmap=cmap), cax=cax)
         cbar.set_label("epoch")
         cbar.locator = MaxNLocator(integer=True)
         cbar.update_ticks()
@@ -121,7 +126,7 @@ def plot_information_planes(summary: dict, out_dir) -> list[Path]:
         if "I_XT_ceiling" in ceil:
             handles.append(Line2D([], [], ls=":", lw=0.8, color="0.45", label=r"ceilings $\log_2 N$, $\hat H(Y)$"))
         fig.legend(handles=handles, loc="outside lower center", ncols=len(handles), frameon=False)
-        fig.suptitle(figure_title(f"Information plane — {estimator_label(est)} estimator", summary))
+        suptitle(fig, figure_title(f"Information plane — {estimator_label(est)} estimator", summary))
         written.append(save_figure(fig, out_dir / f"info_plane_{safe_name(est)}.png"))
     return written
 
@@ -136,8 +141,9 @@ def plot_training_curves(summary: dict, out_dir) -> list[Path]:
     run_record(summary)
     out_dir = Path(out_dir)
     epochs = epoch_axis(summary)
-    fig = Figure(figsize=(10.0, 4.2), layout="constrained")
+    fig = Figure(figsize=(10.0, 4.2))
     ax_acc, ax_loss = fig.subplots(1, 2, sharex=True)
+    set_margins(fig, 1, 2, left=0.75, right=1.9, top=0.6, bottom=0.55, wspace=0.75)
     handles = []
     for r in regimes_present(summary):
         for label, tmpl, ls, marker in _CURVE_SPLITS:
@@ -158,9 +164,9 @@ def plot_training_curves(summary: dict, out_dir) -> list[Path]:
             handles.append(Line2D([], [], ls=ls, marker=marker, markersize=3.5, lw=1.5,
                                   color=REGIME_COLORS[r], label=f"{REGIME_SHORT[r]} {label}"))
     ax_acc.set_ylabel("accuracy (%)")
-    ax_acc.set_title("Accuracy")
+    ax_acc.set_title("Accuracy", y=1.0)
     ax_loss.set_ylabel("cross-entropy loss")
-    ax_loss.set_title("Loss")
+    ax_loss.set_title("Loss", y=1.0)
     for ax in (ax_acc, ax_loss):
         ax.set_xlabel("epoch")
         ax.grid(True, lw=0.3, alpha=0.5)
@@ -168,7 +174,7 @@ def plot_training_curves(summary: dict, out_dir) -> list[Path]:
     lo, hi = ax_acc.get_ylim()
     ax_acc.set_ylim(max(lo, -2.0), min(hi, 102.0))
     fig.legend(handles=handles, loc="outside right center", frameon=False)
-    fig.suptitle(figure_title("Training curves — NT vs AT", summary))
+    suptitle(fig, figure_title("Training curves — NT vs AT", summary))
     return [save_figure(fig, out_dir / "training_curves.png")]
 
 
@@ -219,8 +225,9 @@ def plot_final_information(summary: dict, out_dir, *, quantity: str = "I_XT") ->
     bars = [(r, inputs) for r in regimes for inputs in INPUTS]
 
     n_est, p = len(estimators), len(layers)
-    fig = Figure(figsize=(max(5.0, 1.1 * p + 2.0), 3.0 * n_est + 1.2), layout="constrained")
+    fig = Figure(figsize=(max(5.0, 1.1 * p + 2.0), 3.0 * n_est + 1.2))
     axes = fig.subplots(n_est, 1, sharex=True, squeeze=False)[:, 0]
+    set_margins(fig, n_est, 1, left=0.85, right=0.15, top=0.65, bottom=1.05, hspace=0.4)
     for ax, est in zip(axes, estimators):
         top = _draw_final_bars(ax, summary, est, quantity, bars, p)
         if ceiling is not None:
@@ -234,8 +241,9 @@ def plot_final_information(summary: dict, out_dir, *, quantity: str = "I_XT") ->
             top = max(top, ceiling)
         if top > 0:
             ax.set_ylim(0, top * 1.15)
+        compact_yticks(ax)
         ax.set_ylabel(f"{QUANTITY_TEX[quantity]} (bits)")
-        ax.set_title(f"{estimator_label(est)} estimator", fontsize=11)
+        ax.set_title(f"{estimator_label(est)} estimator", fontsize=11, y=1.0)
         ax.grid(True, axis="y", lw=0.3, alpha=0.5)
         ax.set_axisbelow(True)
     axes[-1].set_xticks(np.arange(p), layers)
@@ -247,7 +255,7 @@ def plot_final_information(summary: dict, out_dir, *, quantity: str = "I_XT") ->
         handles.append(Patch(facecolor="white", edgecolor=REGIME_COLORS[r], hatch="////",
                              label=f"{REGIME_SHORT[r]}, {INPUT_LABELS['adv']}"))
     fig.legend(handles=handles, loc="outside lower center", ncols=2, frameon=False)
-    fig.suptitle(figure_title(f"Final {QUANTITY_TEX[quantity]} (epoch {run['epochs_measured'][-1]:g})",
+    suptitle(fig, figure_title(f"Final {QUANTITY_TEX[quantity]} (epoch {run['epochs_measured'][-1]:g})",
                               summary))
     return [save_figure(fig, out_dir / f"final_{quantity.replace('_', '')}.png")]
 
@@ -268,8 +276,9 @@ def plot_mi_trajectories(summary: dict, out_dir, *, quantity: str = "I_XT") -> l
     written = []
     for est in estimators_present(summary, quantity):
         n_rows, n_cols = len(regimes), len(layers)
-        fig = Figure(figsize=(2.6 * n_cols + 0.8, 2.3 * n_rows + 1.2), layout="constrained")
+        fig = Figure(figsize=(2.6 * n_cols + 0.8, 2.3 * n_rows + 1.2))
         axes = fig.subplots(n_rows, n_cols, sharex=True, sharey="col", squeeze=False)
+        set_margins(fig, n_rows, n_cols, left=0.9, right=0.15, top=0.55, bottom=0.85, wspace=0.5, hspace=0.3)
         for i, r in enumerate(regimes):
             color = REGIME_COLORS[r]
             for j, layer in enumerate(layers):
@@ -279,7 +288,7 @@ def plot_mi_trajectories(summary: dict, out_dir, *, quantity: str = "I_XT") -> l
                 label_epoch_panel(ax, i, j, n_rows, layer, f"{REGIME_SHORT[r]}\n{QUANTITY_TEX[quantity]} (bits)",
                                   color)
         fig.legend(handles=clean_adv_legend(1.4), loc="outside lower center", ncols=2, frameon=False)
-        fig.suptitle(figure_title(f"{QUANTITY_TEX[quantity]} over training — {estimator_label(est)} estimator",
+        suptitle(fig, figure_title(f"{QUANTITY_TEX[quantity]} over training — {estimator_label(est)} estimator",
                                   summary))
         written.append(save_figure(fig, out_dir / f"trajectories_{quantity}_{safe_name(est)}.png"))
     return written

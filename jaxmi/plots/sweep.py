@@ -18,7 +18,7 @@ from matplotlib.ticker import NullLocator
 from jaxmi.history import INPUTS
 from jaxmi.plots.style import (INPUT_LABELS, INPUT_LINESTYLES, INPUT_MARKERS, QUANTITY_TEX, REGIME_COLORS,
                                REGIME_SHORT, estimator_label, estimators_present, figure_title, mi_values, regimes_present,
-                               run_record, safe_name, save_figure)
+                               run_record, safe_name, save_figure, set_margins, suptitle)
 
 __all__ = ["plot_noise_sweep", "plot_information_difference", "PAPER_NOISE_VAR", "PAPER_BIN_SIZE"]
 
@@ -46,8 +46,10 @@ def plot_noise_sweep(summary: dict, out_dir, *, quantity: str = "I_XT") -> list[
     for est in sweep["estimators"]:
         axis_key, paper = ("bin_size", PAPER_BIN_SIZE) if est == "binning" else ("noise_var", PAPER_NOISE_VAR)
         xs = np.asarray(sweep[axis_key], float)
-        fig = Figure(figsize=(3.3 * len(regimes) + 1.0, 1.9 * len(layers) + 1.3), layout="constrained")
+        fig = Figure(figsize=(3.3 * len(regimes) + 1.0, 1.9 * len(layers) + 1.3))
         axes = fig.subplots(len(layers), len(regimes), sharex=True, sharey="row", squeeze=False)
+        set_margins(fig, len(layers), len(regimes), left=0.95, right=0.15, top=0.6, bottom=1.05, wspace=0.15,
+                    hspace=0.15)
         n_epochs = len(sweep["epochs"])
         for col, r in enumerate(regimes):
             for row, layer in enumerate(layers):
@@ -67,7 +69,7 @@ def plot_noise_sweep(summary: dict, out_dir, *, quantity: str = "I_XT") -> list[
                 ax.xaxis.set_minor_locator(NullLocator())  # decades only (minor ticks cost 60 % of the drawing)
                 ax.grid(True, lw=0.3, alpha=0.5)
                 if row == 0:
-                    ax.set_title(REGIME_SHORT[r], color=REGIME_COLORS[r])
+                    ax.set_title(REGIME_SHORT[r], color=REGIME_COLORS[r], y=1.0)
                 if col == 0:
                     ax.set_ylabel(f"{layer}\n{QUANTITY_TEX[quantity]} (bits)")
                 if row == len(layers) - 1:
@@ -78,7 +80,7 @@ def plot_noise_sweep(summary: dict, out_dir, *, quantity: str = "I_XT") -> list[
                     for a, ep in zip((0.35 + 0.65 / n_epochs, 1.0), (sweep["epochs"][0], sweep["epochs"][-1]))]
         handles.append(Line2D([], [], color="0.3", ls=":", label="the paper's value"))
         fig.legend(handles=handles, loc="outside lower center", ncols=3, frameon=False)
-        fig.suptitle(figure_title(f"{estimator_label(est)} against its scale", summary))
+        suptitle(fig, figure_title(f"{estimator_label(est)} against its scale", summary), fontsize=10)
         written.append(save_figure(fig, out_dir / f"sweep_{safe_name(est)}.png"))
     return written
 
@@ -96,8 +98,9 @@ def plot_information_difference(summary: dict, out_dir, *, quantity: str = "I_XT
     out_dir = Path(out_dir)
     layers = list(run["layers"])
     ests = estimators_present(summary)
-    fig = Figure(figsize=(3.2 * len(ests) + 0.8, 3.4), layout="constrained")
+    fig = Figure(figsize=(3.2 * len(ests) + 0.8, 3.4))
     axes = fig.subplots(1, len(ests), sharey=True, squeeze=False)[0]
+    set_margins(fig, 1, len(ests), left=0.85, right=0.3, top=0.6, bottom=0.75, wspace=0.25)
     x = np.arange(len(layers))
     for ax, est in zip(axes, ests):
         for k, inputs in enumerate(INPUTS):
@@ -115,13 +118,13 @@ def plot_information_difference(summary: dict, out_dir, *, quantity: str = "I_XT
                         color="0.15" if inputs == "clean" else "0.5", label=INPUT_LABELS[inputs])
         ax.axhline(0.0, color="0.4", lw=0.8)
         ax.set_xticks(x, layers, rotation=30)
-        ax.set_title(estimator_label(est))
+        ax.set_title(estimator_label(est), y=1.0)
         ax.grid(True, axis="y", lw=0.3, alpha=0.5)
     axes[0].set_ylabel(f"{QUANTITY_TEX[quantity]}: NT − AT (bits)")
     for ax in axes:
         if ax.get_legend_handles_labels()[0]:
             ax.legend(frameon=False, fontsize=8)
             break
-    fig.suptitle(figure_title("NT − AT at the last measurement", summary))
+    suptitle(fig, figure_title("NT − AT at the last measurement", summary))
     name = "difference_IXT.png" if quantity == "I_XT" else "difference_ITY.png"
     return [save_figure(fig, out_dir / name)]

@@ -9,8 +9,9 @@ from typing import Any
 
 from etils.epath import Path
 from matplotlib.figure import Figure
+from matplotlib.ticker import NullLocator
 
-from jaxmi.plots.style import figure_title, save_figure
+from jaxmi.plots.style import compact_yticks, figure_title, save_figure, set_margins, suptitle
 
 __all__ = ["plot_verdicts", "plot_effects", "plot_sweep_delta"]
 
@@ -94,8 +95,9 @@ def plot_sweep_delta(sweep: Mapping[str, Mapping[str, Any]], path, *, summary: M
     panel per estimator; log-scaled σ² or bin width), with its interval and the number of
     pairs saturated in no seed; the run's σ² / bin width is marked."""
     cfg = summary.get("config") or {}
-    fig = Figure(figsize=(4.0 * len(sweep), 3.3), layout="constrained")
+    fig = Figure(figsize=(4.0 * len(sweep), 3.3))
     axes = fig.subplots(1, len(sweep), squeeze=False)[0]
+    set_margins(fig, 1, len(sweep), left=0.8, right=0.15, top=0.7, bottom=0.55, wspace=0.55)
     for ax, (est, d) in zip(axes, sweep.items()):
         binning = est == "binning"
         pts = [(g, m, ci, n) for g, m, ci, n in zip(d["grid"], d["nt_minus_at_bits"],
@@ -114,11 +116,13 @@ def plot_sweep_delta(sweep: Mapping[str, Mapping[str, Any]], path, *, summary: M
             ax.text(0.5, 0.5, "every pair saturated at every value", transform=ax.transAxes, ha="center",
                     va="center", fontsize=8, color="0.5")
         ax.set_xscale("log")
+        ax.xaxis.set_minor_locator(NullLocator())  # decades only (minor ticks: most of the drawing)
+        compact_yticks(ax)
         ax.set_xlim(min(d["grid"]) / 2, max(d["grid"]) * 2)
         ax.set_xlabel("bin width" if binning else "σ² (KDE noise variance)")
-        ax.set_title(est.replace("_", " "), fontsize=9)
+        ax.set_title(est.replace("_", " "), fontsize=9, y=1.0)
     axes[0].set_ylabel("clean I(X;T): NT − AT (bits)")
-    fig.suptitle(figure_title("NT − AT across the sweep, last measurement (95% interval; number: pairs saturated "
+    suptitle(fig, figure_title("NT − AT across the sweep, last measurement\n(95% interval; number: pairs saturated "
                               "in no seed; dotted: the run's σ² / bin width)", summary), fontsize=9)
     return save_figure(fig, Path(path))
 
