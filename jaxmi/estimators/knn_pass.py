@@ -40,9 +40,9 @@ def pair_distances(a, b, sq_a, sq_b, metric: str, direct: bool = False):
     identity (``sq_a``, ``sq_b`` the squared norms) or, with ``direct``, as sums of squared
     coordinate differences; Chebyshev as max |a_k − b_k|. Direct forms go a coordinate at a
     time (O(B·N) memory whatever d)."""
-    if metric == "euclidean" and not direct:
-        g = jnp.dot(a, b.T, precision=jax.lax.Precision.HIGHEST)
-        return jnp.maximum(sq_a[:, None] + sq_b[None, :] - 2.0 * g, 0.0)
+    if metric == "euclidean" and not direct:  # −2a·b from the (exactly) scaled rows: no multiply per entry
+        g = jnp.dot(-2.0 * a, b.T, precision=jax.lax.Precision.HIGHEST)
+        return jnp.maximum((sq_a[:, None] + sq_b[None, :]) + g, 0.0)
     bt = b.T  # [d, N]
 
     def coordinate(k, acc):
@@ -182,16 +182,21 @@ def device_counts(x, y, rows, *, k: int, metric: str, block_size: int, selection
     dx_, dy_ = x.shape[1], y.shape[1]
     delta = 10.0 * _U32 * max(rounding_growth(dx_, metric, direct), rounding_growth(dy_, metric, direct))
     xp, yp = (jnp.pad(a, ((0, npad - n), (0, 0))) for a in (x, y))
-    sxp, syp = (jnp.pad(a, (0, npad - n)) for a in (sx, sy))
+    # Gram distances: the padding columns' squared norms are +∞, so are their distances
+    gram = metric == "euclidean" and not direct
+    sxp, syp = (jnp.pad(a, (0, npad - n), constant_values=jnp.inf if gram else 0.0) for a in (sx, sy))
 
     def block(rows, x, y, xp, yp, sx, sy, sxp, syp, i):
         r = jax.lax.dynamic_slice_in_dim(rows, i * b, b)
         cols = jnp.arange(npad)
         real = cols < n
         other = r[:, None] != cols[None, :]
-        # exactly 0 for point i itself, +∞ for the padding columns, in both spaces
-        dx = jnp.where(real[None, :], jnp.where(other, pair_distances(x[r], xp, sx[r], sxp, metric, direct), 0.0), jnp.inf)
-        dy = jnp.where(real[None, :], jnp.where(other, pair_distances(y[r], yp, sy[r], syp, metric, direct), 0.0), jnp.inf)
+        dx = pair_distances(x[r], xp, sx[r], sxp, metric, direct)
+        dy = pair_distances(y[r], yp, sy[r], syp, metric, direct)
+        if not gram:  # +∞ for the padding columns
+            dx, dy = jnp.where(real[None, :], dx, jnp.inf), jnp.where(real[None, :], dy, jnp.inf)
+        # point i is excluded from ε by index; in the counts its own distance (0, or within the
+        # rounding of 0 from the Gram identity) is below ε, or ε lies within the band of it
         eps = kth_smallest(jnp.where(other, jnp.maximum(dx, dy), jnp.inf), k, selection)
         e = eps[:, None]
         # Only points within `reach` of point i can decide ε or compare differently with it
@@ -200,7 +205,7 @@ def device_counts(x, y, rows, *, k: int, metric: str, block_size: int, selection
         tx = distance_tolerance(sx[r], reach, dx_, metric, direct)
         ty = distance_tolerance(sy[r], reach, dy_, metric, direct)
         t_eps = jnp.maximum(tx, ty)
-        # point i itself falls in the band only when ε is within rounding of 0: a recount
+        # point i itself falls in the band only when ε is within its rounding of 0: a recount
         nx, ny, band = packed_counts(dx < e, dy < e, (jnp.abs(dx - e) <= (tx + t_eps)[:, None]),
                                      (jnp.abs(dy - e) <= (ty + t_eps)[:, None]))
         self_in = (eps > 0).astype(jnp.int32)  # point i (distance 0) is below ε unless ε = 0
