@@ -26,18 +26,23 @@ max(0, I)): with little dependence it can come out slightly negative.
 
 Implementation. The data are standardised per column (zero mean, unit variance, as ``bmi``
 does by default; ``standardize=False`` only centres them) in float64 on the host, then cast
-to float32 and sent to the device. There one compiled program loops (``lax.map``) over blocks
-of B rows (:func:`ksg_block_size`; the last block padded by repeating the last row), computing
-for a block the [B, N] distances in the x and the y space (Euclidean: the Gram identity
-‖a‖² + ‖b‖² − 2a·b with ``precision=jax.lax.Precision.HIGHEST``, on squared distances;
-Chebyshev: max |a_k − b_k|), point i's own distance set to exactly 0, their maximum with
-point i set to +∞, ε_i (squared for Euclidean) as the k-th smallest of that row
-(``jax.lax.top_k`` of the negated row on accelerators; on CPU, where XLA's ``top_k`` sorts
-whole rows, from the minima of chunks of 64 columns: :func:`default_selection`,
-:func:`kth_smallest`), and the strict counts (float32 sums, exact below 2²⁴). The columns
-are padded to whole chunks with points at +∞ distance. Memory is O(B·N); no N × N matrix is
-formed. Squared distances compare as the distances do, so the
-counts are those of the definition above.
+to float32 and sent to the device(s). There one compiled program loops (``lax.map``) over
+blocks of B rows (:func:`ksg_block_size`; the last block padded by repeating the last row;
+with several local devices, e.g. ``jax.config.update("jax_num_cpu_devices", 2)`` on a
+multi-core CPU, each device takes an equal share of the blocks through ``jax.shard_map``, with
+the same result), computing for a block the [B, N] distances in the x and the y space
+(Euclidean: the Gram identity (‖a‖² + ‖b‖²) + (−2a)·b with
+``precision=jax.lax.Precision.HIGHEST``, on squared distances; Chebyshev: max |a_k − b_k|),
+their maximum with point i set to +∞, ε_i (squared for Euclidean) as the k-th smallest of
+that row (``jax.lax.top_k`` of the negated row on accelerators; on CPU, where XLA's ``top_k``
+sorts whole rows, from the minima of chunks of 64 columns: :func:`default_selection`,
+:func:`kth_smallest`), and the strict counts with the rounding band below, all in one pass
+(:func:`packed_counts`: one int32 per column, summed per chunk in float32, exact). The
+columns are padded to whole chunks with points at +∞ distance. Memory is O(B·N); no N × N
+matrix is formed. Squared distances compare as the distances do, so the counts are those of
+the definition above. In the counts point i's own distance is the computed one (exactly 0
+from coordinate differences, within rounding of 0 from the Gram identity): it is below ε_i,
+and subtracted, unless it lies in the rounding band of ε_i, where the row is counted again.
 
 float32 rounding. Compared with exact arithmetic on the float64 standardised data, a float32
 distance D between rows a and b is off by at most e (:func:`distance_tolerance`): from the Gram
@@ -139,9 +144,9 @@ class KSGCounts(NamedTuple):
 
 def ksg_block_size(n: int, device: jax.Device | None = None) -> int:
     """Rows per block B: the largest power of two with B·N ≤ 2²¹ on CPU (the block's few
-    [B, N] float32 arrays stay in cache; on a 2-core x86_64 host blocks of 32 … 256 rows took
-    0.098–0.111 CPU seconds at N = 5,000 and 512 rows 0.158; at N = 20,000 16 … 64 rows took
-    1.4–1.7 s and 128 rows 2.2 s) or ≤ 2²⁶ on an accelerator
+    [B, N] float32 arrays stay in cache; on a 2-core x86_64 host, per whole estimate, blocks of
+    64 … 256 rows took 0.085–0.087 CPU seconds at N = 5,000 and 512 rows 0.098; at N = 20,000
+    32 … 128 rows took 1.28–1.39 s and 256 rows 1.98 s) or ≤ 2²⁶ on an accelerator
     (256 MiB per array), between 8 and 512 (CPU) or 4,096 rows."""
     device = device if device is not None else jax.local_devices()[0]
     cpu = device.platform == "cpu"
@@ -263,7 +268,7 @@ def _counts(xs, ys, k, metric, standardize, block_size, devices) -> KSGCounts:
     direct = 0
     if redo.size and metric == "euclidean":  # again with direct differences: a much narrower band
         direct = int(redo.size)
-        nx2, ny2, band2 = _device_rows(x32, y32, redo, k, metric, min(b, ksg_block_size(n)), True, mesh)
+        nx2, ny2, band2 = _device_rows(x32, y32, redo, k, metric, min(b, ksg_block_size(n), 64), True, mesh)
         ok = band2 == 1
         nx[redo[ok]], ny[redo[ok]] = nx2[ok], ny2[ok]
         redo = redo[~ok]
