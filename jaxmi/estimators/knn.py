@@ -234,7 +234,7 @@ def _device_rows(x, y, rows: np.ndarray, k: int, metric: str, block_size: int, d
     (:func:`padded_rows`), results trimmed."""
     m = len(rows)
     idx = padded_rows(rows, x.shape[0], block_size, 1 if mesh is None else mesh.size)
-    out = device_counts(x, y, jnp.asarray(idx), k=k, metric=metric, block_size=block_size,
+    out = device_counts(x, y, idx, k=k, metric=metric, block_size=block_size,
                         selection=default_selection(k), direct=direct, mesh=mesh)
     return [a[:m].astype(np.int64) for a in jax.device_get(out)]
 
