@@ -177,6 +177,23 @@ def test_devices_give_the_one_device_counts():
     assert proc.returncode == 0 and proc.stdout.strip().endswith("OK"), proc.stdout[-2000:] + proc.stderr[-4000:]
 
 
+def test_packed_counts_equal_separate_sums():
+    """The one-pass counts (four masks packed in an int32 per column, float32 chunk sums) equal
+    NumPy's sums, up to the largest packed value (every mask true in every column)."""
+    import jax.numpy as jnp
+
+    rng = np.random.default_rng(0)
+    masks = rng.random(size=(4, 6, 5 * knn.CHUNK)) < np.array([0.5, 0.1, 0.9, 0.02])[:, None, None]
+    masks[:, 0] = True  # the largest chunk sums: 64, 64 and 128
+    masks[:, 1] = False
+    nx, ny, band = (np.asarray(a) for a in knn.packed_counts(*(jnp.asarray(m) for m in masks)))
+    sums = masks.sum(axis=2)
+    np.testing.assert_array_equal(nx, sums[0])
+    np.testing.assert_array_equal(ny, sums[1])
+    np.testing.assert_array_equal(band, sums[2] + sums[3])
+    assert nx[0] == ny[0] == 5 * knn.CHUNK and band[0] == 10 * knn.CHUNK and band[1] == 0
+
+
 @pytest.mark.parametrize("k", [1, 2, 5, 9])
 def test_kth_smallest_with_ties(k):
     """Every selection returns the k-th smallest with multiplicity on rows full of ties (values
