@@ -270,6 +270,7 @@ def test_one_dimensional_input_and_return_type():
     ((np.zeros((0, 2)), np.zeros((0, 1))), {}, ["x", "empty"]),
     ((np.zeros((10, 2)), np.array(["a"] * 10)), {}, ["y", "dtype", "float32"]),
     ((np.zeros((10, 2)), np.zeros((10, 1))), {"block_size": 0}, ["block_size", "0", "None"]),
+    ((np.zeros((10, 2)), np.zeros((10, 1))), {"devices": []}, ["devices", "empty", "jax.devices()[:1]"]),
 ])
 def test_bad_input(args, kwargs, words):
     with pytest.raises(ValueError) as e:

@@ -226,6 +226,9 @@ def ksg_mesh(devices=None):
     """The mesh the rows are split over: all local devices by default (a one-axis ``"data"``
     mesh), None for one device."""
     devices = list(jax.local_devices() if devices is None else devices)
+    if not devices:
+        raise ValueError("devices is empty; pass None (all local devices) or a list of JAX devices, e.g. "
+                         "jax.devices()[:1].")
     return parallel.make_mesh(devices=devices) if len(devices) > 1 else None
 
 
