@@ -159,7 +159,7 @@ def ksg_block_size(n: int, device: jax.Device | None = None) -> int:
 def _as_2d(a: Any, name: str) -> np.ndarray:
     try:
         arr = np.asarray(a)
-    except Exception as e:
+    except Exception as e:  # noqa: BLE001 (ragged input and the like)
         raise ValueError(f"{name} must be an array of shape [N, d_{name}]; could not convert it ({e}).") from e
     if arr.ndim == 1:
         arr = arr[:, None]
