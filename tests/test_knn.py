@@ -4,7 +4,11 @@ closed form for correlated Gaussians, the bmi package's KSG, invariances, bad in
 from __future__ import annotations
 
 import math
+import os
+import subprocess
+import sys
 import warnings
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -130,6 +134,66 @@ def test_selections_block_sizes_and_direct_agree():
     np.testing.assert_array_equal(a.n_y, b.n_y)
 
 
+_DEVICES_SCRIPT = r'''
+import jax
+import numpy as np
+from jaxmi.estimators.knn import ksg_counts, ksg_mi, padded_rows
+
+assert len(jax.devices()) == 3, jax.devices()
+rng = np.random.default_rng(3)
+cases = {"gauss": (rng.normal(size=(997, 3)), None), "cauchy": (rng.standard_cauchy(size=(400, 2)), None),
+         "ties": (rng.integers(-3, 4, size=(300, 2)).astype(float), None)}
+for name, (x, _) in cases.items():
+    y = x[:, :1] + rng.integers(-1, 2, size=(len(x), 1)) if name == "ties" else x + rng.normal(size=x.shape)
+    xs, ys = [(a - a.mean(0)) / a.std(0) for a in (x, y)]
+    dx, dy = [((a[:, None, :] - a[None, :, :]) ** 2).sum(-1) for a in (xs, ys)]
+    joint = np.maximum(dx, dy)
+    np.fill_diagonal(joint, np.inf)
+    eps = np.sort(joint, axis=1)[:, 2]
+    off = ~np.eye(len(x), dtype=bool)
+    ref = [((d < eps[:, None]) & off).sum(1) for d in (dx, dy)]
+    outs = [ksg_counts(x, y, 3, devices=jax.devices()[:m], block_size=64) for m in (1, 2, 3)]
+    for c in outs:
+        np.testing.assert_array_equal(c.n_x, ref[0])
+        np.testing.assert_array_equal(c.n_y, ref[1])
+        assert (c.direct, c.recounted) == (outs[0].direct, outs[0].recounted)
+    assert ksg_mi(x, y, 3) == ksg_mi(x, y, 3, devices=jax.devices()[:1])
+    print(name, outs[0].direct, outs[0].recounted)
+idx = padded_rows(np.arange(10), 100, 4, 3)  # a subset: a power-of-two number of blocks per device
+assert len(idx) == 3 * 4 * 1 and list(idx[10:]) == [9, 9]
+assert len(padded_rows(np.arange(100), 100, 4, 3)) == 3 * 4 * 9  # all rows: whole blocks per device
+print("OK")
+'''
+
+
+def test_devices_give_the_one_device_counts():
+    """With three forced CPU devices: the rows split over 1, 2 or 3 of them give the float64
+    brute-force counts (Gaussian, heavy-tailed and tied data, so that the direct and host
+    recounts run too) and the same estimate (a subprocess: XLA_FLAGS must be set before JAX
+    starts)."""
+    env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=3", "JAX_PLATFORMS": "cpu"}
+    proc = subprocess.run([sys.executable, "-c", _DEVICES_SCRIPT], capture_output=True, text=True, timeout=600,
+                          check=False, cwd=Path(__file__).resolve().parents[1], env=env)
+    assert proc.returncode == 0 and proc.stdout.strip().endswith("OK"), proc.stdout[-2000:] + proc.stderr[-4000:]
+
+
+def test_packed_counts_equal_separate_sums():
+    """The one-pass counts (four masks packed in an int32 per column, float32 chunk sums) equal
+    NumPy's sums, up to the largest packed value (every mask true in every column)."""
+    import jax.numpy as jnp
+
+    rng = np.random.default_rng(0)
+    masks = rng.random(size=(4, 6, 5 * knn.CHUNK)) < np.array([0.5, 0.1, 0.9, 0.02])[:, None, None]
+    masks[:, 0] = True  # the largest chunk sums: 64, 64 and 128
+    masks[:, 1] = False
+    nx, ny, band = (np.asarray(a) for a in knn.packed_counts(*(jnp.asarray(m) for m in masks)))
+    sums = masks.sum(axis=2)
+    np.testing.assert_array_equal(nx, sums[0])
+    np.testing.assert_array_equal(ny, sums[1])
+    np.testing.assert_array_equal(band, sums[2] + sums[3])
+    assert nx[0] == ny[0] == 5 * knn.CHUNK and band[0] == 10 * knn.CHUNK and band[1] == 0
+
+
 @pytest.mark.parametrize("k", [1, 2, 5, 9])
 def test_kth_smallest_with_ties(k):
     """Every selection returns the k-th smallest with multiplicity on rows full of ties (values
@@ -206,6 +270,7 @@ def test_one_dimensional_input_and_return_type():
     ((np.zeros((0, 2)), np.zeros((0, 1))), {}, ["x", "empty"]),
     ((np.zeros((10, 2)), np.array(["a"] * 10)), {}, ["y", "dtype", "float32"]),
     ((np.zeros((10, 2)), np.zeros((10, 1))), {"block_size": 0}, ["block_size", "0", "None"]),
+    ((np.zeros((10, 2)), np.zeros((10, 1))), {"devices": []}, ["devices", "empty", "jax.devices()[:1]"]),
 ])
 def test_bad_input(args, kwargs, words):
     with pytest.raises(ValueError) as e:

@@ -26,18 +26,23 @@ max(0, I)): with little dependence it can come out slightly negative.
 
 Implementation. The data are standardised per column (zero mean, unit variance, as ``bmi``
 does by default; ``standardize=False`` only centres them) in float64 on the host, then cast
-to float32 and sent to the device. There one compiled program loops (``lax.map``) over blocks
-of B rows (:func:`ksg_block_size`; the last block padded by repeating the last row), computing
-for a block the [B, N] distances in the x and the y space (Euclidean: the Gram identity
-‖a‖² + ‖b‖² − 2a·b with ``precision=jax.lax.Precision.HIGHEST``, on squared distances;
-Chebyshev: max |a_k − b_k|), point i's own distance set to exactly 0, their maximum with
-point i set to +∞, ε_i (squared for Euclidean) as the k-th smallest of that row
-(``jax.lax.top_k`` of the negated row on accelerators; on CPU, where XLA's ``top_k`` sorts
-whole rows, from the minima of chunks of 64 columns: :func:`default_selection`,
-:func:`kth_smallest`), and the strict counts (float32 sums, exact below 2²⁴). The columns
-are padded to whole chunks with points at +∞ distance. Memory is O(B·N); no N × N matrix is
-formed. Squared distances compare as the distances do, so the
-counts are those of the definition above.
+to float32 and sent to the device(s). There one compiled program loops (``lax.map``) over
+blocks of B rows (:func:`ksg_block_size`; the last block padded by repeating the last row;
+with several local devices, e.g. ``jax.config.update("jax_num_cpu_devices", 2)`` on a
+multi-core CPU, each device takes an equal share of the blocks through ``jax.shard_map``, with
+the same result), computing for a block the [B, N] distances in the x and the y space
+(Euclidean: the Gram identity (‖a‖² + ‖b‖²) + (−2a)·b with
+``precision=jax.lax.Precision.HIGHEST``, on squared distances; Chebyshev: max |a_k − b_k|),
+their maximum with point i set to +∞, ε_i (squared for Euclidean) as the k-th smallest of
+that row (``jax.lax.top_k`` of the negated row on accelerators; on CPU, where XLA's ``top_k``
+sorts whole rows, from the minima of chunks of 64 columns: :func:`default_selection`,
+:func:`kth_smallest`), and the strict counts with the rounding band below, all in one pass
+(:func:`packed_counts`: one int32 per column, summed per chunk in float32, exact). The
+columns are padded to whole chunks with points at +∞ distance. Memory is O(B·N); no N × N
+matrix is formed. Squared distances compare as the distances do, so the counts are those of
+the definition above. In the counts point i's own distance is the computed one (exactly 0
+from coordinate differences, within rounding of 0 from the Gram identity): it is below ε_i,
+and subtracted, unless it lies in the rounding band of ε_i, where the row is counted again.
 
 float32 rounding. Compared with exact arithmetic on the float64 standardised data, a float32
 distance D between rows a and b is off by at most e (:func:`distance_tolerance`): from the Gram
@@ -69,7 +74,6 @@ float64 recount and the digamma formula inappropriate.
 
 from __future__ import annotations
 
-import functools
 import math
 from typing import Any, NamedTuple
 
@@ -77,19 +81,47 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxmi import parallel
 from jaxmi.estimators.knn_host import host_counts
+from jaxmi.estimators.knn_pass import (
+    CHUNK,
+    MAX_CHUNKED_K,
+    count_rows,
+    default_selection,
+    device_counts,
+    distance_tolerance,
+    kth_smallest,
+    packed_counts,
+    pair_distances,
+    rounding_growth,
+    row_stat,
+)
 
-__all__ = ["ksg_mi", "padded_rows", "ksg_counts", "KSGCounts", "KSG_METRICS", "ksg_block_size", "standardized", "kth_smallest",
-           "device_counts", "pair_distances", "row_stat", "distance_tolerance", "rounding_growth", "count_rows"]
+__all__ = [
+    "CHUNK",
+    "KSG_METRICS",
+    "MAX_CHUNKED_K",
+    "KSGCounts",
+    "count_rows",
+    "default_selection",
+    "device_counts",
+    "distance_tolerance",
+    "ksg_block_size",
+    "ksg_counts",
+    "ksg_mesh",
+    "ksg_mi",
+    "kth_smallest",
+    "packed_counts",
+    "padded_rows",
+    "pair_distances",
+    "rounding_growth",
+    "row_stat",
+    "standardized",
+]
 
 #: The per-space distances :func:`ksg_mi` supports.
 KSG_METRICS = ("euclidean", "chebyshev")
-_U32 = 2.0 ** -24  # float32 unit roundoff
 _LOG2 = math.log(2.0)
-#: Largest k for which the CPU finds ε by chunk minima rather than ``jax.lax.top_k``.
-MAX_CHUNKED_K = 32
-#: Columns per chunk of the chunked selection (:func:`kth_smallest`).
-CHUNK = 64
 
 
 class KSGCounts(NamedTuple):
@@ -112,9 +144,9 @@ class KSGCounts(NamedTuple):
 
 def ksg_block_size(n: int, device: jax.Device | None = None) -> int:
     """Rows per block B: the largest power of two with B·N ≤ 2²¹ on CPU (the block's few
-    [B, N] float32 arrays stay in cache; on a 2-core x86_64 host blocks of 32 … 256 rows took
-    0.098–0.111 CPU seconds at N = 5,000 and 512 rows 0.158; at N = 20,000 16 … 64 rows took
-    1.4–1.7 s and 128 rows 2.2 s) or ≤ 2²⁶ on an accelerator
+    [B, N] float32 arrays stay in cache; on a 2-core x86_64 host, per whole estimate, blocks of
+    64 … 256 rows took 0.085–0.087 CPU seconds at N = 5,000 and 512 rows 0.098; at N = 20,000
+    32 … 128 rows took 1.28–1.39 s and 256 rows 1.98 s) or ≤ 2²⁶ on an accelerator
     (256 MiB per array), between 8 and 512 (CPU) or 4,096 rows."""
     device = device if device is not None else jax.local_devices()[0]
     cpu = device.platform == "cpu"
@@ -177,190 +209,41 @@ def standardized(a: np.ndarray, standardize: bool) -> np.ndarray:
     return a
 
 
-def pair_distances(a, b, sq_a, sq_b, metric: str, direct: bool = False):
-    """Distances between the rows of a [B, d] and b [N, d]: squared Euclidean from the Gram
-    identity (``sq_a``, ``sq_b`` the squared norms) or, with ``direct``, as sums of squared
-    coordinate differences; Chebyshev as max |a_k − b_k|. Direct forms go a coordinate at a
-    time (O(B·N) memory whatever d)."""
-    if metric == "euclidean" and not direct:
-        g = jnp.dot(a, b.T, precision=jax.lax.Precision.HIGHEST)
-        return jnp.maximum(sq_a[:, None] + sq_b[None, :] - 2.0 * g, 0.0)
-    bt = b.T  # [d, N]
 
-    def coordinate(k, acc):
-        diff = (jax.lax.dynamic_index_in_dim(a, k, axis=1, keepdims=True)  # [B, 1]
-                - jax.lax.dynamic_index_in_dim(bt, k, axis=0, keepdims=True))  # [1, N]
-        return acc + jnp.square(diff) if metric == "euclidean" else jnp.maximum(acc, jnp.abs(diff))
-
-    return jax.lax.fori_loop(0, a.shape[1], coordinate, jnp.zeros((a.shape[0], b.shape[0]), a.dtype))
-
-
-def row_stat(a, metric: str):
-    """Per-row size that the rounding bound scales with: ‖a‖² (Euclidean) or max |a_k| (Chebyshev)."""
-    return jnp.sum(jnp.square(a), axis=1) if metric == "euclidean" else jnp.max(jnp.abs(a), axis=1)
-
-
-def rounding_growth(d: int, metric: str, direct: bool) -> float:
-    """C with the error of one float32 distance D from a row a ≤ C·u·(D + S), S = ‖a‖²
-    (Euclidean) or max|a_k| (Chebyshev): the bounds of :func:`distance_tolerance`, loosened."""
-    if metric == "chebyshev":
-        return 6.0
-    return float(d + 8) if direct else 3.0 * (2 * d + 8)
-
-
-def distance_tolerance(stat, reach, d: int, metric: str, direct: bool):
-    """Bound on the error of any float32 distance D ≤ ``reach`` from a row with
-    :func:`row_stat` ``stat`` (see the module docstring), with 0.1 % to spare for its own
-    rounding:
-
-    * Euclidean, Gram identity: (2d + 8)·u·(‖a‖² + ‖b‖²) with ‖b‖ ≤ ‖a‖ + √D;
-    * Euclidean, direct differences: 4u·√D·‖a‖ + (d + 5)·u·D + u²·(2‖a‖ + √D)²;
-    * Chebyshev: 3u·(max|a_k| + max|b_k|) with max|b_k| ≤ max|a_k| + D.
-    """
-    if metric == "chebyshev":
-        t = 3.0 * _U32 * (2.0 * stat + reach)
-    elif direct:
-        na, r = jnp.sqrt(stat), jnp.sqrt(reach)
-        t = 4.0 * _U32 * r * na + (d + 5) * _U32 * reach + _U32 ** 2 * jnp.square(2.0 * na + r)
-    else:
-        t = (2 * d + 8) * _U32 * (stat + jnp.square(jnp.sqrt(stat) + jnp.sqrt(reach)))
-    return t * (1.0 + 1e-3)
-
-
-def count_rows(mask):
-    """Row counts of a [B, N] mask as a float32 sum (exact below 2²⁴; XLA:CPU compiles float
-    sums to fast fused reductions, integer ones to a materialised [B, N] int32 array first)."""
-    return jnp.sum(mask.astype(jnp.float32), axis=1)
-
-
-def _threshold_kth(a, k: int):
-    """The k-th smallest entry of every row of a [B, M] with multiplicity, by k passes: v = min,
-    then k − 1 times c = #(a ≤ v) and, where c < k, v = min{a > v} (the next distinct value)."""
-    v = jnp.min(a, axis=1)
-    for _ in range(k - 1):
-        below = count_rows(a <= v[:, None])
-        above = jnp.min(jnp.where(a > v[:, None], a, jnp.inf), axis=1)
-        v = jnp.where(below >= k, v, above)
-    return v
-
-
-def kth_smallest(a, k: int, selection: str):
-    """The k-th smallest entry of every row of a [B, N], counted with multiplicity; N a multiple
-    of :data:`CHUNK` for ``"chunked"``.
-
-    ``"top_k"``: ``jax.lax.top_k`` of the negated rows. ``"threshold"``: :func:`_threshold_kth`
-    on the whole rows (k passes). ``"chunked"``: one pass takes the minimum of every chunk of
-    :data:`CHUNK` columns; k argmin passes over those minima pick the k chunks with the
-    smallest ones (ties to the lower index); the answer is the k-th smallest of their k·CHUNK
-    entries. Exact, ties included: those chunks hold k entries no larger than the k-th smallest
-    (their minima), and a chunk holding one of the k smallest entries that was not picked
-    would have a minimum no smaller than the k picked ones, which are then k entries no larger
-    than it.
-    """
-    if selection == "top_k":
-        return -jax.lax.top_k(-a, k)[0][:, k - 1]
-    if selection == "threshold":
-        return _threshold_kth(a, k)
-    b, n = a.shape
-    a3 = a.reshape(b, n // CHUNK, CHUNK)
-    minima = jnp.min(a3, axis=2)
-    first = jnp.arange(b)
-    picked = []
-    for r in range(min(k, n // CHUNK)):
-        i = jnp.argmin(minima, axis=1)
-        picked.append(i)
-        if r < k - 1:
-            minima = minima.at[first, i].set(jnp.inf)
-    cand = jnp.take_along_axis(a3, jnp.stack(picked, axis=1)[:, :, None], axis=1).reshape(b, -1)
-    return _threshold_kth(cand, k)
-
-
-def default_selection(k: int, device: jax.Device | None = None) -> str:
-    """``"chunked"`` on CPU for k ≤ :data:`MAX_CHUNKED_K`, else ``"top_k"``. XLA:CPU's ``top_k``
-    sorts whole rows: at N = 5,000, d = 10 + 10, k = 3 the whole device pass took 3.6 s of CPU
-    time with it, 0.14–0.16 s with threshold passes over whole rows and 0.09–0.10 s chunked
-    (2-core x86_64 host, CPU seconds of the process)."""
-    device = device if device is not None else jax.local_devices()[0]
-    return "chunked" if device.platform == "cpu" and k <= MAX_CHUNKED_K else "top_k"
-
-
-@functools.partial(jax.jit, static_argnames=("k", "metric", "block_size", "selection", "direct"))
-def device_counts(x, y, rows, *, k: int, metric: str, block_size: int, selection: str = "top_k",
-                  direct: bool = False):
-    """float32 counts of the given rows and, per row, the number of (point, space) comparisons
-    within the rounding band of ε (1: the row's counts are exact).
-
-    Args:
-      x, y: [N, d_x], [N, d_y] float32, centred.
-      rows: [M] int32 row indices, M a multiple of ``block_size`` (pad by repeating one).
-      direct: Euclidean distances as sums of squared differences (slower than the Gram
-        identity, but with a rounding bound relative to the distance, not to the norms).
-
-    Returns:
-      (n_x, n_y, band), [M] int32 each.
-    """
-    n = x.shape[0]
-    b = block_size
-    nb = rows.shape[0] // b
-    npad = -(-n // CHUNK) * CHUNK  # columns padded to whole chunks with points at +∞ distance
-    x, y = x.astype(jnp.float32), y.astype(jnp.float32)
-    sx, sy = row_stat(x, metric), row_stat(y, metric)
-    dx_, dy_ = x.shape[1], y.shape[1]
-    delta = 10.0 * _U32 * max(rounding_growth(dx_, metric, direct), rounding_growth(dy_, metric, direct))
-    xp, yp = (jnp.pad(a, ((0, npad - n), (0, 0))) for a in (x, y))
-    sxp, syp = (jnp.pad(a, (0, npad - n)) for a in (sx, sy))
-    cols = jnp.arange(npad)
-    real = cols < n
-
-    def block(i):
-        r = jax.lax.dynamic_slice_in_dim(rows, i * b, b)
-        other = r[:, None] != cols[None, :]
-        # exactly 0 for point i itself, +∞ for the padding columns, in both spaces
-        dx = jnp.where(real[None, :], jnp.where(other, pair_distances(x[r], xp, sx[r], sxp, metric, direct), 0.0), jnp.inf)
-        dy = jnp.where(real[None, :], jnp.where(other, pair_distances(y[r], yp, sy[r], syp, metric, direct), 0.0), jnp.inf)
-        eps = kth_smallest(jnp.where(other, jnp.maximum(dx, dy), jnp.inf), k, selection)
-        e = eps[:, None]
-        # Only points within `reach` of point i can decide ε or compare differently with it
-        # (module docstring), so the bounds are those of distances up to that reach.
-        reach = eps * (1.0 + delta) + delta * jnp.maximum(sx[r], sy[r])
-        tx = distance_tolerance(sx[r], reach, dx_, metric, direct)
-        ty = distance_tolerance(sy[r], reach, dy_, metric, direct)
-        t_eps = jnp.maximum(tx, ty)
-        # point i itself falls in the band only when ε is within rounding of 0: a recount
-        nx, ny = count_rows(dx < e), count_rows(dy < e)
-        in_band = ((jnp.abs(dx - e) <= (tx + t_eps)[:, None]).astype(jnp.float32)
-                   + (jnp.abs(dy - e) <= (ty + t_eps)[:, None]).astype(jnp.float32))
-        band = jnp.sum(in_band, axis=1)  # x and y together: one reduction
-        self_in = (eps > 0).astype(jnp.float32)  # point i (distance 0) is below ε unless ε = 0
-        return (nx - self_in).astype(jnp.int32), (ny - self_in).astype(jnp.int32), band.astype(jnp.int32)
-
-    nx, ny, band = jax.lax.map(block, jnp.arange(nb))
-    return nx.reshape(-1), ny.reshape(-1), band.reshape(-1)
-
-
-def padded_rows(rows: np.ndarray, n: int, block_size: int) -> np.ndarray:
-    """Row indices padded (by repeating the last) to a whole number of blocks of ``block_size``;
-    a subset of the ``n`` rows to a power-of-two number of blocks, so that few sizes compile."""
-    nb = -(-len(rows) // block_size)
+def padded_rows(rows: np.ndarray, n: int, block_size: int, num_devices: int = 1) -> np.ndarray:
+    """Row indices padded (by repeating the last) to a whole number of blocks of ``block_size``
+    per device; a subset of the ``n`` rows to a power-of-two number of blocks per device, so
+    that few sizes compile."""
+    nb = -(-len(rows) // (block_size * num_devices))  # blocks per device
     if len(rows) < n:
         nb = 1 << (nb - 1).bit_length()
-    idx = np.full(nb * block_size, rows[-1], np.int32)
+    idx = np.full(nb * num_devices * block_size, rows[-1], np.int32)
     idx[:len(rows)] = rows
     return idx
 
 
-def _device_rows(x, y, rows: np.ndarray, k: int, metric: str, block_size: int, direct: bool):
-    """:func:`device_counts` for any row indices: padded to a whole number of blocks (to a
-    power-of-two number of blocks for a subset, so that few sizes compile), results trimmed."""
+def ksg_mesh(devices=None):
+    """The mesh the rows are split over: all local devices by default (a one-axis ``"data"``
+    mesh), None for one device."""
+    devices = list(jax.local_devices() if devices is None else devices)
+    if not devices:
+        raise ValueError("devices is empty; pass None (all local devices) or a list of JAX devices, e.g. "
+                         "jax.devices()[:1].")
+    return parallel.make_mesh(devices=devices) if len(devices) > 1 else None
+
+
+def _device_rows(x, y, rows: np.ndarray, k: int, metric: str, block_size: int, direct: bool, mesh):
+    """:func:`device_counts` for any row indices: padded to a whole number of blocks per device
+    (:func:`padded_rows`), results trimmed."""
     m = len(rows)
-    idx = padded_rows(rows, x.shape[0], block_size)
-    out = device_counts(x, y, jnp.asarray(idx), k=k, metric=metric, block_size=block_size,
-                         selection=default_selection(k), direct=direct)
+    idx = padded_rows(rows, x.shape[0], block_size, 1 if mesh is None else mesh.size)
+    out = device_counts(x, y, idx, k=k, metric=metric, block_size=block_size,
+                        selection=default_selection(k), direct=direct, mesh=mesh)
     return [a[:m].astype(np.int64) for a in jax.device_get(out)]
 
 
 def ksg_counts(x: Any, y: Any, k: int = 3, metric: str = "euclidean", *, standardize: bool = True,
-               block_size: int | None = None) -> KSGCounts:
+               block_size: int | None = None, devices=None) -> KSGCounts:
     """The KSG neighbour counts n_x(i), n_y(i) of every point (see the module docstring).
 
     Args and checks as :func:`ksg_mi`.
@@ -370,10 +253,10 @@ def ksg_counts(x: Any, y: Any, k: int = 3, metric: str = "euclidean", *, standar
       float64.
     """
     xs, ys = _check(x, y, k, metric)
-    return _counts(xs, ys, int(k), metric, standardize, block_size)
+    return _counts(xs, ys, int(k), metric, standardize, block_size, devices)
 
 
-def _counts(xs, ys, k, metric, standardize, block_size) -> KSGCounts:
+def _counts(xs, ys, k, metric, standardize, block_size, devices) -> KSGCounts:
     n = xs.shape[0]
     xs, ys = standardized(xs, standardize), standardized(ys, standardize)
     b = ksg_block_size(n) if block_size is None else int(block_size)
@@ -381,13 +264,14 @@ def _counts(xs, ys, k, metric, standardize, block_size) -> KSGCounts:
         raise ValueError(f"block_size must be ≥ 1 (rows per device block); got {block_size}. Leave it None for "
                          f"the default.")
     b = min(b, n)
-    x32, y32 = jnp.asarray(xs, jnp.float32), jnp.asarray(ys, jnp.float32)
-    nx, ny, band = _device_rows(x32, y32, np.arange(n), k, metric, b, direct=False)
+    mesh = ksg_mesh(devices)
+    x32, y32 = jnp.asarray(xs.astype(np.float32)), jnp.asarray(ys.astype(np.float32))
+    nx, ny, band = _device_rows(x32, y32, np.arange(n), k, metric, b, False, mesh)
     redo = np.flatnonzero(band != 1)
     direct = 0
     if redo.size and metric == "euclidean":  # again with direct differences: a much narrower band
         direct = int(redo.size)
-        nx2, ny2, band2 = _device_rows(x32, y32, redo, k, metric, min(b, ksg_block_size(n)), direct=True)
+        nx2, ny2, band2 = _device_rows(x32, y32, redo, k, metric, min(b, ksg_block_size(n), 64), True, mesh)
         ok = band2 == 1
         nx[redo[ok]], ny[redo[ok]] = nx2[ok], ny2[ok]
         redo = redo[~ok]
@@ -402,7 +286,7 @@ def _harmonic(m: int) -> np.ndarray:
 
 
 def ksg_mi(x: Any, y: Any, k: int = 3, metric: str = "euclidean", *, standardize: bool = True,
-           block_size: int | None = None) -> float:
+           block_size: int | None = None, devices=None) -> float:
     """KSG estimator 1 of I(X;Y) between two continuous variables, in bits.
 
     Args:
@@ -414,6 +298,8 @@ def ksg_mi(x: Any, y: Any, k: int = 3, metric: str = "euclidean", *, standardize
       standardize: scale every column to unit variance first (default, as ``bmi``), which
         makes the estimate invariant to rescaling any coordinate; False only centres.
       block_size: rows per device block (default :func:`ksg_block_size`).
+      devices: the devices that share the rows (default all local devices; the estimate is the
+        same on any number of devices).
 
     Returns:
       The estimate in bits (nats / ln 2), not clipped at 0.
@@ -424,7 +310,7 @@ def ksg_mi(x: Any, y: Any, k: int = 3, metric: str = "euclidean", *, standardize
     """
     xs, ys = _check(x, y, k, metric)
     n = xs.shape[0]
-    c = _counts(xs, ys, int(k), metric, standardize, block_size)
+    c = _counts(xs, ys, int(k), metric, standardize, block_size, devices)
     h = _harmonic(n)
     nats = h[int(k) - 1] + h[n - 1] - float(np.mean(h[c.n_x] + h[c.n_y]))
     return nats / _LOG2

@@ -58,6 +58,15 @@ def host_counts(xs: np.ndarray, ys: np.ndarray, rows: np.ndarray, k: int, metric
     return nx, ny
 
 
+def _products(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """a @ b.T; small products (the usual few undecided rows) without BLAS, whose worker threads
+    can take tens of milliseconds to wake on a busy machine (any summation order keeps the
+    rounding bound)."""
+    if a.shape[0] * b.shape[0] * a.shape[1] > 1 << 24:
+        return a @ b.T
+    return np.einsum("rd,nd->rn", a, b)
+
+
 def _host_block(xs, ys, r, k, metric, sq):
     """Counts of rows ``r`` in float64, from the Gram identity (``sq``: the squared norms;
     returns which rows its rounding band leaves undecided) or from coordinate differences
@@ -66,8 +75,8 @@ def _host_block(xs, ys, r, k, metric, sq):
     if sq is None:
         dx, dy = host_distances(xs[r], xs, metric), host_distances(ys[r], ys, metric)
     else:
-        dx = np.maximum(sq[0][r, None] + sq[0][None, :] - 2.0 * (xs[r] @ xs.T), 0.0)
-        dy = np.maximum(sq[1][r, None] + sq[1][None, :] - 2.0 * (ys[r] @ ys.T), 0.0)
+        dx = np.maximum(sq[0][r, None] + sq[0][None, :] - 2.0 * _products(xs[r], xs), 0.0)
+        dy = np.maximum(sq[1][r, None] + sq[1][None, :] - 2.0 * _products(ys[r], ys), 0.0)
     dx[diag] = dy[diag] = 0.0  # point i itself: exactly 0
     joint = np.maximum(dx, dy)
     joint[diag] = np.inf  # excluded from the neighbours by index
