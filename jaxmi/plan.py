@@ -289,6 +289,9 @@ def resolve(config: Config, *, mesh: jax.sharding.Mesh | None = None,
     if d.train_examples is not None and len(train) < d.train_examples:
         raise ValueError(f"train_examples={d.train_examples} exceeds the {len(train)} training images of "
                          f"{d.dataset}; lower --train-examples (or leave it out to train on all of them).")
+    if len(train) < config.optim.batch_size:
+        raise ValueError(f"batch_size {config.optim.batch_size} is larger than the {len(train)} training images of "
+                         f"{d.dataset}; lower --batch-size.")
     if len(test) < config.mi.samples:
         raise ValueError(f"samples={config.mi.samples} exceeds the {len(test)} test images of {d.dataset}; "
                          "lower --samples.")
@@ -296,9 +299,6 @@ def resolve(config: Config, *, mesh: jax.sharding.Mesh | None = None,
     input_shape = tuple(train.images.shape[1:])
     widths = check_model(module, input_shape)  # once: everything downstream takes the checked module
     steps_per_epoch = len(train) // config.optim.batch_size
-    if steps_per_epoch < 1:
-        raise ValueError(f"batch_size {config.optim.batch_size} is larger than the {len(train)} training images of "
-                         f"{d.dataset}; lower --batch-size.")
     # Seed k of K uses the keys of a single run with seed config.seed + k; the test draw is seed 0's.
     keys = jax.vmap(lambda s: jnp.stack(run_keys(s)))(config.seed + jnp.arange(config.seeds))
     draw_key = run_keys(config.seed)[2]
@@ -308,8 +308,8 @@ def resolve(config: Config, *, mesh: jax.sharding.Mesh | None = None,
     return RunPlan(config=config, execution=exe, train=train, test=test,
                    augment=info.augment if info is not None else False, module=module,
                    num_classes=train.num_classes, input_shape=input_shape, layers=tuple(module.probe_names),
-                   steps_per_epoch=steps_per_epoch, tx=make_optimizer(config.optim, steps_per_epoch), attack_train=pgd_config(config, random_start=True),
-                   attack_eval=pgd_config(config), eps_warmup_steps=config.attack.warmup_steps(steps_per_epoch),
+                   steps_per_epoch=steps_per_epoch, tx=make_optimizer(config.optim, steps_per_epoch),
+                   attack_train=pgd_config(config, random_start=True), attack_eval=pgd_config(config), eps_warmup_steps=config.attack.warmup_steps(steps_per_epoch),
                    init_keys=keys[:, 0], train_keys=keys[:, 1], draw_key=draw_key, draws=draws,
                    mi=_mi_plan(config, exe, widths, train.num_classes, test.labels[mi_idx].astype(np.int32),
                                draw_key))

@@ -131,3 +131,13 @@ def test_flags_that_from_run_takes_are_accepted():
     config, options, _ = cli.parse(finding3.FINDING, ["--preset", "smoke", "--from-run", "R", "--samples", "64",
                                                       "--data-dir", "D", "--seeds", "2", "--devices", "1"])
     assert options["from_run"] == "R" and config.mi.samples == 64 and config.seeds == 2
+
+
+def test_the_plan_refuses_a_batch_larger_than_the_training_data():
+    from jaxmi.plan import resolve
+
+    with pytest.raises(ValueError, match=r"batch_size 128 is larger than the 64 training images of mnist; "
+                                         r"lower --batch-size"):
+        resolve(make_config("smoke", train_examples=64, batch_size=128))
+    plan = resolve(make_config("smoke", train_examples=128, batch_size=128))  # exactly one step: accepted
+    assert plan.steps_per_epoch == 1
