@@ -92,9 +92,8 @@ def batched(per_batch: Callable, *, batch_size: int, loop: str = "auto", mesh: j
       ``fn(params, batch_stats, *arrays)`` with arrays [N, ...] shared by the K models; every
       output leaf has shape [K, N, ...] (``stacked``) or [N, ...].
     """
-    return batched_core(per_batch, batch_size=batch_size, loop=backend.resolve_loop(loop), mesh=mesh,
-                        seed_loop=backend.resolve_seed_loop(seed_loop), stacked=stacked,
-                        wait=backend.dispatch_wait(mesh))
+    return batched_core(per_batch, **_decided(batch_size=batch_size, loop=loop, mesh=mesh, seed_loop=seed_loop,
+                                              stacked=stacked))
 
 
 def batched_core(per_batch: Callable, *, batch_size: int, loop: str, mesh: jax.sharding.Mesh | None, seed_loop: str,
