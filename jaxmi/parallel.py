@@ -23,7 +23,7 @@ import jax
 import numpy as np
 from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec
 
-__all__ = ["DATA_AXIS", "SEEDS_AXIS", "make_mesh", "replicated", "batch_sharding", "seed_sharding", "shard_batch",
+__all__ = ["DATA_AXIS", "SEEDS_AXIS", "make_mesh", "rows_mesh", "replicated", "batch_sharding", "seed_sharding", "shard_batch",
            "replicate", "place_states", "constrain_replicated", "usable_device_count", "seed_axis_size", "data_size"]
 
 DATA_AXIS = "data"
@@ -53,6 +53,16 @@ def make_mesh(num_devices: int | None = None, devices=None, *, seeds: int | None
         grid = np.asarray(devices[:num_devices]).reshape(seeds, num_devices // seeds)
         return Mesh(grid, (SEEDS_AXIS, DATA_AXIS), axis_types=(AxisType.Auto, AxisType.Auto))
     return Mesh(np.asarray(devices[:num_devices]), (DATA_AXIS,), axis_types=(AxisType.Auto,))
+
+
+def rows_mesh(devices=None) -> Mesh | None:
+    """The one-axis ``"data"`` mesh a pass over rows is split over: all local devices by default
+    (``devices=None``), None for one device (the pass then runs unsharded)."""
+    devices = list(jax.local_devices() if devices is None else devices)
+    if not devices:
+        raise ValueError("devices is empty; pass None (all local devices) or a list of JAX devices, e.g. "
+                         "jax.devices()[:1].")
+    return make_mesh(devices=devices) if len(devices) > 1 else None
 
 
 def seed_axis_size(mesh: Mesh | None) -> int:

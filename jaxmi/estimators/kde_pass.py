@@ -100,12 +100,8 @@ def sweep_scales(noise_vars) -> int:
     return int(np.unique(np.concatenate([2.0 * nv, 8.0 * nv])).size)
 
 
-def kde_mesh(devices):
-    """The mesh the KDE pass is split over: all local devices by default, None for one device."""
-    devices = list(jax.local_devices() if devices is None else devices)
-    if len(devices) <= 1:
-        return None
-    return parallel.make_mesh(devices=devices)
+#: The mesh the KDE pass is split over (:func:`jaxmi.parallel.rows_mesh`).
+kde_mesh = parallel.rows_mesh
 
 
 def kde_columns(labels, weights, num_classes: int):

@@ -222,14 +222,8 @@ def padded_rows(rows: np.ndarray, n: int, block_size: int, num_devices: int = 1)
     return idx
 
 
-def ksg_mesh(devices=None):
-    """The mesh the rows are split over: all local devices by default (a one-axis ``"data"``
-    mesh), None for one device."""
-    devices = list(jax.local_devices() if devices is None else devices)
-    if not devices:
-        raise ValueError("devices is empty; pass None (all local devices) or a list of JAX devices, e.g. "
-                         "jax.devices()[:1].")
-    return parallel.make_mesh(devices=devices) if len(devices) > 1 else None
+#: The mesh the KSG rows are split over (:func:`jaxmi.parallel.rows_mesh`).
+ksg_mesh = parallel.rows_mesh
 
 
 def _device_rows(x, y, rows: np.ndarray, k: int, metric: str, block_size: int, direct: bool, mesh):
