@@ -161,11 +161,22 @@ class OptimConfig:
     def __post_init__(self):
         _positive_int("epochs", self.epochs, minimum=0)
         _positive_int("batch_size", self.batch_size)
-        if not self.learning_rate > 0:
-            raise ValueError(f"learning_rate must be > 0; got {self.learning_rate}.")
+        if not 0 < self.learning_rate < float("inf"):
+            raise ValueError(f"learning_rate must be > 0 and finite; got {self.learning_rate}.")
         if not 0 <= self.momentum < 1:
             raise ValueError(f"momentum must be in [0, 1); got {self.momentum}.")
-        object.__setattr__(self, "milestones", tuple(int(m) for m in self.milestones))
+        if isinstance(self.decay, bool) or not 0 < self.decay < float("inf"):
+            raise ValueError(f"decay must be a finite factor > 0 (the learning rate is multiplied by it at each "
+                             f"milestone; 0.5 halves it); got {self.decay}.")
+        if isinstance(self.weight_decay, bool) or not 0 <= self.weight_decay < float("inf"):
+            raise ValueError(f"weight_decay must be a finite number ≥ 0 (0: none); got {self.weight_decay}.")
+        for m in self.milestones:
+            _positive_int("each milestone (an epoch)", m, minimum=0)
+        milestones = tuple(int(m) for m in self.milestones)
+        if len(set(milestones)) != len(milestones):
+            raise ValueError(f"milestones must be distinct epochs; got {list(milestones)}. Give each epoch once "
+                             f"(a repeated one would decay the rate once, not twice).")
+        object.__setattr__(self, "milestones", milestones)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -192,8 +203,8 @@ class AttackConfig:
         if self.eps is not None and not 0 <= self.eps <= 1:
             raise ValueError(f"attack eps must be in [0, 1] (an L∞ radius in pixel units of images in [0, 1]); got "
                              f"{self.eps}. Give it as a fraction of the pixel range, e.g. --eps 0.0314 for 8/255.")
-        if self.step_size is not None and not self.step_size > 0:
-            raise ValueError(f"attack step size must be > 0; got {self.step_size}.")
+        if self.step_size is not None and not 0 < self.step_size < float("inf"):
+            raise ValueError(f"attack step size must be > 0 and finite; got {self.step_size}.")
         if self.attack_steps is not None and (isinstance(self.attack_steps, bool) or
                                               int(self.attack_steps) != self.attack_steps or self.attack_steps < 0):
             raise ValueError(f"attack steps must be a non-negative integer (static, not traced); got "
@@ -242,16 +253,17 @@ class MIConfig:
         unknown = [m for m in self.estimators if m not in ESTIMATORS + OPTIONAL_ESTIMATORS]
         if unknown or not self.estimators:
             raise ValueError(f"unknown estimator(s) {unknown}; choose from {list(ESTIMATORS + OPTIONAL_ESTIMATORS)}.")
-        if not self.noise_var > 0:
-            raise ValueError(f"noise_var must be > 0; got {self.noise_var}.")
-        if not self.bin_size > 0:
-            raise ValueError(f"bin_size must be > 0; got {self.bin_size}.")
+        if not 0 < self.noise_var < float("inf"):
+            raise ValueError(f"noise_var must be > 0 and finite; got {self.noise_var}.")
+        if not 0 < self.bin_size < float("inf"):
+            raise ValueError(f"bin_size must be > 0 and finite; got {self.bin_size}.")
         if self.noise_scale not in ("absolute", "relative"):
             raise ValueError(f"noise_scale must be 'absolute' or 'relative'; got {self.noise_scale!r}.")
         for name in ("sweep_noise_vars", "sweep_bin_sizes"):
             values = tuple(float(v) for v in getattr(self, name))
-            if not values or not all(v > 0 for v in values):
-                raise ValueError(f"{name} must be a non-empty list of values > 0; got {getattr(self, name)}.")
+            if not values or not all(0 < v < float("inf") for v in values):
+                raise ValueError(f"{name} must be a non-empty list of values > 0 and finite; got "
+                                 f"{getattr(self, name)}.")
             object.__setattr__(self, name, values)
         if int(self.bootstrap) != self.bootstrap or self.bootstrap < 0 or self.bootstrap == 1:
             raise ValueError(f"bootstrap must be 0 (off) or a number of resamples ≥ 2; got {self.bootstrap}.")

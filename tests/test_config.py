@@ -3,6 +3,7 @@
 import dataclasses
 import json
 
+import numpy as np
 import pytest
 
 from jaxmi import cli
@@ -112,6 +113,50 @@ def test_eps_warmup_flag_steps_and_errors(capsys):
     with pytest.raises(SystemExit):
         cli.parse(finding2.FINDING, ["--eps-warmup", "-2"])
     assert "eps_warmup must be" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("override, match", [
+    (dict(decay=0), "decay must be a finite factor > 0"),
+    (dict(decay=-0.5), "decay must be a finite factor > 0"),
+    (dict(decay=float("nan")), "decay must be a finite factor > 0"),
+    (dict(weight_decay=-1e-4), "weight_decay must be a finite number ≥ 0"),
+    (dict(weight_decay=float("inf")), "weight_decay must be a finite number ≥ 0"),
+    (dict(milestones=[20, 20]), r"milestones must be distinct epochs; got \[20, 20\]"),
+    (dict(milestones=[-5]), r"each milestone \(an epoch\) must be a non-negative integer; got -5"),
+    (dict(milestones=[2.5]), r"each milestone \(an epoch\) must be a non-negative integer; got 2.5"),
+    (dict(learning_rate=float("inf")), "learning_rate must be > 0 and finite; got inf"),
+    (dict(step_size=float("inf")), "attack step size must be > 0 and finite; got inf"),
+    (dict(noise_var=float("inf")), "noise_var must be > 0 and finite; got inf"),
+    (dict(bin_size=float("inf")), "bin_size must be > 0 and finite; got inf"),
+    (dict(sweep_noise_vars=[0.1, float("inf")]), "sweep_noise_vars must be a non-empty list of values > 0 and finite"),
+    (dict(sweep_bin_sizes=[float("nan")]), "sweep_bin_sizes must be a non-empty list of values > 0 and finite"),
+])
+def test_bad_optimizer_and_mi_settings_are_refused(override, match):
+    with pytest.raises(ValueError, match=match):
+        make_config("cpu", **override)
+
+
+def test_milestones_in_any_order_give_the_same_schedule(capsys):
+    import jax.numpy as jnp
+    from jaxmi.training import make_optimizer
+
+    def rates(milestones):  # SGD without momentum on a unit gradient: each update is −rate
+        tx = make_optimizer(make_config("cpu", milestones=milestones, momentum=0.0).optim, steps_per_epoch=10)
+        params = {"w": jnp.ones(())}
+        state, out = tx.init(params), []
+        for _ in range(45):
+            updates, state = tx.update({"w": jnp.ones(())}, state, params)
+            out.append(-float(updates["w"]))
+        return np.array(out)
+
+    lr = make_config("cpu").optim.learning_rate
+    step = np.arange(45)
+    expected = lr * 0.5 ** ((step >= 10).astype(int) + (step >= 30).astype(int))  # halved at epochs 1 and 3
+    np.testing.assert_allclose(rates([1, 3]), expected, rtol=1e-6)
+    np.testing.assert_allclose(rates([3, 1]), expected, rtol=1e-6)
+    with pytest.raises(SystemExit):
+        cli.parse(finding2.FINDING, ["--decay", "0"])
+    assert "decay must be a finite factor > 0" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("finding, argv, ignored", [
