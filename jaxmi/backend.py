@@ -31,7 +31,9 @@ from __future__ import annotations
 
 import math
 import os
+import tempfile
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import jax
@@ -148,9 +150,20 @@ def exact_kde_on_device() -> bool:
 
 def enable_compile_cache(path: str | None) -> None:
     """Keeps compiled programs in ``path`` (JAX's persistent compilation cache) so that reruns
-    and resumed runs skip compilation; every program is cached, however fast it compiled."""
+    and resumed runs skip compilation; every program is cached, however fast it compiled.
+
+    Raises:
+      ValueError: ``path`` cannot be created or written (naming it and the fix).
+    """
     if not path:
         return
+    try:  # JAX would only warn, at every compilation, about a folder it cannot write
+        folder = Path(path).expanduser()
+        folder.mkdir(parents=True, exist_ok=True)
+        tempfile.TemporaryFile(dir=folder).close()
+    except OSError as e:
+        raise ValueError(f"compile_cache {str(path)!r} cannot be used as the compilation cache ({e}); pass a writable "
+                         f"directory with --compile-cache, or leave it out.") from e
     jax.config.update("jax_compilation_cache_dir", str(path))
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
     jax.config.update("jax_persistent_cache_min_entry_size_bytes", -1)

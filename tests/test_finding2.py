@@ -213,6 +213,7 @@ def _script_module():
     (["--devices", "0"], "devices must be a positive integer"),
     (["--epochs", "-1"], "epochs must be a non-negative"),
     (["--out", "SCRIPT_AS_PARENT"], "cannot write to --out"),
+    (["--compile-cache", "SCRIPT_AS_PARENT"], "cannot be used as the compilation cache"),
 ])
 def test_bad_flags_fail_with_a_clear_message(tmp_path, args, msg, capsys):
     # In-process (the CLI itself is exercised end to end by the smoke-run fixtures above).
@@ -225,3 +226,4 @@ def test_bad_flags_fail_with_a_clear_message(tmp_path, args, msg, capsys):
     assert rc not in (0, None)
     assert msg in err
     assert "Traceback" not in err
+    assert not (tmp_path / "r").exists()  # refused before the run folder is written
