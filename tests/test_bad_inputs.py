@@ -165,6 +165,8 @@ REFUSED = [
                                                           attack=_PAPER, key=jax.random.PRNGKey(0), steps=2),
      ValueError, "robust_report takes a typed PRNG key"),
     # --- estimators
+    ("estimate-knn-k-above-every-class", lambda: estimators.estimate(T, TY, methods=("knn",), knn_k=10), ValueError,
+     r"knn_k=10 needs a class with at least k \+ 1 = 11 points; the largest class here has 10"),
     ("estimate-one-sample", lambda: estimators.estimate(T[:1], TY[:1]), ValueError,
      r"activations holds 1 sample .* at least 2 samples"),
     ("estimate_mi-one-sample", lambda: estimators.estimate_mi(T[:1], TY[:1], method="binning"), ValueError,

@@ -307,6 +307,10 @@ def knn_compute(t, y, c, weights, *, knn_k: int = DEFAULT_K, **_) -> dict[str, t
     bits for the full sample and every resample (I(X;T) is not defined for this estimator)."""
     k = check_knn_k(knn_k)
     y_np = np.asarray(y, np.int64)
+    largest = int(np.bincount(y_np).max()) if y_np.size else 0
+    if largest < k + 1:  # every class would be dropped: the estimate would be NaN
+        raise ValueError(f"knn_k={k} needs a class with at least k + 1 = {k + 1} points; the largest class here has "
+                         f"{largest}. Use a smaller knn_k (3 is usual) or more samples.")
     w = np.asarray(weights, np.float64)
     counts = _counts(np.asarray(t, np.float64), y_np, w, k, int(c), None)
     i_ty = _bits(counts, y_np, k, int(c))
