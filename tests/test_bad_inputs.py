@@ -166,7 +166,7 @@ REFUSED = [
      ValueError, "robust_report takes a typed PRNG key"),
     # --- estimators
     ("estimate-knn-k-above-every-class", lambda: estimators.estimate(T, TY, methods=("knn",), knn_k=10), ValueError,
-     r"knn_k=10 needs a class with at least k \+ 1 = 11 points; the largest class here has 10"),
+     r"knn_k=10: no class has k \+ 1 = 11 points \(largest class: 10\)"),
     ("estimate-one-sample", lambda: estimators.estimate(T[:1], TY[:1]), ValueError,
      r"activations holds 1 sample .* at least 2 samples"),
     ("estimate_mi-one-sample", lambda: estimators.estimate_mi(T[:1], TY[:1], method="binning"), ValueError,

@@ -266,6 +266,15 @@ def _check_labels(t: Any, labels: Any) -> tuple[np.ndarray, np.ndarray, int]:
     return arr, y.astype(np.int64), int(y.max()) + 1
 
 
+def _check_class_sizes(y: np.ndarray, k: int, name: str) -> None:
+    """A ValueError naming ``name`` when no class has k + 1 points (every class would be
+    dropped and the estimate would be NaN)."""
+    largest = int(np.bincount(y).max()) if y.size else 0
+    if largest < k + 1:
+        raise ValueError(f"{name}={k}: no class has k + 1 = {k + 1} points (largest class: {largest}); use a smaller "
+                         f"{name} (3 is usual) or more samples.")
+
+
 def mixed_counts(t: Any, labels: Any, k: int = DEFAULT_K, *, weights: Any = None,
                  block_size: int | None = None) -> MixedCounts:
     """The counts m_i of every point (module docstring) for the full sample and, with
@@ -295,9 +304,7 @@ def mixed_knn_mi(t: Any, labels: Any, k: int = DEFAULT_K, *, block_size: int | N
     """
     arr, y, c = _check_labels(t, labels)
     k = check_knn_k(k)
-    if np.bincount(y).max() < k + 1:
-        raise ValueError(f"no class has k + 1 = {k + 1} points (largest class: {np.bincount(y).max()}); use a smaller k "
-                         f"or more samples.")
+    _check_class_sizes(y, k, "k")
     counts = _counts(arr, y, np.ones((1, arr.shape[0])), k, c, block_size)
     return float(_bits(counts, y, k, c)[0])
 
@@ -307,10 +314,7 @@ def knn_compute(t, y, c, weights, *, knn_k: int = DEFAULT_K, **_) -> dict[str, t
     bits for the full sample and every resample (I(X;T) is not defined for this estimator)."""
     k = check_knn_k(knn_k)
     y_np = np.asarray(y, np.int64)
-    largest = int(np.bincount(y_np).max()) if y_np.size else 0
-    if largest < k + 1:  # every class would be dropped: the estimate would be NaN
-        raise ValueError(f"knn_k={k} needs a class with at least k + 1 = {k + 1} points; the largest class here has "
-                         f"{largest}. Use a smaller knn_k (3 is usual) or more samples.")
+    _check_class_sizes(y_np, k, "knn_k")
     w = np.asarray(weights, np.float64)
     counts = _counts(np.asarray(t, np.float64), y_np, w, k, int(c), None)
     i_ty = _bits(counts, y_np, k, int(c))
